@@ -1,0 +1,21 @@
+//! zring: a connection manager. Clients speak HTTP/1.x (later WebSocket, TLS) to zring;
+//! zring speaks ZHTTP (later Mongrel2) to handler processes over ZeroMQ.
+//!
+//! Layers, each with its own room (see `docs/architecture.md`):
+//! - [`proto`]: sans-IO codecs (tnetstring, ZHTTP, HTTP/1). Bytes in, values out.
+//! - [`conn`]: one connection's state machine (sans-IO): request head → handler session →
+//!   body/credits → response → reuse or close.
+//! - [`runtime`]: io_uring and epoll event loops. Sockets, buffers, timers; no protocol.
+//! - [`bridge`]: ZeroMQ sockets and the bounded queues between them and the workers.
+//! - [`worker`]: a pinned thread gluing one runtime to one slab of connections.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod bridge;
+pub mod config;
+pub mod conn;
+pub mod limits;
+pub mod log;
+pub mod proto;
+pub mod runtime;
+pub mod timer;
+pub mod worker;

@@ -1,0 +1,6 @@
+//! Sans-IO protocol codecs. Nothing here touches a socket, a thread or a clock.
+#![forbid(unsafe_code)]
+
+pub mod http1;
+pub mod tnetstring;
+pub mod zhttp;
