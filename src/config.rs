@@ -1,1 +1,429 @@
-//! placeholder
+//! Command line: every flag of Condure 1.9.1 with its meaning and default, so Pushpin's
+//! runner can start zring as `condure_bin`, plus zring's own flags. Hand-written so that
+//! `--flag value` and `--flag=value` both work, as clap does for Condure.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::limits;
+
+/// Which ZHTTP mode a listener uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// PUSH/ROUTER/SUB, streaming, WebSocket.
+    Stream,
+    /// DEALER, one request and one response.
+    Req,
+}
+
+/// Where a listener listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Local(PathBuf),
+}
+
+/// One `--listen` spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: ListenAddr,
+    pub mode: Mode,
+    pub tls: bool,
+    pub default_cert: Option<String>,
+}
+
+/// Which runtime the workers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeChoice {
+    /// io_uring when it works here, else epoll with a log line.
+    Auto,
+    Uring,
+    Epoll,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub log_level: u8,
+    pub id: String,
+    pub workers: usize,
+    pub req_maxconn: usize,
+    pub stream_maxconn: usize,
+    pub buffer_size: usize,
+    pub body_buffer_size: usize,
+    pub messages_max: usize,
+    pub req_timeout_s: u64,
+    pub stream_timeout_s: u64,
+    pub listen: Vec<Listen>,
+    pub zclient_req: Vec<String>,
+    pub zclient_stream: Vec<String>,
+    pub zclient_connect: bool,
+    pub ipc_file_mode: Option<u32>,
+    pub tls_identities_dir: PathBuf,
+    pub compression: bool,
+    pub runtime: RuntimeChoice,
+    /// zring: how long a request waits for a handler before it gets a 503.
+    pub handler_wait_ms: u64,
+    /// zring: pin worker threads to cores.
+    pub pin: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: 2,
+            id: "condure".into(),
+            workers: 2,
+            req_maxconn: 100,
+            stream_maxconn: 10_000,
+            buffer_size: 8192,
+            body_buffer_size: 100_000,
+            messages_max: 100,
+            req_timeout_s: 30,
+            stream_timeout_s: 1800,
+            listen: Vec::new(),
+            zclient_req: Vec::new(),
+            zclient_stream: Vec::new(),
+            zclient_connect: false,
+            ipc_file_mode: None,
+            tls_identities_dir: PathBuf::from("."),
+            compression: false,
+            runtime: RuntimeChoice::Auto,
+            handler_wait_ms: limits::HANDLER_WAIT_MS_DEFAULT,
+            pin: true,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Action {
+    Run(Box<Config>),
+    Help,
+    Version,
+    Sizes,
+}
+
+pub const HELP: &str = "\
+zring: HTTP/WebSocket connection manager (Condure-compatible)
+
+USAGE:
+    zring [OPTIONS]
+
+OPTIONS (Condure 1.9.1):
+    --body-buffer-size <N>          Body buffer size for connections in req mode [default: 100000]
+    --buffer-size <N>               Connection buffer size; the request head must fit [default: 8192]
+    --compression                   Allow compression to be used
+    -h, --help                      Print help information
+    --id <ID>                       Instance ID [default: condure]
+    --ipc-file-mode <octal>         Permissions for ZeroMQ IPC binds
+    --listen <[addr:]port[,params...]>
+                                    Port to listen on, repeatable; params: stream, req, tls,
+                                    default-cert=<name>, local [default: 0.0.0.0:8000,stream]
+    --log-level <N>                 Log level, 0=error .. 4=trace [default: 2]
+    --messages-max <N>              Maximum queued WebSocket messages per connection [default: 100]
+    --req-maxconn <N>               Maximum concurrent connections in req mode [default: 100]
+    --req-timeout <N>               Client timeout in req mode (seconds) [default: 30]
+    --sizes                         Prints sizes of tasks and other objects
+    --stream-maxconn <N>            Maximum concurrent connections in stream mode [default: 10000]
+    --stream-timeout <N>            Client timeout in stream mode (seconds) [default: 1800]
+    --tls-identities-dir <dir>      Directory containing certificates and private keys [default: .]
+    -V, --version                   Print version information
+    --workers <N>                   Number of worker threads [default: 2]
+    --zclient-connect               ZeroMQ client sockets connect instead of bind
+    --zclient-req <spec>            ZeroMQ client REQ spec, repeatable [default: ipc://client]
+    --zclient-stream <spec-base>    ZeroMQ client PUSH/ROUTER/SUB spec base, repeatable [default: ipc://client]
+
+OPTIONS (zring):
+    --runtime <auto|uring|epoll>    Event loop; auto falls back to epoll without io_uring [default: auto]
+    --handler-wait <ms>             A request no handler takes within this time gets a 503 [default: 5000]
+    --no-pin                        Do not pin worker threads to cores
+";
+
+/// Parses `args` (without the program name). The error is one line for the user.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
+    let mut c = Config::default();
+    let mut args = args.into_iter();
+    let mut sizes = false;
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => args.next().ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Action::Help),
+            "-V" | "--version" => return Ok(Action::Version),
+            "--sizes" => sizes = true,
+            "--compression" => c.compression = true,
+            "--zclient-connect" => c.zclient_connect = true,
+            "--no-pin" => c.pin = false,
+            "--log-level" => c.log_level = number(&name, &value()?, 0, 255)? as u8,
+            "--id" => c.id = value()?,
+            "--workers" => {
+                c.workers = number(&name, &value()?, 1, limits::WORKERS_MAX as u64)? as usize
+            }
+            "--req-maxconn" => {
+                c.req_maxconn = number(&name, &value()?, 0, limits::CONNS_MAX)? as usize
+            }
+            "--stream-maxconn" => {
+                c.stream_maxconn = number(&name, &value()?, 0, limits::CONNS_MAX)? as usize
+            }
+            "--buffer-size" => c.buffer_size = number(&name, &value()?, 1024, 1 << 30)? as usize,
+            "--body-buffer-size" => {
+                c.body_buffer_size = number(&name, &value()?, 0, 1 << 30)? as usize
+            }
+            "--messages-max" => c.messages_max = number(&name, &value()?, 1, 1 << 20)? as usize,
+            "--req-timeout" => c.req_timeout_s = number(&name, &value()?, 1, 1 << 32)?,
+            "--stream-timeout" => c.stream_timeout_s = number(&name, &value()?, 1, 1 << 32)?,
+            "--handler-wait" => c.handler_wait_ms = number(&name, &value()?, 1, 1 << 32)?,
+            "--listen" => c.listen.push(parse_listen(&value()?)?),
+            "--zclient-req" => c.zclient_req.push(zmq_spec(&name, value()?)?),
+            "--zclient-stream" => c.zclient_stream.push(zmq_spec(&name, value()?)?),
+            "--ipc-file-mode" => {
+                let v = value()?;
+                let mode = u32::from_str_radix(&v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| format!("--ipc-file-mode: {v:?} is not an octal file mode"))?;
+                c.ipc_file_mode = Some(mode);
+            }
+            "--tls-identities-dir" => c.tls_identities_dir = PathBuf::from(value()?),
+            "--runtime" => {
+                c.runtime = match value()?.as_str() {
+                    "auto" => RuntimeChoice::Auto,
+                    "uring" | "io_uring" => RuntimeChoice::Uring,
+                    "epoll" => RuntimeChoice::Epoll,
+                    v => return Err(format!("--runtime: {v:?} is not one of auto, uring, epoll")),
+                }
+            }
+            _ => return Err(format!("unknown argument {arg:?} (try --help)")),
+        }
+    }
+    if sizes {
+        return Ok(Action::Sizes);
+    }
+    finish(&mut c)?;
+    Ok(Action::Run(Box::new(c)))
+}
+
+fn finish(c: &mut Config) -> Result<(), String> {
+    if c.id.is_empty() || c.id.contains(' ') || c.id.len() > limits::ADDRESS_BYTES_MAX {
+        return Err(format!(
+            "--id {:?}: must be 1-64 bytes without spaces",
+            c.id
+        ));
+    }
+    if c.listen.is_empty() {
+        c.listen.push(parse_listen("0.0.0.0:8000,stream")?);
+    }
+    if c.zclient_req.is_empty() {
+        c.zclient_req.push("ipc://client".into());
+    }
+    if c.zclient_stream.is_empty() {
+        c.zclient_stream.push("ipc://client".into());
+    }
+    let has = |m: Mode| c.listen.iter().any(|l| l.mode == m);
+    if has(Mode::Req) && c.req_maxconn < c.workers {
+        return Err(format!(
+            "--req-maxconn must be at least --workers ({})",
+            c.workers
+        ));
+    }
+    if has(Mode::Stream) && c.stream_maxconn < c.workers {
+        return Err(format!(
+            "--stream-maxconn must be at least --workers ({})",
+            c.workers
+        ));
+    }
+    if (c.req_maxconn + c.stream_maxconn) as u64 > limits::CONNS_MAX {
+        return Err("--req-maxconn + --stream-maxconn must be at most 10000000".into());
+    }
+    Ok(())
+}
+
+fn number(name: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n: u64 = v
+        .parse()
+        .map_err(|_| format!("{name}: {v:?} is not a number"))?;
+    if n < min || n > max {
+        return Err(format!("{name}: {n} is out of range {min}..={max}"));
+    }
+    Ok(n)
+}
+
+fn zmq_spec(name: &str, v: String) -> Result<String, String> {
+    if v.starts_with("ipc://") || v.starts_with("tcp://") {
+        Ok(v)
+    } else {
+        Err(format!("{name}: {v:?} must start with ipc:// or tcp://"))
+    }
+}
+
+/// `[addr:]port[,param...]`, params `stream`, `req`, `tls`, `default-cert=<name>`, `local`.
+pub fn parse_listen(spec: &str) -> Result<Listen, String> {
+    let mut parts = spec.split(',');
+    let first = parts.next().unwrap_or_default();
+    let (mut mode, mut tls, mut local, mut default_cert) = (Mode::Stream, false, false, None);
+    for p in parts {
+        let (k, v) = match p.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (p, None),
+        };
+        match (k, v) {
+            ("stream", None) => mode = Mode::Stream,
+            ("req", None) => mode = Mode::Req,
+            ("tls", None) => tls = true,
+            ("local", None) => local = true,
+            ("default-cert", Some(name)) if !name.is_empty() => default_cert = Some(name.into()),
+            _ => return Err(format!("--listen {spec:?}: unknown parameter {p:?}")),
+        }
+    }
+    let addr = if local {
+        if first.is_empty() {
+            return Err(format!("--listen {spec:?}: local needs a path"));
+        }
+        ListenAddr::Local(PathBuf::from(first))
+    } else if let Ok(port) = first.parse::<u16>() {
+        ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], port)))
+    } else {
+        ListenAddr::Tcp(
+            first
+                .parse()
+                .map_err(|_| format!("--listen {spec:?}: {first:?} is not [addr:]port"))?,
+        )
+    };
+    if tls && local {
+        return Err(format!("--listen {spec:?}: tls and local do not combine"));
+    }
+    Ok(Listen {
+        addr,
+        mode,
+        tls,
+        default_cert,
+    })
+}
+
+/// The three endpoints of a stream spec base: (PUSH, ROUTER, SUB), as Condure derives them.
+pub fn stream_endpoints(base: &str) -> Result<(String, String, String), String> {
+    if let Some(path) = base.strip_prefix("ipc://") {
+        return Ok((
+            format!("ipc://{path}-out"),
+            format!("ipc://{path}-out-stream"),
+            format!("ipc://{path}-in"),
+        ));
+    }
+    let rest = base
+        .strip_prefix("tcp://")
+        .ok_or_else(|| format!("bad spec {base:?}"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{base:?} has no port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{base:?} has a bad port"))?;
+    if port > u16::MAX - 2 {
+        return Err(format!("{base:?}: port + 2 must be a port"));
+    }
+    Ok((
+        format!("tcp://{host}:{port}"),
+        format!("tcp://{host}:{}", port + 1),
+        format!("tcp://{host}:{}", port + 2),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse(args.iter().map(|s| s.to_string()))? {
+            Action::Run(c) => Ok(*c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_condure() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.listen, vec![parse_listen("0.0.0.0:8000,stream").unwrap()]);
+        assert_eq!(
+            (c.workers, c.buffer_size, c.stream_maxconn),
+            (2, 8192, 10_000)
+        );
+        assert_eq!(c.zclient_stream, vec!["ipc://client".to_string()]);
+        assert_eq!(c.id, "condure");
+    }
+
+    #[test]
+    fn pushpin_runner_command_line() {
+        let c = run(&[
+            "--log-level=3",
+            "--listen=127.0.0.1:17999,stream",
+            "--listen=0.0.0.0:443,stream,tls,default-cert=default_443",
+            "--zclient-stream=ipc:///tmp/pp/run/pushpin-condure",
+            "--buffer-size=8192",
+            "--stream-maxconn=50000",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.listen[1].tls);
+        assert_eq!(c.listen[1].default_cert.as_deref(), Some("default_443"));
+        assert_eq!(c.stream_maxconn, 50_000);
+    }
+
+    #[test]
+    fn listen_grammar() {
+        let l = parse_listen("8000").unwrap();
+        assert_eq!(l.addr, ListenAddr::Tcp("0.0.0.0:8000".parse().unwrap()));
+        let l = parse_listen("[::1]:9,req").unwrap();
+        assert_eq!(
+            (l.addr, l.mode),
+            (ListenAddr::Tcp("[::1]:9".parse().unwrap()), Mode::Req)
+        );
+        let l = parse_listen("/tmp/s,local,stream").unwrap();
+        assert_eq!(l.addr, ListenAddr::Local("/tmp/s".into()));
+        assert!(parse_listen("8000,bogus").is_err());
+        assert!(parse_listen("nope:x").is_err());
+    }
+
+    #[test]
+    fn endpoints_derive_like_condure() {
+        let (a, b, c) = stream_endpoints("ipc://client").unwrap();
+        assert_eq!(
+            (a.as_str(), b.as_str(), c.as_str()),
+            (
+                "ipc://client-out",
+                "ipc://client-out-stream",
+                "ipc://client-in"
+            )
+        );
+        let (a, b, c) = stream_endpoints("tcp://127.0.0.1:5000").unwrap();
+        assert_eq!(
+            (a.as_str(), b.as_str(), c.as_str()),
+            (
+                "tcp://127.0.0.1:5000",
+                "tcp://127.0.0.1:5001",
+                "tcp://127.0.0.1:5002"
+            )
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_one_line_errors() {
+        for args in [
+            &["--workers", "x"][..],
+            &["--bogus"],
+            &["--workers"],
+            &["--runtime", "kqueue"],
+            &["--id", "a b"],
+        ] {
+            let e = run(args).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+}

@@ -1,1 +1,51 @@
-//! placeholder
+//! Every bound in zring, named with its unit last, with the reason for its value.
+//! Config may change some of them within checked ranges; the rest are fixed here.
+
+/// Headers per request and per handler response: Condure's limit.
+pub const HEADERS_MAX: usize = 64;
+/// Request-target bytes: Condure's limit on `uri`.
+pub const URI_BYTES_MAX: usize = 4096;
+/// ZHTTP `from` and `id` bytes: Condure's limit.
+pub const ADDRESS_BYTES_MAX: usize = 64;
+/// Ids per list-form packet: Condure's batch size for keep-alives and cancels.
+pub const PACKET_IDS_MAX: usize = 128;
+/// Workers: Condure's limit.
+pub const WORKERS_MAX: usize = 1024;
+/// req + stream connections per process: Condure's limit.
+pub const CONNS_MAX: u64 = 10_000_000;
+
+/// Condure sends each session a keep-alive about this often.
+pub const KEEP_ALIVE_INTERVAL_MS: u64 = 45_000;
+/// A session with no packet from its handler for this long is dropped (Condure: 60 s).
+pub const SESSION_EXPIRY_MS: u64 = 60_000;
+/// The keep-alive sweep visits every slot once per interval in this many steps, so one
+/// step's work stays small however many connections a worker holds (Condure: 100 ms steps).
+pub const KEEP_ALIVE_SWEEP_STEPS: u64 = 450;
+/// Time given to a closing connection to drain the client's unread input after the last
+/// response byte, so that closing does not reset the response away (lingering close).
+pub const LINGER_MS: u64 = 2_000;
+
+/// Packets queued from a worker to the bridge. When full, connections stop reading from
+/// clients (backpressure) rather than queueing more.
+pub const BRIDGE_OUTBOX_PACKETS_MAX: usize = 4096;
+/// Packets queued from the bridge to one worker. When full, the bridge stops reading its
+/// SUB socket and ZeroMQ's high-water mark pushes back on handlers.
+pub const WORKER_INBOX_PACKETS_MAX: usize = 4096;
+/// Inbox packets a worker handles per wake-up before it returns to I/O, for fairness.
+pub const INBOX_DRAIN_PACKETS_MAX: usize = 1024;
+/// Packets the bridge moves per socket per turn before it polls the others.
+pub const BRIDGE_BATCH_PACKETS_MAX: usize = 256;
+/// Hold a PUSH packet that cannot be sent (no handler connected) and retry it this often.
+pub const BRIDGE_RETRY_MS: u64 = 50;
+
+/// Default time a request may wait for a handler to take it before zring answers 503.
+pub const HANDLER_WAIT_MS_DEFAULT: u64 = 5_000;
+/// Largest single buffer taken from a worker's send-buffer pool is kept for reuse only up to
+/// this capacity; larger ones are freed so one big response does not pin memory.
+pub const POOL_BUFFER_BYTES_MAX: usize = 64 * 1024;
+/// Buffers kept in a worker's pool.
+pub const POOL_BUFFERS_MAX: usize = 1024;
+
+const _: () = assert!(PACKET_IDS_MAX <= 128);
+const _: () = assert!(SESSION_EXPIRY_MS > KEEP_ALIVE_INTERVAL_MS);
+const _: () = assert!(KEEP_ALIVE_INTERVAL_MS % KEEP_ALIVE_SWEEP_STEPS == 0);

@@ -1,1 +1,187 @@
-fn main() {}
+//! `zring`: startup, listeners, signals. Everything else lives in the library.
+use std::os::fd::{IntoRawFd, RawFd};
+use std::sync::atomic::Ordering;
+
+use zring::config::{self, Action, Config, ListenAddr, RuntimeChoice};
+use zring::runtime::Kind;
+use zring::worker::ListenerInfo;
+use zring::{bridge, log};
+
+fn main() {
+    let action = match config::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("zring: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cfg = match action {
+        Action::Help => return print!("{}", config::HELP),
+        Action::Version => return println!("zring {}", env!("CARGO_PKG_VERSION")),
+        Action::Sizes => return print_sizes(),
+        Action::Run(c) => *c,
+    };
+    log::set_level(cfg.log_level);
+    if let Err(e) = run(cfg) {
+        zring::log!(log::ERROR, "zring", "{e}");
+        std::process::exit(1);
+    }
+}
+
+fn print_sizes() {
+    println!(
+        "connection: {} bytes",
+        std::mem::size_of::<zring::conn::Conn>()
+    );
+    println!(
+        "slab slot: {} bytes",
+        std::mem::size_of::<slab::Slab<zring::conn::Conn>>() / 1
+            + std::mem::size_of::<zring::conn::Conn>()
+            + 8
+    );
+}
+
+fn run(cfg: Config) -> Result<(), String> {
+    let kind = choose_runtime(cfg.runtime)?;
+    let mut fds = Vec::new();
+    let mut infos = Vec::new();
+    for l in &cfg.listen {
+        fds.push(listen(&l.addr)?);
+        infos.push(ListenerInfo {
+            mode: l.mode,
+            tls: l.tls,
+        });
+        if l.tls {
+            return Err("tls listeners are not supported by this zring build yet".into());
+        }
+        zring::log!(log::INFO, "zring", "listening on {}", describe(&l.addr));
+    }
+    // Signals go to a dedicated wait, not to whichever thread happens to run.
+    let signals = block_signals();
+    let shared = bridge::Shared::new(cfg.workers).map_err(|e| format!("eventfd: {e}"))?;
+    let bridge = bridge::start(&cfg, shared.clone())?;
+    let bridge_thread = std::thread::Builder::new()
+        .name("bridge".into())
+        .spawn(move || bridge.run())
+        .map_err(|e| e.to_string())?;
+    let mut workers = Vec::new();
+    for i in 0..cfg.workers {
+        let h = zring::worker::spawn(i, &cfg, (fds.clone(), infos.clone()), shared.clone(), kind)
+            .map_err(|e| format!("spawning worker {i}: {e}"))?;
+        workers.push(h);
+    }
+    wait_signal(&signals);
+    zring::log!(log::INFO, "zring", "stopping");
+    shared.shutdown.store(true, Ordering::Release);
+    for inbox in &shared.inboxes {
+        inbox.wake.notify();
+    }
+    // A second signal exits at once, as Condure does.
+    std::thread::spawn(move || {
+        wait_signal(&signals);
+        std::process::exit(1);
+    });
+    for w in workers {
+        let _ = w.join();
+    }
+    let _ = bridge_thread.join();
+    for l in &cfg.listen {
+        if let ListenAddr::Local(p) = &l.addr {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(())
+}
+
+fn choose_runtime(choice: RuntimeChoice) -> Result<Kind, String> {
+    match choice {
+        RuntimeChoice::Epoll => Ok(Kind::Epoll),
+        RuntimeChoice::Uring => {
+            zring::runtime::uring_available().map_err(|e| format!("io_uring unavailable: {e}"))?;
+            Ok(Kind::Uring)
+        }
+        RuntimeChoice::Auto => match zring::runtime::uring_available() {
+            Ok(()) => {
+                zring::log!(log::INFO, "zring", "runtime: io_uring");
+                Ok(Kind::Uring)
+            }
+            Err(e) => {
+                zring::log!(
+                    log::INFO,
+                    "zring",
+                    "io_uring unavailable ({e}); using epoll"
+                );
+                Ok(Kind::Epoll)
+            }
+        },
+    }
+}
+
+fn describe(a: &ListenAddr) -> String {
+    match a {
+        ListenAddr::Tcp(s) => s.to_string(),
+        ListenAddr::Local(p) => p.display().to_string(),
+    }
+}
+
+/// A non-blocking listening socket with a deep backlog (the kernel caps it at somaxconn).
+fn listen(addr: &ListenAddr) -> Result<RawFd, String> {
+    match addr {
+        ListenAddr::Local(path) => {
+            let _ = std::fs::remove_file(path);
+            let l = std::os::unix::net::UnixListener::bind(path)
+                .map_err(|e| format!("listen {}: {e}", path.display()))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let fd = l.into_raw_fd();
+            // SAFETY: fd is a listening socket we own; raising its backlog is harmless.
+            unsafe { libc::listen(fd, 65535) };
+            Ok(fd)
+        }
+        ListenAddr::Tcp(sa) => tcp_listen(*sa).map_err(|e| format!("listen {sa}: {e}")),
+    }
+}
+
+fn tcp_listen(sa: std::net::SocketAddr) -> std::io::Result<RawFd> {
+    let l = std::net::TcpListener::bind(sa)?;
+    l.set_nonblocking(true)?;
+    let fd = l.into_raw_fd();
+    let one: libc::c_int = 1;
+    // SAFETY: fd is our listening socket; option values point at a live c_int.
+    unsafe {
+        // Accepted sockets inherit TCP_NODELAY on Linux: responses are written whole.
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            4,
+        );
+        libc::listen(fd, 65535);
+    }
+    Ok(fd)
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local; pthread_sigmask applies to this thread and is
+    // inherited by threads spawned afterwards.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: set is initialised; sig is a valid out pointer.
+        unsafe { libc::sigwait(set, &mut sig) };
+        if sig == libc::SIGTERM || sig == libc::SIGINT {
+            return;
+        }
+    }
+}

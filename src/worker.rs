@@ -1,1 +1,395 @@
-//! placeholder
+//! A worker: one pinned thread running one runtime over one slab of connections. It is the
+//! runtime's [`Driver`]: it routes socket events and bridge packets to connections, owns the
+//! timer wheel and the keep-alive sweep, and batches packets to the bridge (one lock and
+//! one wake-up per runtime turn).
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::bridge::{Addr, InPacket, OutPacket, Route, Shared};
+use crate::config::{Config, Mode};
+use crate::conn::{Conn, Ctx, Pool, Settings};
+use crate::limits;
+use crate::proto::zhttp::{self, Kind};
+use crate::runtime::{Command, Driver};
+use crate::timer::Wheel;
+
+/// What a worker knows of each listener (by index, as the runtime reports it).
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerInfo {
+    pub mode: Mode,
+    pub tls: bool,
+}
+
+pub struct Worker {
+    index: u16,
+    settings: Settings,
+    listeners: Vec<ListenerInfo>,
+    conns: Slab<Conn>,
+    /// Per-mode connection limits: this worker's share of `--req-maxconn`/`--stream-maxconn`.
+    maxconn: [usize; 2],
+    count: [usize; 2],
+    modes: Vec<u8>,
+    wheel: Wheel,
+    cmds: VecDeque<Command>,
+    packets: Vec<OutPacket>,
+    pool: Pool,
+    counter: u64,
+    shared: Arc<Shared>,
+    due: Vec<u32>,
+    inbox: VecDeque<Arc<InPacket>>,
+    sweep_at: Instant,
+    sweep_cursor: usize,
+    shutting_down: bool,
+    slots: usize,
+}
+
+fn mode_index(m: Mode) -> usize {
+    match m {
+        Mode::Stream => 0,
+        Mode::Req => 1,
+    }
+}
+
+const SWEEP_STEP: Duration =
+    Duration::from_millis(limits::KEEP_ALIVE_INTERVAL_MS / limits::KEEP_ALIVE_SWEEP_STEPS);
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        cfg: &Config,
+        listeners: Vec<ListenerInfo>,
+        shared: Arc<Shared>,
+        now: Instant,
+    ) -> Worker {
+        let share = |n: usize| n.div_ceil(cfg.workers).max(1);
+        let maxconn = [share(cfg.stream_maxconn), share(cfg.req_maxconn)];
+        let slots = maxconn[0] + maxconn[1];
+        Worker {
+            index: index as u16,
+            settings: Settings {
+                instance_id: Addr::try_from(cfg.id.as_bytes())
+                    .expect("id length checked by config"),
+                worker: index as u16,
+                buffer_size: cfg.buffer_size,
+                body_buffer_size: cfg.body_buffer_size,
+                req_timeout: Duration::from_secs(cfg.req_timeout_s),
+                stream_timeout: Duration::from_secs(cfg.stream_timeout_s),
+                handler_wait: Duration::from_millis(cfg.handler_wait_ms),
+            },
+            listeners,
+            conns: Slab::with_capacity(slots),
+            maxconn,
+            count: [0; 2],
+            modes: vec![0; slots],
+            wheel: Wheel::new(now, slots),
+            cmds: VecDeque::new(),
+            packets: Vec::new(),
+            pool: Pool::default(),
+            counter: 0,
+            shared,
+            due: Vec::new(),
+            inbox: VecDeque::new(),
+            sweep_at: now + SWEEP_STEP,
+            sweep_cursor: 0,
+            shutting_down: false,
+            slots,
+        }
+    }
+
+    /// Upper bound on slots, for the runtime's tables.
+    pub fn slots_max(&self) -> u32 {
+        (self.maxconn[0] + self.maxconn[1]) as u32
+    }
+
+    /// Runs `f` on the slot's connection with a context, then collects its I/O and timer.
+    fn with_conn(&mut self, now: Instant, slot: u32, f: impl FnOnce(&mut Conn, &mut Ctx)) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            panic!("event for free slot {slot}");
+        };
+        let mut cx = Ctx {
+            now,
+            settings: &self.settings,
+            slot,
+            packets: &mut self.packets,
+            pool: &mut self.pool,
+            counter: &mut self.counter,
+        };
+        f(conn, &mut cx);
+        let outbox_full = self.shared.outbox_full();
+        conn.poll_io(slot, outbox_full, &mut self.cmds);
+        self.wheel.set(slot, conn.deadline());
+    }
+
+    fn dispatch(&mut self, now: Instant, pkt: &Arc<InPacket>) {
+        let buf = pkt.buf();
+        for (id, seq) in pkt.packet.ids.iter() {
+            let Some((w, slot, counter)) = parse_id(id.get(buf)) else {
+                continue;
+            };
+            if w != self.index {
+                continue;
+            }
+            let live = self
+                .conns
+                .get(slot as usize)
+                .and_then(|c| c.session_counter());
+            if live != Some(counter) {
+                continue; // stale id: the session ended, the slot may hold another
+            }
+            self.with_conn(now, slot, |c, cx| c.handle_packet(cx, pkt, seq));
+        }
+    }
+
+    fn sweep_keep_alives(&mut self, now: Instant) {
+        let cap = self.slots.max(1);
+        let per_step = cap.div_ceil(limits::KEEP_ALIVE_SWEEP_STEPS as usize);
+        let mut batch: Vec<(Addr, u64, u32, u32)> = Vec::new();
+        for _ in 0..per_step {
+            let slot = self.sweep_cursor;
+            self.sweep_cursor = (self.sweep_cursor + 1) % cap;
+            if let Some(conn) = self.conns.get_mut(slot) {
+                if let Some((addr, counter, seq)) = conn.keep_alive() {
+                    batch.push((addr.clone(), counter, seq, slot as u32));
+                }
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        // One packet per handler, at most 128 ids each (Condure's batching).
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        for group in batch.chunk_by(|a, b| a.0 == b.0) {
+            for part in group.chunks(limits::PACKET_IDS_MAX) {
+                self.packets
+                    .push(keep_alive_packet(&self.settings, part, now));
+            }
+        }
+    }
+
+    fn start_shutdown(&mut self, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
+        for slot in slots {
+            if !self.conns[slot as usize].is_closed() {
+                self.with_conn(now, slot, |c, cx| c.handle_shutdown(cx));
+            }
+        }
+    }
+}
+
+fn keep_alive_packet(s: &Settings, part: &[(Addr, u64, u32, u32)], _now: Instant) -> OutPacket {
+    let mut ids: arrayvec::ArrayVec<(arrayvec::ArrayVec<u8, 40>, u32), { limits::PACKET_IDS_MAX }> =
+        arrayvec::ArrayVec::new();
+    for (_, counter, seq, slot) in part {
+        ids.push((format_id(s.worker, *slot, *counter), *seq));
+    }
+    let mut data = Vec::with_capacity(64 + 32 * ids.len());
+    if ids.len() == 1 {
+        zhttp::encode_control(
+            &mut data,
+            &s.instance_id,
+            &ids[0].0,
+            ids[0].1,
+            Kind::KeepAlive,
+        );
+    } else {
+        let refs: arrayvec::ArrayVec<(&[u8], u32), { limits::PACKET_IDS_MAX }> =
+            ids.iter().map(|(i, q)| (&i[..], *q)).collect();
+        zhttp::encode_multi(&mut data, &s.instance_id, &refs, Kind::KeepAlive);
+    }
+    OutPacket {
+        route: Route::Router(part[0].0.clone()),
+        data,
+        expires: None,
+    }
+}
+
+/// `W-S-N` with `N` in hex, as Condure formats ids.
+pub fn format_id(worker: u16, slot: u32, counter: u64) -> arrayvec::ArrayVec<u8, 40> {
+    use std::io::Write;
+    let mut buf = [0u8; 40];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{worker}-{slot}-{counter:x}");
+    let n = cur.position() as usize;
+    arrayvec::ArrayVec::try_from(&buf[..n]).expect("fits")
+}
+
+/// Parses `W-S-N`.
+pub fn parse_id(id: &[u8]) -> Option<(u16, u32, u64)> {
+    let s = std::str::from_utf8(id).ok()?;
+    let mut it = s.splitn(3, '-');
+    let w = it.next()?.parse().ok()?;
+    let slot = it.next()?.parse().ok()?;
+    let counter = u64::from_str_radix(it.next()?, 16).ok()?;
+    Some((w, slot, counter))
+}
+
+impl Driver for Worker {
+    fn handle_accept(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        peer: Option<SocketAddr>,
+    ) -> Option<u32> {
+        let info = self.listeners[listener];
+        let m = mode_index(info.mode);
+        if self.shutting_down || self.count[m] >= self.maxconn[m] {
+            return None;
+        }
+        let conn = Conn::new(now, &self.settings, info.mode, info.tls, peer);
+        let slot = self.conns.insert(conn) as u32;
+        assert!(
+            (slot as usize) < self.modes.len(),
+            "slab grew past its preallocated size"
+        );
+        self.count[m] += 1;
+        self.modes[slot as usize] = m as u8;
+        self.wheel.set(slot, self.conns[slot as usize].deadline());
+        Some(slot)
+    }
+
+    fn handle_recv(&mut self, now: Instant, slot: u32, data: &[u8]) {
+        self.with_conn(now, slot, |c, cx| c.handle_recv(cx, data));
+    }
+
+    fn handle_eof(&mut self, now: Instant, slot: u32) {
+        self.with_conn(now, slot, |c, cx| c.handle_eof(cx));
+    }
+
+    fn handle_sent(&mut self, now: Instant, slot: u32, buf: Vec<u8>) {
+        self.with_conn(now, slot, |c, cx| c.handle_sent(cx, buf));
+    }
+
+    fn handle_closed(&mut self, _now: Instant, slot: u32) {
+        let conn = self.conns.remove(slot as usize);
+        assert!(
+            conn.is_closed(),
+            "runtime closed slot {slot} the connection did not close"
+        );
+        self.wheel.set(slot, None);
+        let m = self.modes[slot as usize] as usize;
+        assert!(self.count[m] > 0);
+        self.count[m] -= 1;
+    }
+
+    fn handle_wake(&mut self, now: Instant) {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            self.start_shutdown(now);
+        }
+        {
+            let mut q = self.shared.inboxes[self.index as usize]
+                .queue
+                .lock()
+                .unwrap();
+            let n = q.len().min(limits::INBOX_DRAIN_PACKETS_MAX);
+            self.inbox.extend(q.drain(..n));
+            if !q.is_empty() {
+                // Come back for the rest after this turn's I/O, for fairness.
+                self.shared.inboxes[self.index as usize].wake.notify();
+            }
+        }
+        while let Some(pkt) = self.inbox.pop_front() {
+            self.dispatch(now, &pkt);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.wheel.expire(now, &mut self.due);
+        let mut due = std::mem::take(&mut self.due);
+        for &slot in &due {
+            if self.conns.contains(slot as usize) {
+                self.with_conn(now, slot, |c, cx| c.handle_timeout(cx));
+            }
+        }
+        due.clear();
+        self.due = due;
+        if now >= self.sweep_at {
+            self.sweep_at = now + SWEEP_STEP;
+            if !self.conns.is_empty() {
+                self.sweep_keep_alives(now);
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let sweep = (!self.conns.is_empty()).then_some(self.sweep_at);
+        match (self.wheel.next_deadline(), sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn poll_command(&mut self) -> Option<Command> {
+        let c = self.cmds.pop_front();
+        if c.is_none() {
+            // End of the turn's commands: hand this turn's packets over in one batch.
+            self.shared.send_batch(&mut self.packets);
+        }
+        c
+    }
+
+    fn accepting(&self) -> bool {
+        !self.shutting_down && self.conns.len() < self.slots
+    }
+
+    fn finished(&self) -> bool {
+        self.shutting_down && self.conns.is_empty()
+    }
+}
+
+/// Starts worker `index` on its own thread: pins it, runs its runtime until shutdown, then
+/// tells the bridge it is done.
+pub fn spawn(
+    index: usize,
+    cfg: &Config,
+    listeners: (Vec<std::os::fd::RawFd>, Vec<ListenerInfo>),
+    shared: Arc<Shared>,
+    kind: crate::runtime::Kind,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let cfg = cfg.clone();
+    std::thread::Builder::new()
+        .name(format!("worker-{index}"))
+        .spawn(move || {
+            if cfg.pin {
+                pin_to_cpu(index);
+            }
+            let mut worker = Worker::new(index, &cfg, listeners.1, shared.clone(), Instant::now());
+            let setup = crate::runtime::Setup {
+                listeners: listeners.0,
+                wake_fd: shared.inboxes[index].wake.fd(),
+                slots_max: worker.slots_max(),
+            };
+            if let Err(e) = crate::runtime::run(kind, setup, &mut worker) {
+                crate::log!(
+                    crate::log::ERROR,
+                    "worker",
+                    "worker {index} runtime failed: {e}"
+                );
+                std::process::exit(1);
+            }
+            // Hand over the last packets (cancels) before reporting done.
+            shared.send_batch(&mut worker.packets);
+            shared.workers_done.fetch_add(1, Ordering::AcqRel);
+            shared.bridge_wake.notify();
+        })
+}
+
+fn pin_to_cpu(index: usize) {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // SAFETY: cpu_set_t is plain data; the calls only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(index % cpus, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}

@@ -1,1 +1,558 @@
-//! placeholder
+//! The handler bridge: one thread owns every ZeroMQ socket (a zmq socket belongs to one
+//! thread), as Condure's `zhttpsocket` thread does. Workers hand it encoded packets through
+//! one bounded outbox; it decodes each handler packet once, wraps it in an `Arc`, and hands
+//! that one allocation to every worker one of its ids names (list-form ids can span workers).
+//!
+//! Wake-ups are eventfds: workers write the bridge's after queueing a batch; the bridge
+//! writes a worker's after queueing packets for it. zmq's `ZMQ_FD` is edge-style, so the
+//! bridge drains every socket until EAGAIN (or a batch bound) before it polls again.
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrayvec::ArrayVec;
+
+use crate::config::Config;
+use crate::limits;
+use crate::log;
+use crate::proto::zhttp;
+
+/// A handler address (`from`), at most 64 bytes.
+pub type Addr = ArrayVec<u8, { limits::ADDRESS_BYTES_MAX }>;
+
+/// Where an outgoing packet goes.
+#[derive(Clone, Debug)]
+pub enum Route {
+    /// First packet of a stream session: PUSH, round-robin to any handler.
+    Push,
+    /// Later packets of a stream session: ROUTER, to the handler with this identity.
+    Router(Addr),
+    /// A req-mode request: DEALER.
+    Dealer,
+}
+
+/// An encoded packet (`T` + tnetstring) on its way to a handler.
+#[derive(Debug)]
+pub struct OutPacket {
+    pub route: Route,
+    pub data: Vec<u8>,
+    /// A first packet no handler took by then is dropped, so a handler that connects after
+    /// the client got its 503 never sees it.
+    pub expires: Option<Instant>,
+}
+
+/// A handler packet, decoded once and shared by every connection it names.
+pub struct InPacket {
+    pub msg: zmq::Message,
+    /// Offset of the `T` payload within `msg` (after the `"<id> "` address prefix).
+    pub offset: usize,
+    pub packet: zhttp::Packet,
+    /// True when it came from the req-mode DEALER.
+    pub req: bool,
+}
+
+impl InPacket {
+    /// The payload the packet's spans index into.
+    pub fn buf(&self) -> &[u8] {
+        &self.msg[self.offset..]
+    }
+}
+
+/// A non-blocking eventfd.
+pub struct EventFd(RawFd);
+
+impl EventFd {
+    pub fn new() -> std::io::Result<EventFd> {
+        // SAFETY: plain syscall with constant flags.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(EventFd(fd))
+    }
+    pub fn fd(&self) -> RawFd {
+        self.0
+    }
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid local; EAGAIN (counter saturated) is harmless.
+        unsafe { libc::write(self.0, (&one as *const u64).cast(), 8) };
+    }
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid local; EAGAIN when already drained is fine.
+        unsafe { libc::read(self.0, (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        // SAFETY: we own the fd and close it once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// One worker's inbox from the bridge.
+pub struct Inbox {
+    pub queue: Mutex<VecDeque<Arc<InPacket>>>,
+    pub wake: EventFd,
+}
+
+/// State shared by the bridge thread and the workers.
+pub struct Shared {
+    pub inboxes: Vec<Inbox>,
+    outbox: Mutex<Vec<OutPacket>>,
+    outbox_len: AtomicUsize,
+    pub bridge_wake: EventFd,
+    /// Set by the signal handler thread; workers drain and the bridge flushes and exits.
+    pub shutdown: AtomicBool,
+    /// Set by the workers once they have queued their last packets.
+    pub workers_done: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(workers: usize) -> std::io::Result<Arc<Shared>> {
+        let mut inboxes = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            inboxes.push(Inbox {
+                queue: Mutex::new(VecDeque::new()),
+                wake: EventFd::new()?,
+            });
+        }
+        Ok(Arc::new(Shared {
+            inboxes,
+            outbox: Mutex::new(Vec::new()),
+            outbox_len: AtomicUsize::new(0),
+            bridge_wake: EventFd::new()?,
+            shutdown: AtomicBool::new(false),
+            workers_done: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Queues a worker's batch of packets with one lock and one wake-up.
+    pub fn send_batch(&self, batch: &mut Vec<OutPacket>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        self.outbox.lock().unwrap().append(batch);
+        self.outbox_len.fetch_add(n, Ordering::Relaxed);
+        self.bridge_wake.notify();
+    }
+
+    /// True when the outbox is over its bound: workers stop reading clients until it drains.
+    pub fn outbox_full(&self) -> bool {
+        self.outbox_len.load(Ordering::Relaxed) >= limits::BRIDGE_OUTBOX_PACKETS_MAX
+    }
+
+    fn take_outbox(&self, into: &mut Vec<OutPacket>) {
+        let mut q = self.outbox.lock().unwrap();
+        std::mem::swap(&mut *q, into);
+        drop(q);
+        self.outbox_len.fetch_sub(into.len(), Ordering::Relaxed);
+    }
+}
+
+/// The worker a session id belongs to: ids are `W-S-N`.
+pub fn worker_of(id: &[u8]) -> Option<usize> {
+    let dash = id.iter().position(|&b| b == b'-')?;
+    let w = std::str::from_utf8(&id[..dash]).ok()?;
+    if w.is_empty() || w.len() > 4 || !w.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    w.parse().ok()
+}
+
+/// The bridge's ZeroMQ sockets.
+struct Sockets {
+    push: Option<zmq::Socket>,
+    router: Option<zmq::Socket>,
+    sub: Option<zmq::Socket>,
+    dealer: Option<zmq::Socket>,
+}
+
+fn hwm(cfg: &Config) -> i32 {
+    // Condure 1.9.1: 5% of all connections, at least 1. Bounded so a burst meets backpressure.
+    ((cfg.req_maxconn + cfg.stream_maxconn) / 20).clamp(1, 100_000) as i32
+}
+
+fn attach(sock: &zmq::Socket, spec: &str, connect: bool, cfg: &Config) -> Result<(), String> {
+    let r = if connect {
+        sock.connect(spec)
+    } else {
+        sock.bind(spec)
+    };
+    r.map_err(|e| {
+        format!(
+            "zmq {} {spec}: {e}",
+            if connect { "connect" } else { "bind" }
+        )
+    })?;
+    if let (false, Some(mode), Some(path)) =
+        (connect, cfg.ipc_file_mode, spec.strip_prefix("ipc://"))
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn open_sockets(ctx: &zmq::Context, cfg: &Config) -> Result<Sockets, String> {
+    use crate::config::Mode;
+    let zerr = |e: zmq::Error| format!("zmq: {e}");
+    let want = |m: Mode| cfg.listen.iter().any(|l| l.mode == m);
+    let mut s = Sockets {
+        push: None,
+        router: None,
+        sub: None,
+        dealer: None,
+    };
+    let hwm = hwm(cfg);
+    if want(Mode::Stream) {
+        let push = ctx.socket(zmq::PUSH).map_err(zerr)?;
+        push.set_sndhwm(hwm.min(128)).map_err(zerr)?;
+        // Queue only to handlers that are connected now, so an unclaimed request stays
+        // here, where it can expire, instead of waiting for the next handler to connect.
+        push.set_immediate(true).map_err(zerr)?;
+        push.set_linger(0).map_err(zerr)?;
+        let router = ctx.socket(zmq::ROUTER).map_err(zerr)?;
+        router.set_sndhwm(hwm).map_err(zerr)?;
+        router.set_router_mandatory(true).map_err(zerr)?;
+        router.set_linger(0).map_err(zerr)?;
+        let sub = ctx.socket(zmq::SUB).map_err(zerr)?;
+        sub.set_rcvhwm(hwm).map_err(zerr)?;
+        sub.set_subscribe(format!("{} ", cfg.id).as_bytes())
+            .map_err(zerr)?;
+        let mut binds = (Vec::new(), Vec::new(), Vec::new());
+        for base in &cfg.zclient_stream {
+            let (a, b, c) = crate::config::stream_endpoints(base)?;
+            attach(&push, &a, cfg.zclient_connect, cfg)?;
+            attach(&router, &b, cfg.zclient_connect, cfg)?;
+            attach(&sub, &c, cfg.zclient_connect, cfg)?;
+            binds.0.push(a);
+            binds.1.push(b);
+            binds.2.push(c);
+        }
+        let verb = if cfg.zclient_connect {
+            "connect"
+        } else {
+            "bind"
+        };
+        log!(
+            log::INFO,
+            "zhttp",
+            "zhttp client {verb} {} {} {}",
+            binds.0.join(","),
+            binds.1.join(","),
+            binds.2.join(",")
+        );
+        s.push = Some(push);
+        s.router = Some(router);
+        s.sub = Some(sub);
+    }
+    if want(Mode::Req) {
+        let dealer = ctx.socket(zmq::DEALER).map_err(zerr)?;
+        dealer.set_sndhwm(hwm.min(128)).map_err(zerr)?;
+        dealer.set_rcvhwm(hwm).map_err(zerr)?;
+        dealer.set_immediate(true).map_err(zerr)?;
+        dealer.set_linger(0).map_err(zerr)?;
+        for spec in &cfg.zclient_req {
+            attach(&dealer, spec, cfg.zclient_connect, cfg)?;
+        }
+        log!(
+            log::INFO,
+            "zhttp",
+            "zhttp req client {} {}",
+            if cfg.zclient_connect {
+                "connect"
+            } else {
+                "bind"
+            },
+            cfg.zclient_req.join(",")
+        );
+        s.dealer = Some(dealer);
+    }
+    Ok(s)
+}
+
+/// Opens the sockets (so bind errors surface at startup) and returns the bridge to run.
+pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<Bridge, String> {
+    let ctx = zmq::Context::new();
+    let sockets = open_sockets(&ctx, cfg)?;
+    Ok(Bridge {
+        _ctx: ctx,
+        sockets,
+        shared,
+        batch: Vec::new(),
+        held: VecDeque::new(),
+        wake_pending: Vec::new(),
+    })
+}
+
+pub struct Bridge {
+    _ctx: zmq::Context,
+    sockets: Sockets,
+    shared: Arc<Shared>,
+    batch: Vec<OutPacket>,
+    /// Packets a socket could not take yet (no handler connected, HWM reached), in order.
+    /// Bounded: while anything is held the bridge takes no more from the outbox.
+    held: VecDeque<OutPacket>,
+    wake_pending: Vec<bool>,
+}
+
+impl Bridge {
+    /// Runs until shutdown: every worker done and the outbox flushed.
+    pub fn run(mut self) {
+        self.wake_pending = vec![false; self.shared.inboxes.len()];
+        loop {
+            let exiting =
+                self.shared.workers_done.load(Ordering::Acquire) == self.shared.inboxes.len();
+            self.flush_outbox();
+            if exiting && self.held.is_empty() {
+                break;
+            }
+            let inbox_full = self.deliver_inbound();
+            let timeout_ms = if !self.held.is_empty() || inbox_full || exiting {
+                limits::BRIDGE_RETRY_MS as i64
+            } else {
+                -1
+            };
+            self.poll(timeout_ms, inbox_full);
+        }
+        log!(log::DEBUG, "zhttp", "bridge stopped");
+    }
+
+    fn poll(&mut self, timeout_ms: i64, inbox_full: bool) {
+        let ev = if inbox_full {
+            zmq::PollEvents::empty()
+        } else {
+            zmq::POLLIN
+        };
+        let mut items = Vec::with_capacity(3);
+        items.push(zmq::PollItem::from_fd(
+            self.shared.bridge_wake.fd(),
+            zmq::POLLIN,
+        ));
+        if let Some(s) = &self.sockets.sub {
+            items.push(s.as_poll_item(ev));
+        }
+        if let Some(s) = &self.sockets.dealer {
+            items.push(s.as_poll_item(ev));
+        }
+        // Edge-style ZMQ_FD: everything readable was drained by the previous turn (or the
+        // inbox is full and we poll with a timeout), so waiting here cannot miss a message.
+        let _ = zmq::poll(&mut items, timeout_ms);
+        if items[0].is_readable() {
+            self.shared.bridge_wake.drain();
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        let now = Instant::now();
+        // Retry what was held first, keeping order.
+        while let Some(p) = self.held.pop_front() {
+            if let Some(p) = self.send(p, now) {
+                self.held.push_front(p);
+                return;
+            }
+        }
+        for _ in 0..limits::BRIDGE_BATCH_PACKETS_MAX {
+            if self.batch.is_empty() {
+                self.shared.take_outbox(&mut self.batch);
+                if self.batch.is_empty() {
+                    return;
+                }
+                self.batch.reverse();
+            }
+            while let Some(p) = self.batch.pop() {
+                if let Some(p) = self.send(p, now) {
+                    self.held.push_back(p);
+                    // Keep the rest in order behind it.
+                    while let Some(q) = self.batch.pop() {
+                        self.held.push_back(q);
+                    }
+                    return;
+                }
+            }
+        }
+        if !self.batch.is_empty() || self.shared.outbox_len.load(Ordering::Relaxed) > 0 {
+            self.shared.bridge_wake.notify();
+        }
+    }
+
+    /// Sends one packet; gives it back if the socket cannot take it now.
+    fn send(&mut self, p: OutPacket, now: Instant) -> Option<OutPacket> {
+        if p.expires.is_some_and(|t| now >= t) {
+            log!(
+                log::DEBUG,
+                "zhttp",
+                "dropping a request no handler took in time"
+            );
+            return None;
+        }
+        let r = match &p.route {
+            Route::Push => self
+                .sockets
+                .push
+                .as_ref()
+                .map(|s| s.send(&p.data[..], zmq::DONTWAIT)),
+            Route::Dealer => self.sockets.dealer.as_ref().map(|s| {
+                s.send(&b""[..], zmq::SNDMORE | zmq::DONTWAIT)
+                    .and_then(|_| s.send(&p.data[..], zmq::DONTWAIT))
+            }),
+            Route::Router(addr) => self.sockets.router.as_ref().map(|s| {
+                s.send(&addr[..], zmq::SNDMORE | zmq::DONTWAIT)
+                    .and_then(|_| s.send(&b""[..], zmq::SNDMORE | zmq::DONTWAIT))
+                    .and_then(|_| s.send(&p.data[..], zmq::DONTWAIT))
+            }),
+        };
+        match r {
+            Some(Ok(())) | None => {
+                if log::enabled(log::TRACE) {
+                    log!(
+                        log::TRACE,
+                        "zhttp",
+                        "OUT {:?} {}",
+                        p.route,
+                        String::from_utf8_lossy(&p.data[..p.data.len().min(1000)])
+                    );
+                }
+                None
+            }
+            // ROUTER's EAGAIN for one peer would block every other packet behind it; Condure
+            // retries such sends later too. PUSH/DEALER EAGAIN means no handler yet.
+            Some(Err(zmq::Error::EAGAIN)) => Some(p),
+            Some(Err(zmq::Error::EHOSTUNREACH)) => {
+                log!(
+                    log::DEBUG,
+                    "zhttp",
+                    "no handler {:?} connected; packet dropped",
+                    p.route
+                );
+                None
+            }
+            Some(Err(e)) => {
+                log!(log::WARN, "zhttp", "zmq send failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Reads handler packets and routes them to workers. Returns true when some inbox is
+    /// full, so the bridge stops reading and ZeroMQ's HWM pushes back on handlers.
+    fn deliver_inbound(&mut self) -> bool {
+        let mut full = false;
+        for req in [false, true] {
+            for _ in 0..limits::BRIDGE_BATCH_PACKETS_MAX {
+                if full {
+                    break;
+                }
+                let sock = if req {
+                    self.sockets.dealer.as_ref()
+                } else {
+                    self.sockets.sub.as_ref()
+                };
+                let Some(sock) = sock else { break };
+                let msg = match sock.recv_msg(zmq::DONTWAIT) {
+                    Ok(m) => m,
+                    Err(_) => break,
+                };
+                if req && msg.get_more() {
+                    // DEALER envelope: the empty delimiter, then the payload.
+                    match sock.recv_msg(zmq::DONTWAIT) {
+                        Ok(m) => full = self.route(m, 0, true),
+                        Err(_) => break,
+                    }
+                    continue;
+                }
+                if req {
+                    full = self.route(msg, 0, true);
+                    continue;
+                }
+                let offset = match zhttp::split_address(&msg) {
+                    Some((_, payload)) => msg.len() - payload.len(),
+                    None => {
+                        log!(
+                            log::WARN,
+                            "zhttp",
+                            "dropping packet without an address prefix"
+                        );
+                        continue;
+                    }
+                };
+                full = self.route(msg, offset, false);
+            }
+        }
+        for (w, pending) in self.wake_pending.iter_mut().enumerate() {
+            if std::mem::take(pending) {
+                self.shared.inboxes[w].wake.notify();
+            }
+        }
+        full
+    }
+
+    fn route(&mut self, msg: zmq::Message, offset: usize, req: bool) -> bool {
+        let packet = match zhttp::decode(&msg[offset..]) {
+            Ok(p) => p,
+            Err(e) => {
+                log!(log::WARN, "zhttp", "dropping bad handler packet: {e:?}");
+                return false;
+            }
+        };
+        if log::enabled(log::TRACE) {
+            let b = &msg[offset..];
+            log!(
+                log::TRACE,
+                "zhttp",
+                "IN {}",
+                String::from_utf8_lossy(&b[..b.len().min(1000)])
+            );
+        }
+        let item = Arc::new(InPacket {
+            msg,
+            offset,
+            packet,
+            req,
+        });
+        let buf = item.buf();
+        let mut targets = [false; 64];
+        let mut extra: Vec<usize> = Vec::new();
+        for (id, _) in item.packet.ids.iter() {
+            match worker_of(id.get(buf)) {
+                Some(w) if w < self.shared.inboxes.len() => {
+                    if w < targets.len() {
+                        targets[w] = true;
+                    } else if !extra.contains(&w) {
+                        extra.push(w);
+                    }
+                }
+                _ => log!(
+                    log::DEBUG,
+                    "zhttp",
+                    "packet for unknown id {:?}",
+                    String::from_utf8_lossy(id.get(buf))
+                ),
+            }
+        }
+        let mut full = false;
+        let ws = targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t)
+            .map(|(w, _)| w)
+            .chain(extra);
+        for w in ws {
+            let mut q = self.shared.inboxes[w].queue.lock().unwrap();
+            q.push_back(item.clone());
+            full |= q.len() >= limits::WORKER_INBOX_PACKETS_MAX;
+            self.wake_pending[w] = true;
+        }
+        full
+    }
+}
+
+/// How long the bridge keeps retrying held packets at shutdown.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);

@@ -1,1 +1,1068 @@
-//! placeholder
+//! One client connection's life, sans-IO: request head → ZHTTP session with a handler →
+//! request body under the handler's credits → response (streamed, returning credits as it
+//! is written) → next request on the same connection, or close. No sockets, threads or
+//! clocks here: the worker feeds bytes, handler packets and `now`, and drains the I/O
+//! commands and packets this produces. The same code runs under both runtimes, the tests,
+//! the fuzzers and the benches.
+//!
+//! Inputs are `handle_*`; after every input the worker calls [`Conn::poll_io`] to collect
+//! I/O commands and re-arms the slot's timer from [`Conn::deadline`]. Packets to handlers
+//! go straight into the caller's batch (`Ctx::packets`).
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use arrayvec::ArrayVec;
+
+use crate::bridge::{Addr, InPacket, OutPacket, Route};
+use crate::config::Mode;
+use crate::limits;
+use crate::proto::http1::{self, BodyKind, ChunkedDecoder, Version};
+use crate::proto::zhttp::{self, Kind};
+use crate::runtime::Command;
+
+pub mod pool;
+pub use pool::Pool;
+
+/// Per-worker settings every connection reads.
+pub struct Settings {
+    /// This instance's `from`.
+    pub instance_id: Addr,
+    pub worker: u16,
+    pub buffer_size: usize,
+    pub body_buffer_size: usize,
+    pub req_timeout: Duration,
+    pub stream_timeout: Duration,
+    pub handler_wait: Duration,
+}
+
+/// Everything a `handle_*` call may touch besides the connection itself.
+pub struct Ctx<'a> {
+    pub now: Instant,
+    pub settings: &'a Settings,
+    pub slot: u32,
+    pub packets: &'a mut Vec<OutPacket>,
+    pub pool: &'a mut Pool,
+    /// The worker's request counter (the `N` of new session ids).
+    pub counter: &'a mut u64,
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Reading a request head (or idle between requests).
+    Head,
+    /// A request is with a handler.
+    Session,
+    /// The last response is queued; flush, then shut down writing and linger.
+    Draining,
+    /// Writing is shut down; read and discard until the peer closes or the linger ends.
+    Lingering,
+    /// `Close` was issued; waiting for the runtime's `handle_closed`.
+    Closed,
+}
+
+/// Deadlines a connection may have; the slot's timer is the earliest.
+#[derive(Clone, Copy)]
+enum Timer {
+    /// Client inactivity (stream) or the whole cycle (req).
+    Client = 0,
+    /// No handler has taken the request yet: 503 when it fires.
+    HandlerWait = 1,
+    /// No packet from the handler for 60 s: drop the session.
+    Expiry = 2,
+    /// Lingering close.
+    Linger = 3,
+}
+const TIMERS: usize = 4;
+
+/// How the request body arrives.
+#[derive(Debug)]
+enum Body {
+    None,
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+    /// The chunked body is fully decoded; `carry` holds what is not sent yet.
+    ChunkedDone,
+}
+
+/// The response being written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    CloseDelimited,
+    None,
+}
+
+pub struct Conn {
+    mode: Mode,
+    tls: bool,
+    peer: Option<SocketAddr>,
+    state: State,
+    /// Per-worker request counter: the `N` of the session id `W-S-N`.
+    counter: u64,
+    seq_out: u32,
+    seq_in: u32,
+    /// The handler that owns the session: the `from` of its latest packet.
+    handler: Option<Addr>,
+    /// Request-body bytes the handler has granted.
+    credits: u64,
+    /// Response-body bytes the handler may still send before we return credits.
+    budget: u64,
+    /// Credits earned by bytes written to the client, not yet returned.
+    credits_owed: u64,
+    body: Body,
+    /// Decoded request body not yet sent (chunked bodies, and req mode's whole body).
+    carry: Vec<u8>,
+    /// Received bytes not consumed yet: a partial head, body past the credits, or the next
+    /// pipelined request. Invariant: empty (no capacity) while the connection is idle.
+    spill: Vec<u8>,
+    /// Bytes for the client not yet handed to the runtime.
+    out: Vec<u8>,
+    /// Response-body bytes in `out` (credits to return once written).
+    out_body: u64,
+    /// Response-body bytes in the send in flight; `Some` while a send is in flight.
+    sending: Option<u64>,
+    framing: Framing,
+    version: Version,
+    keep_alive: bool,
+    head_request: bool,
+    expect_continue: bool,
+    handler_seen: bool,
+    response_started: bool,
+    response_done: bool,
+    body_done: bool,
+    handoff: bool,
+    paused: bool,
+    eof: bool,
+    shutdown_sent: bool,
+    close_sent: bool,
+    /// Received bytes kept before reading pauses: one request head (stream), or a head and
+    /// a whole body (req).
+    spill_max: u32,
+    deadlines: [Option<Instant>; TIMERS],
+}
+
+impl Conn {
+    pub fn new(
+        now: Instant,
+        s: &Settings,
+        mode: Mode,
+        tls: bool,
+        peer: Option<SocketAddr>,
+    ) -> Conn {
+        let mut c = Conn {
+            mode,
+            tls,
+            peer,
+            state: State::Head,
+            counter: 0,
+            seq_out: 0,
+            seq_in: 0,
+            handler: None,
+            credits: 0,
+            budget: 0,
+            credits_owed: 0,
+            body: Body::None,
+            carry: Vec::new(),
+            spill: Vec::new(),
+            out: Vec::new(),
+            out_body: 0,
+            sending: None,
+            framing: Framing::None,
+            version: Version::Http11,
+            keep_alive: false,
+            head_request: false,
+            expect_continue: false,
+            handler_seen: false,
+            response_started: false,
+            response_done: false,
+            body_done: false,
+            handoff: false,
+            paused: false,
+            eof: false,
+            shutdown_sent: false,
+            close_sent: false,
+            spill_max: (s.buffer_size
+                + if mode == Mode::Req {
+                    s.body_buffer_size
+                } else {
+                    0
+                }) as u32,
+            deadlines: [None; TIMERS],
+        };
+        c.touch_client(now, s);
+        c
+    }
+
+    /// True once `Close` was issued: the slot waits for `handle_closed`.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The counter part of the current session id, when a session is open.
+    pub fn session_counter(&self) -> Option<u64> {
+        (self.state == State::Session).then_some(self.counter)
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
+        self.deadlines.iter().flatten().min().copied()
+    }
+
+    fn set_timer(&mut self, t: Timer, at: Option<Instant>) {
+        self.deadlines[t as usize] = at;
+    }
+
+    fn touch_client(&mut self, now: Instant, s: &Settings) {
+        let d = match self.mode {
+            Mode::Stream => s.stream_timeout,
+            Mode::Req => s.req_timeout,
+        };
+        // req mode times the whole cycle: only (re)start it between requests.
+        if self.mode == Mode::Stream || self.state == State::Head {
+            self.set_timer(Timer::Client, Some(now + d));
+        }
+    }
+
+    /// Writes the session id `W-S-N` into `buf`.
+    fn id(&self, s: &Settings, slot: u32) -> ArrayVec<u8, 40> {
+        let mut id = ArrayVec::new();
+        use std::io::Write;
+        let mut w = ArrayWriter(&mut id);
+        let _ = write!(w, "{}-{}-{:x}", s.worker, slot, self.counter);
+        id
+    }
+
+    // ---- inputs ----
+
+    /// Bytes from the client.
+    pub fn handle_recv(&mut self, cx: &mut Ctx, data: &[u8]) {
+        assert_ne!(self.state, State::Closed, "recv after close");
+        if matches!(self.state, State::Lingering | State::Draining) {
+            return; // discarded: the response that ends the connection is queued
+        }
+        self.touch_client(cx.now, cx.settings);
+        if self.spill.is_empty() {
+            let n = self.process(cx, data);
+            if n < data.len() && self.state != State::Closed {
+                self.spill = cx.pool.take();
+                self.spill.extend_from_slice(&data[n..]);
+            }
+        } else {
+            self.spill.extend_from_slice(data);
+            self.reprocess(cx);
+        }
+    }
+
+    /// The client closed its side or the socket failed.
+    pub fn handle_eof(&mut self, cx: &mut Ctx) {
+        self.eof = true;
+        match self.state {
+            State::Closed => {}
+            State::Lingering => self.close(cx),
+            State::Draining => {} // keep flushing; close when done
+            State::Head => self.close(cx),
+            State::Session => {
+                self.cancel(cx);
+                self.close(cx);
+            }
+        }
+    }
+
+    /// The runtime wrote the last `Send` completely.
+    pub fn handle_sent(&mut self, cx: &mut Ctx, buf: Vec<u8>) {
+        let body = self
+            .sending
+            .take()
+            .expect("handle_sent without a send in flight");
+        cx.pool.give(buf);
+        self.credits_owed += body;
+        self.touch_client(cx.now, cx.settings);
+        if self.state == State::Session {
+            self.return_credits(cx);
+            self.maybe_finish_request(cx);
+        }
+    }
+
+    /// A handler packet naming this connection's session (`seq` from the packet's id entry).
+    pub fn handle_packet(&mut self, cx: &mut Ctx, pkt: &InPacket, seq: Option<u32>) {
+        if self.state != State::Session {
+            return; // the session ended; a late packet is dropped as Condure does
+        }
+        let p = &pkt.packet;
+        let buf = pkt.buf();
+        if let Some(seq) = seq {
+            if seq != self.seq_in {
+                crate::log!(
+                    crate::log::DEBUG,
+                    "conn",
+                    "bad seq {seq}, expected {}",
+                    self.seq_in
+                );
+                return self.close(cx); // handler-caused: no cancel
+            }
+        }
+        self.seq_in = self.seq_in.wrapping_add(1);
+        if let Some(from) = p.from {
+            let from = from.get(buf);
+            if self.handler.as_deref() != Some(from) {
+                self.handler = Addr::try_from(from).ok();
+            }
+        }
+        if !self.handler_seen {
+            self.handler_seen = true;
+            self.set_timer(Timer::HandlerWait, None);
+        }
+        if self.mode == Mode::Stream {
+            self.set_timer(
+                Timer::Expiry,
+                Some(cx.now + Duration::from_millis(limits::SESSION_EXPIRY_MS)),
+            );
+        }
+        self.handoff = false;
+        match p.kind {
+            Kind::Data => self.handle_data(cx, pkt),
+            Kind::Credit => {
+                self.credits += u64::from(p.credits.unwrap_or(0));
+                self.pump(cx);
+            }
+            Kind::KeepAlive => {}
+            Kind::HandoffStart => {
+                self.send_packet(cx, |out, from, id, seq| {
+                    zhttp::encode_control(out, from, id, seq, Kind::HandoffProceed)
+                });
+                self.handoff = true;
+            }
+            Kind::Cancel | Kind::Error => {
+                if self.response_started {
+                    self.close(cx);
+                } else {
+                    self.fail(
+                        cx,
+                        502,
+                        "Bad Gateway",
+                        "The handler ended the request without a response.\n",
+                    );
+                }
+            }
+            _ => {
+                crate::log!(
+                    crate::log::DEBUG,
+                    "conn",
+                    "ignoring {:?} on an HTTP session",
+                    p.kind
+                );
+            }
+        }
+        if let Some(c) = p.credits.filter(|_| p.kind == Kind::Data) {
+            self.credits += u64::from(c);
+            self.pump(cx);
+        }
+        self.maybe_finish_request(cx);
+    }
+
+    /// A deadline of this connection may have passed.
+    pub fn handle_timeout(&mut self, cx: &mut Ctx) {
+        let now = cx.now;
+        let due = |t: Timer, c: &Conn| c.deadlines[t as usize].is_some_and(|d| d <= now);
+        if due(Timer::Linger, self) {
+            return self.close(cx);
+        }
+        if due(Timer::HandlerWait, self) {
+            self.set_timer(Timer::HandlerWait, None);
+            if self.state == State::Session && !self.handler_seen {
+                return self.fail(
+                    cx,
+                    503,
+                    "Service Unavailable",
+                    "No handler is available to answer this request.\n",
+                );
+            }
+        }
+        if due(Timer::Expiry, self) {
+            crate::log!(
+                crate::log::DEBUG,
+                "conn",
+                "session expired: no packet from the handler for 60 s"
+            );
+            return self.close(cx);
+        }
+        if due(Timer::Client, self) {
+            self.set_timer(Timer::Client, None);
+            if self.state == State::Session {
+                self.cancel(cx);
+            }
+            self.close(cx);
+        }
+    }
+
+    /// zring is shutting down: tell the handler (Condure sends cancels) and close.
+    pub fn handle_shutdown(&mut self, cx: &mut Ctx) {
+        if self.state == State::Session {
+            self.cancel(cx);
+        }
+        self.close(cx);
+    }
+
+    /// Returns the keep-alive this session owes its handler, consuming a `seq`.
+    pub fn keep_alive(&mut self) -> Option<(&Addr, u64, u32)> {
+        if self.state != State::Session || self.handoff || self.mode != Mode::Stream {
+            return None;
+        }
+        let addr = self.handler.as_ref()?;
+        let seq = self.seq_out;
+        self.seq_out += 1;
+        Some((addr, self.counter, seq))
+    }
+
+    /// Collects the I/O commands this connection needs now.
+    pub fn poll_io(
+        &mut self,
+        slot: u32,
+        paused_by_worker: bool,
+        cmds: &mut std::collections::VecDeque<Command>,
+    ) {
+        if self.state == State::Closed {
+            if !self.close_sent {
+                self.close_sent = true;
+                cmds.push_back(Command::Close { slot });
+            }
+            return;
+        }
+        if self.sending.is_none() && !self.out.is_empty() {
+            self.sending = Some(std::mem::take(&mut self.out_body));
+            cmds.push_back(Command::Send {
+                slot,
+                buf: std::mem::take(&mut self.out),
+            });
+        }
+        if self.sending.is_none() && self.state == State::Draining && self.eof {
+            self.state = State::Closed;
+            self.close_sent = true;
+            cmds.push_back(Command::Close { slot });
+            return;
+        }
+        if self.sending.is_none() && self.state == State::Draining && !self.shutdown_sent {
+            self.shutdown_sent = true;
+            self.state = State::Lingering;
+            cmds.push_back(Command::ShutdownWrite { slot });
+        }
+        let want_pause = paused_by_worker || self.spill.len() >= self.spill_max as usize;
+        if want_pause != self.paused && !self.eof {
+            self.paused = want_pause;
+            cmds.push_back(if want_pause {
+                Command::PauseRecv { slot }
+            } else {
+                Command::ResumeRecv { slot }
+            });
+        }
+    }
+
+    // ---- request side ----
+
+    fn reprocess(&mut self, cx: &mut Ctx) {
+        let mut input = std::mem::take(&mut self.spill);
+        let n = self.process(cx, &input);
+        input.drain(..n);
+        if input.is_empty() || self.state == State::Closed {
+            cx.pool.give(input);
+        } else {
+            self.spill = input;
+        }
+    }
+
+    /// Consumes what it can of `input`; returns the bytes consumed.
+    fn process(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
+        let mut used = 0;
+        // Bounded: each turn either consumes input or changes state, and a request ends only
+        // after its response, which needs an outside event.
+        loop {
+            let before = (used, self.state);
+            match self.state {
+                State::Head => used += self.parse_head(cx, &input[used..]),
+                State::Session => used += self.feed_body(cx, &input[used..]),
+                _ => return input.len(), // draining: the rest is discarded
+            }
+            if (used, self.state) == before || used == input.len() && self.state != State::Head {
+                return used;
+            }
+            if used == input.len() {
+                return used;
+            }
+        }
+    }
+
+    fn parse_head(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
+        if input.is_empty() {
+            return 0;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; limits::HEADERS_MAX];
+        let req = match http1::parse_request_limited(input, &mut headers, cx.settings.buffer_size) {
+            Ok(http1::Status::Partial) => return 0,
+            Ok(http1::Status::Complete(r)) => r,
+            Err(e) => {
+                let (code, reason) = e.status();
+                self.fail(cx, code, reason, &format!("{reason}\n"));
+                return input.len();
+            }
+        };
+        let head_len = req.head_len;
+        if self.mode == Mode::Stream || req.upgrade_websocket {
+            self.start_request(cx, &req, b"");
+            return head_len;
+        }
+        // req mode sends the head and the whole body in one packet: wait until all of it is
+        // here, then send from the input itself (no copy of the head to keep).
+        let limit = cx.settings.body_buffer_size;
+        let rest = &input[head_len..];
+        match req.body {
+            BodyKind::Length(n) if n > limit as u64 => {
+                self.fail(
+                    cx,
+                    413,
+                    "Payload Too Large",
+                    "Request body exceeds the limit.\n",
+                );
+                input.len()
+            }
+            BodyKind::Length(n) if (rest.len() as u64) < n => 0,
+            BodyKind::Length(n) => {
+                self.start_request(cx, &req, &rest[..n as usize]);
+                head_len + n as usize
+            }
+            BodyKind::None => {
+                self.start_request(cx, &req, b"");
+                head_len
+            }
+            BodyKind::Chunked => {
+                let mut decoder = ChunkedDecoder::default();
+                let mut body = cx.pool.take();
+                let mut used = 0;
+                let outcome = loop {
+                    match decoder.decode(&rest[used..]) {
+                        Err(e) => break Err(e.status()),
+                        Ok(d) => {
+                            used += d.consumed;
+                            if let Some(data) = d.data {
+                                if body.len() + data.len() > limit {
+                                    break Err((413, "Payload Too Large"));
+                                }
+                                body.extend_from_slice(data);
+                            }
+                            if d.done {
+                                break Ok(true);
+                            }
+                            if d.consumed == 0 {
+                                break Ok(false);
+                            }
+                        }
+                    }
+                };
+                let used = match outcome {
+                    Ok(true) => {
+                        self.start_request(cx, &req, &body);
+                        head_len + used
+                    }
+                    Ok(false) => 0,
+                    Err((code, reason)) => {
+                        self.fail(cx, code, reason, &format!("{reason}\n"));
+                        input.len()
+                    }
+                };
+                cx.pool.give(body);
+                used
+            }
+        }
+    }
+
+    fn start_request(&mut self, cx: &mut Ctx, req: &http1::Request, body: &[u8]) {
+        self.version = req.version;
+        self.keep_alive = req.keep_alive;
+        self.head_request = req.method == "HEAD";
+        self.expect_continue = req.expect_continue && req.version == Version::Http11;
+        *cx.counter += 1;
+        self.counter = *cx.counter;
+        self.seq_out = 0;
+        self.seq_in = 0;
+        self.handler = None;
+        self.handler_seen = false;
+        self.credits = 0;
+        self.budget = cx.settings.buffer_size as u64;
+        self.credits_owed = 0;
+        self.response_started = false;
+        self.response_done = false;
+        self.handoff = false;
+        self.body = match req.body {
+            BodyKind::None => Body::None,
+            BodyKind::Length(0) => Body::None,
+            BodyKind::Length(n) => Body::Length(n),
+            BodyKind::Chunked => Body::Chunked(Box::default()),
+        };
+        self.body_done = matches!(self.body, Body::None);
+        if req.upgrade_websocket {
+            let msg = match self.mode {
+                Mode::Req => "WebSockets not supported on req mode interface.\n",
+                Mode::Stream => "WebSocket is not supported by this zring build yet.\n",
+            };
+            return self.fail(cx, 400, "Bad Request", msg);
+        }
+        if let Body::Length(n) = self.body {
+            if self.mode == Mode::Req && n > cx.settings.body_buffer_size as u64 {
+                return self.fail(
+                    cx,
+                    413,
+                    "Payload Too Large",
+                    "Request body exceeds the limit.\n",
+                );
+            }
+        }
+        let mut uri: ArrayVec<u8, { limits::URI_BYTES_MAX + 300 }> = ArrayVec::new();
+        build_uri(&mut uri, self.tls, req);
+        let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
+        for h in req.headers {
+            headers.push((h.name.as_bytes(), h.value));
+        }
+        let mut peer_text: ArrayVec<u8, 64> = ArrayVec::new();
+        let peer = self.peer.map(|p| {
+            use std::io::Write;
+            let _ = write!(ArrayWriter(&mut peer_text), "{}", p.ip());
+            p.port()
+        });
+        let peer = peer.map(|port| (&peer_text[..], port));
+        self.state = State::Session;
+        self.set_timer(Timer::HandlerWait, Some(cx.now + cx.settings.handler_wait));
+        if self.mode == Mode::Req {
+            let id = self.id(cx.settings, cx.slot);
+            let mut data = Vec::with_capacity(512);
+            zhttp::encode_req_request(
+                &mut data,
+                &id,
+                req.method.as_bytes(),
+                &uri,
+                &headers,
+                body,
+                peer,
+            );
+            cx.packets.push(OutPacket {
+                route: Route::Dealer,
+                data,
+                expires: Some(cx.now + cx.settings.handler_wait),
+            });
+            self.body_done = true;
+            self.body = Body::None;
+            return;
+        }
+        let id = self.id(cx.settings, cx.slot);
+        let mut data = Vec::with_capacity(512);
+        zhttp::encode_request_head(
+            &mut data,
+            &zhttp::RequestHead {
+                from: &cx.settings.instance_id,
+                id: &id,
+                seq: 0,
+                method: req.method.as_bytes(),
+                uri: &uri,
+                headers: &headers,
+                credits: cx.settings.buffer_size as u32,
+                stream: true,
+                more: !self.body_done,
+                body: b"",
+                peer,
+            },
+        );
+        self.seq_out = 1;
+        cx.packets.push(OutPacket {
+            route: Route::Push,
+            data,
+            expires: Some(cx.now + cx.settings.handler_wait),
+        });
+    }
+}
+
+impl Conn {
+    // ---- request body (stream mode) ----
+
+    /// Takes request-body bytes from `input` as far as the handler's credits allow.
+    fn feed_body(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
+        if self.body_done {
+            return 0; // pipelined input waits for the response
+        }
+        match &mut self.body {
+            Body::None | Body::ChunkedDone => 0,
+            Body::Length(_) => self.pump_length(cx, input),
+            Body::Chunked(_) => {
+                let used = self.decode_chunked(cx, input);
+                self.pump(cx);
+                used
+            }
+        }
+    }
+
+    fn pump_length(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
+        let Body::Length(remaining) = self.body else {
+            return 0;
+        };
+        if !self.may_send_body() {
+            return 0;
+        }
+        let n = remaining.min(self.credits).min(input.len() as u64);
+        if n == 0 {
+            return 0;
+        }
+        let left = remaining - n;
+        self.credits -= n;
+        self.body = if left == 0 {
+            Body::None
+        } else {
+            Body::Length(left)
+        };
+        self.body_done = left == 0;
+        let chunk = &input[..n as usize];
+        self.send_packet(cx, |out, from, id, seq| {
+            zhttp::encode_body(out, from, id, seq, chunk, left > 0)
+        });
+        n as usize
+    }
+
+    /// Decodes chunked input into `carry`, bounded by the buffer size.
+    fn decode_chunked(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
+        let Body::Chunked(decoder) = &mut self.body else {
+            return 0;
+        };
+        let mut used = 0;
+        while self.carry.len() < cx.settings.buffer_size && used < input.len() {
+            match decoder.decode(&input[used..]) {
+                Err(e) => {
+                    let (code, reason) = e.status();
+                    self.fail(cx, code, reason, &format!("{reason}\n"));
+                    return input.len();
+                }
+                Ok(d) => {
+                    used += d.consumed;
+                    if let Some(data) = d.data {
+                        if self.carry.capacity() == 0 {
+                            self.carry = cx.pool.take();
+                        }
+                        self.carry.extend_from_slice(data);
+                    }
+                    if d.done {
+                        self.body = Body::ChunkedDone;
+                        break;
+                    }
+                    if d.consumed == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        used
+    }
+
+    fn may_send_body(&self) -> bool {
+        // Condure waits for the handler's first packet (its address and credits) before
+        // sending any body, and sends nothing while a handoff is pending.
+        self.state == State::Session && self.handler.is_some() && !self.handoff
+    }
+
+    /// Sends decoded chunked body from `carry` under the credits; the last packet has no `more`.
+    fn pump(&mut self, cx: &mut Ctx) {
+        if self.expect_continue && self.credits > 0 && !self.response_started && !self.body_done {
+            self.expect_continue = false;
+            self.write_out(cx, http1::encode_continue);
+        }
+        if !self.may_send_body() || self.body_done {
+            return;
+        }
+        match self.body {
+            // Body bytes wait in `spill`; let `reprocess` feed them.
+            Body::Length(n) if n > 0 && !self.spill.is_empty() => self.reprocess(cx),
+            Body::Chunked(_) | Body::ChunkedDone => {
+                let finished = matches!(self.body, Body::ChunkedDone);
+                let n = (self.carry.len() as u64).min(self.credits) as usize;
+                if n == 0 && !(finished && self.carry.is_empty()) {
+                    if !self.spill.is_empty() {
+                        self.reprocess(cx);
+                    }
+                    return;
+                }
+                let last = finished && n == self.carry.len();
+                self.credits -= n as u64;
+                let carry = std::mem::take(&mut self.carry);
+                self.send_packet(cx, |out, from, id, seq| {
+                    zhttp::encode_body(out, from, id, seq, &carry[..n], !last)
+                });
+                self.carry = carry;
+                self.carry.drain(..n);
+                if self.carry.is_empty() {
+                    cx.pool.give(std::mem::take(&mut self.carry));
+                }
+                if last {
+                    self.body_done = true;
+                    self.body = Body::None;
+                } else if !self.spill.is_empty() {
+                    self.reprocess(cx);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Encodes one packet for this session's handler (ROUTER) with the next `seq`.
+    fn send_packet(&mut self, cx: &mut Ctx, f: impl FnOnce(&mut Vec<u8>, &[u8], &[u8], u32)) {
+        let Some(addr) = self.handler.clone() else {
+            return;
+        };
+        let id = self.id(cx.settings, cx.slot);
+        let mut data = Vec::with_capacity(512);
+        f(&mut data, &cx.settings.instance_id, &id, self.seq_out);
+        self.seq_out += 1;
+        cx.packets.push(OutPacket {
+            route: Route::Router(addr),
+            data,
+            expires: None,
+        });
+    }
+
+    fn return_credits(&mut self, cx: &mut Ctx) {
+        if self.credits_owed == 0 || self.response_done || self.handoff || self.handler.is_none() {
+            return;
+        }
+        let n = self.credits_owed.min(u64::from(u32::MAX));
+        self.credits_owed -= n;
+        self.budget += n;
+        self.send_packet(cx, |out, from, id, seq| {
+            zhttp::encode_credit(out, from, id, seq, n as u32)
+        });
+    }
+
+    /// Tells the handler the client is gone (only if it has claimed the session: Condure).
+    fn cancel(&mut self, cx: &mut Ctx) {
+        if self.state == State::Session && !self.response_done && self.mode == Mode::Stream {
+            self.send_packet(cx, |out, from, id, seq| {
+                zhttp::encode_control(out, from, id, seq, Kind::Cancel)
+            });
+        }
+    }
+
+    // ---- response side ----
+
+    fn handle_data(&mut self, cx: &mut Ctx, pkt: &InPacket) {
+        let p = &pkt.packet;
+        let buf = pkt.buf();
+        let body = p.body.get(buf);
+        if self.response_done {
+            return;
+        }
+        if !self.response_started {
+            let Some(code) = p.code.filter(|c| (100..=999).contains(c)) else {
+                return self.fail(
+                    cx,
+                    502,
+                    "Bad Gateway",
+                    "The handler sent a response without a status.\n",
+                );
+            };
+            let more = p.more && self.mode == Mode::Stream;
+            let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
+            for (n, v) in &p.headers {
+                headers.push((n.get(buf), v.get(buf)));
+            }
+            let reason = p.reason.map(|r| r.get(buf)).unwrap_or(b"");
+            let framing = http1::choose_framing(
+                self.version,
+                self.head_request,
+                code as u16,
+                &headers,
+                body.len() as u64,
+                more,
+            );
+            // Body still unread means this connection cannot carry another request.
+            let keep_alive = self.keep_alive
+                && (self.body_done || self.mode == Mode::Req)
+                && framing != http1::ResponseBody::CloseDelimited;
+            self.keep_alive = keep_alive;
+            self.framing = match framing {
+                http1::ResponseBody::Length(n) => Framing::Length(n),
+                http1::ResponseBody::Chunked => Framing::Chunked,
+                http1::ResponseBody::CloseDelimited => Framing::CloseDelimited,
+                http1::ResponseBody::None => Framing::None,
+            };
+            let head = http1::ResponseHead {
+                version: self.version,
+                code: code as u16,
+                reason,
+                headers: &headers,
+                body: framing,
+                keep_alive,
+            };
+            self.write_out(cx, |out| http1::encode_response_head(out, &head));
+            self.response_started = true;
+        } else if p.more && body.len() as u64 > self.budget {
+            // Only streamed packets are held to the credits: a final packet is already in
+            // memory whole, and handlers commonly send a whole response in one packet.
+            crate::log!(
+                crate::log::DEBUG,
+                "conn",
+                "received too much data from handler"
+            );
+            return self.close(cx);
+        }
+        if self.mode == Mode::Stream {
+            self.budget = self.budget.saturating_sub(body.len() as u64);
+        }
+        self.write_body(cx, body);
+        if !p.more || self.mode == Mode::Req {
+            self.end_body(cx);
+            self.response_done = true;
+            self.set_timer(Timer::Expiry, None);
+        }
+    }
+
+    fn write_body(&mut self, cx: &mut Ctx, body: &[u8]) {
+        if body.is_empty() {
+            return;
+        }
+        match self.framing {
+            Framing::None => {}
+            Framing::Length(left) => {
+                // A handler that sends more than its Content-Length would corrupt the stream.
+                let n = (body.len() as u64).min(left);
+                self.framing = Framing::Length(left - n);
+                self.write_out(cx, |out| out.extend_from_slice(&body[..n as usize]));
+            }
+            Framing::Chunked => self.write_out(cx, |out| http1::encode_chunk(out, body)),
+            Framing::CloseDelimited => self.write_out(cx, |out| out.extend_from_slice(body)),
+        }
+        self.out_body += body.len() as u64;
+    }
+
+    fn end_body(&mut self, cx: &mut Ctx) {
+        match self.framing {
+            Framing::Chunked => self.write_out(cx, http1::encode_last_chunk),
+            Framing::Length(left) if left > 0 => self.keep_alive = false, // short body: close
+            _ => {}
+        }
+    }
+
+    fn write_out(&mut self, cx: &mut Ctx, f: impl FnOnce(&mut Vec<u8>)) {
+        if self.out.capacity() == 0 {
+            self.out = cx.pool.take();
+        }
+        f(&mut self.out);
+    }
+
+    /// After a response is complete and written: reuse the connection or close it.
+    fn maybe_finish_request(&mut self, cx: &mut Ctx) {
+        if self.state != State::Session
+            || !self.response_done
+            || self.sending.is_some()
+            || !self.out.is_empty()
+        {
+            return;
+        }
+        if !self.keep_alive || !self.body_done || self.eof {
+            return self.drain(cx);
+        }
+        self.state = State::Head;
+        self.set_timer(Timer::HandlerWait, None);
+        self.set_timer(Timer::Expiry, None);
+        self.touch_client(cx.now, cx.settings);
+        if !self.spill.is_empty() {
+            self.reprocess(cx); // the next pipelined request
+        }
+    }
+
+    /// Answers with an error response (unless a response already started) and closes.
+    fn fail(&mut self, cx: &mut Ctx, code: u16, reason: &str, body: &str) {
+        if self.state == State::Session && !self.handler_seen {
+            // Nobody claimed the request; nothing to cancel.
+        } else if self.state == State::Session && !self.response_done {
+            self.cancel(cx);
+        }
+        if self.response_started {
+            return self.close(cx);
+        }
+        let version = self.version;
+        self.write_out(cx, |out| {
+            http1::encode_error_response(out, version, code, reason.as_bytes(), body.as_bytes())
+        });
+        self.response_started = true;
+        self.response_done = true;
+        self.drain(cx);
+    }
+
+    /// Flush what is queued, then shut down writing and linger before closing.
+    fn drain(&mut self, cx: &mut Ctx) {
+        if matches!(
+            self.state,
+            State::Closed | State::Draining | State::Lingering
+        ) {
+            return;
+        }
+        if self.eof {
+            // The client will not read a lingering close; flush and close.
+            self.state = State::Draining;
+            self.set_timer(
+                Timer::Linger,
+                Some(cx.now + Duration::from_millis(limits::LINGER_MS)),
+            );
+            return;
+        }
+        self.state = State::Draining;
+        self.set_timer(Timer::HandlerWait, None);
+        self.set_timer(Timer::Expiry, None);
+        self.set_timer(
+            Timer::Linger,
+            Some(cx.now + Duration::from_millis(limits::LINGER_MS)),
+        );
+        self.release_buffers(cx);
+    }
+
+    fn release_buffers(&mut self, cx: &mut Ctx) {
+        cx.pool.give(std::mem::take(&mut self.spill));
+        cx.pool.give(std::mem::take(&mut self.carry));
+    }
+
+    /// Closes at once (anything unsent is dropped).
+    fn close(&mut self, cx: &mut Ctx) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        self.deadlines = [None; TIMERS];
+        self.release_buffers(cx);
+        cx.pool.give(std::mem::take(&mut self.out));
+    }
+}
+
+/// `fmt::Write`-style adapter over a fixed array (ids and addresses never allocate).
+struct ArrayWriter<'a, const N: usize>(&'a mut ArrayVec<u8, N>);
+
+impl<const N: usize> std::io::Write for ArrayWriter<'_, N> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .try_extend_from_slice(b)
+            .map_err(|_| std::io::ErrorKind::WriteZero)?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `scheme://host/target`, as Condure rebuilds it.
+fn build_uri<const N: usize>(uri: &mut ArrayVec<u8, N>, tls: bool, req: &http1::Request) {
+    let target = req.target.as_bytes();
+    if target.starts_with(b"http://") || target.starts_with(b"https://") {
+        let _ = uri.try_extend_from_slice(target);
+        return;
+    }
+    let _ = uri.try_extend_from_slice(if tls { b"https://" } else { b"http://" });
+    let _ = uri.try_extend_from_slice(req.host.unwrap_or(b"localhost"));
+    let _ = uri.try_extend_from_slice(target);
+}

@@ -37,8 +37,12 @@ pub trait Driver {
     /// Listener `listener` (index into the listener list) produced a connection from `peer`
     /// (`None` for unix sockets). Returns the slot to bind it to, or `None` to refuse it (the
     /// runtime closes the socket at once).
-    fn handle_accept(&mut self, now: Instant, listener: usize, peer: Option<SocketAddr>)
-        -> Option<u32>;
+    fn handle_accept(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        peer: Option<SocketAddr>,
+    ) -> Option<u32>;
     /// Bytes arrived on `slot`.
     fn handle_recv(&mut self, now: Instant, slot: u32, data: &[u8]);
     /// The peer closed its side, or the socket failed. No more `handle_recv` follows.
