@@ -165,6 +165,16 @@ pub fn worker_of(id: &[u8]) -> Option<usize> {
     w.parse().ok()
 }
 
+const HELD_KINDS: usize = 3;
+
+fn held_kind(r: &Route) -> usize {
+    match r {
+        Route::Push => 0,
+        Route::Router(_) => 1,
+        Route::Dealer => 2,
+    }
+}
+
 /// The bridge's ZeroMQ sockets.
 struct Sockets {
     push: Option<zmq::Socket>,
@@ -287,7 +297,7 @@ pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<Bridge, String> {
         sockets,
         shared,
         batch: Vec::new(),
-        held: VecDeque::new(),
+        held: Default::default(),
         wake_pending: Vec::new(),
     })
 }
@@ -297,9 +307,10 @@ pub struct Bridge {
     sockets: Sockets,
     shared: Arc<Shared>,
     batch: Vec<OutPacket>,
-    /// Packets a socket could not take yet (no handler connected, HWM reached), in order.
-    /// Bounded: while anything is held the bridge takes no more from the outbox.
-    held: VecDeque<OutPacket>,
+    /// Packets a socket could not take yet (no handler connected, HWM reached), in order,
+    /// one queue per socket. Bounded: past the bound the bridge takes no more from the
+    /// outbox, so the outbox fills and workers stop reading clients.
+    held: [VecDeque<OutPacket>; HELD_KINDS],
     wake_pending: Vec<bool>,
 }
 
@@ -307,15 +318,19 @@ impl Bridge {
     /// Runs until shutdown: every worker done and the outbox flushed.
     pub fn run(mut self) {
         self.wake_pending = vec![false; self.shared.inboxes.len()];
+        let mut exit_by = Instant::now() + SHUTDOWN_FLUSH;
         loop {
             let exiting =
                 self.shared.workers_done.load(Ordering::Acquire) == self.shared.inboxes.len();
+            if !exiting {
+                exit_by = Instant::now() + SHUTDOWN_FLUSH;
+            }
             self.flush_outbox();
-            if exiting && self.held.is_empty() {
+            if exiting && (self.held_len() == 0 || Instant::now() >= exit_by) {
                 break;
             }
             let inbox_full = self.deliver_inbound();
-            let timeout_ms = if !self.held.is_empty() || inbox_full || exiting {
+            let timeout_ms = if self.held_len() > 0 || inbox_full || exiting {
                 limits::BRIDGE_RETRY_MS as i64
             } else {
                 -1
@@ -352,35 +367,42 @@ impl Bridge {
 
     fn flush_outbox(&mut self) {
         let now = Instant::now();
-        // Retry what was held first, keeping order.
-        while let Some(p) = self.held.pop_front() {
-            if let Some(p) = self.send(p, now) {
-                self.held.push_front(p);
-                return;
+        // Retry what each socket held first, keeping order per socket. Held packets of one
+        // socket (no handler yet on PUSH) never block another socket's packets.
+        for k in 0..HELD_KINDS {
+            while let Some(p) = self.held[k].pop_front() {
+                if let Some(p) = self.send(p, now) {
+                    self.held[k].push_front(p);
+                    break;
+                }
             }
         }
         for _ in 0..limits::BRIDGE_BATCH_PACKETS_MAX {
+            if self.held_len() >= limits::BRIDGE_OUTBOX_PACKETS_MAX {
+                return; // the outbox fills and workers stop reading clients
+            }
+            self.shared.take_outbox(&mut self.batch);
             if self.batch.is_empty() {
-                self.shared.take_outbox(&mut self.batch);
-                if self.batch.is_empty() {
-                    return;
-                }
-                self.batch.reverse();
+                return;
             }
-            while let Some(p) = self.batch.pop() {
-                if let Some(p) = self.send(p, now) {
-                    self.held.push_back(p);
-                    // Keep the rest in order behind it.
-                    while let Some(q) = self.batch.pop() {
-                        self.held.push_back(q);
-                    }
-                    return;
+            let mut batch = std::mem::take(&mut self.batch);
+            for p in batch.drain(..) {
+                let k = held_kind(&p.route);
+                if !self.held[k].is_empty() {
+                    self.held[k].push_back(p);
+                } else if let Some(p) = self.send(p, now) {
+                    self.held[k].push_back(p);
                 }
             }
+            self.batch = batch;
         }
-        if !self.batch.is_empty() || self.shared.outbox_len.load(Ordering::Relaxed) > 0 {
+        if self.shared.outbox_len.load(Ordering::Relaxed) > 0 {
             self.shared.bridge_wake.notify();
         }
+    }
+
+    fn held_len(&self) -> usize {
+        self.held.iter().map(|h| h.len()).sum()
     }
 
     /// Sends one packet; gives it back if the socket cannot take it now.

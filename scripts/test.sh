@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, unit and integration tests (every integration case
+# runs on both runtimes, against real sockets, real ZeroMQ, condure and pushpin), and a
+# short fuzz smoke run of every parser.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --all-targets --no-fail-fast
+else
+  cargo test --all-targets --no-fail-fast
+fi
+scripts/fuzz-smoke.sh

@@ -1,0 +1,276 @@
+//! Shared pieces of zring's integration tests: start zring (on a chosen runtime) and a
+//! handler as real processes on loopback, talk to them over real sockets, stop them by pid.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const RUNTIMES: [&str; 2] = ["uring", "epoll"];
+
+/// A child process killed (by its pid) when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A free loopback port (bind to 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "zring-test-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn wait_port(port: u16) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("port {port} never opened");
+}
+
+/// zring plus the example handler, on one stream port and one req port.
+pub struct Stack {
+    pub zring: Proc,
+    pub handler: Option<Proc>,
+    pub port: u16,
+    pub req_port: u16,
+    pub dir: PathBuf,
+    pub base: String,
+}
+
+impl Stack {
+    pub fn zring_only(runtime: &str, extra: &[&str]) -> Stack {
+        let dir = temp_dir(runtime);
+        let (port, req_port) = (free_port(), free_port());
+        let base = format!("ipc://{}/zring", dir.display());
+        let req = format!("ipc://{}/zring-req", dir.display());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
+        cmd.args(["--runtime", runtime, "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{req_port},req"))
+            .args([
+                "--zclient-stream",
+                &base,
+                "--zclient-req",
+                &req,
+                "--log-level",
+                "1",
+                "--workers",
+                "2",
+            ])
+            .args(extra)
+            .stdout(Stdio::null());
+        let zring = Proc(cmd.spawn().expect("start zring"));
+        wait_port(port);
+        Stack {
+            zring,
+            handler: None,
+            port,
+            req_port,
+            dir,
+            base,
+        }
+    }
+
+    /// zring and the example handler (`examples/handler.rs`).
+    pub fn with_example(runtime: &str, extra: &[&str]) -> Stack {
+        let mut s = Stack::zring_only(runtime, extra);
+        let h = Command::new(env!("CARGO_BIN_EXE_zring-example-handler"))
+            .args([
+                "--stream",
+                &s.base,
+                "--req",
+                &format!("ipc://{}/zring-req", s.dir.display()),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start example handler");
+        s.handler = Some(Proc(h));
+        // The handler sleeps 200 ms so its subscription reaches zring; wait until it answers.
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = exchange(
+                s.port,
+                b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                Duration::from_secs(2),
+            );
+            if r.starts_with(b"HTTP/1.1 200") {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "example handler never answered: {:?}",
+                String::from_utf8_lossy(&r)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Open fds of the zring process (for leak checks).
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.zring.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.handler.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes `req`, then reads until the server closes or `idle` passes without data.
+pub fn exchange(port: u16, req: &[u8], idle: Duration) -> Vec<u8> {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return Vec::new();
+    };
+    s.set_read_timeout(Some(idle)).unwrap();
+    if s.write_all(req).is_err() {
+        return Vec::new();
+    }
+    read_all(&mut s)
+}
+
+pub fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Reads one response (head and a Content-Length or chunked body) from `s`.
+pub fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        if let Some(i) = find(&data, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).expect("read head");
+        assert!(
+            n > 0,
+            "closed before a full head: {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+    let mut body = data[head_end..].to_vec();
+    let lower = head.to_ascii_lowercase();
+    if let Some(cl) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+    {
+        let n: usize = cl.trim().parse().unwrap();
+        while body.len() < n {
+            let k = s.read(&mut buf).expect("read body");
+            assert!(k > 0, "closed mid-body");
+            body.extend_from_slice(&buf[..k]);
+        }
+        assert_eq!(
+            body.len(),
+            n,
+            "more bytes than Content-Length (pipelined data?)"
+        );
+    } else if lower.contains("transfer-encoding: chunked") {
+        while find(&body, b"0\r\n\r\n").is_none() {
+            let k = s.read(&mut buf).expect("read chunks");
+            assert!(k > 0, "closed mid-chunks");
+            body.extend_from_slice(&buf[..k]);
+        }
+        body = dechunk(&body);
+    }
+    (head, body)
+}
+
+pub fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let i = find(b, b"\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&b[..i])
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .trim(),
+            16,
+        )
+        .unwrap();
+        b = &b[i + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+pub fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl must be installed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}

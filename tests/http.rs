@@ -1,0 +1,259 @@
+//! HTTP/1.x through zring to ZHTTP handlers, on both runtimes: curl, ureq and raw sockets
+//! against zring and the example handler (or a scripted handler), over real loopback and
+//! real ZeroMQ.
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Runs a test body once per runtime.
+macro_rules! both_runtimes {
+    ($($name:ident($rt:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                fn run($rt: &str) $body
+                #[test]
+                fn uring() { run("uring") }
+                #[test]
+                fn epoll() { run("epoll") }
+            }
+        )*
+    };
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn status_line(r: &[u8]) -> String {
+    String::from_utf8_lossy(r)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+both_runtimes! {
+    curl_get(rt) {
+        let s = Stack::with_example(rt, &[]);
+        let (code, body) = curl(&["-i", &s.url("/hello?x=1")]);
+        assert_eq!(code, 0);
+        assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
+        assert!(body.ends_with("\r\n\r\nhello\n"), "{body}");
+        assert!(body.to_ascii_lowercase().contains("content-length: 6\r\n"), "{body}");
+    }
+
+    ureq_post_echo(rt) {
+        let s = Stack::with_example(rt, &[]);
+        // Bigger than the 8 KiB credits zring offers: the body flows under the handler's credits.
+        let body: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let r = ureq::post(&s.url("/echo")).send_bytes(&body).expect("post");
+        assert_eq!(r.status(), 200);
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut r.into_reader(), &mut got).unwrap();
+        assert!(got.starts_with(b"POST http://127.0.0.1:"), "{:?}", String::from_utf8_lossy(&got[..80]));
+        assert!(got.ends_with(&body), "echoed body differs");
+    }
+
+    chunked_request_body(rt) {
+        let s = Stack::with_example(rt, &[]);
+        let req = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: x\r\n\r\n";
+        let r = exchange(s.port, req, 5 * SECOND);
+        assert_eq!(status_line(&r), "HTTP/1.1 200 OK");
+        assert!(r.ends_with(b"\n\nhello, world"), "{:?}", String::from_utf8_lossy(&r));
+    }
+
+    pipelined_requests(rt) {
+        let s = Stack::with_example(rt, &[]);
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(5 * SECOND)).unwrap();
+        c.write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /echo HTTP/1.1\r\nHost: t\r\nX-N: 2\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let (h1, b1) = read_response(&mut c);
+        let (h2, b2) = read_response(&mut c);
+        let (h3, _) = read_response(&mut c);
+        assert!(h1.starts_with("HTTP/1.1 200"), "{h1}");
+        assert_eq!(b1, b"hello\n");
+        assert!(h2.starts_with("HTTP/1.1 200") && String::from_utf8_lossy(&b2).contains("X-N: 2"), "{h2}");
+        assert!(h3.starts_with("HTTP/1.1 404"), "{h3}");
+    }
+
+    byte_by_byte(rt) {
+        let s = Stack::with_example(rt, &[]);
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(5 * SECOND)).unwrap();
+        for b in b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc" {
+            c.write_all(&[*b]).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (h, b) = read_response(&mut c);
+        assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+        assert!(b.ends_with(b"\n\nabc"));
+    }
+
+    keep_alive_many(rt) {
+        let s = Stack::with_example(rt, &[]);
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(5 * SECOND)).unwrap();
+        for _ in 0..200 {
+            c.write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            let (h, b) = read_response(&mut c);
+            assert!(h.starts_with("HTTP/1.1 200"));
+            assert_eq!(b, b"hello\n");
+        }
+    }
+
+    http10_close(rt) {
+        let s = Stack::with_example(rt, &[]);
+        let r = exchange(s.port, b"GET /hello HTTP/1.0\r\n\r\n", 5 * SECOND);
+        assert!(r.starts_with(b"HTTP/1.0 200 OK\r\n") || r.starts_with(b"HTTP/1.1 200 OK\r\n"), "{:?}", String::from_utf8_lossy(&r));
+        assert!(r.ends_with(b"hello\n"));
+        // Streamed to 1.0: close-delimited, the close ends the body.
+        let r = exchange(s.port, b"GET /stream HTTP/1.0\r\n\r\n", 5 * SECOND);
+        assert!(r.ends_with(b"chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\n"), "{:?}", String::from_utf8_lossy(&r));
+    }
+
+    streamed_response(rt) {
+        let s = Stack::with_example(rt, &[]);
+        let (code, body) = curl(&["-N", "-i", &s.url("/stream")]);
+        assert_eq!(code, 0);
+        assert!(body.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{body}");
+        assert!(body.ends_with("chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\n"), "{body}");
+    }
+
+    head_has_no_body(rt) {
+        let s = Stack::with_example(rt, &[]);
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(2 * SECOND)).unwrap();
+        c.write_all(b"HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let all = read_all(&mut c);
+        let text = String::from_utf8_lossy(&all);
+        // The HEAD answer carries the length of the body it omits; the next response follows directly.
+        let second = text.find("HTTP/1.1 200 OK\r\n").and_then(|i| text[i + 1..].find("HTTP/1.1 200 OK").map(|j| i + 1 + j));
+        let second = second.unwrap_or_else(|| panic!("two responses expected: {text}"));
+        assert!(text[..second].ends_with("\r\n\r\n"), "HEAD response had a body: {text}");
+        assert!(text.ends_with("hello\n"));
+    }
+
+    expect_continue(rt) {
+        let s = Stack::with_example(rt, &[]);
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(5 * SECOND)).unwrap();
+        c.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut c, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+        c.write_all(b"wxyz").unwrap();
+        let (h, b) = read_response(&mut c);
+        assert!(h.starts_with("HTTP/1.1 200"));
+        assert!(b.ends_with(b"\n\nwxyz"));
+    }
+
+    bad_requests(rt) {
+        let s = Stack::with_example(rt, &["--buffer-size", "4096", "--body-buffer-size", "1000"]);
+        let cases: [(&[u8], &str, u16); 5] = [
+            (b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n", "malformed header", 400),
+            (b"GET /\x01 HTTP/1.1\r\nHost: t\r\n\r\n", "bad request line", 400),
+            (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "gzip coding", 501),
+            (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", "two lengths", 400),
+            (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "length and chunked", 400),
+        ];
+        for (req, what, code) in cases {
+            let r = exchange(s.port, req, 5 * SECOND);
+            assert!(status_line(&r).starts_with(&format!("HTTP/1.1 {code} ")), "{what}: {:?}", String::from_utf8_lossy(&r));
+            assert!(String::from_utf8_lossy(&r).contains("Connection: close"), "{what}");
+        }
+        let mut big = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 5000));
+        big.extend_from_slice(b"\r\n\r\n");
+        let r = exchange(s.port, &big, 5 * SECOND);
+        assert!(status_line(&r).starts_with("HTTP/1.1 431 "), "{:?}", status_line(&r));
+        // req mode holds the whole body: over --body-buffer-size is 413.
+        let mut post = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n".to_vec();
+        post.extend(std::iter::repeat_n(b'y', 2000));
+        let r = exchange(s.req_port, &post, 5 * SECOND);
+        assert!(status_line(&r).starts_with("HTTP/1.1 413 "), "{:?}", status_line(&r));
+        // And zring still serves.
+        let (_, body) = curl(&[&s.url("/hello")]);
+        assert_eq!(body, "hello\n");
+    }
+
+    req_mode(rt) {
+        let s = Stack::with_example(rt, &[]);
+        let (code, body) = curl(&["-d", "req body", &format!("http://127.0.0.1:{}/echo", s.req_port)]);
+        assert_eq!(code, 0);
+        assert!(body.starts_with("POST http://127.0.0.1:"), "{body}");
+        assert!(body.ends_with("\n\nreq body"), "{body}");
+        let r = exchange(s.req_port, b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", 5 * SECOND);
+        assert!(status_line(&r).starts_with("HTTP/1.1 400"), "{:?}", String::from_utf8_lossy(&r));
+    }
+
+    client_leaves_mid_body(rt) {
+        let s = Stack::with_example(rt, &[]);
+        // Warm up so lazily opened fds exist before the baseline.
+        let _ = curl(&[&s.url("/hello")]);
+        let before = s.fd_count();
+        for _ in 0..50 {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            c.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\npartial").unwrap();
+        }
+        let end = Instant::now() + 5 * SECOND;
+        while s.fd_count() > before && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(s.fd_count() <= before, "fds leaked: {} > {before}", s.fd_count());
+        let (_, body) = curl(&[&s.url("/hello")]);
+        assert_eq!(body, "hello\n");
+    }
+
+    no_handler_gets_503_and_is_never_delivered(rt) {
+        let s = Stack::zring_only(rt, &["--handler-wait", "300"]);
+        let t0 = Instant::now();
+        let r = exchange(s.port, b"GET /lost HTTP/1.1\r\nHost: t\r\n\r\n", 5 * SECOND);
+        assert!(status_line(&r).starts_with("HTTP/1.1 503 "), "{:?}", String::from_utf8_lossy(&r));
+        assert!(t0.elapsed() < 4 * SECOND);
+        // A handler connecting now must not receive the abandoned request.
+        let ctx = zmq::Context::new();
+        let pull = ctx.socket(zmq::PULL).unwrap();
+        pull.connect(&format!("{}-out", s.base)).unwrap();
+        pull.set_rcvtimeo(1000).unwrap();
+        assert!(pull.recv_bytes(0).is_err(), "a late handler received the abandoned request");
+    }
+
+    handler_cancel_gives_502(rt) {
+        let s = Stack::zring_only(rt, &[]);
+        let ctx = zmq::Context::new();
+        let pull = ctx.socket(zmq::PULL).unwrap();
+        pull.connect(&format!("{}-out", s.base)).unwrap();
+        let publ = ctx.socket(zmq::PUB).unwrap();
+        publ.connect(&format!("{}-in", s.base)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let port = s.port;
+        let client = std::thread::spawn(move || exchange(port, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n", 5 * SECOND));
+        pull.set_rcvtimeo(5000).unwrap();
+        let first = pull.recv_bytes(0).expect("first packet");
+        let id = tn_field(&first, b"id");
+        let mut msg = b"condure T".to_vec();
+        let dict = format!("4:from,1:h,2:id,{}:{},3:seq,1:0#4:type,6:cancel,", id.len(), String::from_utf8_lossy(&id));
+        msg.extend_from_slice(format!("{}:{}}}", dict.len(), dict).as_bytes());
+        publ.send(&msg[..], 0).unwrap();
+        let r = client.join().unwrap();
+        assert!(status_line(&r).starts_with("HTTP/1.1 502 "), "{:?}", String::from_utf8_lossy(&r));
+    }
+}
+
+/// The value of a top-level string key in a `T`-prefixed tnetstring dict (test-side, naive).
+fn tn_field(packet: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut pat = format!("{}:", key.len()).into_bytes();
+    pat.extend_from_slice(key);
+    pat.push(b',');
+    let i = find(packet, &pat).expect("key present") + pat.len();
+    let colon = i + packet[i..].iter().position(|&b| b == b':').unwrap();
+    let n: usize = std::str::from_utf8(&packet[i..colon])
+        .unwrap()
+        .parse()
+        .unwrap();
+    packet[colon + 1..colon + 1 + n].to_vec()
+}
