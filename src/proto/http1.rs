@@ -25,10 +25,10 @@ mod tests;
 
 pub use chunked::{check_body_length, ChunkedDecoder, Decoded};
 pub use error::Error;
-pub use request::{parse_request, parse_request_limited, BodyKind, Request};
 /// The header type [`parse_request`] fills, and the value to initialize an array of them
 /// with: `[EMPTY_HEADER; HEADERS_MAX]`.
 pub use httparse::{Header, EMPTY_HEADER};
+pub use request::{parse_request, parse_request_limited, BodyKind, Request};
 pub use response::{
     choose_framing, encode_chunk, encode_continue, encode_error, encode_error_response,
     encode_last_chunk, encode_response_head, Framing, ResponseBody, ResponseContext, ResponseHead,

@@ -32,6 +32,9 @@
 //!
 //! - HEAD (RFC 9110 §9.3.2): Condure writes the handler's body after the head, and chunk
 //!   framing too. zring writes the same head but no body ([`Framing::send_body`] is false).
+//!   When the handler answers HEAD with an empty body, no `Content-Length` and no `more`,
+//!   Condure writes `Content-Length: 0`, which claims a GET would return nothing
+//!   (RFC 9110 §8.6 forbids a differing value); zring writes no framing header then.
 //! - A streamed (close-delimited) response to an HTTP/1.0 keep-alive request: Condure says
 //!   `Connection: keep-alive` and leaves the connection open, so the client cannot find the
 //!   end of the body. zring omits the header and closes (RFC 9112 §6.3 item 8).
@@ -44,7 +47,7 @@
 //! - Differing handler `Content-Length` values are refused (Condure takes the last one).
 
 use super::syntax::{is_field_value_byte, is_token, parse_content_length, push_decimal, push_hex};
-use super::{Error, Version, RESPONSE_CHUNK_BYTES_MAX};
+use super::{Error, Version, HEADERS_MAX, RESPONSE_CHUNK_BYTES_MAX};
 
 /// How the response head frames the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +113,7 @@ pub struct Framing {
 /// follow (`more`) and the body length in this first packet.
 ///
 /// Fails with [`Error::BadResponse`] when the handler's `Content-Length` fields are not all
-/// the same valid number.
+/// the same valid number, or there are more than [`HEADERS_MAX`] headers.
 pub fn choose_framing(
     context: ResponseContext,
     code: u16,
@@ -118,6 +121,10 @@ pub fn choose_framing(
     more: bool,
     body_len: u64,
 ) -> Result<Framing, Error> {
+    // Condure's limit on handler headers too.
+    if headers.len() > HEADERS_MAX {
+        return Err(Error::BadResponse);
+    }
     let mut handler_length = None;
     for &(name, value) in headers {
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -132,6 +139,9 @@ pub fn choose_framing(
         // RFC 9110 §6.4.1: these never have content.
         (100..=199 | 204 | 304, _) => ResponseBody::None,
         (_, Some(length)) => ResponseBody::Length(length),
+        // An empty, unframed answer to HEAD says nothing about the length a GET would
+        // have, and RFC 9110 §8.6 forbids a Content-Length that differs from it.
+        _ if !more && context.head_request && body_len == 0 => ResponseBody::None,
         _ if !more => ResponseBody::Length(body_len),
         _ => match context.version {
             Version::Http11 => ResponseBody::Chunked,
@@ -167,6 +177,7 @@ fn write_head(out: &mut Vec<u8>, head: &ResponseHead) -> Result<(), Error> {
     if !(100..=999).contains(&head.code) || !head.reason.iter().all(|&b| is_field_value_byte(b)) {
         return Err(Error::BadResponse);
     }
+    debug_assert!(head.body != ResponseBody::Chunked || head.version == Version::Http11);
     let switching = head.code == 101;
     out.extend_from_slice(head.version.as_bytes());
     out.push(b' ');

@@ -6,7 +6,7 @@
 use crate::proto::http1::{
     choose_framing, encode_chunk, encode_continue, encode_error, encode_error_response,
     encode_last_chunk, encode_response_head, Error, Framing, ResponseBody, ResponseContext,
-    ResponseHead, Version, RESPONSE_CHUNK_BYTES_MAX,
+    ResponseHead, Version, HEADERS_MAX, RESPONSE_CHUNK_BYTES_MAX,
 };
 
 type Headers<'a> = &'a [(&'a [u8], &'a [u8])];
@@ -172,7 +172,6 @@ const CONDURE: &[(&str, ResponseContext, Response, &[u8])] = &[
     ("304 streamed 1.0 keep-alive", HTTP10_KEEP_ALIVE, status(304, &[b"", b""]), b"HTTP/1.0 304 Whatever\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\n\r\n"),
     ("unknown code", HTTP11, status(999, &[b"bodybytes"]), b"HTTP/1.1 999 Whatever\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nbodybytes"),
     ("early response", HTTP11_CLOSE, Response { packets: &[b"early\n"], ..PLAIN }, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 6\r\n\r\nearly\n"),
-    ("HEAD empty body", HTTP11_HEAD, Response { code: 200, reason: b"OK", headers: &[], packets: &[b""] }, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
     ("101", HTTP11, SWITCHING, b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Protocol: chat\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"),
 ];
 
@@ -199,6 +198,14 @@ type Deviation = (
 );
 
 const DEVIATIONS: &[Deviation] = &[
+    (
+        "HEAD with an empty unframed answer claims no length",
+        HTTP11_HEAD,
+        Response { code: 200, reason: b"OK", headers: &[], packets: &[b""] },
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+        true,
+    ),
     (
         "HEAD has no body",
         HTTP11_HEAD,
@@ -260,6 +267,30 @@ fn framing_table() {
     // (context, code, headers, more, body_len) -> (body, send_body, keep_alive)
     let length: Headers = &[(b"CONTENT-LENGTH", b"100")];
     let cases: &[(ResponseContext, u16, Headers, bool, u64, Framing)] = &[
+        (
+            HTTP11_HEAD,
+            200,
+            &[],
+            false,
+            0,
+            framing(ResponseBody::None, false, true),
+        ),
+        (
+            HTTP11_HEAD,
+            200,
+            &[],
+            false,
+            6,
+            framing(ResponseBody::Length(6), false, true),
+        ),
+        (
+            HTTP10_HEAD_KEEP_ALIVE,
+            200,
+            &[],
+            false,
+            0,
+            framing(ResponseBody::None, false, true),
+        ),
         (
             HTTP11,
             200,
@@ -422,6 +453,12 @@ fn handler_content_length_must_be_valid() {
             "{headers:?}"
         );
     }
+    let too_many = vec![(&b"X-A"[..], &b"1"[..]); HEADERS_MAX + 1];
+    assert_eq!(
+        choose_framing(HTTP11, 200, &too_many, false, 0),
+        Err(Error::BadResponse)
+    );
+    assert!(choose_framing(HTTP11, 200, &too_many[1..], false, 0).is_ok());
     let same: Headers = &[(b"Content-Length", b"7"), (b"content-length", b"7, 7")];
     assert_eq!(
         choose_framing(HTTP11, 200, same, false, 0).map(|f| f.body),
