@@ -39,11 +39,23 @@ fn parse(seed: u8, payload: &[u8]) {
             }
             let mut prefix_headers = [EMPTY_HEADER; HEADERS_MAX];
             let prefix = parse_request(&payload[..request.head_len - 1], &mut prefix_headers);
-            assert!(matches!(prefix, Ok(Status::Partial)), "prefix of a complete head");
+            assert!(
+                matches!(prefix, Ok(Status::Partial)),
+                "prefix of a complete head"
+            );
             Some(request.head_len)
         }
         Ok(Status::Partial) | Err(_) => None,
     };
+    // What a prefix shows is final: its error or its complete head stays the same however
+    // the input goes on.
+    let prefix_len = usize::from(seed) * payload.len() / 255;
+    let mut prefix_headers = [EMPTY_HEADER; HEADERS_MAX];
+    match parse_request(&payload[..prefix_len], &mut prefix_headers) {
+        Ok(Status::Complete(request)) => assert_eq!(Some(request.head_len), full_head_len),
+        Ok(Status::Partial) => {}
+        Err(error) => assert_eq!(full.err(), Some(error), "prefix {prefix_len}"),
+    }
     // A smaller limit can only turn results into HeadTooLarge or UriTooLong.
     let limit = usize::from(seed) + 1;
     let mut limited_headers = [EMPTY_HEADER; HEADERS_MAX];
@@ -69,7 +81,12 @@ struct Outcome {
 fn feed(pieces: &mut dyn Iterator<Item = &[u8]>) -> Outcome {
     let mut decoder = ChunkedDecoder::with_body_limit(1 << 20);
     let mut pending = Vec::new();
-    let mut outcome = Outcome { data: Vec::new(), consumed: 0, done: false, error: None };
+    let mut outcome = Outcome {
+        data: Vec::new(),
+        consumed: 0,
+        done: false,
+        error: None,
+    };
     for piece in pieces {
         pending.extend_from_slice(piece);
         loop {
@@ -122,19 +139,35 @@ fn chunked_round_trip(seed: u8, payload: &[u8]) {
     }
     encode_last_chunk(&mut body);
     let outcome = feed(&mut body.chunks(usize::from(seed % 7) + 1));
-    let expected = Outcome { data: payload.to_vec(), consumed: body.len(), done: true, error: None };
+    let expected = Outcome {
+        data: payload.to_vec(),
+        consumed: body.len(),
+        done: true,
+        error: None,
+    };
     assert_eq!(outcome, expected);
 }
 
 fn response(seed: u8, payload: &[u8]) {
     let mut headers: Vec<(&[u8], &[u8])> = Vec::new();
     for line in payload.split(|&byte| byte == b'\n').take(HEADERS_MAX) {
-        let colon = line.iter().position(|&byte| byte == b':').unwrap_or(line.len());
+        let colon = line
+            .iter()
+            .position(|&byte| byte == b':')
+            .unwrap_or(line.len());
         let (name, value) = line.split_at(colon);
         headers.push((name, value.get(1..).unwrap_or_default()));
     }
-    let version = if seed & 1 == 0 { Version::Http11 } else { Version::Http10 };
-    let context = ResponseContext { version, head_request: seed & 2 != 0, keep_alive: seed & 4 != 0 };
+    let version = if seed & 1 == 0 {
+        Version::Http11
+    } else {
+        Version::Http10
+    };
+    let context = ResponseContext {
+        version,
+        head_request: seed & 2 != 0,
+        keep_alive: seed & 4 != 0,
+    };
     let code = [200, 101, 204, 304, 103, 404, 999, 0][usize::from(seed >> 5)];
     let Ok(framing) = choose_framing(context, code, &headers, seed & 8 != 0, payload.len() as u64)
     else {
@@ -155,6 +188,10 @@ fn response(seed: u8, payload: &[u8]) {
     }
     let mut parsed_headers = [EMPTY_HEADER; HEADERS_MAX + 8];
     let mut parsed = httparse::Response::new(&mut parsed_headers);
-    assert_eq!(parsed.parse(&out), Ok(httparse::Status::Complete(out.len())), "{out:?}");
+    assert_eq!(
+        parsed.parse(&out),
+        Ok(httparse::Status::Complete(out.len())),
+        "{out:?}"
+    );
     assert_eq!(parsed.code, Some(code));
 }

@@ -105,6 +105,9 @@ pub fn parse_request_limited<'h, 'b>(
     let head_len = match parsed.parse(window) {
         Ok(httparse::Status::Complete(head_len)) => head_len,
         Ok(httparse::Status::Partial) => return partial(window, buf.len() >= head_bytes_max),
+        // A streaming reader sees the long target before any later error: report it the
+        // same way whichever split the bytes arrive in.
+        Err(_) if target_too_long(window) => return Err(Error::UriTooLong),
         Err(httparse::Error::Version) => {
             return match classify_version(window) {
                 VersionShape::Unsupported => Err(Error::VersionNotSupported),

@@ -499,6 +499,16 @@ fn target_length_limit() {
         Err(Error::UriTooLong)
     );
     assert_eq!(parse(&too_long[..URI_BYTES_MAX + 4]).map(|_| ()), Ok(()));
+    // 414 wins over errors further on, as it does for every prefix that shows it.
+    let mut bad_header = too_long.clone();
+    let value_index = bad_header.len() - 5;
+    bad_header[value_index] = 0;
+    assert_eq!(parse(&bad_header).map(|_| ()), Err(Error::UriTooLong));
+    let mut bad_version = request_with_target(URI_BYTES_MAX + 1);
+    let version_index = URI_BYTES_MAX + 1 + 4 + 6;
+    assert_eq!(bad_version[version_index], b'1');
+    bad_version[version_index] = b'2';
+    assert_eq!(parse(&bad_version).map(|_| ()), Err(Error::UriTooLong));
     // A target longer than the whole head limit is still 414, not 431.
     let huge = request_with_target(HEAD_BYTES_MAX_DEFAULT * 2);
     assert_eq!(parse(&huge).map(|_| ()), Err(Error::UriTooLong));
