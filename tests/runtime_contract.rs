@@ -44,6 +44,10 @@ both_runtimes!(
     finished_closes_everything,
     no_fd_leak_over_many_cycles,
     unix_listener,
+    large_upload,
+    send_to_reset_peer,
+    fan_out_burst,
+    resume_many_at_once,
 );
 
 fn echo(client: &mut TcpStream, message: &[u8]) {
@@ -401,7 +405,16 @@ fn finished_closes_everything(kind: Kind) {
     for client in &mut clients {
         echo(client, b"x");
     }
+    // One more whose send is stuck (the client never reads): exit must cancel it.
+    let stuck = h.connect();
+    let slot = h.wait_accept(3);
+    h.command(Command::Send {
+        slot,
+        buf: vec![1; 32 << 20],
+    });
+    std::thread::sleep(Duration::from_millis(100));
     h.finish().expect("run");
+    drop(stuck);
     for client in &mut clients {
         assert_eq!(read_to_end(client), 0, "no EOF after finish");
     }
@@ -490,6 +503,153 @@ fn unix_listener(kind: Kind) {
     h.wait_for("closed", |s| s.events.contains(&Ev::Closed { slot }));
     h.finish().expect("run");
     let _ = std::fs::remove_file(&path);
+}
+
+/// Goal: a fast upload much larger than the buffer ring arrives whole and in order (with
+/// io_uring the provided buffers run dry and the recv is re-armed).
+fn large_upload(kind: Kind) {
+    const BYTES: usize = 16 << 20;
+    let _serial = serial();
+    if skip(kind) {
+        return;
+    }
+    let h = Harness::start(kind, 16, |s| s.echo = false);
+    let mut client = h.connect();
+    let slot = h.wait_accept(0);
+    let data = pattern(BYTES);
+    client.write_all(&data).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    h.wait_for("eof", |s| s.events.contains(&Ev::Eof { slot }));
+    assert!(h.state().received[&slot] == data, "upload differs");
+    h.finish().expect("run");
+}
+
+/// Goal: a send to a peer that reset the connection returns its buffer (after the EOF the
+/// reset caused), and no second EOF follows.
+fn send_to_reset_peer(kind: Kind) {
+    let _serial = serial();
+    if skip(kind) {
+        return;
+    }
+    let h = Harness::start(kind, 16, |s| {
+        s.echo = false;
+        s.close_on_eof = false;
+    });
+    let client = h.connect();
+    let slot = h.wait_accept(0);
+    reset_on_close(&client);
+    drop(client);
+    h.wait_for("eof", |s| s.events.contains(&Ev::Eof { slot }));
+    h.command(Command::Send {
+        slot,
+        buf: vec![3; 1 << 20],
+    });
+    h.wait_for("buffer back", |s| {
+        s.events.contains(&Ev::Sent { slot, len: 1 << 20 })
+    });
+    assert_eq!(h.state().count(|e| *e == Ev::Eof { slot }), 1);
+    h.command(Command::Close { slot });
+    h.wait_for("closed", |s| s.events.contains(&Ev::Closed { slot }));
+    h.finish().expect("run");
+}
+
+/// `SO_LINGER` 0: closing the socket sends a reset.
+fn reset_on_close(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: passes a valid linger struct and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+/// Goal: one turn issuing more operations than the submission queue holds (a fan-out of
+/// one frame to every client, plus a pause and resume each) loses none of them.
+fn fan_out_burst(kind: Kind) {
+    const CLIENTS: usize = 2500;
+    const FRAME: &[u8] = b"frame to everyone";
+    let _serial = serial();
+    if skip(kind) {
+        return;
+    }
+    let h = Harness::start(kind, CLIENTS as u32, |_| {});
+    let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| h.connect()).collect();
+    h.wait_for("all accepted", |s| s.accepted_slots().len() == CLIENTS);
+    {
+        let mut state = h.state();
+        for slot in state.accepted_slots() {
+            state.inject.push_back(Command::Send {
+                slot,
+                buf: FRAME.to_vec(),
+            });
+            state.inject.push_back(Command::PauseRecv { slot });
+            state.inject.push_back(Command::ResumeRecv { slot });
+        }
+    }
+    h.wake();
+    for client in &mut clients {
+        let mut frame = [0u8; FRAME.len()];
+        client.read_exact(&mut frame).unwrap();
+        assert_eq!(&frame, FRAME);
+        echo(client, b"still reading");
+    }
+    h.finish().expect("run");
+}
+
+/// Goal: resuming more paused connections with data waiting than the buffer ring has
+/// buffers loses nothing (io_uring: recvs end with ENOBUFS and are re-armed).
+fn resume_many_at_once(kind: Kind) {
+    const CLIENTS: usize = 2 * zring::runtime::uring::BUFFER_COUNT as usize;
+    let _serial = serial();
+    if skip(kind) {
+        return;
+    }
+    let h = Harness::start(kind, CLIENTS as u32, |_| {});
+    let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| h.connect()).collect();
+    h.wait_for("all accepted", |s| s.accepted_slots().len() == CLIENTS);
+    let slots = h.state().accepted_slots();
+    let wakes = h.state().wakes;
+    {
+        let mut state = h.state();
+        let pauses = slots.iter().map(|&slot| Command::PauseRecv { slot });
+        state.inject.extend(pauses);
+    }
+    h.wake();
+    h.wait_for("pause", |s| s.wakes > wakes);
+    std::thread::sleep(Duration::from_millis(100));
+    for (i, client) in clients.iter_mut().enumerate() {
+        client
+            .write_all(format!("waiting {i:05}").as_bytes())
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        h.state().count(|e| matches!(e, Ev::Recv { .. })),
+        0,
+        "read while paused"
+    );
+    {
+        let mut state = h.state();
+        let resumes = slots.iter().map(|&slot| Command::ResumeRecv { slot });
+        state.inject.extend(resumes);
+    }
+    h.wake();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut back = [0u8; 13];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(&back, format!("waiting {i:05}").as_bytes());
+    }
+    h.finish().expect("run");
 }
 
 #[test]

@@ -20,6 +20,9 @@ pub const WAIT_MAX: Duration = Duration::from_secs(10);
 /// Client socket timeouts, so a broken runtime fails a test instead of hanging it.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Listen backlog for test listeners (capped by `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 /// Serializes the tests of one binary: fd counts must not see other tests' sockets.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -335,6 +338,11 @@ pub struct Harness {
 pub fn tcp_listener() -> (OwnedFd, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
+    // std listens with a backlog of 128; a burst of test clients would overflow it and
+    // wait for SYN retransmits (1 s each). Raise it as a server would.
+    // SAFETY: listen on an fd we own; no pointers.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+    assert_eq!(rc, 0, "listen: {}", io::Error::last_os_error());
     let addr = listener.local_addr().expect("local addr");
     (OwnedFd::from(listener), addr)
 }

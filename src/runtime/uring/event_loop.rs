@@ -17,6 +17,10 @@ use super::{
 };
 use crate::runtime::{Command, Driver, Setup};
 
+/// A turn that handled this many CQEs is busy: the kernel's per-wait cap on deferred task
+/// work (`IO_LOCAL_TW_DEFAULT_MAX`, 20) was likely hit, so more completions are pending.
+const BUSY_TURN_CQES: usize = 20;
+
 /// One single-shot accept: its listener and the address storage the kernel writes.
 struct Accept {
     listener: usize,
@@ -97,28 +101,31 @@ impl<'d> Loop<'d> {
         // The event loop proper: ends only when the driver says it is finished.
         loop {
             let now = Instant::now();
-            self.process_completions(now);
+            let busy = self.process_completions(now) >= BUSY_TURN_CQES;
             self.call_driver(now);
             if self.driver.finished() {
                 break;
             }
             self.gate_accepts(now);
             let timeout = self.wait_timeout(now);
-            self.ring.submit_and_wait(timeout)?;
+            self.ring.submit_and_wait(timeout, busy)?;
         }
         self.exit()
     }
 
-    /// Drains up to `CQES_PER_TURN_MAX` completions and hands them to the driver.
-    fn process_completions(&mut self, now: Instant) {
+    /// Drains up to `CQES_PER_TURN_MAX` completions and hands them to the driver. Returns
+    /// how many there were.
+    fn process_completions(&mut self, now: Instant) -> usize {
         let mut cqes = std::mem::take(&mut self.cqes);
         self.ring.drain(&mut cqes, CQES_PER_TURN_MAX);
         for cqe in &cqes {
             self.on_completion(now, cqe);
         }
+        let count = cqes.len();
         self.cqes = cqes;
         // Buffers recycled while handling recvs go back to the kernel before the submit.
         self.bufs_mut().publish();
+        count
     }
 
     fn on_completion(&mut self, now: Instant, cqe: &cqueue::Entry) {
@@ -515,6 +522,7 @@ impl<'d> Loop<'d> {
             }
         }
         let give_up = Instant::now() + EXIT_WAIT;
+        let mut busy = true;
         while self.ring.in_flight > 0 {
             let now = Instant::now();
             if now >= give_up {
@@ -523,8 +531,8 @@ impl<'d> Loop<'d> {
                     self.ring.in_flight
                 )));
             }
-            self.ring.submit_and_wait(Some(give_up - now))?;
-            self.process_completions(now);
+            self.ring.submit_and_wait(Some(give_up - now), busy)?;
+            busy = self.process_completions(now) >= BUSY_TURN_CQES;
         }
         assert_eq!(self.files_in_use, 0, "direct descriptors left open");
         let group = self.bufs_mut().group();

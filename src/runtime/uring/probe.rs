@@ -107,7 +107,7 @@ fn wait_one(ring: &mut Ring) -> Result<cqueue::Entry, String> {
         if now >= give_up {
             return Err("io_uring self-test: no completion".into());
         }
-        ring.submit_and_wait(Some(give_up - now))
+        ring.submit_and_wait(Some(give_up - now), false)
             .map_err(|e| format!("io_uring_enter: {e}"))?;
     }
 }

@@ -112,8 +112,29 @@ impl Ring {
     }
 
     /// Submits everything and waits for at least one completion or `timeout`.
-    pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let want = if self.flush_backlog() { 1 } else { 0 };
+    ///
+    /// `busy`: the last drain was large, so more completions are likely pending as deferred
+    /// task work. With `DEFER_TASKRUN` an `io_uring_enter` that waits for one completion
+    /// runs at most 20 pieces of task work (`IO_LOCAL_TW_DEFAULT_MAX`, kernel 6.x): a burst
+    /// of N completions would take N / 20 turns. So a busy turn first enters without
+    /// waiting but asking for [`REAP_MAX`] completions, which runs up to that much task
+    /// work at once; only if that produced nothing does it wait.
+    pub fn submit_and_wait(&mut self, timeout: Option<Duration>, busy: bool) -> io::Result<()> {
+        if !self.flush_backlog() {
+            // The kernel refused entries: do not sleep; reap CQEs so it can take them later.
+            return self.enter(REAP_MAX, Some(Duration::ZERO));
+        }
+        if busy {
+            self.enter(REAP_MAX, Some(Duration::ZERO))?;
+            if !self.ring.completion().is_empty() {
+                return Ok(());
+            }
+        }
+        self.enter(1, timeout)
+    }
+
+    /// One `io_uring_enter`: submit the SQ, wait for `want` CQEs or `timeout`.
+    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
         let result = match timeout {
             Some(timeout) => {
                 let ts = Timespec::from(timeout);
@@ -231,6 +252,10 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 }
+
+/// Completions a busy turn asks the kernel to produce without waiting (one CQ's worth of
+/// task work at most; see `submit_and_wait`).
+pub const REAP_MAX: usize = super::CQES_PER_TURN_MAX;
 
 /// The kernel can take no more for now (CQ overflow backlog, memory, a signal).
 fn is_retry_later(e: &io::Error) -> bool {
