@@ -59,6 +59,9 @@ fn listener_token(index: usize) -> Token {
     Token(usize::MAX - 1 - index)
 }
 
+/// Bytes per slot (allocated for `slots_max` slots at start).
+const _: () = assert!(size_of::<Option<Conn>>() <= 48);
+
 struct Conn {
     fd: OwnedFd,
     /// The current `Send`'s buffer and how much of it is written.
@@ -329,6 +332,11 @@ impl Loop<'_> {
         let Some(slot) = self.driver.handle_accept(now, index, peer) else {
             return; // Refused: dropping `fd` closes it.
         };
+        let slots_max = self.conns.len();
+        assert!(
+            (slot as usize) < slots_max,
+            "slot {slot} beyond slots_max {slots_max}"
+        );
         let entry = &mut self.conns[slot as usize];
         assert!(
             entry.is_none(),

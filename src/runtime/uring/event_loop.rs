@@ -51,6 +51,8 @@ pub struct Loop<'d> {
     /// Reused CQE batch (no allocation per turn).
     cqes: Vec<cqueue::Entry>,
     woken: bool,
+    /// An error that ends the run (after closing everything).
+    fatal: Option<io::Error>,
     /// `finished()` was seen: no more driver calls; everything is being closed.
     exiting: bool,
     driver: &'d mut dyn Driver,
@@ -90,6 +92,7 @@ impl<'d> Loop<'d> {
             accept_backoff_until: None,
             cqes: Vec::with_capacity(CQES_PER_TURN_MAX),
             woken: false,
+            fatal: None,
             exiting: false,
             driver,
         })
@@ -102,6 +105,10 @@ impl<'d> Loop<'d> {
         loop {
             let now = Instant::now();
             let busy = self.process_completions(now) >= BUSY_TURN_CQES;
+            if let Some(error) = self.fatal.take() {
+                self.exit()?;
+                return Err(error);
+            }
             self.call_driver(now);
             if self.driver.finished() {
                 break;
@@ -209,8 +216,12 @@ impl<'d> Loop<'d> {
         };
         match slot {
             Some(slot) => {
-                let slot_ref = &mut self.slots[slot as usize];
-                slot_ref.open(file);
+                let slots_max = self.slots.len();
+                assert!(
+                    (slot as usize) < slots_max,
+                    "slot {slot} beyond slots_max {slots_max}"
+                );
+                self.slots[slot as usize].open(file);
                 self.arm_recv(slot);
             }
             None => {
@@ -348,16 +359,25 @@ impl<'d> Loop<'d> {
     }
 
     fn on_wake(&mut self, cqe: &cqueue::Entry) {
-        if cqe.result() > 0 {
+        let result = cqe.result();
+        if result > 0 {
             sys::drain_eventfd(self.wake_fd);
             self.woken = true;
         }
-        if !cqueue::more(cqe.flags()) {
-            self.ring.completed();
-            self.wake_armed = false;
-            if !self.exiting {
-                self.arm_wake();
-            }
+        if cqueue::more(cqe.flags()) {
+            return;
+        }
+        self.ring.completed();
+        self.wake_armed = false;
+        if result < 0 && result != -libc::ECANCELED {
+            // A bad wake fd: re-arming would fail again at once (a busy loop). Stop.
+            let error = io::Error::from_raw_os_error(-result);
+            self.fatal = Some(io::Error::new(
+                error.kind(),
+                format!("wake fd poll: {error}"),
+            ));
+        } else if !self.exiting {
+            self.arm_wake();
         }
     }
 

@@ -15,7 +15,9 @@
 //!   fd, so `getpeername(2)` cannot be used on it, and `SOCKET_URING_OP_GETPEERNAME` (a
 //!   `URING_CMD`) does not exist on kernel 6.18 (checked: cmd op 5 gives `EOPNOTSUPP`).
 //! - **Accept gating**: each turn, idle accepts are armed only while `driver.accepting()`
-//!   holds, no backoff runs, and the file table has room for every armed accept; when
+//!   holds, no backoff runs, and the file table has room for every armed accept (an accept
+//!   that finds the table full has already taken the connection off the backlog and the
+//!   kernel drops it, so we never let that happen); when
 //!   `accepting()` turns false, armed accepts are cancelled, so new connections wait in the
 //!   kernel backlog. An accept that completes while its cancel is on the way still reaches
 //!   `handle_accept` (the driver may refuse it: then it is closed at once). Out of files or
@@ -41,7 +43,10 @@
 //!   (`io_uring_enter` with `IORING_ENTER_EXT_ARG`), so nothing needs cancelling or
 //!   re-arming when the deadline moves. The clock is read once per turn.
 //! - **Batching**: a turn drains up to [`CQES_PER_TURN_MAX`] CQEs, runs the driver, drains
-//!   `poll_command`, then submits once. A full SQ is flushed to the kernel and filling
+//!   `poll_command`, then submits once. With `DEFER_TASKRUN` a wait for one completion
+//!   runs at most 20 deferred completions (`IO_LOCAL_TW_DEFAULT_MAX`); after a busy turn
+//!   the submit asks for up to a CQ's worth without waiting first, so a burst is reaped in
+//!   one or two syscalls rather than one per 20 completions. A full SQ is flushed to the kernel and filling
 //!   continues; if the kernel refuses a submit (`EBUSY`/`EAGAIN`), entries wait in a FIFO
 //!   backlog (bounded by slots × ops per slot) for the next turn: nothing is dropped.
 //! - **Exit**: once `driver.finished()`, accepts and the wake poll are cancelled, every

@@ -6,6 +6,10 @@ use super::user_data::GENERATION_MASK;
 /// slot cancel, close, and slack for a driver that shuts down twice.
 pub const OPS_PER_SLOT_MAX: u8 = 8;
 
+/// The runtime's bytes per slot (allocated for `slots_max` slots at start): keep it small,
+/// it is paid for every possible connection.
+const _: () = assert!(size_of::<Slot>() <= 48);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Not bound to a connection; the driver may hand it out.

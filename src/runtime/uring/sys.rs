@@ -133,3 +133,60 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `addr` into a storage the way the kernel would.
+    fn storage_of<T>(addr: &T) -> PeerStorage {
+        let mut storage = PeerStorage::new();
+        assert!(size_of::<T>() <= size_of::<libc::sockaddr_storage>());
+        // SAFETY: copies size_of::<T>() bytes into the larger, aligned storage.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (addr as *const T).cast::<u8>(),
+                (&mut storage.addr as *mut libc::sockaddr_storage).cast::<u8>(),
+                size_of::<T>(),
+            );
+        }
+        storage.len = size_of::<T>() as libc::socklen_t;
+        storage
+    }
+
+    #[test]
+    fn peer_v4() {
+        // SAFETY: all-zero bytes are a valid sockaddr_in.
+        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_port = 8080u16.to_be();
+        sin.sin_addr.s_addr = u32::from(Ipv4Addr::new(127, 0, 0, 2)).to_be();
+        let peer = storage_of(&sin).peer();
+        assert_eq!(peer, Some("127.0.0.2:8080".parse().unwrap()));
+    }
+
+    #[test]
+    fn peer_v6() {
+        // SAFETY: all-zero bytes are a valid sockaddr_in6.
+        let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sin6.sin6_port = 443u16.to_be();
+        sin6.sin6_addr.s6_addr = Ipv6Addr::LOCALHOST.octets();
+        let peer = storage_of(&sin6).peer();
+        assert_eq!(peer, Some("[::1]:443".parse().unwrap()));
+    }
+
+    #[test]
+    fn peer_unix_and_truncated_are_none() {
+        // SAFETY: all-zero bytes are a valid sockaddr_un.
+        let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        assert_eq!(storage_of(&sun).peer(), None);
+        // SAFETY: as above.
+        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        let mut short = storage_of(&sin);
+        short.len = 4;
+        assert_eq!(short.peer(), None);
+    }
+}
