@@ -271,10 +271,7 @@ fn accept_gating(kind: Kind) {
     echo(&mut first, b"one");
 
     h.state().accepting = false;
-    let wakes = h.state().wakes;
-    h.wake();
-    h.wait_for("wake", |s| s.wakes > wakes);
-    std::thread::sleep(Duration::from_millis(50));
+    h.settle();
     let mut second = h.connect();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -618,15 +615,12 @@ fn resume_many_at_once(kind: Kind) {
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| h.connect()).collect();
     h.wait_for("all accepted", |s| s.accepted_slots().len() == CLIENTS);
     let slots = h.state().accepted_slots();
-    let wakes = h.state().wakes;
     {
         let mut state = h.state();
         let pauses = slots.iter().map(|&slot| Command::PauseRecv { slot });
         state.inject.extend(pauses);
     }
-    h.wake();
-    h.wait_for("pause", |s| s.wakes > wakes);
-    std::thread::sleep(Duration::from_millis(100));
+    h.settle();
     for (i, client) in clients.iter_mut().enumerate() {
         client
             .write_all(format!("waiting {i:05}").as_bytes())

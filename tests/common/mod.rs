@@ -410,13 +410,22 @@ impl Harness {
         self.wake();
     }
 
-    /// Has the driver issue `command` and waits until the runtime took it.
+    /// Has the driver issue `command` and waits until the runtime acted on it.
     pub fn command_and_settle(&self, command: Command) {
-        let wakes = self.state().wakes;
-        self.command(command);
-        self.wait_for("the command to be taken", |s| s.wakes > wakes);
-        // The runtime acts on commands (and submits them) right after the wake-up turn.
-        std::thread::sleep(Duration::from_millis(50));
+        self.state().inject.push_back(command);
+        self.settle();
+    }
+
+    /// Waits until the runtime has run a full turn after this call: what the driver
+    /// changed (commands, `accepting()`) has been acted on and submitted to the kernel.
+    /// Two wake-ups: the first turn takes the change; the second starts only after the
+    /// first turn's submit.
+    pub fn settle(&self) {
+        for _ in 0..2 {
+            let wakes = self.state().wakes;
+            self.wake();
+            self.wait_for("a wake-up turn", |s| s.wakes > wakes);
+        }
     }
 
     /// Polls `pred` until it holds; fails the test after `WAIT_MAX`.

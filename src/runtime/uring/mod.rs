@@ -99,8 +99,9 @@ pub const ACCEPTS_PER_LISTENER: usize = 4;
 /// Pause of accepting after `EMFILE`/`ENFILE`/`ENOMEM` and similar: long enough not to
 /// spin, short enough to resume quickly once files or memory are freed.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Extra file-table entries beyond `slots_max`: connections the driver refused, whose
-/// close is still in flight.
+/// Extra file-table entries beyond `slots_max`, so a driver using all its slots never
+/// meets a full table: room for the armed accepts (listeners × [`ACCEPTS_PER_LISTENER`])
+/// and for refused connections whose close is still in flight.
 pub const FILES_SPARE: u32 = 64;
 /// Longest `run` waits at exit for cancelled ops to complete before it gives up (returns
 /// an error and leaks the memory the kernel might still use).
