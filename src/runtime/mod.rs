@@ -48,6 +48,8 @@ pub trait Driver {
     /// The peer closed its side, or the socket failed. No more `handle_recv` follows.
     fn handle_eof(&mut self, now: Instant, slot: u32);
     /// The buffer of the slot's last `Send` was written completely; it comes back for reuse.
+    /// If the socket failed during the send, `handle_eof` (if not called yet) comes first
+    /// and the buffer comes back unwritten: the driver should then close the slot.
     fn handle_sent(&mut self, now: Instant, slot: u32, buf: Vec<u8>);
     /// The slot's socket is closed and nothing of it is left in flight: the slot is free.
     fn handle_closed(&mut self, now: Instant, slot: u32);
@@ -63,6 +65,7 @@ pub trait Driver {
     /// leaves new connections in the kernel backlog.
     fn accepting(&self) -> bool;
     /// True once the worker has drained after a shutdown request and the loop may end.
+    /// The runtime then closes every open socket and calls no driver method again.
     fn finished(&self) -> bool;
 }
 
