@@ -2,6 +2,7 @@
 //! (`common::TestDriver`, echo by default) on a real loopback listener and plays clients
 //! with std sockets; cases are serialized so fd counts are exact. Timing assertions are
 //! about order ("after the deadline"), never tight durations.
+#[path = "runtime_support/mod.rs"]
 mod common;
 
 use std::io::{ErrorKind, Read, Write};

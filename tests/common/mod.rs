@@ -1,498 +1,276 @@
-//! Test support for the runtime contract tests: a scripted driver and a harness that runs
-//! `runtime::run` on a thread while the test thread plays clients with std sockets.
-//!
-//! The driver echoes by default. The test steers it through `State` (behind a mutex) and
-//! the wake eventfd: commands the test injects are issued from `handle_wake`.
-#![allow(dead_code)] // Each test binary uses a different part.
+//! Shared pieces of zring's integration tests: start zring (on a chosen runtime) and a
+//! handler as real processes on loopback, talk to them over real sockets, stop them by pid.
+#![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
-use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use zring::runtime::{self, Command, Driver, Kind, Setup};
+pub const RUNTIMES: [&str; 2] = ["uring", "epoll"];
 
-/// How long a test waits for a condition before failing (the happy path takes ms).
-pub const WAIT_MAX: Duration = Duration::from_secs(10);
-/// Client socket timeouts, so a broken runtime fails a test instead of hanging it.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A child process killed (by its pid) when dropped.
+pub struct Proc(pub Child);
 
-/// Listen backlog for test listeners (capped by `net.core.somaxconn`).
-pub const LISTEN_BACKLOG: i32 = 4096;
-
-/// Serializes the tests of one binary: fd counts must not see other tests' sockets.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Whether to skip an io_uring case: only when asked to (`ZRING_TEST_SKIP_URING=1`, for
-/// sandboxes without io_uring). Otherwise io_uring must work.
-pub fn skip(kind: Kind) -> bool {
-    if kind != Kind::Uring {
-        return false;
-    }
-    if std::env::var_os("ZRING_TEST_SKIP_URING").is_some() {
-        eprintln!("skipping io_uring case (ZRING_TEST_SKIP_URING)");
-        return true;
-    }
-    if let Err(reason) = runtime::uring_available() {
-        panic!("io_uring unavailable: {reason} (set ZRING_TEST_SKIP_URING=1 to skip)");
-    }
-    false
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Ev {
-    Accept {
-        slot: u32,
-        listener: usize,
-        peer: Option<SocketAddr>,
-    },
-    Recv {
-        slot: u32,
-        len: usize,
-    },
-    Eof {
-        slot: u32,
-    },
-    Sent {
-        slot: u32,
-        len: usize,
-    },
-    Closed {
-        slot: u32,
-    },
-    Wake,
-    Timeout {
-        now: Instant,
-        deadline: Instant,
-    },
-}
-
-/// What the test controls and observes.
-pub struct State {
-    pub events: Vec<Ev>,
-    /// Every byte received per slot (for the slot's current or last connection).
-    pub received: HashMap<u32, Vec<u8>>,
-    pub accepting: bool,
-    /// Refuse every connection (`handle_accept` returns `None`).
-    pub refuse: bool,
-    pub finish: bool,
-    /// Echo what arrives.
-    pub echo: bool,
-    /// Close a slot once it reported EOF and its echo is flushed.
-    pub close_on_eof: bool,
-    /// Commands to issue at the next `handle_wake`.
-    pub inject: VecDeque<Command>,
-    /// Deadlines to be woken for, earliest first; each is popped when it fires.
-    pub deadlines: VecDeque<Instant>,
-    pub wakes: u64,
-}
-
-impl State {
-    fn new() -> State {
-        State {
-            events: Vec::new(),
-            received: HashMap::new(),
-            accepting: true,
-            refuse: false,
-            finish: false,
-            echo: true,
-            close_on_eof: true,
-            inject: VecDeque::new(),
-            deadlines: VecDeque::new(),
-            wakes: 0,
-        }
-    }
-
-    pub fn count(&self, pred: impl Fn(&Ev) -> bool) -> usize {
-        self.events.iter().filter(|e| pred(e)).count()
-    }
-
-    pub fn accepted_slots(&self) -> Vec<u32> {
-        let slots = self.events.iter().filter_map(|e| match e {
-            Ev::Accept { slot, .. } => Some(*slot),
-            _ => None,
-        });
-        slots.collect()
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
-#[derive(Default)]
-struct ConnState {
-    /// A `Send` is in flight (the runtime has the buffer).
-    sending: bool,
-    /// Echo bytes waiting for the current send to finish.
-    pending: Vec<u8>,
-    /// Close once nothing is pending (EOF seen).
-    close_when_flushed: bool,
-    closing: bool,
-    eof: bool,
-}
-
-pub struct TestDriver {
-    shared: Arc<Mutex<State>>,
-    free: Vec<u32>,
-    conns: HashMap<u32, ConnState>,
-    commands: VecDeque<Command>,
-    /// Spare send buffers, reused.
-    pool: Vec<Vec<u8>>,
-}
-
-impl TestDriver {
-    fn new(shared: Arc<Mutex<State>>, slots_max: u32) -> TestDriver {
-        TestDriver {
-            shared,
-            free: (0..slots_max).rev().collect(),
-            conns: HashMap::new(),
-            commands: VecDeque::new(),
-            pool: Vec::new(),
-        }
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
     }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Issues the next echo send, or the close that waits for the echo to flush.
-    fn flush(&mut self, slot: u32) {
-        let Some(conn) = self.conns.get_mut(&slot) else {
-            return;
-        };
-        if conn.sending || conn.closing {
-            return;
-        }
-        if !conn.pending.is_empty() {
-            let mut buf = self.pool.pop().unwrap_or_default();
-            std::mem::swap(&mut buf, &mut conn.pending);
-            conn.sending = true;
-            self.commands.push_back(Command::Send { slot, buf });
-        } else if conn.close_when_flushed {
-            conn.closing = true;
-            self.commands.push_back(Command::Close { slot });
-        }
-    }
-}
-
-impl Driver for TestDriver {
-    fn handle_accept(
-        &mut self,
-        _now: Instant,
-        listener: usize,
-        peer: Option<SocketAddr>,
-    ) -> Option<u32> {
-        if self.state().refuse {
-            return None;
-        }
-        let slot = self.free.pop()?;
-        assert!(self.conns.insert(slot, ConnState::default()).is_none());
-        let mut state = self.state();
-        state.received.insert(slot, Vec::new());
-        state.events.push(Ev::Accept {
-            slot,
-            listener,
-            peer,
-        });
-        Some(slot)
-    }
-
-    fn handle_recv(&mut self, _now: Instant, slot: u32, data: &[u8]) {
-        assert!(!data.is_empty());
-        let echo = {
-            let mut state = self.state();
-            state.events.push(Ev::Recv {
-                slot,
-                len: data.len(),
-            });
-            state
-                .received
-                .entry(slot)
-                .or_default()
-                .extend_from_slice(data);
-            state.echo
-        };
-        let conn = self.conns.get_mut(&slot).expect("recv for an unknown slot");
-        assert!(!conn.closing, "recv after Close");
-        assert!(!conn.eof, "recv after eof");
-        if echo {
-            conn.pending.extend_from_slice(data);
-            self.flush(slot);
-        }
-    }
-
-    fn handle_eof(&mut self, _now: Instant, slot: u32) {
-        let close_on_eof = {
-            let mut state = self.state();
-            state.events.push(Ev::Eof { slot });
-            state.close_on_eof
-        };
-        let conn = self.conns.get_mut(&slot).expect("eof for an unknown slot");
-        assert!(!conn.closing, "eof after Close");
-        assert!(!conn.eof, "second eof for one connection");
-        conn.eof = true;
-        if close_on_eof {
-            conn.close_when_flushed = true;
-            self.flush(slot);
-        }
-    }
-
-    fn handle_sent(&mut self, _now: Instant, slot: u32, mut buf: Vec<u8>) {
-        self.state().events.push(Ev::Sent {
-            slot,
-            len: buf.len(),
-        });
-        let conn = self.conns.get_mut(&slot).expect("sent for an unknown slot");
-        assert!(conn.sending, "handle_sent without a send");
-        assert!(!conn.closing, "handle_sent after Close");
-        conn.sending = false;
-        buf.clear();
-        self.pool.push(buf);
-        self.flush(slot);
-    }
-
-    fn handle_closed(&mut self, _now: Instant, slot: u32) {
-        self.state().events.push(Ev::Closed { slot });
-        let conn = self
-            .conns
-            .remove(&slot)
-            .expect("closed for an unknown slot");
-        assert!(conn.closing, "handle_closed without Close");
-        self.free.push(slot);
-    }
-
-    fn handle_wake(&mut self, _now: Instant) {
-        let injected: Vec<Command> = {
-            let mut state = self.state();
-            state.wakes += 1;
-            state.events.push(Ev::Wake);
-            state.inject.drain(..).collect()
-        };
-        for command in injected {
-            match &command {
-                Command::Send { slot, .. } => {
-                    let conn = self.conns.get_mut(slot).expect("inject Send: unknown slot");
-                    assert!(!conn.sending, "test injected a second Send");
-                    conn.sending = true;
-                }
-                Command::Close { slot } => {
-                    self.conns
-                        .get_mut(slot)
-                        .expect("inject Close: unknown slot")
-                        .closing = true;
-                }
-                _ => {}
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
             }
-            self.commands.push_back(command);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A free loopback port (bind to 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "zring-test-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn wait_port(port: u16) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("port {port} never opened");
+}
+
+/// zring plus the example handler, on one stream port and one req port.
+pub struct Stack {
+    pub zring: Proc,
+    pub handler: Option<Proc>,
+    pub port: u16,
+    pub req_port: u16,
+    pub dir: PathBuf,
+    pub base: String,
+}
+
+impl Stack {
+    pub fn zring_only(runtime: &str, extra: &[&str]) -> Stack {
+        let dir = temp_dir(runtime);
+        let (port, req_port) = (free_port(), free_port());
+        let base = format!("ipc://{}/zring", dir.display());
+        let req = format!("ipc://{}/zring-req", dir.display());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
+        cmd.args(["--runtime", runtime, "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{req_port},req"))
+            .args([
+                "--zclient-stream",
+                &base,
+                "--zclient-req",
+                &req,
+                "--log-level",
+                "1",
+                "--workers",
+                "2",
+            ])
+            .args(extra)
+            .stdout(Stdio::null());
+        let zring = Proc(cmd.spawn().expect("start zring"));
+        wait_port(port);
+        Stack {
+            zring,
+            handler: None,
+            port,
+            req_port,
+            dir,
+            base,
         }
     }
 
-    fn handle_timeout(&mut self, now: Instant) {
-        let mut state = self.state();
-        while let Some(&deadline) = state.deadlines.front() {
-            if deadline > now {
+    /// zring and the example handler (`examples/handler.rs`).
+    pub fn with_example(runtime: &str, extra: &[&str]) -> Stack {
+        let mut s = Stack::zring_only(runtime, extra);
+        let h = Command::new(env!("CARGO_BIN_EXE_zring-example-handler"))
+            .args([
+                "--stream",
+                &s.base,
+                "--req",
+                &format!("ipc://{}/zring-req", s.dir.display()),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start example handler");
+        s.handler = Some(Proc(h));
+        // The handler sleeps 200 ms so its subscription reaches zring; wait until it answers.
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = exchange(
+                s.port,
+                b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                Duration::from_secs(2),
+            );
+            if r.starts_with(b"HTTP/1.1 200") {
                 break;
             }
-            state.deadlines.pop_front();
-            state.events.push(Ev::Timeout { now, deadline });
+            assert!(
+                Instant::now() < end,
+                "example handler never answered: {:?}",
+                String::from_utf8_lossy(&r)
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
+        s
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.state().deadlines.front().copied()
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn poll_command(&mut self) -> Option<Command> {
-        self.commands.pop_front()
-    }
-
-    fn accepting(&self) -> bool {
-        self.state().accepting && !self.free.is_empty()
-    }
-
-    fn finished(&self) -> bool {
-        self.state().finish
+    /// Open fds of the zring process (for leak checks).
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.zring.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 }
 
-/// A running runtime with its listener, wake fd and driver state.
-pub struct Harness {
-    pub kind: Kind,
-    pub shared: Arc<Mutex<State>>,
-    pub addr: Option<SocketAddr>,
-    wake: OwnedFd,
-    thread: Option<JoinHandle<io::Result<()>>>,
-    /// Keeps the listener open for the run.
-    _listener: OwnedFd,
-}
-
-/// A non-blocking loopback TCP listener, as `main` would hand to workers.
-pub fn tcp_listener() -> (OwnedFd, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    // std listens with a backlog of 128; a burst of test clients would overflow it and
-    // wait for SYN retransmits (1 s each). Raise it as a server would.
-    // SAFETY: listen on an fd we own; no pointers.
-    let rc = unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
-    assert_eq!(rc, 0, "listen: {}", io::Error::last_os_error());
-    let addr = listener.local_addr().expect("local addr");
-    (OwnedFd::from(listener), addr)
-}
-
-pub fn eventfd() -> OwnedFd {
-    // SAFETY: eventfd takes no pointers; the result is checked before use.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    assert!(fd >= 0, "eventfd: {}", io::Error::last_os_error());
-    // SAFETY: a fresh fd that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-impl Harness {
-    /// Starts a runtime on a fresh loopback TCP listener.
-    pub fn start(kind: Kind, slots_max: u32, configure: impl FnOnce(&mut State)) -> Harness {
-        let (listener, addr) = tcp_listener();
-        Harness::start_on(kind, slots_max, listener, Some(addr), configure)
-    }
-
-    pub fn start_on(
-        kind: Kind,
-        slots_max: u32,
-        listener: OwnedFd,
-        addr: Option<SocketAddr>,
-        configure: impl FnOnce(&mut State),
-    ) -> Harness {
-        let mut state = State::new();
-        configure(&mut state);
-        let shared = Arc::new(Mutex::new(state));
-        let wake = eventfd();
-        let setup = Setup {
-            listeners: vec![listener.as_raw_fd()],
-            wake_fd: wake.as_raw_fd(),
-            slots_max,
-        };
-        let driver_shared = shared.clone();
-        let thread = std::thread::spawn(move || {
-            let mut driver = TestDriver::new(driver_shared, slots_max);
-            runtime::run(kind, setup, &mut driver)
-        });
-        Harness {
-            kind,
-            shared,
-            addr,
-            wake,
-            thread: Some(thread),
-            _listener: listener,
-        }
-    }
-
-    pub fn state(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Writes the wake eventfd.
-    pub fn wake(&self) {
-        write_eventfd(self.wake.as_raw_fd());
-    }
-
-    /// Has the driver issue `command` (at its next wake-up).
-    pub fn command(&self, command: Command) {
-        self.state().inject.push_back(command);
-        self.wake();
-    }
-
-    /// Has the driver issue `command` and waits until the runtime acted on it.
-    pub fn command_and_settle(&self, command: Command) {
-        self.state().inject.push_back(command);
-        self.settle();
-    }
-
-    /// Waits until the runtime has run a full turn after this call: what the driver
-    /// changed (commands, `accepting()`) has been acted on and submitted to the kernel.
-    /// Two wake-ups: the first turn takes the change; the second starts only after the
-    /// first turn's submit.
-    pub fn settle(&self) {
-        for _ in 0..2 {
-            let wakes = self.state().wakes;
-            self.wake();
-            self.wait_for("a wake-up turn", |s| s.wakes > wakes);
-        }
-    }
-
-    /// Polls `pred` until it holds; fails the test after `WAIT_MAX`.
-    pub fn wait_for(&self, what: &str, pred: impl Fn(&State) -> bool) {
-        let give_up = Instant::now() + WAIT_MAX;
-        loop {
-            if pred(&self.state()) {
-                return;
-            }
-            if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
-                panic!("runtime ended while waiting for {what}");
-            }
-            assert!(Instant::now() < give_up, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Waits for the `n`th accepted connection (0-based) and returns its slot.
-    pub fn wait_accept(&self, n: usize) -> u32 {
-        self.wait_for("accept", |s| s.accepted_slots().len() > n);
-        self.state().accepted_slots()[n]
-    }
-
-    pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr.expect("tcp harness")).expect("connect");
-        stream
-            .set_read_timeout(Some(CLIENT_TIMEOUT))
-            .expect("timeout");
-        stream
-            .set_write_timeout(Some(CLIENT_TIMEOUT))
-            .expect("timeout");
-        stream
-    }
-
-    /// Asks the driver to finish and returns what `run` returned.
-    pub fn finish(mut self) -> io::Result<()> {
-        self.state().finish = true;
-        self.wake();
-        self.thread
-            .take()
-            .expect("running")
-            .join()
-            .expect("runtime thread panicked")
-    }
-}
-
-impl Drop for Harness {
+impl Drop for Stack {
     fn drop(&mut self) {
-        // A failed test still stops its runtime thread.
-        if let Some(thread) = self.thread.take() {
-            self.state().finish = true;
-            self.wake();
-            let _ = thread.join();
+        self.handler.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes `req`, then reads until the server closes or `idle` passes without data.
+pub fn exchange(port: u16, req: &[u8], idle: Duration) -> Vec<u8> {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return Vec::new();
+    };
+    s.set_read_timeout(Some(idle)).unwrap();
+    if s.write_all(req).is_err() {
+        return Vec::new();
+    }
+    read_all(&mut s)
+}
+
+pub fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
         }
     }
 }
 
-pub fn write_eventfd(fd: RawFd) {
-    let one = 1u64.to_ne_bytes();
-    // SAFETY: writes 8 bytes from an 8-byte local.
-    let n = unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
-    assert_eq!(n, 8, "eventfd write: {}", io::Error::last_os_error());
+/// Reads one response (head and a Content-Length or chunked body) from `s`.
+pub fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        if let Some(i) = find(&data, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).expect("read head");
+        assert!(
+            n > 0,
+            "closed before a full head: {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+    let mut body = data[head_end..].to_vec();
+    let lower = head.to_ascii_lowercase();
+    if let Some(cl) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+    {
+        let n: usize = cl.trim().parse().unwrap();
+        while body.len() < n {
+            let k = s.read(&mut buf).expect("read body");
+            assert!(k > 0, "closed mid-body");
+            body.extend_from_slice(&buf[..k]);
+        }
+        assert_eq!(
+            body.len(),
+            n,
+            "more bytes than Content-Length (pipelined data?)"
+        );
+    } else if lower.contains("transfer-encoding: chunked") {
+        while find(&body, b"0\r\n\r\n").is_none() {
+            let k = s.read(&mut buf).expect("read chunks");
+            assert!(k > 0, "closed mid-chunks");
+            body.extend_from_slice(&buf[..k]);
+        }
+        body = dechunk(&body);
+    }
+    (head, body)
 }
 
-/// Open fds of this process.
-pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count()
+pub fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let i = find(b, b"\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&b[..i])
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .trim(),
+            16,
+        )
+        .unwrap();
+        b = &b[i + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+pub fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl must be installed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
 }
