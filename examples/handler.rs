@@ -249,9 +249,9 @@ fn describe_request(d: &tnetstring::Dict) -> Vec<u8> {
     s.extend_from_slice(bytes(get(d, b"uri")));
     s.push(b'\n');
     if let Some(Value::List(hs)) = get(d, b"headers") {
-        for h in hs.iter().flatten() {
+        for h in hs.iter() {
             if let Value::List(pair) = h {
-                let mut it = pair.iter().flatten();
+                let mut it = pair.iter();
                 if let (Some(Value::Bytes(n)), Some(Value::Bytes(v))) = (it.next(), it.next()) {
                     s.extend_from_slice(n);
                     s.extend_from_slice(b": ");

@@ -242,9 +242,13 @@ impl Conn {
 
     /// Bytes from the client.
     pub fn handle_recv(&mut self, cx: &mut Ctx, data: &[u8]) {
-        assert_ne!(self.state, State::Closed, "recv after close");
-        if matches!(self.state, State::Lingering | State::Draining) {
-            return; // discarded: the response that ends the connection is queued
+        // Closed: the runtime may still deliver this batch's reads before it runs `Close`.
+        // Lingering/Draining: the response that ends the connection is queued; discard.
+        if matches!(
+            self.state,
+            State::Closed | State::Lingering | State::Draining
+        ) {
+            return;
         }
         self.touch_client(cx.now, cx.settings);
         if self.spill.is_empty() {
@@ -873,20 +877,25 @@ impl Conn {
                 headers.push((n.get(buf), v.get(buf)));
             }
             let reason = p.reason.map(|r| r.get(buf)).unwrap_or(b"");
-            let framing = http1::choose_framing(
-                self.version,
-                self.head_request,
-                code as u16,
-                &headers,
-                body.len() as u64,
-                more,
-            );
             // Body still unread means this connection cannot carry another request.
-            let keep_alive = self.keep_alive
-                && (self.body_done || self.mode == Mode::Req)
-                && framing != http1::ResponseBody::CloseDelimited;
-            self.keep_alive = keep_alive;
-            self.framing = match framing {
+            let context = http1::ResponseContext {
+                version: self.version,
+                head_request: self.head_request,
+                keep_alive: self.keep_alive && (self.body_done || self.mode == Mode::Req),
+            };
+            let Ok(framing) =
+                http1::choose_framing(context, code as u16, &headers, more, body.len() as u64)
+            else {
+                return self.fail(
+                    cx,
+                    502,
+                    "Bad Gateway",
+                    "The handler sent an invalid response.\n",
+                );
+            };
+            self.keep_alive = framing.keep_alive;
+            self.framing = match framing.body {
+                _ if !framing.send_body => Framing::None,
                 http1::ResponseBody::Length(n) => Framing::Length(n),
                 http1::ResponseBody::Chunked => Framing::Chunked,
                 http1::ResponseBody::CloseDelimited => Framing::CloseDelimited,
@@ -897,10 +906,21 @@ impl Conn {
                 code: code as u16,
                 reason,
                 headers: &headers,
-                body: framing,
-                keep_alive,
+                body: framing.body,
+                keep_alive: framing.keep_alive,
             };
-            self.write_out(cx, |out| http1::encode_response_head(out, &head));
+            let mut written = true;
+            self.write_out(cx, |out| {
+                written = http1::encode_response_head(out, &head).is_ok()
+            });
+            if !written {
+                return self.fail(
+                    cx,
+                    502,
+                    "Bad Gateway",
+                    "The handler sent an invalid response.\n",
+                );
+            }
             self.response_started = true;
         } else if p.more && body.len() as u64 > self.budget {
             // Only streamed packets are held to the credits: a final packet is already in
