@@ -28,17 +28,10 @@ fn main() {
     }
 }
 
+/// Condure's `--sizes`: what one connection costs in fixed per-slot state.
 fn print_sizes() {
-    println!(
-        "connection: {} bytes",
-        std::mem::size_of::<zring::conn::Conn>()
-    );
-    println!(
-        "slab slot: {} bytes",
-        std::mem::size_of::<slab::Slab<zring::conn::Conn>>() / 1
-            + std::mem::size_of::<zring::conn::Conn>()
-            + 8
-    );
+    println!("connection: {} bytes", std::mem::size_of::<zring::conn::Conn>());
+    println!("timer_link: {} bytes", zring::timer::LINK_BYTES);
 }
 
 fn run(cfg: Config) -> Result<(), String> {

@@ -11,6 +11,8 @@ pub const TICK_MS: u64 = 10;
 /// Buckets in the wheel: one rotation is `BUCKETS * TICK_MS` = 40.96 s.
 pub const BUCKETS: usize = 4096;
 const NIL: u32 = u32::MAX;
+/// Per-slot timer state, for `--sizes`.
+pub const LINK_BYTES: usize = std::mem::size_of::<Link>();
 const _: () = assert!(BUCKETS.is_power_of_two());
 
 #[derive(Clone, Copy)]
