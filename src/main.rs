@@ -30,7 +30,10 @@ fn main() {
 
 /// Condure's `--sizes`: what one connection costs in fixed per-slot state.
 fn print_sizes() {
-    println!("connection: {} bytes", std::mem::size_of::<zring::conn::Conn>());
+    println!(
+        "connection: {} bytes",
+        std::mem::size_of::<zring::conn::Conn>()
+    );
     println!("timer_link: {} bytes", zring::timer::LINK_BYTES);
 }
 
