@@ -221,9 +221,13 @@ impl<'a> Iterator for Iter<'a> {
         }
         // The payload was checked by `parse`, so this cannot fail; if it somehow did, end the
         // iteration rather than panic.
-        match read_frame(self.rest, 0).and_then(|frame| Ok((value_of(self.rest, &frame)?, frame))) {
-            Ok((value, frame)) => {
-                self.rest = self.rest.get(frame.next()..).unwrap_or(&[]);
+        let decoded = read_frame(self.rest, 0).and_then(|frame| {
+            let value = value_of(self.rest, &frame)?;
+            Ok((value, frame.next()))
+        });
+        match decoded {
+            Ok((value, next)) => {
+                self.rest = self.rest.get(next..).unwrap_or(&[]);
                 Some(value)
             }
             Err(_) => {

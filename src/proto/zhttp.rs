@@ -2240,6 +2240,18 @@ mod tests {
     }
 
     #[test]
+    fn packet_stays_small() {
+        // A decoded packet is kept beside its message for as long as any target connection
+        // still needs it; the header array dominates its size (64 × 16 bytes).
+        assert!(
+            core::mem::size_of::<Packet>() <= 1200,
+            "{}",
+            core::mem::size_of::<Packet>()
+        );
+        assert!(core::mem::size_of::<Error>() <= 2);
+    }
+
+    #[test]
     fn spans_never_panic_on_foreign_buffers() {
         let span = Span { start: 10, end: 20 };
         assert_eq!(span.get(b"short"), b"");
