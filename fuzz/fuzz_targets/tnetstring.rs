@@ -38,13 +38,19 @@ fn same(left: Value<'_>, right: Value<'_>) -> bool {
         }
         (Value::List(left), Value::List(right)) => {
             left.iter().count() == right.iter().count()
-                && left.iter().zip(right.iter()).all(|(left, right)| same(left, right))
+                && left
+                    .iter()
+                    .zip(right.iter())
+                    .all(|(left, right)| same(left, right))
         }
         (Value::Dict(left), Value::Dict(right)) => {
             left.iter().count() == right.iter().count()
-                && left.iter().zip(right.iter()).all(|((left_key, left), (right_key, right))| {
-                    left_key == right_key && same(left, right)
-                })
+                && left
+                    .iter()
+                    .zip(right.iter())
+                    .all(|((left_key, left), (right_key, right))| {
+                        left_key == right_key && same(left, right)
+                    })
         }
         (left, right) => left == right,
     }

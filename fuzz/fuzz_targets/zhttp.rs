@@ -31,12 +31,16 @@ fn check_packet(buf: &[u8], packet: &Packet) {
     let body = check_span(buf, packet.body);
     if packet.kind == Kind::Close {
         assert!(std::str::from_utf8(body).is_ok());
-        assert!(packet.code.map_or(true, |code| code <= u32::from(u16::MAX)));
+        assert!(packet.code.is_none_or(|code| code <= u32::from(u16::MAX)));
     }
 }
 
 fn ids_of<'a>(buf: &'a [u8], packet: &Packet) -> Vec<(&'a [u8], Option<u32>)> {
-    packet.ids.iter().map(|(id, seq)| (id.get(buf), seq)).collect()
+    packet
+        .ids
+        .iter()
+        .map(|(id, seq)| (id.get(buf), seq))
+        .collect()
 }
 
 fn round_trips(data: &[u8]) {
@@ -49,14 +53,18 @@ fn round_trips(data: &[u8]) {
     let credits = u32::from(number(2)) << 8;
     let flags = number(3);
     let rest: Vec<&[u8]> = parts.collect();
-    let headers: Vec<(&[u8], &[u8])> =
-        rest.chunks_exact(2).map(|pair| (pair[0], pair[1])).collect();
+    let headers: Vec<(&[u8], &[u8])> = rest
+        .chunks_exact(2)
+        .map(|pair| (pair[0], pair[1]))
+        .collect();
 
     // Fields the decoder refuses or drops: then only decoding must not panic.
     let ids_ok = id.len() <= zhttp::ID_BYTES_MAX;
     let from_ok = from.len() <= zhttp::FROM_BYTES_MAX;
     let headers_ok = headers.len() <= zhttp::HEADERS_MAX
-        && headers.iter().all(|(name, _)| std::str::from_utf8(name).is_ok());
+        && headers
+            .iter()
+            .all(|(name, _)| std::str::from_utf8(name).is_ok());
 
     let head = RequestHead {
         from,
@@ -78,13 +86,19 @@ fn round_trips(data: &[u8]) {
         let packet = decoded.expect("request head decodes");
         check_packet(&out, &packet);
         assert_eq!(packet.kind, Kind::Data);
-        assert_eq!(packet.from.map(|span| span.get(&out)), (!from.is_empty()).then_some(from));
+        assert_eq!(
+            packet.from.map(|span| span.get(&out)),
+            (!from.is_empty()).then_some(from)
+        );
         assert_eq!(ids_of(&out, &packet), [(id, Some(seq))]);
         assert_eq!(packet.body.get(&out), body);
         assert_eq!(packet.more, head.more);
         assert_eq!(packet.credits, (credits > 0).then_some(credits));
-        let decoded_headers: Vec<(&[u8], &[u8])> =
-            packet.headers.iter().map(|(name, value)| (name.get(&out), value.get(&out))).collect();
+        let decoded_headers: Vec<(&[u8], &[u8])> = packet
+            .headers
+            .iter()
+            .map(|(name, value)| (name.get(&out), value.get(&out)))
+            .collect();
         assert_eq!(decoded_headers, headers);
     } else if let Ok(packet) = decoded {
         check_packet(&out, &packet);
@@ -121,8 +135,10 @@ fn round_trips(data: &[u8]) {
     assert_eq!(written, ids.len().min(zhttp::IDS_MAX));
     if written > 0 {
         let packet = zhttp::decode(&out).expect("batch decodes");
-        let expected: Vec<(&[u8], Option<u32>)> =
-            ids[..written].iter().map(|(id, seq)| (*id, Some(*seq))).collect();
+        let expected: Vec<(&[u8], Option<u32>)> = ids[..written]
+            .iter()
+            .map(|(id, seq)| (*id, Some(*seq)))
+            .collect();
         assert_eq!(ids_of(&out, &packet), expected);
     }
 }

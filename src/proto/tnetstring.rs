@@ -221,9 +221,13 @@ impl<'a> Iterator for Iter<'a> {
         }
         // The payload was checked by `parse`, so this cannot fail; if it somehow did, end the
         // iteration rather than panic.
-        match read_frame(self.rest, 0).and_then(|frame| Ok((value_of(self.rest, &frame)?, frame))) {
-            Ok((value, frame)) => {
-                self.rest = self.rest.get(frame.next()..).unwrap_or(&[]);
+        let decoded = read_frame(self.rest, 0).and_then(|frame| {
+            let value = value_of(self.rest, &frame)?;
+            Ok((value, frame.next()))
+        });
+        match decoded {
+            Ok((value, next)) => {
+                self.rest = self.rest.get(next..).unwrap_or(&[]);
                 Some(value)
             }
             Err(_) => {
@@ -304,8 +308,8 @@ fn value_of<'a>(buf: &'a [u8], frame: &Frame) -> Result<Value<'a>, Error> {
     let payload = frame.payload(buf);
     let value = match frame.tag {
         TAG_BYTES => Value::Bytes(payload),
-        TAG_INT => Value::Int(parse_number(payload).ok_or(Error::BadInt)?),
-        TAG_FLOAT => Value::Float(parse_number(payload).ok_or(Error::BadFloat)?),
+        TAG_INT => Value::Int(parse_int(payload).ok_or(Error::BadInt)?),
+        TAG_FLOAT => Value::Float(parse_float(payload).ok_or(Error::BadFloat)?),
         TAG_BOOL => match payload {
             b"true" => Value::Bool(true),
             b"false" => Value::Bool(false),
@@ -320,8 +324,36 @@ fn value_of<'a>(buf: &'a [u8], frame: &Frame) -> Result<Value<'a>, Error> {
     Ok(value)
 }
 
-/// Number parsing as Condure does it (Rust's `FromStr`), without allocating.
-fn parse_number<T: core::str::FromStr>(payload: &[u8]) -> Option<T> {
+/// Parses a decimal `i64` with an optional sign, accepting exactly what Condure's
+/// `str::parse::<isize>` accepts on 64-bit targets, without its UTF-8 pass.
+fn parse_int(payload: &[u8]) -> Option<i64> {
+    let (negative, digits) = match payload {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, payload),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &byte in digits {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        let digit = i64::from(byte - b'0');
+        // Accumulate on the payload's own side of zero so that i64::MIN fits.
+        value = value.checked_mul(10)?;
+        value = if negative {
+            value.checked_sub(digit)?
+        } else {
+            value.checked_add(digit)?
+        };
+    }
+    Some(value)
+}
+
+/// Parses a float as Condure does (Rust's `FromStr`), without allocating.
+fn parse_float(payload: &[u8]) -> Option<f64> {
     core::str::from_utf8(payload).ok()?.parse().ok()
 }
 
@@ -648,6 +680,9 @@ mod tests {
             (b"3:-17#", Value::Int(-17)),
             (b"19:9223372036854775807#", Value::Int(i64::MAX)),
             (b"20:-9223372036854775808#", Value::Int(i64::MIN)),
+            (b"2:+5#", Value::Int(5)),
+            (b"3:007#", Value::Int(7)),
+            (b"2:-0#", Value::Int(0)),
             (b"4:true!", Value::Bool(true)),
             (b"5:false!", Value::Bool(false)),
             (b"0:~", Value::Null),
@@ -679,6 +714,11 @@ mod tests {
             (b"5:hello]x", Error::BadLength),
             (b"1:x#", Error::BadInt),
             (b"0:#", Error::BadInt),
+            (b"1:-#", Error::BadInt),
+            (b"1:+#", Error::BadInt),
+            (b"3:--1#", Error::BadInt),
+            (b"3:1-1#", Error::BadInt),
+            (b"2: 1#", Error::BadInt),
             (b"19:9223372036854775808#", Error::BadInt),
             (b"3:1.x^", Error::BadFloat),
             (b"4:True!", Error::BadBool),
@@ -697,6 +737,43 @@ mod tests {
                 Err(*expected),
                 "input {:?}",
                 show(input)
+            );
+        }
+    }
+
+    #[test]
+    fn int_parsing_matches_std() {
+        // Condure parses ints with `str::parse`; the hand-written parser must agree.
+        let cases = [
+            "0",
+            "-0",
+            "+0",
+            "7",
+            "+7",
+            "-7",
+            "007",
+            "",
+            "-",
+            "+",
+            "+-1",
+            "-+1",
+            "--1",
+            " 1",
+            "1 ",
+            "1_0",
+            "1e3",
+            "0x10",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "99999999999999999999",
+        ];
+        for case in cases {
+            assert_eq!(
+                parse_int(case.as_bytes()),
+                case.parse::<i64>().ok(),
+                "{case:?}"
             );
         }
     }

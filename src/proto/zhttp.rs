@@ -772,7 +772,6 @@ impl<'a> RawFields<'a> {
     fn collect(root: Dict<'a>) -> Result<Self, Error> {
         let mut raw = RawFields::default();
         for (key, value) in root {
-            check_key(key)?;
             let slot = match key {
                 b"from" => &mut raw.from,
                 b"id" => &mut raw.id,
@@ -787,7 +786,10 @@ impl<'a> RawFields<'a> {
                 b"credits" => &mut raw.credits,
                 b"content-type" => &mut raw.content_type,
                 b"condition" => &mut raw.condition,
-                _ => continue,
+                _ => {
+                    check_key(key)?;
+                    continue;
+                }
             };
             *slot = Some(value);
         }
@@ -795,7 +797,8 @@ impl<'a> RawFields<'a> {
     }
 }
 
-/// Condure requires dict keys to be UTF-8 strings.
+/// Condure requires dict keys to be UTF-8 strings. Only unknown keys need the check: the
+/// known ones are ASCII.
 fn check_key(key: &[u8]) -> Result<(), Error> {
     core::str::from_utf8(key)
         .map(|_| ())
@@ -914,9 +917,9 @@ impl<'a> Decoder<'a> {
         let ext = ext.as_dict().ok_or(Error::WrongType(Field::Ext))?;
         let mut multi = false;
         for (key, value) in ext {
-            check_key(key)?;
-            if key == b"multi" {
-                multi = bool_of(value, Field::Multi)?;
+            match key {
+                b"multi" => multi = bool_of(value, Field::Multi)?,
+                _ => check_key(key)?,
             }
         }
         Ok(multi)
@@ -956,11 +959,10 @@ impl<'a> Decoder<'a> {
             let mut id = None;
             let mut seq = None;
             for (key, value) in entry {
-                check_key(key)?;
                 match key {
                     b"id" => id = Some(bytes_of(value, Field::Id)?),
                     b"seq" => seq = Some(u32_of(value, Field::Seq)?),
-                    _ => {}
+                    _ => check_key(key)?,
                 }
             }
             let id = id.ok_or(Error::MissingId)?;
@@ -2235,6 +2237,18 @@ mod tests {
         }
         assert_eq!(decode_addressed(b"condure"), Err(Error::NoAddress));
         assert_eq!(decode_addressed(b"condure J{}"), Err(Error::NotTnetstring));
+    }
+
+    #[test]
+    fn packet_stays_small() {
+        // A decoded packet is kept beside its message for as long as any target connection
+        // still needs it; the header array dominates its size (64 × 16 bytes).
+        assert!(
+            core::mem::size_of::<Packet>() <= 1200,
+            "{}",
+            core::mem::size_of::<Packet>()
+        );
+        assert!(core::mem::size_of::<Error>() <= 2);
     }
 
     #[test]
