@@ -38,6 +38,10 @@ pub const BRIDGE_BATCH_PACKETS_MAX: usize = 256;
 /// Hold a PUSH packet that cannot be sent (no handler connected) and retry it this often.
 pub const BRIDGE_RETRY_MS: u64 = 50;
 
+/// A worker stops accepting while it holds more than this many connections above the least
+/// loaded worker, so connections spread over workers sharing one listener.
+pub const ACCEPT_BALANCE_SLACK: usize = 4;
+
 /// Default time a request may wait for a handler to take it before zring answers 503.
 pub const HANDLER_WAIT_MS_DEFAULT: u64 = 5_000;
 /// Largest single buffer taken from a worker's send-buffer pool is kept for reuse only up to

@@ -70,7 +70,7 @@ fn run(cfg: Config) -> Result<(), String> {
     zring::log!(log::INFO, "zring", "stopping");
     shared.shutdown.store(true, Ordering::Release);
     for inbox in &shared.inboxes {
-        inbox.wake.notify();
+        inbox.wake();
     }
     // A second signal exits at once, as Condure does.
     std::thread::spawn(move || {

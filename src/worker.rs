@@ -171,6 +171,12 @@ impl Worker {
         }
     }
 
+    fn publish_load(&self) {
+        self.shared.inboxes[self.index as usize]
+            .conns
+            .store(self.conns.len(), Ordering::Relaxed);
+    }
+
     fn start_shutdown(&mut self, now: Instant) {
         if self.shutting_down {
             return;
@@ -252,6 +258,7 @@ impl Driver for Worker {
         );
         self.count[m] += 1;
         self.modes[slot as usize] = m as u8;
+        self.publish_load();
         self.wheel.set(slot, self.conns[slot as usize].deadline());
         Some(slot)
     }
@@ -278,6 +285,7 @@ impl Driver for Worker {
         let m = self.modes[slot as usize] as usize;
         assert!(self.count[m] > 0);
         self.count[m] -= 1;
+        self.publish_load();
     }
 
     fn handle_wake(&mut self, now: Instant) {
@@ -285,15 +293,15 @@ impl Driver for Worker {
             self.start_shutdown(now);
         }
         {
-            let mut q = self.shared.inboxes[self.index as usize]
-                .queue
-                .lock()
-                .unwrap();
+            let inbox = &self.shared.inboxes[self.index as usize];
+            // Cleared before looking: packets queued after this point wake us again.
+            inbox.wake_pending.store(false, Ordering::SeqCst);
+            let mut q = inbox.queue.lock().unwrap();
             let n = q.len().min(limits::INBOX_DRAIN_PACKETS_MAX);
             self.inbox.extend(q.drain(..n));
             if !q.is_empty() {
                 // Come back for the rest after this turn's I/O, for fairness.
-                self.shared.inboxes[self.index as usize].wake.notify();
+                inbox.wake();
             }
         }
         while let Some(pkt) = self.inbox.pop_front() {
@@ -337,7 +345,21 @@ impl Driver for Worker {
     }
 
     fn accepting(&self) -> bool {
-        !self.shutting_down && self.conns.len() < self.slots
+        if self.shutting_down || self.conns.len() >= self.slots {
+            return false;
+        }
+        // Workers share each listener. The kernel hands a connection to whichever worker's
+        // accept waits first, which can pile everything on one worker; so a worker stands
+        // back while it is ahead of the least loaded one. The least loaded always accepts.
+        let mine = self.conns.len();
+        let least = self
+            .shared
+            .inboxes
+            .iter()
+            .map(|i| i.conns.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        mine <= least + limits::ACCEPT_BALANCE_SLACK
     }
 
     fn finished(&self) -> bool {
@@ -378,7 +400,7 @@ pub fn spawn(
             // Hand over the last packets (cancels) before reporting done.
             shared.send_batch(&mut worker.packets);
             shared.workers_done.fetch_add(1, Ordering::AcqRel);
-            shared.bridge_wake.notify();
+            shared.wake_bridge();
         })
 }
 

@@ -98,6 +98,20 @@ impl Drop for EventFd {
 pub struct Inbox {
     pub queue: Mutex<VecDeque<Arc<InPacket>>>,
     pub wake: EventFd,
+    /// Set when `wake` was written and the worker has not started draining since: further
+    /// packets need no further wake-up (one eventfd write per burst, not per packet).
+    pub wake_pending: AtomicBool,
+    /// The worker's open connections, read by its peers to balance accepts.
+    pub conns: AtomicUsize,
+}
+
+impl Inbox {
+    /// Wakes the worker unless a wake-up is already pending.
+    pub fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+            self.wake.notify();
+        }
+    }
 }
 
 /// State shared by the bridge thread and the workers.
@@ -106,6 +120,8 @@ pub struct Shared {
     outbox: Mutex<Vec<OutPacket>>,
     outbox_len: AtomicUsize,
     pub bridge_wake: EventFd,
+    /// As `Inbox::wake_pending`, for the bridge.
+    bridge_wake_pending: AtomicBool,
     /// Set by the signal handler thread; workers drain and the bridge flushes and exits.
     pub shutdown: AtomicBool,
     /// Set by the workers once they have queued their last packets.
@@ -119,6 +135,8 @@ impl Shared {
             inboxes.push(Inbox {
                 queue: Mutex::new(VecDeque::new()),
                 wake: EventFd::new()?,
+                wake_pending: AtomicBool::new(false),
+                conns: AtomicUsize::new(0),
             });
         }
         Ok(Arc::new(Shared {
@@ -126,6 +144,7 @@ impl Shared {
             outbox: Mutex::new(Vec::new()),
             outbox_len: AtomicUsize::new(0),
             bridge_wake: EventFd::new()?,
+            bridge_wake_pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             workers_done: AtomicUsize::new(0),
         }))
@@ -139,7 +158,14 @@ impl Shared {
         let n = batch.len();
         self.outbox.lock().unwrap().append(batch);
         self.outbox_len.fetch_add(n, Ordering::Relaxed);
-        self.bridge_wake.notify();
+        self.wake_bridge();
+    }
+
+    /// Wakes the bridge unless a wake-up is already pending.
+    pub fn wake_bridge(&self) {
+        if !self.bridge_wake_pending.swap(true, Ordering::SeqCst) {
+            self.bridge_wake.notify();
+        }
     }
 
     /// True when the outbox is over its bound: workers stop reading clients until it drains.
@@ -148,6 +174,8 @@ impl Shared {
     }
 
     fn take_outbox(&self, into: &mut Vec<OutPacket>) {
+        // Cleared before looking: a batch queued after this point wakes the bridge again.
+        self.bridge_wake_pending.store(false, Ordering::SeqCst);
         let mut q = self.outbox.lock().unwrap();
         std::mem::swap(&mut *q, into);
         drop(q);
@@ -166,12 +194,15 @@ pub fn worker_of(id: &[u8]) -> Option<usize> {
 }
 
 const HELD_KINDS: usize = 3;
+const HELD_PUSH: usize = 0;
+const HELD_ROUTER: usize = 1;
+const HELD_DEALER: usize = 2;
 
 fn held_kind(r: &Route) -> usize {
     match r {
-        Route::Push => 0,
-        Route::Router(_) => 1,
-        Route::Dealer => 2,
+        Route::Push => HELD_PUSH,
+        Route::Router(_) => HELD_ROUTER,
+        Route::Dealer => HELD_DEALER,
     }
 }
 
@@ -223,7 +254,7 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config) -> Result<Sockets, String> {
     let hwm = hwm(cfg);
     if want(Mode::Stream) {
         let push = ctx.socket(zmq::PUSH).map_err(zerr)?;
-        push.set_sndhwm(hwm.min(128)).map_err(zerr)?;
+        push.set_sndhwm(hwm).map_err(zerr)?;
         // Queue only to handlers that are connected now, so an unclaimed request stays
         // here, where it can expire, instead of waiting for the next handler to connect.
         push.set_immediate(true).map_err(zerr)?;
@@ -265,7 +296,7 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config) -> Result<Sockets, String> {
     }
     if want(Mode::Req) {
         let dealer = ctx.socket(zmq::DEALER).map_err(zerr)?;
-        dealer.set_sndhwm(hwm.min(128)).map_err(zerr)?;
+        dealer.set_sndhwm(hwm).map_err(zerr)?;
         dealer.set_rcvhwm(hwm).map_err(zerr)?;
         dealer.set_immediate(true).map_err(zerr)?;
         dealer.set_linger(0).map_err(zerr)?;
@@ -330,6 +361,8 @@ impl Bridge {
                 break;
             }
             let inbox_full = self.deliver_inbound();
+            // Timed wake-ups only where readiness can't tell: a ROUTER peer that was at its
+            // HWM, a full inbox, held first packets that may expire, and the exit deadline.
             let timeout_ms = if self.held_len() > 0 || inbox_full || exiting {
                 limits::BRIDGE_RETRY_MS as i64
             } else {
@@ -341,24 +374,37 @@ impl Bridge {
     }
 
     fn poll(&mut self, timeout_ms: i64, inbox_full: bool) {
-        let ev = if inbox_full {
+        let read = if inbox_full {
             zmq::PollEvents::empty()
         } else {
             zmq::POLLIN
         };
-        let mut items = Vec::with_capacity(3);
+        // A socket holding packets is also polled for POLLOUT, so they go the moment it can
+        // take them (libzmq acknowledges a pipe's reads lazily, so a busy PUSH can look full
+        // for a moment), rather than after a fixed retry delay.
+        let write = |k: usize| {
+            if self.held[k].is_empty() {
+                zmq::PollEvents::empty()
+            } else {
+                zmq::POLLOUT
+            }
+        };
+        let mut items = Vec::with_capacity(4);
         items.push(zmq::PollItem::from_fd(
             self.shared.bridge_wake.fd(),
             zmq::POLLIN,
         ));
         if let Some(s) = &self.sockets.sub {
-            items.push(s.as_poll_item(ev));
+            items.push(s.as_poll_item(read));
         }
         if let Some(s) = &self.sockets.dealer {
-            items.push(s.as_poll_item(ev));
+            items.push(s.as_poll_item(read | write(HELD_DEALER)));
         }
-        // Edge-style ZMQ_FD: everything readable was drained by the previous turn (or the
-        // inbox is full and we poll with a timeout), so waiting here cannot miss a message.
+        if let Some(s) = &self.sockets.push {
+            items.push(s.as_poll_item(write(HELD_PUSH)));
+        }
+        // zmq_poll checks each socket's ZMQ_EVENTS before it blocks, so a message that
+        // arrived while we were busy is not missed despite ZMQ_FD being edge-style.
         let _ = zmq::poll(&mut items, timeout_ms);
         if items[0].is_readable() {
             self.shared.bridge_wake.drain();
@@ -397,7 +443,7 @@ impl Bridge {
             self.batch = batch;
         }
         if self.shared.outbox_len.load(Ordering::Relaxed) > 0 {
-            self.shared.bridge_wake.notify();
+            self.shared.wake_bridge();
         }
     }
 
@@ -510,7 +556,7 @@ impl Bridge {
         }
         for (w, pending) in self.wake_pending.iter_mut().enumerate() {
             if std::mem::take(pending) {
-                self.shared.inboxes[w].wake.notify();
+                self.shared.inboxes[w].wake();
             }
         }
         full
