@@ -1,9 +1,27 @@
 //! Parity with Condure 1.9.1: the same recording handler and the same client requests against
 //! Condure and against zring (io_uring and epoll runtimes); the packets the handler receives
-//! and the bytes the client receives must match after normalisation (see `peers::normalise`).
+//! and the bytes the client receives must match after normalisation.
 //!
-//! Every case is three tests, `<case>::condure`, `<case>::zring_uring`, `<case>::zring_epoll`.
-//! Condure's run is the reference and is computed once per test process.
+//! Every case is three tests, `<case>::condure`, `<case>::zring_uring`, `<case>::zring_epoll`,
+//! each with a fresh CM process (`--id parity-cm --workers 1`, one stream and one req port,
+//! ipc endpoints in a temp dir). Condure's run is the reference, computed once per test
+//! process (concurrently with the zring run).
+//!
+//! Normalised before comparing (everything else must be equal: keys, key order, value types,
+//! values, socket and frame layout, client bytes):
+//! * `id` values (string or list form) become `#<n>` by order of first appearance;
+//! * `peer-port` becomes 0 (it must still be an int);
+//! * `127.0.0.1:<port>` in `uri` and in the `Host` header becomes `127.0.0.1:PORT`/`REQPORT`;
+//! * `Date:` header values in client bytes (Condure sends none).
+//!
+//! Not compared, because zring follows the issue instead of Condure: a handler `cancel` or
+//! `error` before any response (Condure: empty reply; zring: 502 with a short body), and no
+//! handler connected (zring: 503 after `--handler-wait`, never delivered later).
+//!
+//! Run: `cargo test --test parity` (`-- condure` for Condure only). `PEERS_DUMP=1` with
+//! `--nocapture` prints every normalised transcript; `PEERS_SELF_CHECK=1` runs Condure in
+//! place of zring to check the harness itself. `keepalive_encodings` takes ~46 s (Condure
+//! sends keep-alives every 45 s) and runs all three CMs at once.
 mod peers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
