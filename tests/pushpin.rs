@@ -1,0 +1,507 @@
+//! Pushpin end to end with the connection manager under test in Condure's place: Pushpin's
+//! runner starts it itself (`condure_bin`) with its Condure-style command line, then plain
+//! proxying and a GRIP HTTP stream with a publish must work through it.
+//!
+//! Each test generates its own Pushpin config (from `/etc/pushpin/pushpin.conf`, as in
+//! docs §6.4) in a temp dir: rundir/logdir there, zurl specs in the rundir, and every TCP port
+//! Pushpin binds (HTTP, and the handler's 5560-5563 by default) moved to free ports, so tests
+//! can run in parallel.
+mod peers;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use peers::{Cm, Proc, TempDir};
+
+const PLAIN_BODY: &str = "hello from origin\n";
+const STREAM_BODY: &str = "stream open\n";
+const PUBLISHED: &str = "published message\n";
+
+// ------------------------------------------------------------------------------------------
+// The origin: a tiny HTTP/1.1 server on loopback
+
+struct Origin {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Origin {
+    fn start() -> Origin {
+        let port = peers::free_ports(1)[0];
+        let l = TcpListener::bind(("127.0.0.1", port)).expect("origin bind");
+        l.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        std::thread::spawn(move || serve(c));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Origin {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answers one request: `/plain` normally, `/stream` with GRIP hold headers.
+fn serve(mut c: TcpStream) {
+    c.set_nonblocking(false).ok();
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    while peers::find(&req, b"\r\n\r\n").is_none() {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&req);
+    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+    let resp = match path.as_str() {
+        "/plain" => format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_BODY}",
+            PLAIN_BODY.len()
+        ),
+        "/stream" => format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nGrip-Hold: stream\r\nGrip-Channel: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{STREAM_BODY}",
+            STREAM_BODY.len()
+        ),
+        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+    };
+    let _ = c.write_all(resp.as_bytes());
+}
+
+// ------------------------------------------------------------------------------------------
+// Pushpin
+
+struct Ports {
+    http: u16,
+    publish: u16,
+    push_in: u16,
+    push_in_sub: u16,
+    command: u16,
+}
+
+/// `/etc/pushpin/pushpin.conf` with `overrides` ((section, key) → value) applied: keys that
+/// exist are replaced in place, the others appended to their section.
+fn rewrite_ini(src: &str, overrides: &[(&str, &str, String)]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut done = vec![false; overrides.len()];
+    let mut section = String::new();
+    let flush = |section: &str, out: &mut Vec<String>, done: &mut Vec<bool>| {
+        for (i, (s, k, v)) in overrides.iter().enumerate() {
+            if *s == section && !done[i] {
+                out.push(format!("{k}={v}"));
+                done[i] = true;
+            }
+        }
+    };
+    for line in src.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            flush(&section, &mut out, &mut done);
+            section = t[1..t.len() - 1].to_string();
+            out.push(line.to_string());
+            continue;
+        }
+        if let Some((k, _)) = t.split_once('=').filter(|_| !t.starts_with('#')) {
+            if let Some(i) = overrides
+                .iter()
+                .position(|(s, kk, _)| *s == section && *kk == k.trim())
+            {
+                out.push(format!("{}={}", k.trim(), overrides[i].2));
+                done[i] = true;
+                continue;
+            }
+        }
+        out.push(line.to_string());
+    }
+    flush(&section, &mut out, &mut done);
+    for (i, (s, k, v)) in overrides.iter().enumerate() {
+        assert!(done[i], "section [{s}] missing for {k}={v}");
+    }
+    out.join("\n") + "\n"
+}
+
+/// A running Pushpin (its runner) and what it started.
+struct Pushpin {
+    runner: Proc,
+    dir: PathBuf,
+    ports: Ports,
+    stopped: bool,
+}
+
+impl Pushpin {
+    fn start(cm_bin: &Path, dir: &TempDir, origin: u16) -> Pushpin {
+        let src = std::fs::read_to_string("/etc/pushpin/pushpin.conf")
+            .expect("pushpin is not installed (/etc/pushpin/pushpin.conf missing; CI installs it with .ci/run)");
+        let pushpin = peers::require_bin("pushpin");
+        peers::require_bin("zurl");
+        let p = peers::free_ports(5);
+        let ports = Ports {
+            http: p[0],
+            publish: p[1],
+            push_in: p[2],
+            push_in_sub: p[3],
+            command: p[4],
+        };
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        std::fs::create_dir_all(dir.join("log")).unwrap();
+        let routes = dir.join("routes");
+        std::fs::write(&routes, format!("* 127.0.0.1:{origin}\n")).unwrap();
+        let ov = vec![
+            ("global", "rundir", dir.s("run")),
+            ("global", "port_offset", "0".into()),
+            (
+                "runner",
+                "services",
+                "condure,zurl,pushpin-proxy,pushpin-handler".into(),
+            ),
+            ("runner", "http_port", format!("127.0.0.1:{}", ports.http)),
+            ("runner", "logdir", dir.s("log")),
+            ("runner", "log_level", "3".into()),
+            (
+                "runner",
+                "condure_bin",
+                cm_bin.to_string_lossy().into_owned(),
+            ),
+            (
+                "runner",
+                "zurl_bin",
+                peers::require_bin("zurl").to_string_lossy().into_owned(),
+            ),
+            ("proxy", "routesfile", routes.to_string_lossy().into_owned()),
+            (
+                "proxy",
+                "zurl_out_specs",
+                "ipc://{rundir}/{ipc_prefix}zurl-in".into(),
+            ),
+            (
+                "proxy",
+                "zurl_out_stream_specs",
+                "ipc://{rundir}/{ipc_prefix}zurl-in-stream".into(),
+            ),
+            (
+                "proxy",
+                "zurl_in_specs",
+                "ipc://{rundir}/{ipc_prefix}zurl-out".into(),
+            ),
+            (
+                "handler",
+                "push_in_spec",
+                format!("tcp://127.0.0.1:{}", ports.push_in),
+            ),
+            (
+                "handler",
+                "push_in_sub_specs",
+                format!("tcp://127.0.0.1:{}", ports.push_in_sub),
+            ),
+            ("handler", "push_in_http_addr", "127.0.0.1".into()),
+            ("handler", "push_in_http_port", ports.publish.to_string()),
+            (
+                "handler",
+                "command_spec",
+                format!("tcp://127.0.0.1:{}", ports.command),
+            ),
+        ];
+        let conf = dir.join("pushpin.conf");
+        std::fs::write(&conf, rewrite_ini(&src, &ov)).unwrap();
+        let mut cmd = std::process::Command::new(pushpin);
+        cmd.arg(format!("--config={}", conf.display()))
+            .current_dir(&dir.path);
+        let mut runner = Proc::spawn("pushpin", &mut cmd, &dir.path);
+        runner.term_first = true;
+        runner.grace = Duration::from_secs(10);
+        Pushpin {
+            runner,
+            dir: dir.path.clone(),
+            ports,
+            stopped: false,
+        }
+    }
+
+    /// The pid the runner wrote for one of its services.
+    fn service_pid(&self, name: &str) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("run").join(format!("{name}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// The logs, for failure messages.
+    fn logs(&self) -> String {
+        let mut s = self.runner.log_tail(20);
+        for f in ["condure", "pushpin-proxy", "pushpin-handler", "zurl"] {
+            let t = std::fs::read_to_string(self.dir.join("log").join(format!("{f}.log")))
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "\n--- {f}.log (tail) ---\n{}",
+                peers::tail(&t, 25)
+            ));
+        }
+        s
+    }
+
+    /// SIGTERM to the runner (by pid), waits for it, then makes sure everything it started
+    /// (the CM above all) is gone. Returns what was left running, if anything (after killing
+    /// it by pid).
+    fn shutdown(&mut self) -> Vec<String> {
+        if self.stopped {
+            return Vec::new();
+        }
+        self.stopped = true;
+        let kids = peers::children_of(self.runner.pid());
+        self.runner.stop();
+        let mut left = Vec::new();
+        let end = Instant::now() + Duration::from_secs(5);
+        for (pid, cmd) in kids {
+            while peers::pid_alive(pid) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let same = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim() == cmd)
+                .unwrap_or(false);
+            if peers::pid_alive(pid) && same {
+                left.push(format!("{pid} {cmd}"));
+                // SAFETY: kill(2) on a process our runner started (same pid and cmdline).
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Pushpin {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        let left = self.shutdown();
+        if !left.is_empty() {
+            eprintln!("killed what Pushpin left running: {left:?}");
+        }
+    }
+}
+
+/// One HTTP request with a fresh connection; returns (status line, body) or an error.
+fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(String, String), String> {
+    let mut c = peers::Client::connect(port)?;
+    let host = c.host();
+    c.send(format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    ))?;
+    let r = c.read_response(false, timeout)?;
+    let text = String::from_utf8_lossy(&r).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or("").to_string();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn publish(port: u16) -> Result<(), String> {
+    let body = format!(
+        "{{\"items\":[{{\"channel\":\"test\",\"formats\":{{\"http-stream\":{{\"content\":{}}}}}}}]}}",
+        "\"published message\\n\""
+    );
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+    let r = agent
+        .post(&format!("http://127.0.0.1:{port}/publish/"))
+        .set("Content-Type", "application/json")
+        .send_string(&body)
+        .map_err(|e| format!("publish: {e}"))?;
+    if r.status() != 200 {
+        return Err(format!("publish: status {}", r.status()));
+    }
+    Ok(())
+}
+
+/// The binary Pushpin should run as `condure_bin` for `cm` (a wrapper script adding the
+/// runtime flag for zring; it execs, so the pid stays the CM's).
+fn cm_bin_for(cm: Cm, dir: &TempDir) -> PathBuf {
+    if !cm.is_zring() {
+        return cm.bin();
+    }
+    let w = dir.join("cm-wrapper");
+    let args = cm.runtime_args().join(" ");
+    std::fs::write(
+        &w,
+        format!("#!/bin/sh\nexec '{}' {args} \"$@\"\n", cm.bin().display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w
+}
+
+fn end_to_end(cm: Cm) {
+    if !peers::enabled(cm) {
+        return;
+    }
+    let dir = TempDir::new(&format!("pushpin-{cm:?}"));
+    let origin = Origin::start();
+    let mut pp = Pushpin::start(&cm_bin_for(cm, &dir), &dir, origin.port);
+    let http = pp.ports.http;
+
+    // Ready when a request goes all the way to the origin and back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last;
+    loop {
+        if let Some(st) = pp.runner.exited() {
+            panic!("{}: pushpin exited ({st}) while starting", cm.name());
+        }
+        match http_get(http, "/plain", Duration::from_secs(2)) {
+            Ok((s, _)) if s.contains(" 200 ") => break,
+            Ok((s, b)) => last = format!("{s} {b:?}"),
+            Err(e) => last = e,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: pushpin not serving /plain within 20 s; last: {last}",
+            cm.name()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The CM Pushpin started is the one under test.
+    let cm_pid = pp
+        .service_pid("condure")
+        .expect("no condure.pid in the rundir");
+    let exe = std::fs::read_link(format!("/proc/{cm_pid}/exe")).expect("CM process");
+    let want = std::fs::canonicalize(cm.bin()).unwrap();
+    assert_eq!(
+        std::fs::canonicalize(&exe).unwrap_or(exe.clone()),
+        want,
+        "Pushpin's CM is not the binary under test"
+    );
+
+    // Plain proxying.
+    let (status, body) = http_get(http, "/plain", Duration::from_secs(5)).unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK", "{}", cm.name());
+    assert_eq!(body, PLAIN_BODY, "{}", cm.name());
+
+    // GRIP HTTP streaming: the stream stays open and receives a published message.
+    let mut c = peers::Client::connect(http).unwrap();
+    let host = c.host();
+    c.send(format!("GET /stream HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+        .unwrap();
+    let head = c
+        .head()
+        .unwrap_or_else(|e| panic!("{}: /stream head: {e}", cm.name()));
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}: {head:?}",
+        cm.name()
+    );
+    c.part(STREAM_BODY.as_bytes())
+        .unwrap_or_else(|e| panic!("{}: initial stream body: {e}", cm.name()));
+    // The subscription is live once the initial body is out; publish (again if the first
+    // one raced it) until the message arrives.
+    let mut got = Err(String::new());
+    for _ in 0..3 {
+        publish(pp.ports.publish).unwrap_or_else(|e| panic!("{}: {e}", cm.name()));
+        got = c.read_until(PUBLISHED.as_bytes(), Duration::from_secs(3));
+        if got.is_ok() {
+            break;
+        }
+    }
+    got.unwrap_or_else(|e| panic!("{}: published message not received: {e}", cm.name()));
+    c.read_until(b"\r\n", Duration::from_secs(1)).unwrap(); // the end of the chunk
+    c.closed_or_open(Duration::from_millis(200)).unwrap();
+    assert_eq!(
+        c.events.last().unwrap().0,
+        "open",
+        "{}: the stream closed",
+        cm.name()
+    );
+    drop(c);
+
+    // Stop Pushpin: the runner and everything it started (the CM above all) must exit.
+    let left = pp.shutdown();
+    assert!(
+        left.is_empty(),
+        "{}: still running after Pushpin stopped: {left:?}",
+        cm.name()
+    );
+    assert!(
+        !peers::pid_alive(cm_pid),
+        "{}: the CM outlived Pushpin",
+        cm.name()
+    );
+}
+
+#[test]
+fn condure() {
+    end_to_end(Cm::Condure);
+}
+
+#[test]
+fn zring_uring() {
+    end_to_end(Cm::ZringUring);
+}
+
+#[test]
+fn zring_epoll() {
+    end_to_end(Cm::ZringEpoll);
+}
+
+#[test]
+fn ini_rewrite_keeps_layout() {
+    let src = "[global]\nrundir=/x\n#c=1\n[runner]\nhttp_port=7999\n";
+    let out = rewrite_ini(
+        src,
+        &[
+            ("global", "rundir", "/y".into()),
+            ("global", "port_offset", "0".into()),
+            ("runner", "http_port", "1".into()),
+        ],
+    );
+    assert_eq!(
+        out,
+        "[global]\nrundir=/y\n#c=1\nport_offset=0\n[runner]\nhttp_port=1\n"
+    );
+}
