@@ -343,6 +343,9 @@ impl Conn {
                 self.handoff = true;
             }
             Kind::Cancel | Kind::Error => {
+                // The handler ended the session itself: nothing goes back to it (no
+                // handler address means `cancel` sends nothing).
+                self.handler = None;
                 if self.response_started {
                     self.close(cx);
                 } else {
@@ -733,13 +736,18 @@ impl Conn {
         n as usize
     }
 
-    /// Decodes chunked input into `carry`, bounded by the buffer size.
+    /// Decodes the next chunk's data (or the end of the body) into `carry`. One chunk at a
+    /// time, and only once `carry` is sent: Condure forwards each chunk as its own packet.
     fn decode_chunked(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
+        if !self.carry.is_empty() || !self.may_send_body() {
+            return 0;
+        }
         let Body::Chunked(decoder) = &mut self.body else {
             return 0;
         };
         let mut used = 0;
-        while self.carry.len() < cx.settings.buffer_size && used < input.len() {
+        // Bounded: each step consumes input or ends the loop.
+        while used < input.len() {
             match decoder.decode(&input[used..]) {
                 Err(e) => {
                     let (code, reason) = e.status();
@@ -748,7 +756,7 @@ impl Conn {
                 }
                 Ok(d) => {
                     used += d.consumed;
-                    if let Some(data) = d.data {
+                    if let Some(data) = d.data.filter(|d| !d.is_empty()) {
                         if self.carry.capacity() == 0 {
                             self.carry = cx.pool.take();
                         }
@@ -758,7 +766,7 @@ impl Conn {
                         self.body = Body::ChunkedDone;
                         break;
                     }
-                    if d.consumed == 0 {
+                    if d.consumed == 0 || !self.carry.is_empty() {
                         break;
                     }
                 }
@@ -786,29 +794,28 @@ impl Conn {
             // Body bytes wait in `spill`; let `reprocess` feed them.
             Body::Length(n) if n > 0 && !self.spill.is_empty() => self.reprocess(cx),
             Body::Chunked(_) | Body::ChunkedDone => {
-                let finished = matches!(self.body, Body::ChunkedDone);
+                // Each chunk goes with `more` (split further if credits are short); the end
+                // of the body is a packet of its own without body or `more`, as Condure.
                 let n = (self.carry.len() as u64).min(self.credits) as usize;
-                if n == 0 && !(finished && self.carry.is_empty()) {
-                    if !self.spill.is_empty() {
-                        self.reprocess(cx);
+                if n > 0 {
+                    self.credits -= n as u64;
+                    let carry = std::mem::take(&mut self.carry);
+                    self.send_packet(cx, |out, from, id, seq| {
+                        zhttp::encode_body(out, from, id, seq, &carry[..n], true)
+                    });
+                    self.carry = carry;
+                    self.carry.drain(..n);
+                    if self.carry.is_empty() {
+                        cx.pool.give(std::mem::take(&mut self.carry));
                     }
-                    return;
                 }
-                let last = finished && n == self.carry.len();
-                self.credits -= n as u64;
-                let carry = std::mem::take(&mut self.carry);
-                self.send_packet(cx, |out, from, id, seq| {
-                    zhttp::encode_body(out, from, id, seq, &carry[..n], !last)
-                });
-                self.carry = carry;
-                self.carry.drain(..n);
-                if self.carry.is_empty() {
-                    cx.pool.give(std::mem::take(&mut self.carry));
-                }
-                if last {
+                if matches!(self.body, Body::ChunkedDone) && self.carry.is_empty() {
+                    self.send_packet(cx, |out, from, id, seq| {
+                        zhttp::encode_body(out, from, id, seq, b"", false)
+                    });
                     self.body_done = true;
                     self.body = Body::None;
-                } else if !self.spill.is_empty() {
+                } else if self.carry.is_empty() && !self.spill.is_empty() {
                     self.reprocess(cx);
                 }
             }
@@ -863,7 +870,7 @@ impl Conn {
             return;
         }
         if !self.response_started {
-            let Some(code) = p.code.filter(|c| (100..=999).contains(c)) else {
+            let Some(code) = p.code.filter(|c| (100..=999).contains(c)).map(|c| c as u16) else {
                 return self.fail(
                     cx,
                     502,
@@ -884,7 +891,7 @@ impl Conn {
                 keep_alive: self.keep_alive && (self.body_done || self.mode == Mode::Req),
             };
             let Ok(framing) =
-                http1::choose_framing(context, code as u16, &headers, more, body.len() as u64)
+                http1::choose_framing(context, code, &headers, more, body.len() as u64)
             else {
                 return self.fail(
                     cx,
@@ -903,7 +910,7 @@ impl Conn {
             };
             let head = http1::ResponseHead {
                 version: self.version,
-                code: code as u16,
+                code: code,
                 reason,
                 headers: &headers,
                 body: framing.body,
