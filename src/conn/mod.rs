@@ -910,7 +910,7 @@ impl Conn {
             };
             let head = http1::ResponseHead {
                 version: self.version,
-                code: code,
+                code,
                 reason,
                 headers: &headers,
                 body: framing.body,
