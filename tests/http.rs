@@ -257,3 +257,122 @@ fn tn_field(packet: &[u8], key: &[u8]) -> Vec<u8> {
         .unwrap();
     packet[colon + 1..colon + 1 + n].to_vec()
 }
+
+/// A test-side tnetstring value (independent of zring's codec).
+enum Tn<'a> {
+    S(&'a [u8]),
+    I(i64),
+    B(bool),
+    L(Vec<Tn<'a>>),
+    D(Vec<(&'a str, Tn<'a>)>),
+}
+
+fn tn(v: &Tn) -> Vec<u8> {
+    let (body, tag): (Vec<u8>, u8) = match v {
+        Tn::S(s) => (s.to_vec(), b','),
+        Tn::I(i) => (i.to_string().into_bytes(), b'#'),
+        Tn::B(b) => (b.to_string().into_bytes(), b'!'),
+        Tn::L(l) => (l.iter().flat_map(tn).collect(), b']'),
+        Tn::D(d) => (
+            d.iter()
+                .flat_map(|(k, v)| [tn(&Tn::S(k.as_bytes())), tn(v)].concat())
+                .collect(),
+            b'}',
+        ),
+    };
+    let mut out = format!("{}:", body.len()).into_bytes();
+    out.extend(body);
+    out.push(tag);
+    out
+}
+
+/// A scripted handler: PULL for first packets, PUB for replies (to zring's default id).
+struct Script {
+    _ctx: zmq::Context,
+    pull: zmq::Socket,
+    publ: zmq::Socket,
+}
+
+impl Script {
+    fn connect(base: &str) -> Script {
+        let ctx = zmq::Context::new();
+        let pull = ctx.socket(zmq::PULL).unwrap();
+        pull.connect(&format!("{base}-out")).unwrap();
+        pull.set_rcvtimeo(5000).unwrap();
+        let publ = ctx.socket(zmq::PUB).unwrap();
+        publ.connect(&format!("{base}-in")).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        Script {
+            _ctx: ctx,
+            pull,
+            publ,
+        }
+    }
+    fn first_id(&self) -> Vec<u8> {
+        tn_field(&self.pull.recv_bytes(0).expect("first packet"), b"id")
+    }
+    fn send(&self, fields: Vec<(&str, Tn)>) {
+        let mut all = vec![("from", Tn::S(b"script"))];
+        all.extend(fields);
+        let mut msg = b"condure T".to_vec();
+        msg.extend(tn(&Tn::D(all)));
+        self.publ.send(&msg[..], 0).unwrap();
+    }
+    fn start_stream(&self, id: &[u8]) {
+        let headers = Tn::L(vec![Tn::L(vec![
+            Tn::S(b"Content-Type"),
+            Tn::S(b"text/plain"),
+        ])]);
+        self.send(vec![
+            ("id", Tn::S(id)),
+            ("seq", Tn::I(0)),
+            ("code", Tn::I(200)),
+            ("reason", Tn::S(b"OK")),
+            ("headers", headers),
+            ("more", Tn::B(true)),
+        ]);
+    }
+}
+
+both_runtimes! {
+    list_form_ids_reach_every_connection(rt) {
+        let s = Stack::zring_only(rt, &[]);
+        let h = Script::connect(&s.base);
+        let mut clients = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            c.set_read_timeout(Some(5 * SECOND)).unwrap();
+            c.write_all(b"GET /sub HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            let id = h.first_id();
+            h.start_stream(&id);
+            ids.push(id);
+            clients.push(c);
+        }
+        // One packet, three ids: one decode in zring, the same body to every connection.
+        let list = |seq: i64| Tn::L(ids.iter().map(|i| Tn::D(vec![("id", Tn::S(i)), ("seq", Tn::I(seq))])).collect());
+        h.send(vec![("id", list(1)), ("body", Tn::S(b"to all\n")), ("more", Tn::B(true))]);
+        h.send(vec![("id", list(2)), ("body", Tn::S(b"bye\n"))]);
+        for c in &mut clients {
+            let (head, body) = read_response(c);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert_eq!(body, b"to all\nbye\n");
+        }
+    }
+
+    silent_handler_session_expires_after_60s(rt) {
+        let s = Stack::zring_only(rt, &[]);
+        let h = Script::connect(&s.base);
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.write_all(b"GET /sub HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let t0 = Instant::now();
+        let id = h.first_id();
+        h.start_stream(&id);
+        // The handler now says nothing: zring drops the session 60 s after its last packet.
+        c.set_read_timeout(Some(90 * SECOND)).unwrap();
+        let got = read_all(&mut c);
+        let waited = t0.elapsed();
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 OK"));
+        assert!(waited >= 59 * SECOND && waited < 75 * SECOND, "closed after {waited:?}");
+    }
+}
