@@ -11,8 +11,19 @@ dir=$(mktemp -d /tmp/zring-idle.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+rss_kb() { [ -e "/proc/$1/status" ] || { echo "process $1 died" >&2; tail -5 "$dir"/*.log >&2; exit 1; }; awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_ok() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/hello" >/dev/null && return 0; sleep 0.1; done; echo "no answer on $1"; exit 1; }
+
+start_clients() { # name port count tag: runs idle_clients.py until its fifo closes
+  local name=$1 port=$2 count=$3 tag=$4
+  mkfifo "$dir/$name.$tag.in"
+  /usr/bin/python3 scripts/idle_clients.py 127.0.0.1 "$port" "$count" <"$dir/$name.$tag.in" >"$dir/$name.$tag.out" 2>&1 &
+  pids+=("$!")
+  exec {fd}>"$dir/$name.$tag.in"; fds+=("$fd")
+  for _ in $(seq 1200); do grep -q ready "$dir/$name.$tag.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q ready "$dir/$name.$tag.out" || { echo "$name: clients did not get ready"; cat "$dir/$name.$tag.out"; tail -5 "$dir/$name.log"; exit 1; }
+  sleep 1
+}
 
 measure() { # name port cmd...
   local name=$1 port=$2; shift 2
@@ -20,20 +31,17 @@ measure() { # name port cmd...
   target/release/zring-example-handler --stream "ipc://$dir/$name" >/dev/null 2>&1 & local h=$!
   pids+=("$cm" "$h")
   wait_ok "$port"
-  local before after
+  local before half full half_n=$(( N / 2 ))
+  fds=()
   before=$(rss_kb "$cm")
-  mkfifo "$dir/$name.in"
-  /usr/bin/python3 scripts/idle_clients.py 127.0.0.1 "$port" "$N" <"$dir/$name.in" >"$dir/$name.out" & local c=$!
-  exec 9>"$dir/$name.in"
-  for _ in $(seq 600); do grep -q ready "$dir/$name.out" 2>/dev/null && break; sleep 0.1; done
-  grep -q ready "$dir/$name.out" || { echo "$name: clients did not get ready"; cat "$dir/$name.out"; exit 1; }
-  sleep 1
-  after=$(rss_kb "$cm")
-  exec 9>&-
-  wait "$c" 2>/dev/null || true
+  start_clients "$name" "$port" "$half_n" a; half=$(rss_kb "$cm")
+  start_clients "$name" "$port" "$(( N - half_n ))" b; full=$(rss_kb "$cm")
+  for fd in "${fds[@]}"; do exec {fd}>&-; done
   kill "$cm" "$h"; wait "$cm" "$h" 2>/dev/null || true
-  printf '%-16s RSS before %8s KiB, with %s idle: %8s KiB, per connection: %6s B\n' \
-    "$name" "$before" "$N" "$after" "$(( (after - before) * 1024 / N ))"
+  # total: everything the process grew by, fixed pools included; marginal: the growth of
+  # the second half alone, once buffer rings and pools are warm: the cost of one more.
+  printf '%-12s RSS idle %7s KiB, %s conns %8s KiB: total %6s B/conn, marginal %6s B/conn\n' \
+    "$name" "$before" "$N" "$full" "$(( (full - before) * 1024 / N ))" "$(( (full - half) * 1024 / (N - half_n) ))"
 }
 
 max=$(( N + 100 ))

@@ -14,7 +14,7 @@ for i in range(n):
 for s in socks:
     s.sendall(req)
 for s in socks:
-    s.settimeout(30)
+    s.settimeout(120)
     got = b""
     while not got.endswith(b"hello\n"):
         chunk = s.recv(4096)
