@@ -21,6 +21,7 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// Body bytes granted at a time; bodies larger than BODY_MAX get a 413.
 const BODY_CREDITS: u32 = 65_536;
 const BODY_MAX: usize = 16 << 20;
+const PUB_HWM: i32 = 100_000;
 
 struct Session {
     /// The zring instance (its `from`), which prefixes our PUB messages.
@@ -335,6 +336,9 @@ fn main() {
     router.set_identity(me.as_bytes()).unwrap();
     router.connect(&router_ep).unwrap();
     let pub_sock = ctx.socket(zmq::PUB).unwrap();
+    // A PUB socket drops what its subscriber can't take yet; room for a burst of
+    // responses (thousands of clients answered at once) keeps them from being lost.
+    pub_sock.set_sndhwm(PUB_HWM).unwrap();
     pub_sock.connect(&sub_ep).unwrap();
     let req_sock = req.map(|spec| {
         let s = ctx.socket(zmq::ROUTER).unwrap();

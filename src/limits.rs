@@ -33,6 +33,9 @@ pub const BRIDGE_OUTBOX_PACKETS_MAX: usize = 4096;
 pub const WORKER_INBOX_PACKETS_MAX: usize = 4096;
 /// Inbox packets a worker handles per wake-up before it returns to I/O, for fairness.
 pub const INBOX_DRAIN_PACKETS_MAX: usize = 1024;
+/// Least ZeroMQ receive high-water mark on the SUB socket handlers publish to: a PUB drops
+/// messages past it, so it must hold a burst (a fan-out, thousands of responses at once).
+pub const SUB_RCVHWM_MIN: i32 = 100_000;
 /// Packets the bridge moves per socket per turn before it polls the others.
 pub const BRIDGE_BATCH_PACKETS_MAX: usize = 256;
 /// Hold a PUSH packet that cannot be sent (no handler connected) and retry it this often.
@@ -42,6 +45,8 @@ pub const BRIDGE_RETRY_MS: u64 = 50;
 /// loaded worker, so connections spread over workers sharing one listener.
 pub const ACCEPT_BALANCE_SLACK: usize = 4;
 
+/// Distinct handler addresses a worker keeps interned (connections point at them).
+pub const HANDLERS_INTERNED_MAX: usize = 1024;
 /// Default time a request may wait for a handler to take it before zring answers 503.
 pub const HANDLER_WAIT_MS_DEFAULT: u64 = 5_000;
 /// Largest single buffer taken from a worker's send-buffer pool is kept for reuse only up to

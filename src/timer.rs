@@ -29,9 +29,14 @@ pub struct Wheel {
     /// `expire` before `current` passes them).
     current: u64,
     heads: Vec<u32>,
+    /// One bit per bucket, set while its list is non-empty: finding the next deadline, or
+    /// the buckets to expire, costs a few words, not a walk over 4,096 buckets per turn.
+    occupied: [u64; WORDS],
     links: Vec<Link>,
     len: usize,
 }
+
+const WORDS: usize = BUCKETS / 64;
 
 impl Wheel {
     pub fn new(now: Instant, slots: usize) -> Wheel {
@@ -39,6 +44,7 @@ impl Wheel {
             start: now,
             current: 0,
             heads: vec![NIL; BUCKETS],
+            occupied: [0; WORDS],
             links: vec![
                 Link {
                     prev: NIL,
@@ -87,6 +93,7 @@ impl Wheel {
             self.links[head as usize].prev = slot;
         }
         self.heads[b] = slot;
+        self.occupied[b / 64] |= 1 << (b % 64);
         self.len += 1;
     }
 
@@ -99,6 +106,9 @@ impl Wheel {
             let b = (tick as usize) & (BUCKETS - 1);
             assert_eq!(self.heads[b], slot);
             self.heads[b] = next;
+            if next == NIL {
+                self.occupied[b / 64] &= !(1 << (b % 64));
+            }
         }
         if next != NIL {
             self.links[next as usize].prev = prev;
@@ -116,8 +126,13 @@ impl Wheel {
         let target = self.tick_of(now).saturating_sub(1).max(self.current);
         // Bounded: at most one rotation of buckets is ever visited.
         let steps = (target - self.current).min(BUCKETS as u64);
-        let first = self.current;
-        for t in first..=first + steps {
+        let last = self.current + steps;
+        let mut from = self.current;
+        while let Some(t) = self.next_occupied(from) {
+            if t > last {
+                break;
+            }
+            from = t + 1;
             let b = (t as usize) & (BUCKETS - 1);
             let mut s = self.heads[b];
             while s != NIL {
@@ -139,12 +154,30 @@ impl Wheel {
         if self.len == 0 {
             return None;
         }
-        for t in self.current..self.current + BUCKETS as u64 {
-            if self.heads[(t as usize) & (BUCKETS - 1)] != NIL {
-                return Some(self.start + Duration::from_millis((t + 1) * TICK_MS));
+        let t = self.next_occupied(self.current);
+        assert!(t.is_some(), "len > 0 but every bucket is empty");
+        t.map(|t| self.start + Duration::from_millis((t + 1) * TICK_MS))
+    }
+
+    /// The first tick in `from .. from + BUCKETS` whose bucket holds entries.
+    fn next_occupied(&self, from: u64) -> Option<u64> {
+        let b = (from as usize) & (BUCKETS - 1);
+        // Words from b's word around the wheel and back to it (its low bits last).
+        for i in 0..=WORDS {
+            let w = (b / 64 + i) % WORDS;
+            let mut bits = self.occupied[w];
+            if i == 0 {
+                bits &= u64::MAX << (b % 64);
+            } else if i == WORDS {
+                bits &= !(u64::MAX << (b % 64));
+            }
+            if bits != 0 {
+                let bucket = w * 64 + bits.trailing_zeros() as usize;
+                let ahead = (bucket + BUCKETS - b) % BUCKETS;
+                return Some(from + ahead as u64);
             }
         }
-        unreachable!("len > 0 but every bucket is empty")
+        None
     }
 
     pub fn is_set(&self, slot: u32) -> bool {
@@ -191,5 +224,57 @@ mod tests {
         assert!(due.is_empty());
         let next = w.next_deadline().unwrap();
         assert!(next >= t0 + Duration::from_millis(500) && next <= t0 + Duration::from_millis(520));
+    }
+
+    /// Random deadlines across several rotations, expired at random steps, checked
+    /// against a plain list: nothing fires early, nothing fires a tick late, and
+    /// `next_deadline` is never after the earliest pending deadline.
+    #[test]
+    fn matches_a_plain_list() {
+        let t0 = Instant::now();
+        let slots = 300;
+        let mut w = Wheel::new(t0, slots);
+        let mut want: Vec<Option<u64>> = vec![None; slots]; // deadline in ms
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut now = 0u64;
+        let mut due = Vec::new();
+        for _ in 0..20_000 {
+            let slot = (next() % slots as u64) as usize;
+            let d = match next() % 4 {
+                0 => None,
+                1 => Some(now + next() % 200),
+                2 => Some(now + next() % 50_000),
+                _ => Some(now + next() % 150_000),
+            };
+            w.set(slot as u32, d.map(|ms| t0 + Duration::from_millis(ms)));
+            want[slot] = d;
+            if next() % 8 == 0 {
+                now += next() % 3_000;
+                due.clear();
+                w.expire(t0 + Duration::from_millis(now), &mut due);
+                for &s in &due {
+                    let d = want[s as usize].take().expect("fired without a deadline");
+                    assert!(d <= now, "fired early: {d} > {now}");
+                }
+                for (s, d) in want.iter().enumerate() {
+                    if let Some(d) = d {
+                        assert!(*d + TICK_MS > now, "slot {s} due at {d} missed at {now}");
+                        assert!(w.is_set(s as u32));
+                    }
+                }
+                if let Some(min) = want.iter().flatten().min() {
+                    let at = w.next_deadline().expect("pending but no deadline");
+                    assert!(at <= t0 + Duration::from_millis(min + 2 * TICK_MS));
+                } else {
+                    assert!(w.next_deadline().is_none());
+                }
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@ use slab::Slab;
 
 use crate::bridge::{Addr, InPacket, OutPacket, Route, Shared};
 use crate::config::{Config, Mode};
-use crate::conn::{Conn, Ctx, Pool, Settings};
+use crate::conn::{Conn, Ctx, Handlers, Pool, Settings};
 use crate::limits;
 use crate::proto::zhttp::{self, Kind};
 use crate::runtime::{Command, Driver};
@@ -38,6 +38,7 @@ pub struct Worker {
     cmds: VecDeque<Command>,
     packets: Vec<OutPacket>,
     pool: Pool,
+    handlers: Handlers,
     counter: u64,
     shared: Arc<Shared>,
     due: Vec<u32>,
@@ -80,6 +81,7 @@ impl Worker {
                 req_timeout: Duration::from_secs(cfg.req_timeout_s),
                 stream_timeout: Duration::from_secs(cfg.stream_timeout_s),
                 handler_wait: Duration::from_millis(cfg.handler_wait_ms),
+                epoch: now,
             },
             listeners,
             conns: Slab::with_capacity(slots),
@@ -90,6 +92,7 @@ impl Worker {
             cmds: VecDeque::new(),
             packets: Vec::new(),
             pool: Pool::default(),
+            handlers: Handlers::default(),
             counter: 0,
             shared,
             due: Vec::new(),
@@ -117,12 +120,13 @@ impl Worker {
             slot,
             packets: &mut self.packets,
             pool: &mut self.pool,
+            handlers: &mut self.handlers,
             counter: &mut self.counter,
         };
         f(conn, &mut cx);
         let outbox_full = self.shared.outbox_full();
         conn.poll_io(slot, outbox_full, &mut self.cmds);
-        self.wheel.set(slot, conn.deadline());
+        self.wheel.set(slot, conn.deadline(&self.settings));
     }
 
     fn dispatch(&mut self, now: Instant, pkt: &Arc<InPacket>) {
@@ -259,7 +263,8 @@ impl Driver for Worker {
         self.count[m] += 1;
         self.modes[slot as usize] = m as u8;
         self.publish_load();
-        self.wheel.set(slot, self.conns[slot as usize].deadline());
+        self.wheel
+            .set(slot, self.conns[slot as usize].deadline(&self.settings));
         Some(slot)
     }
 

@@ -264,7 +264,10 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config) -> Result<Sockets, String> {
         router.set_router_mandatory(true).map_err(zerr)?;
         router.set_linger(0).map_err(zerr)?;
         let sub = ctx.socket(zmq::SUB).map_err(zerr)?;
-        sub.set_rcvhwm(hwm).map_err(zerr)?;
+        // Handlers publish; a PUB drops what the pipe can't hold. A deep SUB queue absorbs
+        // a handler's burst while workers catch up (memory is only used while it's full).
+        sub.set_rcvhwm(hwm.max(limits::SUB_RCVHWM_MIN))
+            .map_err(zerr)?;
         sub.set_subscribe(format!("{} ", cfg.id).as_bytes())
             .map_err(zerr)?;
         let mut binds = (Vec::new(), Vec::new(), Vec::new());

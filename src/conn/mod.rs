@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
@@ -23,7 +24,7 @@ use crate::proto::zhttp::{self, Kind};
 use crate::runtime::Command;
 
 pub mod pool;
-pub use pool::Pool;
+pub use pool::{Handlers, Pool};
 
 /// Per-worker settings every connection reads.
 pub struct Settings {
@@ -35,6 +36,8 @@ pub struct Settings {
     pub req_timeout: Duration,
     pub stream_timeout: Duration,
     pub handler_wait: Duration,
+    /// The instant connection deadlines count from (the worker's start).
+    pub epoch: Instant,
 }
 
 /// Everything a `handle_*` call may touch besides the connection itself.
@@ -44,6 +47,7 @@ pub struct Ctx<'a> {
     pub slot: u32,
     pub packets: &'a mut Vec<OutPacket>,
     pub pool: &'a mut Pool,
+    pub handlers: &'a mut Handlers,
     /// The worker's request counter (the `N` of new session ids).
     pub counter: &'a mut u64,
 }
@@ -106,7 +110,7 @@ pub struct Conn {
     seq_out: u32,
     seq_in: u32,
     /// The handler that owns the session: the `from` of its latest packet.
-    handler: Option<Addr>,
+    handler: Option<Arc<Addr>>,
     /// Request-body bytes the handler has granted.
     credits: u64,
     /// Response-body bytes the handler may still send before we return credits.
@@ -142,7 +146,8 @@ pub struct Conn {
     /// Received bytes kept before reading pauses: one request head (stream), or a head and
     /// a whole body (req).
     spill_max: u32,
-    deadlines: [Option<Instant>; TIMERS],
+    /// Milliseconds since `Settings::epoch`, 0 when unset.
+    deadlines: [u64; TIMERS],
 }
 
 impl Conn {
@@ -191,7 +196,7 @@ impl Conn {
                 } else {
                     0
                 }) as u32,
-            deadlines: [None; TIMERS],
+            deadlines: [0; TIMERS],
         };
         c.touch_client(now, s);
         c
@@ -207,15 +212,23 @@ impl Conn {
         (self.state == State::Session).then_some(self.counter)
     }
 
-    pub fn deadline(&self) -> Option<Instant> {
+    pub fn deadline(&self, s: &Settings) -> Option<Instant> {
         if self.state == State::Closed {
             return None;
         }
-        self.deadlines.iter().flatten().min().copied()
+        let ms = self.deadlines.iter().filter(|&&d| d != 0).min()?;
+        Some(s.epoch + Duration::from_millis(*ms))
     }
 
-    fn set_timer(&mut self, t: Timer, at: Option<Instant>) {
-        self.deadlines[t as usize] = at;
+    fn set_timer(&mut self, s: &Settings, t: Timer, at: Instant) {
+        // Whole milliseconds since the worker's epoch, rounded up so it never fires early;
+        // half the size of an `Instant`. At least 1, since 0 means unset.
+        let us = at.saturating_duration_since(s.epoch).as_micros();
+        self.deadlines[t as usize] = (us.div_ceil(1000) as u64).max(1);
+    }
+
+    fn clear_timer(&mut self, t: Timer) {
+        self.deadlines[t as usize] = 0;
     }
 
     fn touch_client(&mut self, now: Instant, s: &Settings) {
@@ -225,7 +238,7 @@ impl Conn {
         };
         // req mode times the whole cycle: only (re)start it between requests.
         if self.mode == Mode::Stream || self.state == State::Head {
-            self.set_timer(Timer::Client, Some(now + d));
+            self.set_timer(s, Timer::Client, now + d);
         }
     }
 
@@ -314,18 +327,19 @@ impl Conn {
         self.seq_in = self.seq_in.wrapping_add(1);
         if let Some(from) = p.from {
             let from = from.get(buf);
-            if self.handler.as_deref() != Some(from) {
-                self.handler = Addr::try_from(from).ok();
+            if self.handler.as_deref().map(|a| &a[..]) != Some(from) {
+                self.handler = cx.handlers.intern(from);
             }
         }
         if !self.handler_seen {
             self.handler_seen = true;
-            self.set_timer(Timer::HandlerWait, None);
+            self.clear_timer(Timer::HandlerWait);
         }
         if self.mode == Mode::Stream {
             self.set_timer(
+                cx.settings,
                 Timer::Expiry,
-                Some(cx.now + Duration::from_millis(limits::SESSION_EXPIRY_MS)),
+                cx.now + Duration::from_millis(limits::SESSION_EXPIRY_MS),
             );
         }
         self.handoff = false;
@@ -376,12 +390,16 @@ impl Conn {
     /// A deadline of this connection may have passed.
     pub fn handle_timeout(&mut self, cx: &mut Ctx) {
         let now = cx.now;
-        let due = |t: Timer, c: &Conn| c.deadlines[t as usize].is_some_and(|d| d <= now);
+        let now_ms = now.saturating_duration_since(cx.settings.epoch).as_millis() as u64;
+        let due = |t: Timer, c: &Conn| {
+            let d = c.deadlines[t as usize];
+            d != 0 && d <= now_ms
+        };
         if due(Timer::Linger, self) {
             return self.close(cx);
         }
         if due(Timer::HandlerWait, self) {
-            self.set_timer(Timer::HandlerWait, None);
+            self.clear_timer(Timer::HandlerWait);
             if self.state == State::Session && !self.handler_seen {
                 return self.fail(
                     cx,
@@ -400,7 +418,7 @@ impl Conn {
             return self.close(cx);
         }
         if due(Timer::Client, self) {
-            self.set_timer(Timer::Client, None);
+            self.clear_timer(Timer::Client);
             if self.state == State::Session {
                 self.cancel(cx);
             }
@@ -421,7 +439,7 @@ impl Conn {
         if self.state != State::Session || self.handoff || self.mode != Mode::Stream {
             return None;
         }
-        let addr = self.handler.as_ref()?;
+        let addr: &Addr = self.handler.as_ref()?;
         let seq = self.seq_out;
         self.seq_out += 1;
         Some((addr, self.counter, seq))
@@ -642,7 +660,11 @@ impl Conn {
         });
         let peer = peer.map(|port| (&peer_text[..], port));
         self.state = State::Session;
-        self.set_timer(Timer::HandlerWait, Some(cx.now + cx.settings.handler_wait));
+        self.set_timer(
+            cx.settings,
+            Timer::HandlerWait,
+            cx.now + cx.settings.handler_wait,
+        );
         if self.mode == Mode::Req {
             let id = self.id(cx.settings, cx.slot);
             let mut data = Vec::with_capacity(512);
@@ -833,7 +855,7 @@ impl Conn {
         f(&mut data, &cx.settings.instance_id, &id, self.seq_out);
         self.seq_out += 1;
         cx.packets.push(OutPacket {
-            route: Route::Router(addr),
+            route: Route::Router((*addr).clone()),
             data,
             expires: None,
         });
@@ -946,7 +968,7 @@ impl Conn {
         if !p.more || self.mode == Mode::Req {
             self.end_body(cx);
             self.response_done = true;
-            self.set_timer(Timer::Expiry, None);
+            self.clear_timer(Timer::Expiry);
         }
     }
 
@@ -996,8 +1018,8 @@ impl Conn {
             return self.drain(cx);
         }
         self.state = State::Head;
-        self.set_timer(Timer::HandlerWait, None);
-        self.set_timer(Timer::Expiry, None);
+        self.clear_timer(Timer::HandlerWait);
+        self.clear_timer(Timer::Expiry);
         self.touch_client(cx.now, cx.settings);
         if !self.spill.is_empty() {
             self.reprocess(cx); // the next pipelined request
@@ -1035,17 +1057,19 @@ impl Conn {
             // The client will not read a lingering close; flush and close.
             self.state = State::Draining;
             self.set_timer(
+                cx.settings,
                 Timer::Linger,
-                Some(cx.now + Duration::from_millis(limits::LINGER_MS)),
+                cx.now + Duration::from_millis(limits::LINGER_MS),
             );
             return;
         }
         self.state = State::Draining;
-        self.set_timer(Timer::HandlerWait, None);
-        self.set_timer(Timer::Expiry, None);
+        self.clear_timer(Timer::HandlerWait);
+        self.clear_timer(Timer::Expiry);
         self.set_timer(
+            cx.settings,
             Timer::Linger,
-            Some(cx.now + Duration::from_millis(limits::LINGER_MS)),
+            cx.now + Duration::from_millis(limits::LINGER_MS),
         );
         self.release_buffers(cx);
     }
@@ -1061,7 +1085,7 @@ impl Conn {
             return;
         }
         self.state = State::Closed;
-        self.deadlines = [None; TIMERS];
+        self.deadlines = [0; TIMERS];
         self.release_buffers(cx);
         cx.pool.give(std::mem::take(&mut self.out));
     }

@@ -82,12 +82,13 @@ pub const CQES_PER_TURN_MAX: usize = CQ_ENTRIES as usize;
 /// One provided buffer: a page. Holds a typical request head or WebSocket frame; larger
 /// reads arrive as several completions. Condure's 4 KiB mode uses the same size.
 pub const BUFFER_BYTES: u32 = 4096;
-/// Buffers in the ring (a power of two, kernel max 32,768): 4 MiB per worker. A buffer is
+/// Buffers in the ring (a power of two, kernel max 32,768): 1 MiB per worker. A buffer is
 /// returned right after `handle_recv`, so buffers are only out between the kernel filling
-/// them and our next CQ drain: this covers 1,024 readable connections per turn. Past that,
+/// them and our next CQ drain: this covers 256 readable connections per turn. Past that,
 /// recvs end with `ENOBUFS` and are re-armed after the drain refills the ring (no data is
-/// lost, the data waits in the socket).
-pub const BUFFER_COUNT: u16 = 1024;
+/// lost, the data waits in the socket). The kernel takes buffers in ring order, so any
+/// traffic soon touches the whole ring: its size is resident memory, kept small.
+pub const BUFFER_COUNT: u16 = 256;
 /// The buffer group id of the ring (one group per ring).
 pub const BUFFER_GROUP: u16 = 0;
 /// Single-shot accepts kept armed per listener: enough to take a burst of connections in
