@@ -52,8 +52,9 @@ pub const HANDLER_WAIT_MS_DEFAULT: u64 = 5_000;
 /// Largest single buffer taken from a worker's send-buffer pool is kept for reuse only up to
 /// this capacity; larger ones are freed so one big response does not pin memory.
 pub const POOL_BUFFER_BYTES_MAX: usize = 64 * 1024;
-/// Buffers kept in a worker's pool.
-pub const POOL_BUFFERS_MAX: usize = 1024;
+/// Buffers kept in a worker's pool: enough for the connections active in one turn; what a
+/// burst took beyond it is freed rather than kept resident.
+pub const POOL_BUFFERS_MAX: usize = 256;
 
 const _: () = assert!(PACKET_IDS_MAX <= 128);
 const _: () = assert!(SESSION_EXPIRY_MS > KEEP_ALIVE_INTERVAL_MS);
