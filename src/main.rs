@@ -38,6 +38,7 @@ fn print_sizes() {
 }
 
 fn run(cfg: Config) -> Result<(), String> {
+    raise_nofile_limit();
     let kind = choose_runtime(cfg.runtime)?;
     let mut fds = Vec::new();
     let mut infos = Vec::new();
@@ -121,6 +122,25 @@ fn describe(a: &ListenAddr) -> String {
 }
 
 /// A non-blocking listening socket with a deep backlog (the kernel caps it at somaxconn).
+/// Raises the soft `RLIMIT_NOFILE` to the hard one: it caps the fds of the epoll runtime
+/// and each io_uring ring's registered file table, and distributions default it to 1,024.
+fn raise_nofile_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            let from = l.rlim_cur;
+            l.rlim_cur = l.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+                log!(log::DEBUG, "zring", "RLIMIT_NOFILE raised from {from} to {}", l.rlim_cur);
+            }
+        }
+    }
+}
+
 fn listen(addr: &ListenAddr) -> Result<RawFd, String> {
     match addr {
         ListenAddr::Local(path) => {
