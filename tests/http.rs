@@ -360,6 +360,25 @@ both_runtimes! {
         }
     }
 
+    handler_seq_is_checked(rt) {
+        let s = Stack::zring_only(rt, &[]);
+        let h = Script::connect(&s.base);
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(5 * SECOND)).unwrap();
+        c.write_all(b"GET /sub HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let id = h.first_id();
+        h.start_stream(&id);
+        h.send(vec![("id", Tn::S(&id)), ("seq", Tn::I(1)), ("body", Tn::S(b"in order\n")), ("more", Tn::B(true))]);
+        // seq 2 is due; 5 means packets were lost: zring ends the session (as Condure).
+        h.send(vec![("id", Tn::S(&id)), ("seq", Tn::I(5)), ("body", Tn::S(b"out of order\n")), ("more", Tn::B(true))]);
+        let t0 = Instant::now();
+        let got = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
+        assert!(t0.elapsed() < 4 * SECOND, "the connection was not closed");
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+        assert!(got.contains("in order\n"), "{got}");
+        assert!(!got.contains("out of order"), "{got}");
+    }
+
     silent_handler_session_expires_after_60s(rt) {
         let s = Stack::zring_only(rt, &[]);
         let h = Script::connect(&s.base);

@@ -321,7 +321,15 @@ impl Conn {
                     "bad seq {seq}, expected {}",
                     self.seq_in
                 );
-                return self.close(cx); // handler-caused: no cancel
+                // Packets were lost or reordered: the session can't go on. The handler
+                // caused it, so no cancel goes back; the client keeps what was queued.
+                self.handler = None;
+                return self.fail(
+                    cx,
+                    502,
+                    "Bad Gateway",
+                    "The handler's packets arrived out of order.\n",
+                );
             }
         }
         self.seq_in = self.seq_in.wrapping_add(1);
@@ -1034,7 +1042,9 @@ impl Conn {
             self.cancel(cx);
         }
         if self.response_started {
-            return self.close(cx);
+            // Too late for a status: deliver what was queued, then close, so the client
+            // sees a truncated response rather than losing bytes it was already owed.
+            return self.drain(cx);
         }
         let version = self.version;
         self.write_out(cx, |out| {
