@@ -135,7 +135,12 @@ fn raise_nofile_limit() {
             let from = l.rlim_cur;
             l.rlim_cur = l.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
-                log!(log::DEBUG, "zring", "RLIMIT_NOFILE raised from {from} to {}", l.rlim_cur);
+                log!(
+                    log::DEBUG,
+                    "zring",
+                    "RLIMIT_NOFILE raised from {from} to {}",
+                    l.rlim_cur
+                );
             }
         }
     }
