@@ -59,3 +59,10 @@ pub const POOL_BUFFERS_MAX: usize = 256;
 const _: () = assert!(PACKET_IDS_MAX <= 128);
 const _: () = assert!(SESSION_EXPIRY_MS > KEEP_ALIVE_INTERVAL_MS);
 const _: () = assert!(KEEP_ALIVE_INTERVAL_MS % KEEP_ALIVE_SWEEP_STEPS == 0);
+
+/// Default most payload bytes in one WebSocket message from a client, fragments counted
+/// (1009 past it). Condure sets no such limit: it streams fragments to the handler as they
+/// arrive, so memory does not grow with message size. The bound only stops a client from
+/// holding a handler's assembly buffer open without end; 64 MiB is well above Autobahn's
+/// largest messages (16 MiB, case group 9) and real traffic.
+pub const WS_MESSAGE_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
