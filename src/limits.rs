@@ -60,6 +60,10 @@ const _: () = assert!(PACKET_IDS_MAX <= 128);
 const _: () = assert!(SESSION_EXPIRY_MS > KEEP_ALIVE_INTERVAL_MS);
 const _: () = assert!(KEEP_ALIVE_INTERVAL_MS % KEEP_ALIVE_SWEEP_STEPS == 0);
 
+/// How long a WebSocket close handshake may take: after our close frame, the client's close
+/// (then we close the TCP connection anyway); after the client's close, the handler's answer
+/// (then zring answers the client itself). RFC 6455 leaves it to the endpoint.
+pub const WS_CLOSE_WAIT_MS: u64 = 5_000;
 /// Default most payload bytes in one WebSocket message from a client, fragments counted
 /// (1009 past it). Condure sets no such limit: it streams fragments to the handler as they
 /// arrive, so memory does not grow with message size. The bound only stops a client from

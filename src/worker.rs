@@ -81,6 +81,7 @@ impl Worker {
                 req_timeout: Duration::from_secs(cfg.req_timeout_s),
                 stream_timeout: Duration::from_secs(cfg.stream_timeout_s),
                 handler_wait: Duration::from_millis(cfg.handler_wait_ms),
+                messages_max: cfg.messages_max,
                 epoch: now,
             },
             listeners,

@@ -24,6 +24,7 @@ use crate::proto::zhttp::{self, Kind};
 use crate::runtime::Command;
 
 pub mod pool;
+mod ws;
 pub use pool::{Handlers, Pool};
 
 /// Per-worker settings every connection reads.
@@ -36,6 +37,8 @@ pub struct Settings {
     pub req_timeout: Duration,
     pub stream_timeout: Duration,
     pub handler_wait: Duration,
+    /// Most WebSocket frames queued for one client (`--messages-max`).
+    pub messages_max: usize,
     /// The instant connection deadlines count from (the worker's start).
     pub epoch: Instant,
 }
@@ -148,6 +151,9 @@ pub struct Conn {
     spill_max: u32,
     /// Milliseconds since `Settings::epoch`, 0 when unset.
     deadlines: [u64; TIMERS],
+    /// WebSocket decoder and handshake state; `None` for HTTP and for an idle WebSocket.
+    ws: Option<Box<ws::WsRx>>,
+    wsf: ws::WsFlags,
 }
 
 impl Conn {
@@ -197,6 +203,8 @@ impl Conn {
                     0
                 }) as u32,
             deadlines: [0; TIMERS],
+            ws: None,
+            wsf: ws::WsFlags::default(),
         };
         c.touch_client(now, s);
         c
@@ -264,6 +272,9 @@ impl Conn {
             return;
         }
         self.touch_client(cx.now, cx.settings);
+        if self.wsf.phase != ws::Phase::None {
+            return self.ws_recv(cx, data);
+        }
         if self.spill.is_empty() {
             let n = self.process(cx, data);
             if n < data.len() && self.state != State::Closed {
@@ -298,6 +309,7 @@ impl Conn {
             .take()
             .expect("handle_sent without a send in flight");
         cx.pool.give(buf);
+        self.ws_sent();
         self.credits_owed += body;
         self.touch_client(cx.now, cx.settings);
         if self.state == State::Session {
@@ -351,6 +363,9 @@ impl Conn {
             );
         }
         self.handoff = false;
+        if self.wsf.phase != ws::Phase::None {
+            return self.ws_packet(cx, pkt);
+        }
         match p.kind {
             Kind::Data => self.handle_data(cx, pkt),
             Kind::Credit => {
@@ -408,6 +423,9 @@ impl Conn {
         }
         if due(Timer::HandlerWait, self) {
             self.clear_timer(Timer::HandlerWait);
+            if self.state == State::Session && self.wsf.phase == ws::Phase::Open {
+                return self.ws_close_wait_expired(cx);
+            }
             if self.state == State::Session && !self.handler_seen {
                 return self.fail(
                     cx,
@@ -468,6 +486,7 @@ impl Conn {
             return;
         }
         if self.sending.is_none() && !self.out.is_empty() {
+            self.ws_sending();
             self.sending = Some(std::mem::take(&mut self.out_body));
             cmds.push_back(Command::Send {
                 slot,
@@ -637,12 +656,23 @@ impl Conn {
             BodyKind::Chunked => Body::Chunked(Box::default()),
         };
         self.body_done = matches!(self.body, Body::None);
+        self.ws = None;
+        self.wsf = ws::WsFlags::default();
         if req.upgrade_websocket {
-            let msg = match self.mode {
-                Mode::Req => "WebSockets not supported on req mode interface.\n",
-                Mode::Stream => "WebSocket is not supported by this zring build yet.\n",
-            };
-            return self.fail(cx, 400, "Bad Request", msg);
+            if self.mode == Mode::Req {
+                // Condure's answer, word for word.
+                return self.fail(
+                    cx,
+                    400,
+                    "Bad Request",
+                    "WebSockets not supported on req mode interface.\n",
+                );
+            }
+            self.state = State::Session; // so a refusal drains like any response
+            if !self.ws_begin(cx, req) {
+                return;
+            }
+            self.body = Body::None;
         }
         if let Body::Length(n) = self.body {
             if self.mode == Mode::Req && n > cx.settings.body_buffer_size as u64 {
@@ -655,7 +685,7 @@ impl Conn {
             }
         }
         let mut uri: ArrayVec<u8, { limits::URI_BYTES_MAX + 300 }> = ArrayVec::new();
-        build_uri(&mut uri, self.tls, req);
+        build_uri(&mut uri, self.tls, req, self.wsf.phase != ws::Phase::None);
         let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
         for h in req.headers {
             headers.push((h.name.as_bytes(), h.value));
@@ -706,7 +736,7 @@ impl Conn {
                 uri: &uri,
                 headers: &headers,
                 credits: cx.settings.buffer_size as u32,
-                stream: true,
+                stream: self.wsf.phase == ws::Phase::None,
                 more: !self.body_done,
                 body: b"",
                 peer,
@@ -1117,13 +1147,23 @@ impl<const N: usize> std::io::Write for ArrayWriter<'_, N> {
 }
 
 /// `scheme://host/target`, as Condure rebuilds it.
-fn build_uri<const N: usize>(uri: &mut ArrayVec<u8, N>, tls: bool, req: &http1::Request) {
+fn build_uri<const N: usize>(
+    uri: &mut ArrayVec<u8, N>,
+    tls: bool,
+    req: &http1::Request,
+    websocket: bool,
+) {
     let target = req.target.as_bytes();
     if target.starts_with(b"http://") || target.starts_with(b"https://") {
         let _ = uri.try_extend_from_slice(target);
         return;
     }
-    let _ = uri.try_extend_from_slice(if tls { b"https://" } else { b"http://" });
+    let scheme: &[u8] = match (websocket, tls) {
+        (true, _) => ws::scheme(tls),
+        (false, true) => b"https://",
+        (false, false) => b"http://",
+    };
+    let _ = uri.try_extend_from_slice(scheme);
     let _ = uri.try_extend_from_slice(req.host.unwrap_or(b"localhost"));
     let _ = uri.try_extend_from_slice(target);
 }

@@ -170,6 +170,23 @@ impl Session {
         self.message.is_some() || self.end_pending
     }
 
+    /// Whether the [`Event::Data`] just returned was the last piece of its message (its
+    /// [`Event::MessageEnd`] is next), so a caller can mark it final without waiting.
+    pub fn message_ending(&self) -> bool {
+        self.end_pending
+    }
+
+    /// Whether the session holds nothing but its config: between frames, no message open,
+    /// no error, no close seen. Such a session equals `Session::new(config)`, so a caller
+    /// may drop it while the connection is idle and start a new one when bytes arrive.
+    pub fn is_idle(&self) -> bool {
+        self.message.is_none()
+            && !self.end_pending
+            && !self.closed
+            && self.error.is_none()
+            && self.frames.at_frame_boundary()
+    }
+
     /// Bytes of the client's stream taken so far. After an error: the bytes up to and
     /// including the one that revealed it (for a text message, the first byte that cannot
     /// be UTF-8; for a truncated character, the message's last byte; for header rules,

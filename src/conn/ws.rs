@@ -1,0 +1,605 @@
+//! The WebSocket side of a connection, after an upgrade request: the handshake with the
+//! handler (101, or a rejection sent as plain HTTP), then client frames → ZHTTP packets under
+//! the handler's credits and handler packets → frames under zring's, and the close
+//! handshake. Same sans-IO rules as the rest of `Conn`: bytes, packets and `now` in; bytes,
+//! packets and deadlines out.
+//!
+//! Client frames are decoded from `spill` (unmasked in place), so an idle WebSocket holds no
+//! buffer; and its decoder (`ws::Session`) is dropped whenever it stands between frames with
+//! no message open, so an idle WebSocket holds no decoder either.
+use std::time::Duration;
+
+use arrayvec::ArrayVec;
+
+use super::{Conn, Ctx, State, Timer};
+use crate::bridge::InPacket;
+use crate::limits;
+use crate::proto::http1;
+use crate::proto::ws::{self, AcceptKey, Event, MessageKind, Opcode};
+use crate::proto::zhttp::{self, ContentType, Kind};
+
+/// What a WebSocket connection keeps besides `Conn`'s own fields, boxed so HTTP
+/// connections do not pay for it.
+pub(super) struct WsRx {
+    /// The client's frames as far as they have been read.
+    pub session: ws::Session,
+    /// The `Sec-WebSocket-Accept` value, until the 101 is written.
+    pub accept: Option<AcceptKey>,
+}
+
+/// Where the handshake or the session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(super) enum Phase {
+    /// Not a WebSocket (plain HTTP).
+    #[default]
+    None,
+    /// The upgrade request went to a handler; waiting for its 101 or its refusal.
+    Upgrading,
+    /// The 101 is written: frames both ways.
+    Open,
+}
+
+/// Per-connection WebSocket flags, inline in `Conn` (a few bytes).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct WsFlags {
+    pub phase: Phase,
+    /// The client's current data message is binary (else text).
+    pub rx_binary: bool,
+    /// The last packet for the client's current message went out without `more`.
+    pub rx_final_sent: bool,
+    /// A message from the handler is open (its last packet had `more`): next frames are
+    /// continuations.
+    pub tx_open: bool,
+    /// A close frame went to the client.
+    pub close_sent: bool,
+    /// The client's close frame arrived.
+    pub close_received: bool,
+    /// Data frames in `out` (not yet handed to the runtime) and in the send in flight,
+    /// against `--messages-max`.
+    pub frames_out: u16,
+    pub frames_sending: u16,
+}
+
+impl Conn {
+    pub(super) fn ws_session_config(&self) -> ws::SessionConfig {
+        ws::SessionConfig {
+            message_bytes_max: limits::WS_MESSAGE_BYTES_MAX_DEFAULT,
+            compression: false,
+        }
+    }
+
+    /// The upgrade request is valid so far as `http1` can tell: check the handshake, and
+    /// either refuse it here or hand it to a handler (the caller sends the first packet).
+    /// Returns false when the request was refused.
+    pub(super) fn ws_begin(&mut self, cx: &mut Ctx, req: &http1::Request) -> bool {
+        let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
+        for h in req.headers {
+            headers.push((h.name.as_bytes(), h.value));
+        }
+        match ws::validate_request(req.method.as_bytes(), req.version, &headers) {
+            Err(e) => {
+                let version = req.version;
+                self.write_out(cx, |out| ws::encode_rejection(out, version, e));
+                self.response_started = true;
+                self.response_done = true;
+                self.keep_alive = false;
+                self.drain(cx);
+                false
+            }
+            Ok(hs) => {
+                let config = self.ws_session_config();
+                self.ws = Some(Box::new(WsRx {
+                    session: ws::Session::new(config),
+                    accept: Some(hs.accept),
+                }));
+                self.wsf = WsFlags {
+                    phase: Phase::Upgrading,
+                    ..WsFlags::default()
+                };
+                // No request body on an upgrade; what follows the head is frames.
+                self.body_done = true;
+                true
+            }
+        }
+    }
+
+    /// A handler packet for a WebSocket session (the common checks are done).
+    pub(super) fn ws_packet(&mut self, cx: &mut Ctx, pkt: &InPacket) {
+        let p = &pkt.packet;
+        let buf = pkt.buf();
+        match p.kind {
+            Kind::KeepAlive => {}
+            Kind::HandoffStart => {
+                self.send_packet(cx, |out, from, id, seq| {
+                    zhttp::encode_control(out, from, id, seq, Kind::HandoffProceed)
+                });
+                self.handoff = true;
+            }
+            Kind::Credit => {
+                self.credits += u64::from(p.credits.unwrap_or(0));
+                self.ws_pump(cx);
+            }
+            Kind::Error if self.wsf.phase == Phase::Upgrading => {
+                if p.condition.map(|c| c.get(buf)) == Some(b"rejected") {
+                    self.handler = None;
+                    self.ws_reject(cx, pkt);
+                } else {
+                    self.handler = None;
+                    self.fail(
+                        cx,
+                        502,
+                        "Bad Gateway",
+                        "The handler ended the request without a response.\n",
+                    );
+                }
+            }
+            Kind::Cancel | Kind::Error => {
+                self.handler = None;
+                match self.wsf.phase {
+                    Phase::Open => self.ws_fail(cx, ws::close_code::INTERNAL_ERROR, ""),
+                    _ => self.fail(
+                        cx,
+                        502,
+                        "Bad Gateway",
+                        "The handler ended the request without a response.\n",
+                    ),
+                }
+            }
+            Kind::Data if self.wsf.phase == Phase::Upgrading => self.ws_accept(cx, pkt),
+            Kind::Data => self.ws_handler_message(cx, pkt),
+            Kind::Ping | Kind::Pong if self.wsf.phase == Phase::Open => {
+                let body = p.body.get(buf);
+                if let Some(c) = p.credits {
+                    self.credits += u64::from(c);
+                }
+                let opcode = if p.kind == Kind::Ping {
+                    Opcode::Ping
+                } else {
+                    Opcode::Pong
+                };
+                if !self.wsf.close_sent {
+                    // A control frame carries at most 125 bytes; a longer handler payload is
+                    // cut rather than breaking the framing.
+                    let body = &body[..body.len().min(ws::CONTROL_PAYLOAD_BYTES_MAX)];
+                    self.budget = self.budget.saturating_sub(body.len() as u64);
+                    self.write_out(cx, |out| ws::encode_frame(out, true, false, opcode, body));
+                    self.out_body += body.len() as u64;
+                }
+                self.ws_pump(cx);
+            }
+            Kind::Close if self.wsf.phase == Phase::Open => {
+                let code = p.code.map_or(ws::close_code::NORMAL, |c| c as u16);
+                let reason = String::from_utf8_lossy(p.body.get(buf));
+                self.ws_send_close(cx, code, &reason);
+            }
+            _ => {
+                crate::log!(
+                    crate::log::DEBUG,
+                    "conn",
+                    "ignoring {:?} on a WebSocket session in {:?}",
+                    p.kind,
+                    self.wsf.phase
+                );
+            }
+        }
+    }
+
+    /// The handler's answer to the upgrade: a 101 opens the WebSocket; any other status is
+    /// sent as a plain HTTP response and the connection closes (Condure would switch to
+    /// WebSocket framing whatever the status; the client could not know what it got).
+    fn ws_accept(&mut self, cx: &mut Ctx, pkt: &InPacket) {
+        let p = &pkt.packet;
+        let buf = pkt.buf();
+        if p.code != Some(101) {
+            return self.ws_reject(cx, pkt);
+        }
+        let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
+        for (n, v) in &p.headers {
+            headers.push((n.get(buf), v.get(buf)));
+        }
+        let accept = self
+            .ws
+            .as_mut()
+            .and_then(|w| w.accept.take())
+            .expect("an upgrading session has its accept key");
+        let mut written = true;
+        self.write_out(cx, |out| {
+            written = ws::encode_accept(out, &accept, None, None, &headers).is_ok();
+        });
+        if !written {
+            return self.fail(
+                cx,
+                502,
+                "Bad Gateway",
+                "The handler sent an invalid response.\n",
+            );
+        }
+        self.response_started = true;
+        self.wsf.phase = Phase::Open;
+        // Condure: a 101 with no credits means our own buffer size (pushpin-proxy sends none).
+        self.credits = match p.credits {
+            Some(c) if c > 0 => u64::from(c),
+            _ => cx.settings.buffer_size as u64,
+        };
+        self.ws_pump(cx);
+    }
+
+    /// Sends the handler's refusal (`error`/`rejected`, or a non-101 response) as plain
+    /// HTTP without any upgrade headers, then closes.
+    fn ws_reject(&mut self, cx: &mut Ctx, pkt: &InPacket) {
+        let p = &pkt.packet;
+        let buf = pkt.buf();
+        let Some(code) = p.code.filter(|c| (200..=999).contains(c)).map(|c| c as u16) else {
+            return self.fail(
+                cx,
+                502,
+                "Bad Gateway",
+                "The handler refused the WebSocket without a status.\n",
+            );
+        };
+        let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
+        for (n, v) in &p.headers {
+            let n = n.get(buf);
+            let hop = [&b"upgrade"[..], b"connection", b"sec-websocket-accept"]
+                .iter()
+                .any(|h| n.eq_ignore_ascii_case(h));
+            if !hop {
+                headers.push((n, v.get(buf)));
+            }
+        }
+        let body = p.body.get(buf);
+        let reason = p.reason.map(|r| r.get(buf)).unwrap_or(b"");
+        let context = http1::ResponseContext {
+            version: self.version,
+            head_request: false,
+            keep_alive: false,
+        };
+        let Ok(framing) = http1::choose_framing(context, code, &headers, false, body.len() as u64)
+        else {
+            return self.fail(
+                cx,
+                502,
+                "Bad Gateway",
+                "The handler sent an invalid response.\n",
+            );
+        };
+        let head = http1::ResponseHead {
+            version: self.version,
+            code,
+            reason,
+            headers: &headers,
+            body: framing.body,
+            keep_alive: false,
+        };
+        let mut written = true;
+        self.write_out(cx, |out| {
+            written = http1::encode_response_head(out, &head).is_ok();
+            if written && framing.send_body {
+                out.extend_from_slice(body);
+            }
+        });
+        if !written {
+            return self.fail(
+                cx,
+                502,
+                "Bad Gateway",
+                "The handler sent an invalid response.\n",
+            );
+        }
+        self.response_started = true;
+        self.response_done = true;
+        self.keep_alive = false;
+        self.wsf.phase = Phase::None;
+        self.ws = None;
+        self.drain(cx);
+    }
+
+    /// A data packet from the handler: one frame to the client.
+    fn ws_handler_message(&mut self, cx: &mut Ctx, pkt: &InPacket) {
+        let p = &pkt.packet;
+        let body = p.body.get(pkt.buf());
+        if let Some(c) = p.credits {
+            self.credits += u64::from(c);
+        }
+        if self.wsf.close_sent {
+            return; // nothing may follow our close frame
+        }
+        if body.len() as u64 > self.budget {
+            crate::log!(
+                crate::log::DEBUG,
+                "conn",
+                "received too much data from handler"
+            );
+            return self.ws_fail(cx, ws::close_code::INTERNAL_ERROR, "");
+        }
+        let frames = self.wsf.frames_out + self.wsf.frames_sending;
+        if usize::from(frames) >= cx.settings.messages_max {
+            crate::log!(
+                crate::log::DEBUG,
+                "conn",
+                "more than --messages-max frames queued for the client"
+            );
+            return self.ws_fail(cx, ws::close_code::INTERNAL_ERROR, "");
+        }
+        let opcode = if self.wsf.tx_open {
+            Opcode::Continuation
+        } else if p.content_type == Some(ContentType::Binary) {
+            Opcode::Binary
+        } else {
+            Opcode::Text
+        };
+        self.wsf.tx_open = p.more;
+        self.budget -= body.len() as u64;
+        self.write_out(cx, |out| {
+            out.extend_from_slice(
+                ws::encode_header(!p.more, false, opcode, body.len() as u64).as_bytes(),
+            );
+            out.extend_from_slice(body);
+        });
+        self.out_body += body.len() as u64;
+        self.wsf.frames_out += 1;
+        self.ws_pump(cx);
+    }
+
+    /// Queues our close frame; the connection closes once the client's close is in (or
+    /// after a bounded wait for it).
+    fn ws_send_close(&mut self, cx: &mut Ctx, code: u16, reason: &str) {
+        if self.wsf.close_sent {
+            return;
+        }
+        self.wsf.close_sent = true;
+        let reason = truncate_utf8(reason, ws::CONTROL_PAYLOAD_BYTES_MAX - 2);
+        self.write_out(cx, |out| ws::encode_close(out, code, reason));
+        if self.wsf.close_received {
+            self.ws_finish(cx);
+        } else {
+            self.set_timer(
+                cx.settings,
+                Timer::HandlerWait,
+                cx.now + Duration::from_millis(limits::WS_CLOSE_WAIT_MS),
+            );
+        }
+    }
+
+    /// The close handshake is complete (or given up): flush, then close the TCP connection.
+    fn ws_finish(&mut self, cx: &mut Ctx) {
+        self.response_done = true; // the session is over: no cancel
+        self.keep_alive = false;
+        self.drain(cx);
+    }
+
+    /// Fail the WebSocket connection (RFC 6455 §7.1.7): a close frame with `code`, the
+    /// handler told the client is gone, then close without waiting for the client.
+    pub(super) fn ws_fail(&mut self, cx: &mut Ctx, code: u16, reason: &str) {
+        if self.state == State::Session && !self.response_done {
+            self.cancel(cx);
+        }
+        if !self.wsf.close_sent {
+            self.wsf.close_sent = true;
+            let reason = truncate_utf8(reason, ws::CONTROL_PAYLOAD_BYTES_MAX - 2);
+            self.write_out(cx, |out| ws::encode_close(out, code, reason));
+        }
+        self.ws_finish(cx);
+    }
+
+    /// Bytes from the client on an open (or opening) WebSocket: keep them in `spill` and
+    /// decode what the handler's credits allow.
+    pub(super) fn ws_recv(&mut self, cx: &mut Ctx, data: &[u8]) {
+        if self.spill.capacity() == 0 {
+            self.spill = cx.pool.take();
+        }
+        self.spill.extend_from_slice(data);
+        self.ws_pump(cx);
+    }
+
+    /// Moves client frames to the handler as far as credits go: first what `carry` holds
+    /// (a message piece the credits cut), then newly decoded frames from `spill`.
+    pub(super) fn ws_pump(&mut self, cx: &mut Ctx) {
+        if self.wsf.phase != Phase::Open || self.state != State::Session || self.handoff {
+            return;
+        }
+        if !self.carry.is_empty() && !self.ws_flush_carry(cx) {
+            return;
+        }
+        if self.spill.is_empty() || self.wsf.close_received {
+            return;
+        }
+        let mut rx = self.ws.take().unwrap_or_else(|| {
+            Box::new(WsRx {
+                session: ws::Session::new(self.ws_session_config()),
+                accept: None,
+            })
+        });
+        let mut input = std::mem::take(&mut self.spill);
+        let mut used = 0;
+        let mut error = None;
+        // Bounded: every step consumes input or yields a zero-byte MessageEnd, which is
+        // followed by a step that consumes input or ends the loop.
+        let base = input.as_ptr() as usize;
+        while self.state == State::Session && self.carry.is_empty() {
+            // The event borrows the session and the input; make it owned (data as a range
+            // of `input`, control payloads ≤ 125 bytes copied) so both are free again.
+            let event = match rx.session.decode(&mut input[used..]) {
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+                Ok(step) => {
+                    used += step.consumed;
+                    match step.event {
+                        None => break,
+                        Some(event) => Owned::from(event, base),
+                    }
+                }
+            };
+            match event {
+                Owned::Start(kind) => {
+                    self.wsf.rx_binary = kind == MessageKind::Binary;
+                    self.wsf.rx_final_sent = false;
+                }
+                Owned::Data(at, len) => {
+                    let piece = &input[at..at + len];
+                    let n = (len as u64).min(self.credits) as usize;
+                    if n < len {
+                        if self.carry.capacity() == 0 {
+                            self.carry = cx.pool.take();
+                        }
+                        self.carry.extend_from_slice(&piece[n..]);
+                    }
+                    let more = n < len || !rx.session.message_ending();
+                    if n > 0 {
+                        self.ws_send_data(cx, &piece[..n], more);
+                    }
+                }
+                Owned::End => {
+                    if !self.wsf.rx_final_sent && self.carry.is_empty() {
+                        self.ws_send_data(cx, b"", false); // an empty message
+                    }
+                }
+                Owned::Control(kind, body) => {
+                    self.send_packet(cx, |out, from, id, seq| {
+                        zhttp::encode_ping_pong(out, from, id, seq, kind, &body)
+                    });
+                }
+                Owned::Close(code, reason) => {
+                    self.wsf.close_received = true;
+                    let status = code.map(|c| (c, &reason[..]));
+                    self.send_packet(cx, |out, from, id, seq| {
+                        zhttp::encode_close(out, from, id, seq, status)
+                    });
+                    if self.wsf.close_sent {
+                        self.ws_finish(cx);
+                    } else {
+                        // The handler answers with its close; if it doesn't in time, we
+                        // answer the client ourselves.
+                        self.set_timer(
+                            cx.settings,
+                            Timer::HandlerWait,
+                            cx.now + Duration::from_millis(limits::WS_CLOSE_WAIT_MS),
+                        );
+                    }
+                    used = input.len(); // nothing after a close frame counts
+                    break;
+                }
+            }
+        }
+        input.drain(..used);
+        if input.is_empty() {
+            cx.pool.give(input);
+        } else {
+            self.spill = input;
+        }
+        if let Some(e) = error {
+            self.ws = None;
+            return self.ws_fail(cx, e.close_code(), e.description());
+        }
+        // Between frames with no message open the decoder is just its config: drop it.
+        if !rx.session.is_idle() {
+            self.ws = Some(rx);
+        }
+    }
+
+    /// Sends what `carry` holds as far as credits go; true when it is empty again.
+    fn ws_flush_carry(&mut self, cx: &mut Ctx) -> bool {
+        let n = (self.carry.len() as u64).min(self.credits) as usize;
+        if n == 0 {
+            return false;
+        }
+        let carry = std::mem::take(&mut self.carry);
+        let ending = self.ws.as_ref().is_some_and(|w| w.session.message_ending());
+        let more = n < carry.len() || !ending;
+        self.ws_send_data(cx, &carry[..n], more);
+        self.carry = carry;
+        self.carry.drain(..n);
+        if self.carry.is_empty() {
+            cx.pool.give(std::mem::take(&mut self.carry));
+            true
+        } else {
+            false
+        }
+    }
+
+    fn ws_send_data(&mut self, cx: &mut Ctx, body: &[u8], more: bool) {
+        self.credits -= body.len() as u64;
+        let ct = if self.wsf.rx_binary {
+            ContentType::Binary
+        } else {
+            ContentType::Text
+        };
+        self.wsf.rx_final_sent = !more;
+        self.send_packet(cx, |out, from, id, seq| {
+            zhttp::encode_ws_message(out, from, id, seq, ct, body, more)
+        });
+    }
+
+    /// The runtime wrote `out`: frames counted against `--messages-max` are gone.
+    pub(super) fn ws_sent(&mut self) {
+        self.wsf.frames_sending = 0;
+    }
+
+    /// `out` goes to the runtime: its frames are now in flight.
+    pub(super) fn ws_sending(&mut self) {
+        self.wsf.frames_sending = self.wsf.frames_out;
+        self.wsf.frames_out = 0;
+    }
+
+    /// The close-wait timer fired (it shares the handler-wait slot, unused once open).
+    pub(super) fn ws_close_wait_expired(&mut self, cx: &mut Ctx) {
+        if self.wsf.close_received && !self.wsf.close_sent {
+            // The handler never answered the client's close: answer it ourselves.
+            self.ws_send_close(cx, ws::close_code::NORMAL, "");
+        } else {
+            // The client never answered our close.
+            self.ws_finish(cx);
+        }
+    }
+}
+
+/// A decoder event without its borrows.
+enum Owned {
+    Start(MessageKind),
+    /// Offset into the decoded input, and length.
+    Data(usize, usize),
+    End,
+    Control(Kind, ArrayVec<u8, { ws::CONTROL_PAYLOAD_BYTES_MAX }>),
+    Close(Option<u16>, ArrayVec<u8, { ws::CONTROL_PAYLOAD_BYTES_MAX }>),
+}
+
+impl Owned {
+    fn from(event: Event<'_>, base: usize) -> Owned {
+        let copy = |b: &[u8]| {
+            let mut a = ArrayVec::new();
+            let _ = a.try_extend_from_slice(&b[..b.len().min(ws::CONTROL_PAYLOAD_BYTES_MAX)]);
+            a
+        };
+        match event {
+            Event::MessageStart { kind, .. } => Owned::Start(kind),
+            Event::Data(piece) => Owned::Data(piece.as_ptr() as usize - base, piece.len()),
+            Event::MessageEnd => Owned::End,
+            Event::Ping(b) => Owned::Control(Kind::Ping, copy(b)),
+            Event::Pong(b) => Owned::Control(Kind::Pong, copy(b)),
+            Event::Close { code, reason } => Owned::Close(code, copy(reason.as_bytes())),
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The scheme of a WebSocket request's `uri`.
+pub(super) fn scheme(tls: bool) -> &'static [u8] {
+    if tls {
+        b"wss://"
+    } else {
+        b"ws://"
+    }
+}
