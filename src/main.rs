@@ -35,6 +35,10 @@ fn print_sizes() {
         std::mem::size_of::<zring::conn::Conn>()
     );
     println!("timer_link: {} bytes", zring::timer::LINK_BYTES);
+    println!(
+        "websocket_decoder: {} bytes (only while a frame or message is half read)",
+        zring::conn::WS_DECODER_BYTES
+    );
 }
 
 fn run(cfg: Config) -> Result<(), String> {

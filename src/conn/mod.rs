@@ -27,6 +27,9 @@ pub mod pool;
 mod ws;
 pub use pool::{Handlers, Pool};
 
+/// Heap bytes of a WebSocket's decoder, held only mid-frame or mid-message (`--sizes`).
+pub const WS_DECODER_BYTES: usize = std::mem::size_of::<ws::WsRx>();
+
 /// Per-worker settings every connection reads.
 pub struct Settings {
     /// This instance's `from`.
@@ -454,6 +457,10 @@ impl Conn {
 
     /// zring is shutting down: tell the handler (Condure sends cancels) and close.
     pub fn handle_shutdown(&mut self, cx: &mut Ctx) {
+        if self.state == State::Session && self.wsf.phase == ws::Phase::Open {
+            // A WebSocket client is told why (1001), then the close drains as usual.
+            return self.ws_fail(cx, crate::proto::ws::close_code::GOING_AWAY, "");
+        }
         if self.state == State::Session {
             self.cancel(cx);
         }
