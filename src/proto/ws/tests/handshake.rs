@@ -32,7 +32,7 @@ type Headers = Vec<(&'static [u8], &'static [u8])>;
 fn with(
     name: &[u8],
     extra: &[(&'static [u8], &'static [u8])],
-) -> Vec<(&'static [u8], &'static [u8])> {
+) -> Headers {
     let mut headers: Vec<(&[u8], &[u8])> = BROWSER
         .iter()
         .copied()
