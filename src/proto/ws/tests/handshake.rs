@@ -29,10 +29,7 @@ const BROWSER: &[(&[u8], &[u8])] = &[
 type Headers = Vec<(&'static [u8], &'static [u8])>;
 
 /// `BROWSER` with the field `name` removed and `extra` fields added.
-fn with(
-    name: &[u8],
-    extra: &[(&'static [u8], &'static [u8])],
-) -> Headers {
+fn with(name: &[u8], extra: &[(&'static [u8], &'static [u8])]) -> Headers {
     let mut headers: Vec<(&[u8], &[u8])> = BROWSER
         .iter()
         .copied()
