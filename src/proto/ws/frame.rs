@@ -140,7 +140,7 @@ enum State {
     },
 }
 
-/// Decodes a stream of client frames, incrementally. Allocates nothing; 40 bytes of state.
+/// Decodes a stream of client frames, incrementally. Allocates nothing; 48 bytes of state.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     state: State,
@@ -175,6 +175,12 @@ impl FrameDecoder {
     /// the one that revealed it, whichever way the stream was split into inputs.
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// Counts `len` bytes as consumed without decoding them: the session ignores what a
+    /// client sends after its close frame.
+    pub(super) fn skip(&mut self, len: usize) {
+        self.position += len as u64;
     }
 
     /// Whether the decoder stands between frames (no header or payload half read).

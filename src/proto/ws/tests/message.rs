@@ -853,3 +853,14 @@ fn close_state_tracks_both_directions() {
     // A second close from the client changes nothing.
     assert_eq!(received.on_received(), CloseState::Received);
 }
+
+/// The per-connection state stays small: it lives in every open WebSocket's slot.
+#[test]
+fn state_sizes() {
+    let session = core::mem::size_of::<Session>();
+    let decoder = core::mem::size_of::<crate::proto::ws::FrameDecoder>();
+    eprintln!("Session {session} B, FrameDecoder {decoder} B");
+    assert!(decoder <= 48, "FrameDecoder is {decoder} B");
+    // The 125-byte control buffer is most of it.
+    assert!(session <= 224, "Session is {session} B");
+}
