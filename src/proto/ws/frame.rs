@@ -140,7 +140,7 @@ enum State {
     },
 }
 
-/// Decodes a stream of client frames, incrementally. Allocates nothing; 40 bytes of state.
+/// Decodes a stream of client frames, incrementally. Allocates nothing; 48 bytes of state.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     state: State,
@@ -175,6 +175,12 @@ impl FrameDecoder {
     /// the one that revealed it, whichever way the stream was split into inputs.
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// Counts `len` bytes as consumed without decoding them: the session ignores what a
+    /// client sends after its close frame.
+    pub(super) fn skip(&mut self, len: usize) {
+        self.position += len as u64;
     }
 
     /// Whether the decoder stands between frames (no header or payload half read).
@@ -374,10 +380,12 @@ fn check_extended_length(bytes: &[u8]) -> Result<(), Error> {
 
 /// The mask key turned so that its first byte applies at payload position `offset`.
 fn rotated_key(mask: [u8; 4], offset: u64) -> [u8; 4] {
-    let shift = (offset % 4) as usize;
-    let mut key = mask;
-    key.rotate_left(shift);
-    key
+    // As a little-endian word, rotating right by whole bytes moves byte `shift` first;
+    // cheaper than a slice rotation, which does not inline.
+    let shift = (offset % 4) as u32;
+    u32::from_le_bytes(mask)
+        .rotate_right(8 * shift)
+        .to_le_bytes()
 }
 
 /// Unmasks (or masks: XOR is its own inverse) `payload` in place, where `payload` starts at
@@ -394,8 +402,10 @@ pub fn unmask(payload: &mut [u8], mask: [u8; 4], offset: u64) {
         word.copy_from_slice(&value.to_ne_bytes());
     }
     // The words covered a multiple of 4 bytes, so the key's phase is unchanged here.
-    for (byte, key) in words.into_remainder().iter_mut().zip(key.iter().cycle()) {
-        *byte ^= key;
+    let tail = words.into_remainder();
+    debug_assert!(tail.len() < 8);
+    for (index, byte) in tail.iter_mut().enumerate() {
+        *byte ^= key[index & 3];
     }
 }
 
@@ -415,9 +425,9 @@ pub fn unmask_into(source: &[u8], target: &mut [u8], mask: [u8; 4], offset: u64)
         let value = u64::from_ne_bytes(from.try_into().expect("8-byte chunk")) ^ wide;
         to.copy_from_slice(&value.to_ne_bytes());
     }
-    let rest = sources.remainder().iter().zip(key.iter().cycle());
-    for (to, (from, key)) in targets.into_remainder().iter_mut().zip(rest) {
-        *to = from ^ key;
+    let tail = sources.remainder().iter().zip(targets.into_remainder());
+    for (index, (from, to)) in tail.enumerate() {
+        *to = from ^ key[index & 3];
     }
 }
 

@@ -12,6 +12,8 @@
 //! payload is deflate data, and the inflater validates what it produces (a [`Utf8Validator`]
 //! over the inflated pieces). The size limit counts payload bytes as they are on the wire.
 
+use core::num::NonZeroU64;
+
 use super::{close_code, frame, utf8::Utf8Validator, Error, CONTROL_PAYLOAD_BYTES_MAX};
 use frame::{FrameDecoder, FrameHeader, FrameItem, Opcode, PayloadPiece};
 
@@ -131,10 +133,9 @@ pub struct Session {
     /// A close frame was received; input is ignored from here on.
     closed: bool,
     error: Option<Error>,
-    /// Bytes taken after the close frame, which the frame decoder never saw.
-    ignored_len: u64,
-    /// Where the error was revealed when it was found inside a payload piece.
-    error_position: Option<u64>,
+    /// Where the error was revealed when it was found inside a payload piece (never 0: an
+    /// error takes at least one byte).
+    error_position: Option<NonZeroU64>,
 }
 
 impl Session {
@@ -150,7 +151,6 @@ impl Session {
             end_pending: false,
             closed: false,
             error: None,
-            ignored_len: 0,
             error_position: None,
         }
     }
@@ -194,7 +194,7 @@ impl Session {
     /// header). It does not depend on how the stream was split into inputs.
     pub fn position(&self) -> u64 {
         self.error_position
-            .unwrap_or(self.frames.position() + self.ignored_len)
+            .map_or(self.frames.position(), NonZeroU64::get)
     }
 
     /// Decodes from `input`, unmasking data payloads in place, and returns at most one
@@ -213,7 +213,7 @@ impl Session {
             });
         }
         if self.closed {
-            self.ignored_len += input.len() as u64;
+            self.frames.skip(input.len());
             return Ok(Step {
                 consumed: input.len(),
                 event: None,
@@ -269,7 +269,8 @@ impl Session {
     fn fail(&mut self, error: Error, position: Option<u64>) -> Error {
         debug_assert!(self.error.is_none());
         self.error = Some(error);
-        self.error_position = position;
+        self.error_position = position
+            .map(|position| NonZeroU64::new(position).expect("an error is revealed by a byte"));
         error
     }
 
