@@ -1,8 +1,35 @@
 //! zring's example ZHTTP handler: what the README runs and the benchmarks measure.
 //!
-//! Routes: `/` and `/hello` answer `hello`; `/echo` answers with the request it received
+//! HTTP routes: `/` and `/hello` answer `hello`; `/echo` answers with the request it received
 //! (method, uri, headers, body; bodies are taken under credits); `/stream` streams five
-//! chunks 100 ms apart; anything else is 404.
+//! chunks 100 ms apart; `POST /broadcast` sends its body as a text message to every
+//! WebSocket on `/ws/broadcast` and answers `sent to N`; anything else is 404.
+//!
+//! WebSocket routes (any `ws://`/`wss://` request; the connection manager has already checked
+//! the handshake and adds `Upgrade`, `Connection` and `Sec-WebSocket-Accept` itself):
+//! * `/ws`: echo. Every text or binary message comes back whole with the same type (fragments
+//!   are re-assembled, up to 64 MiB; more gets a close 1009); a ping gets a pong with the same
+//!   body; a close gets a close with the same code (none if it had none).
+//! * `/ws/broadcast`: echo as above, and a member of the broadcast set. The text message
+//!   `broadcast <text>` sends `<text>` to every member (one list-form packet per 128 ids);
+//!   `close <code> [reason]` makes the handler close the connection with that code.
+//! * `/ws/headers`: echo, but the 101 also carries `Upgrade`, `Connection`,
+//!   `Sec-WebSocket-Accept` and `Sec-WebSocket-Extensions` of the handler's own (which the
+//!   connection manager must drop) and `X-Handler: example` (which it must pass on).
+//! * `/ws/reject`: refused with `error`/`rejected`: 403, `X-Rejected: 1`, body `rejected by
+//!   handler`. Any other WebSocket path is refused the same way with 404.
+//!
+//! On every WebSocket route the first subprotocol the client offers is accepted
+//! (`Sec-WebSocket-Protocol` in the 101).
+//!
+//! Flow control, as Condure defines it: the 101 grants the connection manager 1 MiB of
+//! credits for client messages, returned as messages are taken in (held back while more than
+//! 1 MiB of echoes wait to go out); the handler's own sends stay within the credits of the
+//! request plus the `credit` packets that come back, so a message larger than that goes out
+//! in fragments (`more`) as credits arrive. Pongs spend credits too; a close does not.
+//!
+//! Every session, HTTP or WebSocket, gets a keep-alive every 20 s (the connection manager
+//! drops sessions silent for 60 s).
 //!
 //! Sockets, as a Condure/zring handler connects them: PULL at `<base>-out` (first packets),
 //! ROUTER with identity = our `from` at `<base>-out-stream` (later packets), PUB at
@@ -10,7 +37,7 @@
 //! also serves req mode through a ROUTER connected to zring's DEALER.
 //!
 //! Usage: zring-example-handler [--stream ipc://client] [--req ipc://client-req] [--id NAME]
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use zring::proto::tnetstring::{self, Value, Writer};
@@ -22,19 +49,68 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const BODY_CREDITS: u32 = 65_536;
 const BODY_MAX: usize = 16 << 20;
 const PUB_HWM: i32 = 100_000;
+/// Credits for client messages granted with the 101.
+const WS_CREDITS: u32 = 1 << 20;
+/// Credits for client messages are held back while more echo bytes than this wait for the
+/// connection manager's credits (unless a message is half in: it must be able to complete).
+const WS_BACKLOG_MAX: usize = 1 << 20;
+/// Largest message the echo re-assembles; a bigger one gets close 1009.
+const WS_MESSAGE_MAX: usize = 64 << 20;
+/// Ids per list-form broadcast packet (Condure's limit).
+const BROADCAST_IDS_MAX: usize = 128;
+/// A session the handler closed is forgotten this long after, if the close never completes.
+const CLOSING_LINGER: Duration = Duration::from_secs(60);
 
 struct Session {
     /// The zring instance (its `from`), which prefixes our PUB messages.
     to: Vec<u8>,
     seq: u32,
     echo: Option<Vec<u8>>,
+    /// `POST /broadcast`: the collected body is broadcast, not echoed.
+    post_broadcast: bool,
     stream_next: Option<(u32, Instant)>,
+    ws: Option<Ws>,
+}
+
+/// A WebSocket session's state in the handler.
+#[derive(Default)]
+struct Ws {
+    /// `/ws/broadcast`: member of the broadcast set, takes commands.
+    member: bool,
+    /// Body bytes we may still send (the request's credits plus `credit` packets).
+    credits: u64,
+    /// What waits to go out, in order.
+    queue: VecDeque<Out>,
+    /// Unsent body bytes in `queue`.
+    queued: usize,
+    /// The client message being re-assembled: (binary, bytes so far).
+    msg: Option<(bool, Vec<u8>)>,
+    /// Client bytes taken in whose credits have not been returned yet.
+    owed: u64,
+    /// A close is queued; later client data is dropped.
+    close_queued: bool,
+    /// The client closed first: forget the session once our close is out.
+    peer_closed: bool,
+    /// We sent a close (and wait for the client's) since then.
+    closing: Option<Instant>,
+}
+
+enum Out {
+    Msg {
+        binary: bool,
+        body: Vec<u8>,
+        sent: usize,
+    },
+    Pong(Vec<u8>),
+    Close(Option<i64>, Vec<u8>),
 }
 
 struct Handler {
     me: Vec<u8>,
     pub_sock: zmq::Socket,
     sessions: HashMap<Vec<u8>, Session>,
+    /// Ids of the `/ws/broadcast` sessions.
+    members: HashSet<Vec<u8>>,
     out: Vec<u8>,
 }
 
@@ -47,6 +123,42 @@ fn bytes<'a>(v: Option<Value<'a>>) -> &'a [u8] {
         Some(Value::Bytes(b)) => b,
         _ => b"",
     }
+}
+
+/// The value of the first request header called `name` (case-insensitive).
+fn header<'a>(d: &tnetstring::Dict<'a>, name: &[u8]) -> Option<&'a [u8]> {
+    let Some(Value::List(hs)) = get(d, b"headers") else {
+        return None;
+    };
+    hs.iter().find_map(|h| {
+        let mut it = h.as_list()?.iter();
+        let (n, v) = (it.next()?.as_bytes()?, it.next()?.as_bytes()?);
+        n.eq_ignore_ascii_case(name).then_some(v)
+    })
+}
+
+fn write_headers(w: &mut Writer, hs: &[(&[u8], &[u8])]) {
+    w.bytes(b"headers");
+    w.begin_list();
+    for (n, v) in hs {
+        w.begin_list();
+        w.bytes(n);
+        w.bytes(v);
+        w.end_list();
+    }
+    w.end_list();
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let s = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let e = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(s, |i| i + 1);
+    &b[s..e.max(s)]
 }
 
 impl Handler {
@@ -86,13 +198,7 @@ impl Handler {
             w.int(code);
             w.bytes(b"reason");
             w.bytes(reason);
-            w.bytes(b"headers");
-            w.begin_list();
-            w.begin_list();
-            w.bytes(b"Content-Type");
-            w.bytes(ctype);
-            w.end_list();
-            w.end_list();
+            write_headers(w, &[(b"Content-Type", ctype)]);
             w.bytes(b"body");
             w.bytes(body);
             if more {
@@ -100,6 +206,20 @@ impl Handler {
                 w.bool(true);
             }
         });
+    }
+
+    fn credit(&mut self, id: &[u8], n: u64) {
+        self.send(id, |w| {
+            w.bytes(b"type");
+            w.bytes(b"credit");
+            w.bytes(b"credits");
+            w.int(n as i64);
+        });
+    }
+
+    fn remove(&mut self, id: &[u8]) {
+        self.sessions.remove(id);
+        self.members.remove(id);
     }
 
     fn first_packet(&mut self, d: &tnetstring::Dict, now: Instant) {
@@ -114,23 +234,29 @@ impl Handler {
                 to,
                 seq: 0,
                 echo: None,
+                post_broadcast: false,
                 stream_next: None,
+                ws: None,
             },
         );
+        if uri.starts_with(b"ws://") || uri.starts_with(b"wss://") {
+            return self.ws_open(&id, d, path);
+        }
         match path {
             b"/" | b"/hello" => self.finish(&id, 200, b"OK", b"hello\n"),
-            b"/echo" => {
-                let echo = describe_request(d);
-                if more {
-                    self.sessions.get_mut(&id).unwrap().echo = Some(echo);
-                    self.send(&id, |w| {
-                        w.bytes(b"type");
-                        w.bytes(b"credit");
-                        w.bytes(b"credits");
-                        w.int(BODY_CREDITS as i64);
-                    });
+            b"/echo" | b"/broadcast" => {
+                let echo = if path == b"/echo" {
+                    describe_request(d)
                 } else {
-                    self.finish(&id, 200, b"OK", &echo);
+                    Vec::new()
+                };
+                let s = self.sessions.get_mut(&id).unwrap();
+                s.post_broadcast = path == b"/broadcast";
+                if more {
+                    s.echo = Some(echo);
+                    self.credit(&id, BODY_CREDITS as u64);
+                } else {
+                    self.body_done(&id, echo);
                 }
             }
             b"/stream" => {
@@ -141,9 +267,82 @@ impl Handler {
         }
     }
 
+    /// A request body is complete: echo it, or broadcast it for `POST /broadcast`.
+    fn body_done(&mut self, id: &[u8], body: Vec<u8>) {
+        if self.sessions.get(id).is_some_and(|s| s.post_broadcast) {
+            let n = self.broadcast(&body);
+            self.finish(id, 200, b"OK", format!("sent to {n}\n").as_bytes());
+        } else {
+            self.finish(id, 200, b"OK", &body);
+        }
+    }
+
     fn finish(&mut self, id: &[u8], code: i64, reason: &[u8], body: &[u8]) {
         self.respond(id, code, reason, b"text/plain", body, false);
-        self.sessions.remove(id);
+        self.remove(id);
+    }
+
+    /// A WebSocket request: accept it with a 101 (and credits) or refuse it.
+    fn ws_open(&mut self, id: &[u8], d: &tnetstring::Dict, path: &[u8]) {
+        let refuse = match path {
+            b"/ws" | b"/ws/broadcast" | b"/ws/headers" => None,
+            b"/ws/reject" => Some((403, &b"Forbidden"[..], &b"rejected by handler\n"[..])),
+            _ => Some((404, &b"Not Found"[..], &b"no such WebSocket endpoint\n"[..])),
+        };
+        if let Some((code, reason, body)) = refuse {
+            self.send(id, |w| {
+                w.bytes(b"type");
+                w.bytes(b"error");
+                w.bytes(b"condition");
+                w.bytes(b"rejected");
+                w.bytes(b"code");
+                w.int(code);
+                w.bytes(b"reason");
+                w.bytes(reason);
+                write_headers(
+                    w,
+                    &[(b"Content-Type", b"text/plain"), (b"X-Rejected", b"1")],
+                );
+                w.bytes(b"body");
+                w.bytes(body);
+            });
+            return self.remove(id);
+        }
+        let mut hs: Vec<(&[u8], &[u8])> = Vec::new();
+        if let Some(offer) = header(d, b"Sec-WebSocket-Protocol") {
+            let first = trim(offer.split(|&c| c == b',').next().unwrap_or(b""));
+            if !first.is_empty() {
+                hs.push((b"Sec-WebSocket-Protocol", first));
+            }
+        }
+        if path == b"/ws/headers" {
+            hs.extend_from_slice(&[
+                (&b"Upgrade"[..], &b"websocket"[..]),
+                (b"Connection", b"Upgrade"),
+                (b"Sec-WebSocket-Accept", b"bm90IHRoZSByaWdodCBrZXk="),
+                (b"Sec-WebSocket-Extensions", b"x-example"),
+                (b"X-Handler", b"example"),
+            ]);
+        }
+        let credits = get(d, b"credits").and_then(|v| v.as_int()).unwrap_or(0);
+        self.send(id, |w| {
+            w.bytes(b"code");
+            w.int(101);
+            w.bytes(b"reason");
+            w.bytes(b"Switching Protocols");
+            write_headers(w, &hs);
+            w.bytes(b"credits");
+            w.int(WS_CREDITS as i64);
+        });
+        let member = path == b"/ws/broadcast";
+        if member {
+            self.members.insert(id.to_vec());
+        }
+        self.sessions.get_mut(id).unwrap().ws = Some(Ws {
+            member,
+            credits: credits.max(0) as u64,
+            ..Ws::default()
+        });
     }
 
     fn later_packet(&mut self, d: &tnetstring::Dict) {
@@ -151,36 +350,265 @@ impl Handler {
             return;
         }; // list form: keep-alives
         let id = id.to_vec();
-        match bytes(get(d, b"type")) {
-            b"cancel" | b"error" => {
-                self.sessions.remove(&id);
-            }
+        let typ = bytes(get(d, b"type"));
+        if matches!(typ, b"cancel" | b"error") {
+            return self.remove(&id);
+        }
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let Some(ws) = s.ws.as_mut() {
+            ws.credits += get(d, b"credits")
+                .and_then(|v| v.as_int())
+                .unwrap_or(0)
+                .max(0) as u64;
+            return self.ws_packet(&id, typ, d);
+        }
+        if typ != b"" {
+            return; // credit, keep-alive, handoff: nothing to do here
+        }
+        let body = bytes(get(d, b"body"));
+        let more = matches!(get(d, b"more"), Some(Value::Bool(true)));
+        let Some(echo) = s.echo.as_mut() else { return };
+        if echo.len() + body.len() > BODY_MAX {
+            return self.finish(&id, 413, b"Payload Too Large", b"body too large\n");
+        }
+        echo.extend_from_slice(body);
+        if !more {
+            let echo = s.echo.take().unwrap();
+            self.body_done(&id, echo);
+        } else if !body.is_empty() {
+            self.credit(&id, body.len() as u64);
+        }
+    }
+
+    fn ws(&mut self, id: &[u8]) -> Option<&mut Ws> {
+        self.sessions.get_mut(id)?.ws.as_mut()
+    }
+
+    /// A packet for a WebSocket session (its credits are already counted).
+    fn ws_packet(&mut self, id: &[u8], typ: &[u8], d: &tnetstring::Dict) {
+        let ws = self.ws(id).unwrap();
+        match typ {
             b"" => {
                 let body = bytes(get(d, b"body"));
                 let more = matches!(get(d, b"more"), Some(Value::Bool(true)));
-                let Some(s) = self.sessions.get_mut(&id) else {
-                    return;
-                };
-                let Some(echo) = s.echo.as_mut() else { return };
-                if echo.len() + body.len() > BODY_MAX {
-                    return self.finish(&id, 413, b"Payload Too Large", b"body too large\n");
-                }
-                echo.extend_from_slice(body);
-                if !more {
-                    let echo = s.echo.take().unwrap();
-                    self.finish(&id, 200, b"OK", &echo);
-                } else if !body.is_empty() {
-                    let n = body.len() as i64;
-                    self.send(&id, |w| {
-                        w.bytes(b"type");
-                        w.bytes(b"credit");
-                        w.bytes(b"credits");
-                        w.int(n);
-                    });
+                let binary = bytes(get(d, b"content-type")) == b"binary";
+                ws.owed += body.len() as u64;
+                if ws.close_queued || ws.closing.is_some() {
+                    ws.msg = None;
+                } else {
+                    let (_, m) = ws.msg.get_or_insert_with(|| (binary, Vec::new()));
+                    if m.len() + body.len() > WS_MESSAGE_MAX {
+                        ws.msg = None;
+                        ws.close_queued = true;
+                        ws.queue
+                            .push_back(Out::Close(Some(1009), b"message too big".to_vec()));
+                    } else {
+                        m.extend_from_slice(body);
+                        if !more {
+                            let (binary, m) = ws.msg.take().unwrap();
+                            self.ws_message(id, binary, m);
+                        }
+                    }
                 }
             }
-            _ => {} // credit, keep-alive, handoff: nothing to do here
+            b"ping" => {
+                let body = bytes(get(d, b"body")).to_vec();
+                if !ws.close_queued && ws.closing.is_none() {
+                    ws.queued += body.len();
+                    ws.queue.push_back(Out::Pong(body));
+                }
+            }
+            b"close" => {
+                if ws.closing.is_some() {
+                    // The client answered our close: done.
+                    return self.remove(id);
+                }
+                ws.peer_closed = true;
+                if !ws.close_queued {
+                    ws.close_queued = true;
+                    let code = get(d, b"code").and_then(|v| v.as_int());
+                    ws.queue.push_back(Out::Close(code, Vec::new()));
+                }
+            }
+            _ => {} // credit, pong, keep-alive
         }
+        self.ws_flush(id);
+    }
+
+    /// A whole client message: a command (on `/ws/broadcast`) or an echo.
+    fn ws_message(&mut self, id: &[u8], binary: bool, m: Vec<u8>) {
+        let ws = self.ws(id).unwrap();
+        if ws.member && !binary {
+            if let Some(text) = m.strip_prefix(b"broadcast ") {
+                self.broadcast(text);
+                return;
+            }
+            if let Some(args) = m.strip_prefix(b"close ") {
+                let (code, reason) = match args.iter().position(|&c| c == b' ') {
+                    Some(i) => (&args[..i], &args[i + 1..]),
+                    None => (args, &b""[..]),
+                };
+                let code = std::str::from_utf8(code).ok().and_then(|c| c.parse().ok());
+                ws.close_queued = true;
+                ws.queue.push_back(Out::Close(code, reason.to_vec()));
+                return;
+            }
+        }
+        ws.queued += m.len();
+        ws.queue.push_back(Out::Msg {
+            binary,
+            body: m,
+            sent: 0,
+        });
+    }
+
+    /// Sends what the credits allow from the session's queue, then returns credits for
+    /// what was taken in unless too much waits to go out.
+    fn ws_flush(&mut self, id: &[u8]) {
+        loop {
+            let Some(ws) = self.ws(id) else { return };
+            let Some(item) = ws.queue.pop_front() else {
+                break;
+            };
+            match item {
+                Out::Msg { binary, body, sent } => {
+                    let left = body.len() - sent;
+                    let n = (left as u64).min(ws.credits) as usize;
+                    if left > 0 && n == 0 {
+                        ws.queue.push_front(Out::Msg { binary, body, sent });
+                        break;
+                    }
+                    ws.credits -= n as u64;
+                    ws.queued -= n;
+                    let last = sent + n == body.len();
+                    self.send(id, |w| {
+                        w.bytes(b"content-type");
+                        w.bytes(if binary { b"binary" } else { b"text" });
+                        w.bytes(b"body");
+                        w.bytes(&body[sent..sent + n]);
+                        if !last {
+                            w.bytes(b"more");
+                            w.bool(true);
+                        }
+                    });
+                    if !last {
+                        let sent = sent + n;
+                        let ws = self.ws(id).unwrap();
+                        ws.queue.push_front(Out::Msg { binary, body, sent });
+                    }
+                }
+                Out::Pong(body) => {
+                    if ws.credits < body.len() as u64 {
+                        ws.queue.push_front(Out::Pong(body));
+                        break;
+                    }
+                    ws.credits -= body.len() as u64;
+                    ws.queued -= body.len();
+                    self.send(id, |w| {
+                        w.bytes(b"type");
+                        w.bytes(b"pong");
+                        w.bytes(b"body");
+                        w.bytes(&body);
+                    });
+                }
+                Out::Close(code, reason) => {
+                    let peer_closed = ws.peer_closed;
+                    ws.queue.clear();
+                    ws.queued = 0;
+                    ws.closing = Some(Instant::now());
+                    self.members.remove(id);
+                    self.send(id, |w| {
+                        w.bytes(b"type");
+                        w.bytes(b"close");
+                        if let Some(c) = code {
+                            w.bytes(b"code");
+                            w.int(c);
+                        }
+                        if !reason.is_empty() {
+                            w.bytes(b"body");
+                            w.bytes(&reason);
+                        }
+                    });
+                    if peer_closed {
+                        return self.remove(id);
+                    }
+                    break;
+                }
+            }
+        }
+        let Some(ws) = self.ws(id) else { return };
+        if ws.owed > 0 && (ws.msg.is_some() || ws.queued <= WS_BACKLOG_MAX) {
+            let n = std::mem::take(&mut ws.owed);
+            self.credit(id, n);
+        }
+    }
+
+    /// Sends `text` to every `/ws/broadcast` session: one list-form packet per 128 ids (per
+    /// connection manager) to those with the credits for it and nothing queued, the rest
+    /// through their queues. Returns how many sessions it went to.
+    fn broadcast(&mut self, text: &[u8]) -> usize {
+        let mut now: HashMap<Vec<u8>, Vec<(Vec<u8>, u32)>> = HashMap::new();
+        let mut queued = Vec::new();
+        let mut count = 0;
+        for id in &self.members {
+            let Some(s) = self.sessions.get_mut(id) else {
+                continue;
+            };
+            let Some(ws) = s.ws.as_mut() else { continue };
+            if ws.close_queued || ws.closing.is_some() {
+                continue;
+            }
+            count += 1;
+            if ws.queue.is_empty() && ws.credits >= text.len() as u64 {
+                ws.credits -= text.len() as u64;
+                now.entry(s.to.clone())
+                    .or_default()
+                    .push((id.clone(), s.seq));
+                s.seq += 1;
+            } else {
+                ws.queued += text.len();
+                ws.queue.push_back(Out::Msg {
+                    binary: false,
+                    body: text.to_vec(),
+                    sent: 0,
+                });
+                queued.push(id.clone());
+            }
+        }
+        for (to, ids) in now {
+            for chunk in ids.chunks(BROADCAST_IDS_MAX) {
+                self.out.clear();
+                self.out.extend_from_slice(&to);
+                self.out.extend_from_slice(b" T");
+                let mut w = Writer::new(&mut self.out);
+                w.begin_dict_sized(text.len() + chunk.len() * 40 + 64);
+                w.bytes(b"from");
+                w.bytes(&self.me);
+                w.bytes(b"id");
+                w.begin_list_sized(chunk.len() * 40);
+                for (id, seq) in chunk {
+                    w.begin_dict();
+                    w.bytes(b"id");
+                    w.bytes(id);
+                    w.bytes(b"seq");
+                    w.int(*seq as i64);
+                    w.end_dict();
+                }
+                w.end_list();
+                w.bytes(b"content-type");
+                w.bytes(b"text");
+                w.bytes(b"body");
+                w.bytes(text);
+                w.end_dict();
+                let _ = self.pub_sock.send(&self.out[..], 0);
+            }
+        }
+        for id in queued {
+            self.ws_flush(&id);
+        }
+        count
     }
 
     /// Emits due stream chunks; returns the next time something is due.
@@ -206,7 +634,7 @@ impl Handler {
                 }
             });
             if last {
-                self.sessions.remove(&id);
+                self.remove(&id);
             } else if let Some(s) = self.sessions.get_mut(&id) {
                 s.stream_next = Some((n + 1, now + STREAM_INTERVAL));
             }
@@ -217,8 +645,21 @@ impl Handler {
             .min()
     }
 
-    fn keep_alives(&mut self) {
-        let ids: Vec<Vec<u8>> = self.sessions.keys().cloned().collect();
+    /// A keep-alive for every session, except WebSockets we closed (those are forgotten
+    /// once their close has waited CLOSING_LINGER).
+    fn keep_alives(&mut self, now: Instant) {
+        let mut ids = Vec::new();
+        let mut stale = Vec::new();
+        for (id, s) in &self.sessions {
+            match s.ws.as_ref().and_then(|ws| ws.closing) {
+                Some(t) if now.duration_since(t) >= CLOSING_LINGER => stale.push(id.clone()),
+                Some(_) => {}
+                None => ids.push(id.clone()),
+            }
+        }
+        for id in stale {
+            self.remove(&id);
+        }
         for id in ids {
             self.send(&id, |w| {
                 w.bytes(b"type");
@@ -352,6 +793,7 @@ fn main() {
         me: me.into_bytes(),
         pub_sock,
         sessions: HashMap::new(),
+        members: HashSet::new(),
         out: Vec::new(),
     };
     let mut req_out = Vec::new();
@@ -386,7 +828,7 @@ fn main() {
         }
         next_tick = h.tick(now);
         if now >= next_keep_alive {
-            h.keep_alives();
+            h.keep_alives(now);
             next_keep_alive = now + KEEP_ALIVE_INTERVAL;
         }
     }

@@ -2,6 +2,8 @@
 //! handler as real processes on loopback, talk to them over real sockets, stop them by pid.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -80,13 +82,21 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// zring on `runtime` (`uring` or `epoll`), or Condure 1.9.1 when `runtime` is
+    /// `condure` (same flags, no `--runtime`; it must be installed: `apt-get install condure`).
     pub fn zring_only(runtime: &str, extra: &[&str]) -> Stack {
         let dir = temp_dir(runtime);
         let (port, req_port) = (free_port(), free_port());
         let base = format!("ipc://{}/zring", dir.display());
         let req = format!("ipc://{}/zring-req", dir.display());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
-        cmd.args(["--runtime", runtime, "--listen"])
+        let mut cmd = if runtime == "condure" {
+            Command::new("condure")
+        } else {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_zring"));
+            c.args(["--runtime", runtime]);
+            c
+        };
+        cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{req_port},req"))
