@@ -312,7 +312,6 @@ impl Conn {
             .take()
             .expect("handle_sent without a send in flight");
         cx.pool.give(buf);
-        self.ws_sent();
         self.credits_owed += body;
         self.touch_client(cx.now, cx.settings);
         if self.state == State::Session {

@@ -54,10 +54,9 @@ pub(super) struct WsFlags {
     pub close_sent: bool,
     /// The client's close frame arrived.
     pub close_received: bool,
-    /// Data frames in `out` (not yet handed to the runtime) and in the send in flight,
-    /// against `--messages-max`.
-    pub frames_out: u16,
-    pub frames_sending: u16,
+    /// Frames queued while `out` already held `--buffer-size` bytes: what Condure would
+    /// hold in its message queue rather than its buffer, bounded by `--messages-max`.
+    pub frames_over: u16,
 }
 
 impl Conn {
@@ -75,6 +74,16 @@ impl Conn {
         let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
         for h in req.headers {
             headers.push((h.name.as_bytes(), h.value));
+        }
+        if !matches!(req.body, http1::BodyKind::None | http1::BodyKind::Length(0)) {
+            // After the head come frames; a body would make them ambiguous.
+            self.fail(
+                cx,
+                400,
+                "Bad Request",
+                "A WebSocket handshake has no body.\n",
+            );
+            return false;
         }
         match ws::validate_request(req.method.as_bytes(), req.version, &headers) {
             Err(e) => {
@@ -312,8 +321,10 @@ impl Conn {
             );
             return self.ws_fail(cx, ws::close_code::INTERNAL_ERROR, "");
         }
-        let frames = self.wsf.frames_out + self.wsf.frames_sending;
-        if usize::from(frames) >= cx.settings.messages_max {
+        if self.out.len() >= cx.settings.buffer_size {
+            self.wsf.frames_over = self.wsf.frames_over.saturating_add(1);
+        }
+        if usize::from(self.wsf.frames_over) > cx.settings.messages_max {
             crate::log!(
                 crate::log::DEBUG,
                 "conn",
@@ -337,7 +348,6 @@ impl Conn {
             out.extend_from_slice(body);
         });
         self.out_body += body.len() as u64;
-        self.wsf.frames_out += 1;
         self.ws_pump(cx);
     }
 
@@ -532,15 +542,9 @@ impl Conn {
         });
     }
 
-    /// The runtime wrote `out`: frames counted against `--messages-max` are gone.
-    pub(super) fn ws_sent(&mut self) {
-        self.wsf.frames_sending = 0;
-    }
-
-    /// `out` goes to the runtime: its frames are now in flight.
+    /// `out` goes to the runtime: the frames counted against `--messages-max` left it.
     pub(super) fn ws_sending(&mut self) {
-        self.wsf.frames_sending = self.wsf.frames_out;
-        self.wsf.frames_out = 0;
+        self.wsf.frames_over = 0;
     }
 
     /// The close-wait timer fired (it shares the handler-wait slot, unused once open).
