@@ -3,4 +3,5 @@
 
 pub mod http1;
 pub mod tnetstring;
+pub mod ws_deflate;
 pub mod zhttp;
