@@ -245,13 +245,12 @@ impl Value<'_> {
     /// unescaping (RFC 6455 §9.1).
     fn window_bits(&self) -> Result<u8, Declined> {
         let mut value: u8 = 0;
-        let mut digits = 0;
-        for byte in self.unescaped() {
+        // Two digits at most: enough for 15, and no overflow.
+        for (digits, byte) in self.unescaped().enumerate() {
             if !byte.is_ascii_digit() || (digits == 0 && byte == b'0') || digits == 2 {
                 return Err(Declined);
             }
             value = value * 10 + (byte - b'0');
-            digits += 1;
         }
         if (WINDOW_BITS_MIN..=WINDOW_BITS_MAX).contains(&value) {
             Ok(value)
