@@ -395,7 +395,10 @@ fn context_takeover_compresses_repeated_messages_better() {
     assert_eq!(sizes[0].0, sizes[0].1, "no takeover: the same bytes again");
     assert_eq!(sizes[0].0, sizes[1].0);
     // Four matches of at most 258 bytes each cover the repeat.
-    assert!(sizes[1].1 < 24, "takeover: a few back-references, {sizes:?}");
+    assert!(
+        sizes[1].1 < 24,
+        "takeover: a few back-references, {sizes:?}"
+    );
 }
 
 #[test]
