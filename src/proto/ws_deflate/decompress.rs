@@ -95,6 +95,18 @@ struct Pass {
     used: usize,
     made: usize,
     stream_ended: bool,
+    /// The data is not DEFLATE (after `made` bytes of output).
+    corrupt: bool,
+}
+
+impl Pass {
+    fn check(&self) -> Result<(), DecompressError> {
+        if self.corrupt {
+            Err(DecompressError::Corrupt)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl Decompressor {
@@ -233,10 +245,13 @@ impl Decompressor {
             } else if limited_by_message {
                 // At the limit: would the message go on? Ask for one byte, on the stack.
                 let mut probe = [0u8; 1];
-                let pass = self.pass(source, &mut probe)?;
+                let pass = self.pass(source, &mut probe);
+                // zlib may write the byte and then fail on what follows, in one call: the
+                // byte came first in the stream, so the limit is what broke first.
                 if pass.made > 0 {
                     return Err(DecompressError::MessageTooLarge);
                 }
+                pass.check()?;
                 maybe_pending = false;
                 pass
             } else {
@@ -291,13 +306,14 @@ impl Decompressor {
         }
         out.resize(wanted, 0);
         let pass = self.pass(source, &mut out[before..]);
-        let made = pass.as_ref().map_or(0, |pass| pass.made);
-        out.truncate(before + made);
-        pass
+        out.truncate(before + pass.made);
+        pass.check()?;
+        Ok(pass)
     }
 
-    /// One inflate pass from `source` into `buffer`.
-    fn pass(&mut self, source: &[u8], buffer: &mut [u8]) -> Result<Pass, DecompressError> {
+    /// One inflate pass from `source` into `buffer`. A pass may write output and then meet
+    /// corrupt data; the caller weighs the two with [`Pass::check`].
+    fn pass(&mut self, source: &[u8], buffer: &mut [u8]) -> Pass {
         let state = self
             .state
             .get_or_insert_with(|| Box::new(Inflate::new(false, DECOMPRESSOR_WINDOW_BITS)));
@@ -307,25 +323,21 @@ impl Decompressor {
         let made = usize::try_from(state.total_out() - out_before).expect("fits the buffer");
         assert!(used <= source.len());
         assert!(made <= buffer.len());
-        match status {
-            Ok(Status::Ok | Status::BufError) => Ok(Pass {
-                used,
-                made,
-                stream_ended: false,
-            }),
-            Ok(Status::StreamEnd) => Ok(Pass {
-                used,
-                made,
-                stream_ended: true,
-            }),
-            Err(InflateError::DataError | InflateError::NeedDict { .. }) => {
-                Err(DecompressError::Corrupt)
-            }
+        let (stream_ended, corrupt) = match status {
+            Ok(Status::Ok | Status::BufError) => (false, false),
+            Ok(Status::StreamEnd) => (true, false),
+            Err(InflateError::DataError | InflateError::NeedDict { .. }) => (false, true),
             Err(error @ (InflateError::StreamError | InflateError::MemError)) => {
                 // A misused stream or a failed allocation (which aborts first with the
                 // Rust allocator): not the peer's doing.
                 panic!("zlib-rs inflate failed: {error:?}")
             }
+        };
+        Pass {
+            used,
+            made,
+            stream_ended,
+            corrupt,
         }
     }
 }
