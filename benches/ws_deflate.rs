@@ -1,15 +1,16 @@
 //! permessage-deflate throughput on a stream of similar messages: compress and decompress
 //! 1 KiB JSON-like messages and 64 KiB text messages, with and without context takeover,
 //! at the default config (window 12, memory level 5, level 6), plus level 1 for compressing
-//! 1 KiB. Throughput counts uncompressed bytes. Without context takeover every message
-//! allocates and frees its state, which is what zring's default does.
+//! 1 KiB. Throughput counts uncompressed bytes. Compression runs in three modes: no context
+//! takeover (every message allocates and frees its state), takeover keeping the state, and
+//! takeover keeping only the window (every message allocates a state and loads the window).
 //! Run with `cargo bench --bench ws_deflate`.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use zring::proto::ws_deflate::{Compressor, Config, Decompressor, Params};
+use zring::proto::ws_deflate::{Compressor, Config, Decompressor, Params, TakeoverMemory};
 
 /// Makes the message with the given index.
 type MakeMessage = fn(usize) -> Vec<u8>;
@@ -89,6 +90,13 @@ fn label(context_takeover: bool) -> &'static str {
     }
 }
 
+/// The compressor's three ways to go from one message to the next.
+const COMPRESS_MODES: [(&str, bool, TakeoverMemory); 3] = [
+    ("no-takeover", false, TakeoverMemory::State),
+    ("takeover", true, TakeoverMemory::State),
+    ("takeover-window", true, TakeoverMemory::Window),
+];
+
 fn compress_benches(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("ws_deflate/compress");
     let cases: [(&str, MakeMessage, u8); 3] = [
@@ -98,11 +106,12 @@ fn compress_benches(criterion: &mut Criterion) {
     ];
     for (name, make, level) in cases {
         let messages: Vec<Vec<u8>> = (0..MESSAGES).map(make).collect();
-        let config = Config {
-            compression_level: level,
-            ..Config::default()
-        };
-        for context_takeover in [false, true] {
+        for (mode, context_takeover, memory) in COMPRESS_MODES {
+            let config = Config {
+                compression_level: level,
+                server_takeover_memory: memory,
+                ..Config::default()
+            };
             let mut compressor = Compressor::new(&params(context_takeover), &config);
             let mut out = Vec::with_capacity(128 * 1024);
             let mut compressed_bytes = 0;
@@ -113,15 +122,14 @@ fn compress_benches(criterion: &mut Criterion) {
             }
             let plain_bytes: usize = messages.iter().map(Vec::len).sum();
             eprintln!(
-                "{name} {}: ratio {:.3} ({} → {} bytes over {MESSAGES} messages)",
-                label(context_takeover),
+                "{name} {mode}: ratio {:.3} ({} → {} bytes over {MESSAGES} messages)",
                 compressed_bytes as f64 / plain_bytes as f64,
                 plain_bytes,
                 compressed_bytes
             );
             group.throughput(Throughput::Bytes(messages[0].len() as u64));
             let mut index = 0;
-            group.bench_function(BenchmarkId::new(name, label(context_takeover)), |bencher| {
+            group.bench_function(BenchmarkId::new(name, mode), |bencher| {
                 bencher.iter(|| {
                     out.clear();
                     compressor.compress(black_box(&messages[index % MESSAGES]), true, &mut out);

@@ -1,13 +1,15 @@
 //! Heap bytes a permessage-deflate connection costs, measured with a counting global
-//! allocator: each codec state at each window and memory level, and one connection idle
-//! and mid-message with and without context takeover. Prints a table
+//! allocator: each codec state at each window and memory level, and what one connection
+//! holds between messages in each context takeover mode. Prints a table
 //! (`cargo test --test ws_deflate_memory -- --nocapture`) and asserts the figures the
 //! `ws_deflate` docs quote, so that a zlib-rs upgrade that changes them is noticed.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use zring::proto::ws_deflate::{Compressor, Config, Decompressor, Params};
+use zring::proto::ws_deflate::{
+    negotiate, Compressor, Config, Decompressor, Params, TakeoverMemory,
+};
 
 /// Counts the live heap bytes of the current thread, so that the test harness's other
 /// threads do not disturb the figures.
@@ -70,6 +72,7 @@ fn params(context_takeover: bool, server_window_bits: u8) -> Params {
 fn compressor_bytes(window_bits: u8, memory_level: u8) -> isize {
     let config = Config {
         memory_level,
+        server_takeover_memory: TakeoverMemory::State,
         ..Config::default()
     };
     let mut out = Vec::with_capacity(4096);
@@ -93,23 +96,38 @@ fn decompressor_bytes() -> isize {
     live_bytes() - before
 }
 
-/// One connection's codecs after `messages` messages each way, and whether they still hold
-/// their states.
-fn connection_bytes(context_takeover: bool, messages: usize) -> isize {
-    let params = params(context_takeover, 12);
+/// Heap bytes one connection's codecs hold after `messages` messages each way: its
+/// compressor sends, and its decompressor receives a client's stream made beforehand.
+fn connection_bytes(params: &Params, config: &Config, messages: usize) -> isize {
     let message =
         br#"{"type":"update","id":1234,"items":[{"name":"a","value":1},{"name":"b","value":2}]}"#;
+    // The client's side of `params`, as a compressor sees it.
+    let client = Params {
+        server_no_context_takeover: params.client_no_context_takeover,
+        client_no_context_takeover: params.server_no_context_takeover,
+        server_max_window_bits: params.client_max_window_bits,
+        client_max_window_bits: params.server_max_window_bits,
+    };
+    let mut client_compressor = Compressor::new(&client, &Config::default());
+    let client_payloads: Vec<Vec<u8>> = (0..messages)
+        .map(|_| {
+            let mut payload = Vec::new();
+            client_compressor.compress(message, true, &mut payload);
+            payload
+        })
+        .collect();
+    drop(client_compressor);
     let mut payload = Vec::with_capacity(4096);
     let mut plain = Vec::with_capacity(4096);
     let before = live_bytes();
-    let mut compressor = Compressor::new(&params, &Config::default());
-    let mut decompressor = Decompressor::new(&params, 1 << 20);
-    for _ in 0..messages {
+    let mut compressor = Compressor::new(params, config);
+    let mut decompressor = Decompressor::new(params, 1 << 20);
+    for client_payload in &client_payloads {
         payload.clear();
         plain.clear();
         compressor.compress(message, true, &mut payload);
         let inflated = decompressor
-            .decompress(&payload, true, &mut plain, 4096)
+            .decompress(client_payload, true, &mut plain, 4096)
             .unwrap();
         assert!(inflated.done);
         assert_eq!(plain, message);
@@ -117,6 +135,13 @@ fn connection_bytes(context_takeover: bool, messages: usize) -> isize {
     let bytes = live_bytes() - before;
     drop((compressor, decompressor));
     bytes
+}
+
+fn with_memory(memory: TakeoverMemory) -> Config {
+    Config {
+        server_takeover_memory: memory,
+        ..Config::default()
+    }
 }
 
 #[test]
@@ -138,14 +163,21 @@ fn memory_per_compressed_connection() {
     }
     let decompressor = decompressor_bytes();
     println!("decompressor state: {decompressor} bytes (any window)");
-    let idle_without = connection_bytes(false, 3);
-    let idle_with = connection_bytes(true, 3);
-    println!("connection after 3 messages each way, window 12, memory level 5:");
-    println!("  no context takeover (default): {idle_without} bytes");
-    println!("  context takeover:              {idle_with} bytes");
+    let idle_without = connection_bytes(&params(false, 12), &Config::default(), 3);
+    let idle_state = connection_bytes(&params(true, 12), &with_memory(TakeoverMemory::State), 3);
+    let idle_window = connection_bytes(&params(true, 12), &with_memory(TakeoverMemory::Window), 3);
+    let default_params = negotiate(&Config::default(), [b"permessage-deflate".as_slice()]).unwrap();
+    let idle_default = connection_bytes(&default_params, &Config::default(), 3);
+    println!("one connection after 3 messages each way, window 12, memory level 5, bytes:");
+    println!("  no context takeover either way:              {idle_without}");
+    println!("  takeover both ways, compressor keeps state:  {idle_state}");
+    println!("  takeover both ways, compressor keeps window: {idle_window}");
+    println!(
+        "  Config::default() (server takeover keeping the window, client none): {idle_default}"
+    );
 
     // The figures the module docs quote.
-    assert!(size_of::<Compressor>() <= 16);
+    assert!(size_of::<Compressor>() <= 48);
     assert!(size_of::<Decompressor>() <= 40);
     let default_compressor = table[12 - 8][1];
     let zlib_default_compressor = table[15 - 8][2];
@@ -161,7 +193,8 @@ fn memory_per_compressed_connection() {
         (45 << 10..50 << 10).contains(&decompressor),
         "{decompressor}"
     );
-    // Memory first: without context takeover an idle connection holds nothing.
     assert_eq!(idle_without, 0);
-    assert_eq!(idle_with, default_compressor + decompressor);
+    assert_eq!(idle_state, default_compressor + decompressor);
+    assert_eq!(idle_window, 4096 + decompressor);
+    assert_eq!(idle_default, 4096);
 }

@@ -15,7 +15,7 @@
 use libfuzzer_sys::fuzz_target;
 use zlib_rs::{Inflate, InflateFlush};
 use zring::proto::ws_deflate::{
-    negotiate, Compressor, Config, DecompressError, Decompressor, Params, TRAILER,
+    negotiate, Compressor, Config, DecompressError, Decompressor, Params, TakeoverMemory, TRAILER,
 };
 
 fuzz_target!(|input: &[u8]| {
@@ -38,6 +38,7 @@ const PLAIN: Config = Config {
     client_max_window_bits: 15,
     compression_level: 6,
     memory_level: 8,
+    server_takeover_memory: TakeoverMemory::State,
 };
 
 const SMALL: Config = Config {
@@ -47,6 +48,7 @@ const SMALL: Config = Config {
     client_max_window_bits: 10,
     compression_level: 1,
     memory_level: 1,
+    server_takeover_memory: TakeoverMemory::Window,
 };
 
 fn negotiation(header: &[u8]) {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Method, Strategy};
 
-use super::{Config, Params, COMPRESSOR_WINDOW_BITS_MIN, TRAILER, WINDOW_BITS_MIN};
+use super::{Config, Params, TakeoverMemory, COMPRESSOR_WINDOW_BITS_MIN, TRAILER, WINDOW_BITS_MIN};
 
 /// Output bytes reserved per compress pass beyond the input's size: room for block headers
 /// and the sync flush's empty stored block, so that one pass usually suffices.
@@ -16,18 +16,37 @@ const OUTPUT_SLACK_BYTES: usize = 64;
 /// last one. Each call appends compressed bytes to `out`; together they are the message's
 /// payload, to be sent with RSV1 set on its first frame. A non-final piece may produce no
 /// bytes (the compressor buffers); [`flush`](Self::flush) forces out what is buffered when a
-/// fragment must go now. The state is allocated by the first message and, when the agreed
-/// parameters forbid context takeover, freed at the end of each message.
+/// fragment must go now.
+///
+/// The state is allocated by the first message. Between messages it keeps: nothing without
+/// context takeover; with it, the whole state ([`TakeoverMemory::State`]) or only the last
+/// window of uncompressed bytes ([`TakeoverMemory::Window`]), from which the next message
+/// rebuilds the state (zlib's `deflateSetDictionary`). A receiver cannot tell the two apart:
+/// either way the next message may refer back to exactly the bytes its window holds.
 pub struct Compressor {
     /// The zlib-rs state. Invariant: `Some` while `in_message`.
     state: Option<Box<Deflate>>,
+    /// With [`Keep::Window`]: the last uncompressed bytes sent, at most `1 << window_bits`,
+    /// the dictionary of the next message. Invariant: empty otherwise.
+    history: Vec<u8>,
+    keep: Keep,
     /// The agreed window, 8..=15.
     window_bits: u8,
     compression_level: u8,
     memory_level: u8,
-    no_context_takeover: bool,
     /// A message has begun and not yet ended (`fin`).
     in_message: bool,
+}
+
+/// What the compressor keeps between messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Nothing: no context takeover (or a Huffman-only stream, which refers to nothing).
+    Nothing,
+    /// The whole state.
+    State,
+    /// The last window of uncompressed bytes.
+    Window,
 }
 
 impl Compressor {
@@ -39,12 +58,23 @@ impl Compressor {
         assert_eq!(config.check(), Ok(()), "unchecked ws_deflate::Config");
         let window_bits = params.server_window_bits();
         assert!(window_bits >= WINDOW_BITS_MIN);
+        let keep = if params.server_no_context_takeover {
+            Keep::Nothing
+        } else {
+            match config.server_takeover_memory {
+                TakeoverMemory::State => Keep::State,
+                // Literals only: no message refers back, so there is nothing to keep.
+                TakeoverMemory::Window if window_bits < COMPRESSOR_WINDOW_BITS_MIN => Keep::Nothing,
+                TakeoverMemory::Window => Keep::Window,
+            }
+        };
         Self {
             state: None,
+            history: Vec::new(),
+            keep,
             window_bits,
             compression_level: config.compression_level,
             memory_level: config.memory_level,
-            no_context_takeover: params.server_no_context_takeover,
             in_message: false,
         }
     }
@@ -62,6 +92,9 @@ impl Compressor {
         };
         let state = self.begin();
         run(state, input, flush, out);
+        if self.keep == Keep::Window {
+            remember(&mut self.history, input, 1 << self.window_bits);
+        }
         if fin {
             finish(out, start);
             self.end();
@@ -83,9 +116,14 @@ impl Compressor {
         self.in_message
     }
 
-    /// Whether the compressor holds its state (its memory) now.
+    /// Whether the compressor holds its state now.
     pub fn holds_state(&self) -> bool {
         self.state.is_some()
+    }
+
+    /// Heap bytes kept for the next message's dictionary ([`TakeoverMemory::Window`]).
+    pub fn history_bytes(&self) -> usize {
+        self.history.capacity()
     }
 
     /// Starts a message if none is under way, allocating the state if there is none.
@@ -93,7 +131,15 @@ impl Compressor {
         if !self.in_message {
             self.in_message = true;
             if self.state.is_none() {
-                self.state = Some(Box::new(self.new_state()));
+                let mut state = self.new_state();
+                if !self.history.is_empty() {
+                    assert_eq!(self.keep, Keep::Window);
+                    if let Err(error) = state.set_dictionary(&self.history) {
+                        // Only on a stream that has started: a programmer error.
+                        panic!("zlib-rs deflateSetDictionary failed: {error:?}");
+                    }
+                }
+                self.state = Some(Box::new(state));
             }
         }
         self.state.as_mut().expect("a message holds a state")
@@ -102,7 +148,7 @@ impl Compressor {
     fn end(&mut self) {
         assert!(self.in_message);
         self.in_message = false;
-        if self.no_context_takeover {
+        if self.keep != Keep::State {
             // Freed rather than reset: an idle connection holds no state.
             self.state = None;
         }
@@ -132,10 +178,11 @@ impl fmt::Debug for Compressor {
         formatter
             .debug_struct("Compressor")
             .field("holds_state", &self.state.is_some())
+            .field("history_bytes", &self.history.len())
+            .field("keep", &self.keep)
             .field("window_bits", &self.window_bits)
             .field("compression_level", &self.compression_level)
             .field("memory_level", &self.memory_level)
-            .field("no_context_takeover", &self.no_context_takeover)
             .field("in_message", &self.in_message)
             .finish()
     }
@@ -169,6 +216,23 @@ fn run(state: &mut Deflate, input: &[u8], flush: DeflateFlush, out: &mut Vec<u8>
         }
         assert!(used > 0 || made > 0, "deflate makes progress");
     }
+}
+
+/// Keeps the last `window` bytes of everything compressed so far: the receiver's window.
+/// Never grows `history` past `window` bytes.
+fn remember(history: &mut Vec<u8>, input: &[u8], window: usize) {
+    if history.capacity() < window {
+        history.reserve_exact(window - history.len());
+    }
+    if input.len() >= window {
+        history.clear();
+        history.extend_from_slice(&input[input.len() - window..]);
+    } else {
+        let excess = (history.len() + input.len()).saturating_sub(window);
+        history.drain(..excess);
+        history.extend_from_slice(input);
+    }
+    assert!(history.len() <= window);
 }
 
 /// Ends the message written to `out[start..]`: removes the sync flush's `00 00 ff ff`, or

@@ -26,9 +26,11 @@
 //! `7 << (memory_level + 6)` bytes (block buffers): 165 KiB at the default window 12 and
 //! memory level 5, 380 KiB at zlib's 15 and 8. A decompressor state is 47 KiB whatever the
 //! window, since zlib-rs always allocates a 32 KiB window. States are allocated on the first
-//! message that needs them; without context takeover they are freed at the end of every
-//! message, so an idle connection holds none. That is why [`Config::default`] asks for
-//! `server_no_context_takeover` and `client_no_context_takeover`.
+//! message that needs them. Without context takeover they are freed at the end of every
+//! message; with it, the decompressor keeps its state, and the compressor keeps either its
+//! state or only the last `1 << window_bits` uncompressed bytes, from which the next message
+//! rebuilds it ([`TakeoverMemory`]). [`Config::default`] gives 4 KiB per idle connection:
+//! server-to-client takeover keeping the 4 KiB window, and `client_no_context_takeover`.
 //!
 //! Window bits 8: zlib (since 1.2.9) and zlib-rs refuse a raw-DEFLATE compressor with an
 //! 8-bit window; with the zlib wrapper they silently use 9. So a client that demands
@@ -49,7 +51,7 @@ mod tests;
 pub use compress::Compressor;
 pub use decompress::{Decompressor, Inflated};
 pub use error::{ConfigError, DecompressError};
-pub use negotiate::{negotiate, Config, Params};
+pub use negotiate::{negotiate, Config, Params, TakeoverMemory};
 
 /// The extension token (RFC 7692 §7), matched without regard to case.
 pub const EXTENSION_NAME: &str = "permessage-deflate";

@@ -5,7 +5,8 @@
 use zlib_rs::{Inflate, InflateFlush, Status};
 
 use crate::proto::ws_deflate::{
-    Compressor, Config, DecompressError, Decompressor, Params, TRAILER, WINDOW_BITS_MAX,
+    Compressor, Config, DecompressError, Decompressor, Params, TakeoverMemory, TRAILER,
+    WINDOW_BITS_MAX,
 };
 
 const MESSAGE_BYTES_MAX: u64 = 1 << 24;
@@ -26,6 +27,8 @@ fn config(level: u8) -> Config {
         ..Config::default()
     }
 }
+
+const TAKEOVER_MEMORIES: [TakeoverMemory; 2] = [TakeoverMemory::State, TakeoverMemory::Window];
 
 /// Compresses one message fed as `pieces`, `fin` on the last, into one payload.
 fn compress(compressor: &mut Compressor, pieces: &[&[u8]]) -> Vec<u8> {
@@ -248,10 +251,20 @@ fn rfc7692_vectors_compress() {
         server_max_window_bits: 15,
         ..Config::default()
     };
-    let mut compressor = Compressor::new(&params(true, 15), &config);
-    assert_eq!(compress(&mut compressor, &[HELLO]), HELLO_FIXED);
-    assert_eq!(compress(&mut compressor, &[HELLO]), HELLO_AGAIN_SHARED);
-    assert!(compressor.holds_state());
+    for memory in TAKEOVER_MEMORIES {
+        let config = Config {
+            server_takeover_memory: memory,
+            ..config
+        };
+        let mut compressor = Compressor::new(&params(true, 15), &config);
+        assert_eq!(compress(&mut compressor, &[HELLO]), HELLO_FIXED);
+        assert_eq!(compress(&mut compressor, &[HELLO]), HELLO_AGAIN_SHARED);
+        assert_eq!(compressor.holds_state(), memory == TakeoverMemory::State);
+        assert_eq!(
+            compressor.history_bytes() > 0,
+            memory == TakeoverMemory::Window
+        );
+    }
     let mut compressor = Compressor::new(&params(false, 15), &config);
     assert_eq!(compress(&mut compressor, &[HELLO]), HELLO_FIXED);
     assert!(!compressor.holds_state(), "freed after the message");
@@ -352,17 +365,26 @@ fn round_trips_at_every_window_and_level() {
     // Goal: whatever window and level, the receiver decodes every message, and a strict
     // inflater with exactly the agreed window accepts the stream (no distance beyond it).
     let messages = messages();
-    for context_takeover in [false, true] {
+    let modes = [
+        (false, TakeoverMemory::State),
+        (true, TakeoverMemory::State),
+        (true, TakeoverMemory::Window),
+    ];
+    for (context_takeover, memory) in modes {
         for window_bits in 8..=15 {
             for level in [1, 6, 9] {
                 let params = params(context_takeover, window_bits);
-                let mut compressor = Compressor::new(&params, &config(level));
+                let config = Config {
+                    server_takeover_memory: memory,
+                    ..config(level)
+                };
+                let mut compressor = Compressor::new(&params, &config);
                 let mut decompressor = Decompressor::new(&params, MESSAGE_BYTES_MAX);
                 let mut reference = Reference::new(window_bits, context_takeover);
                 for message in &messages {
                     let payload = compress(&mut compressor, &[message]);
                     let label = format!(
-                        "takeover {context_takeover} window {window_bits} level {level} len {}",
+                        "takeover {context_takeover} {memory:?} window {window_bits} level {level} len {}",
                         message.len()
                     );
                     assert_eq!(
@@ -386,8 +408,17 @@ fn round_trips_at_every_window_and_level() {
 fn context_takeover_compresses_repeated_messages_better() {
     let message = text(1024, 9);
     let mut sizes = Vec::new();
-    for context_takeover in [false, true] {
-        let mut compressor = Compressor::new(&params(context_takeover, 15), &Config::default());
+    let modes = [
+        (false, TakeoverMemory::State),
+        (true, TakeoverMemory::State),
+        (true, TakeoverMemory::Window),
+    ];
+    for (context_takeover, memory) in modes {
+        let config = Config {
+            server_takeover_memory: memory,
+            ..Config::default()
+        };
+        let mut compressor = Compressor::new(&params(context_takeover, 15), &config);
         let first = compress(&mut compressor, &[&message]);
         let second = compress(&mut compressor, &[&message]);
         sizes.push((first.len(), second.len()));
@@ -398,6 +429,10 @@ fn context_takeover_compresses_repeated_messages_better() {
     assert!(
         sizes[1].1 < 24,
         "takeover: a few back-references, {sizes:?}"
+    );
+    assert_eq!(
+        sizes[1], sizes[2],
+        "the window alone does as well as the state"
     );
 }
 
@@ -582,9 +617,19 @@ fn corrupt_input_fails_and_stays_failed() {
 
 #[test]
 fn states_are_allocated_lazily_and_freed_without_context_takeover() {
-    for context_takeover in [false, true] {
+    let modes = [
+        (false, TakeoverMemory::State),
+        (false, TakeoverMemory::Window),
+        (true, TakeoverMemory::State),
+        (true, TakeoverMemory::Window),
+    ];
+    for (context_takeover, memory) in modes {
         let params = params(context_takeover, 12);
-        let mut compressor = Compressor::new(&params, &Config::default());
+        let config = Config {
+            server_takeover_memory: memory,
+            ..Config::default()
+        };
+        let mut compressor = Compressor::new(&params, &config);
         let mut decompressor = Decompressor::new(&params, MESSAGE_BYTES_MAX);
         assert!(!compressor.holds_state());
         assert!(!decompressor.holds_state());
@@ -595,7 +640,15 @@ fn states_are_allocated_lazily_and_freed_without_context_takeover() {
             "held while a message is under way"
         );
         compressor.compress(b"end", true, &mut out);
-        assert_eq!(compressor.holds_state(), context_takeover);
+        let keeps_window = context_takeover && memory == TakeoverMemory::Window;
+        assert_eq!(
+            compressor.holds_state(),
+            context_takeover && memory == TakeoverMemory::State
+        );
+        assert_eq!(
+            compressor.history_bytes(),
+            if keeps_window { 1 << 12 } else { 0 }
+        );
         let mut plain = Vec::new();
         let first = decompressor
             .decompress(&out[..2], false, &mut plain, 100)
@@ -608,5 +661,38 @@ fn states_are_allocated_lazily_and_freed_without_context_takeover() {
         assert!(last.done);
         assert_eq!(plain, b"partend");
         assert_eq!(decompressor.holds_state(), context_takeover);
+    }
+}
+
+#[test]
+fn window_history_keeps_the_last_window_of_every_message() {
+    // Goal: with TakeoverMemory::Window the dictionary is the receiver's window, whatever
+    // the sizes of the messages and pieces. Method: messages shorter and longer than the
+    // window, fed in pieces of many sizes, each decoded by a strict 9-bit reference.
+    let params = params(true, 9);
+    let config = Config {
+        server_max_window_bits: 9,
+        ..Config::default()
+    };
+    let mut compressor = Compressor::new(&params, &config);
+    let mut reference = Reference::new(9, true);
+    for (index, length) in [10, 300, 511, 512, 513, 5000, 3, 0, 700]
+        .into_iter()
+        .enumerate()
+    {
+        let message = text(length, index as u64 + 20);
+        let pieces: Vec<&[u8]> = message.chunks(97 + index).collect();
+        let pieces = if pieces.is_empty() {
+            vec![&[][..]]
+        } else {
+            pieces
+        };
+        let payload = compress(&mut compressor, &pieces);
+        assert_eq!(
+            reference.message(&payload, length),
+            message,
+            "message {index}"
+        );
+        assert!(compressor.history_bytes() <= 512);
     }
 }

@@ -1,7 +1,7 @@
 //! Negotiation: offers and the response each config gives them, declined offers, the first
 //! acceptable offer winning, and config ranges.
 
-use crate::proto::ws_deflate::{negotiate, Config, ConfigError, Params};
+use crate::proto::ws_deflate::{negotiate, Config, ConfigError, Params, TakeoverMemory};
 
 /// A server that asks for nothing: every answer is driven by the offer alone.
 const PLAIN: Config = Config {
@@ -11,6 +11,7 @@ const PLAIN: Config = Config {
     client_max_window_bits: 15,
     compression_level: 6,
     memory_level: 8,
+    server_takeover_memory: TakeoverMemory::State,
 };
 
 fn response(config: &Config, values: &[&str]) -> Option<String> {
@@ -200,25 +201,29 @@ fn plain_config_answers_what_is_offered() {
 }
 
 #[test]
-fn default_config_asks_for_no_context_takeover_and_a_small_window() {
+fn default_config_asks_for_client_no_context_takeover_and_a_small_window() {
     let config = Config::default();
     assert_eq!(config.check(), Ok(()));
     let cases: &[(&str, &str)] = &[
         (
             "permessage-deflate",
-            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12",
+            "permessage-deflate; client_no_context_takeover; server_max_window_bits=12",
         ),
         (
             "permessage-deflate; client_max_window_bits",
-            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12",
+            "permessage-deflate; client_no_context_takeover; server_max_window_bits=12",
         ),
         (
             "permessage-deflate; server_max_window_bits=14",
-            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12",
+            "permessage-deflate; client_no_context_takeover; server_max_window_bits=12",
         ),
         (
             "permessage-deflate; server_max_window_bits=10",
-            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10",
+            "permessage-deflate; client_no_context_takeover; server_max_window_bits=10",
+        ),
+        (
+            "permessage-deflate; server_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12",
         ),
     ];
     for (offer, expected) in cases {
