@@ -8,7 +8,7 @@
 //!   seed-chosen pieces with a seed-chosen output bound: the outcomes must be identical, no
 //!   message may exceed the limit, and no call may write or reserve past its bound;
 //! - the payload as plain data through a `Compressor` (seed-chosen window, level, memory
-//!   level, takeover, pieces and flushes) twice: a strict inflater with exactly the agreed
+//!   level, takeover and what it keeps, pieces and flushes) twice: a strict inflater with exactly the agreed
 //!   window, and the `Decompressor`, both give the payload back.
 #![no_main]
 
@@ -160,6 +160,11 @@ fn round_trip(seed: u8, payload: &[u8]) {
     let config = Config {
         compression_level: 1 + (seed >> 4) % 9,
         memory_level: 1 + (seed >> 1) % 9,
+        server_takeover_memory: if seed & 0x20 != 0 {
+            TakeoverMemory::State
+        } else {
+            TakeoverMemory::Window
+        },
         ..Config::default()
     };
     let params = params(context_takeover, window_bits);

@@ -596,6 +596,21 @@ fn decompression_bomb_stops_at_the_limit_without_allocating_past_it() {
 }
 
 #[test]
+fn the_limit_breaks_before_corrupt_data_that_follows() {
+    // Found by fuzzing: zlib can write a byte and then fail on the bytes after it in one
+    // call. Fixed Huffman "\x7f" "P", then a stored block whose lengths do not match.
+    let payload = [0xaa, 0x0f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
+    for pieces in [vec![&payload[..]], payload.chunks(2).collect()] {
+        let mut one = Decompressor::new(&params(false, 15), 1);
+        let result = decompress(&mut one, &pieces, 1 << 16);
+        assert_eq!(result, Err(DecompressError::MessageTooLarge), "{pieces:?}");
+        let mut two = Decompressor::new(&params(false, 15), 2);
+        let result = decompress(&mut two, &pieces, 1 << 16);
+        assert_eq!(result, Err(DecompressError::Corrupt), "{pieces:?}");
+    }
+}
+
+#[test]
 fn corrupt_input_fails_and_stays_failed() {
     let cases: &[(&str, &[u8])] = &[
         ("reserved block type 11", &[0xff, 0xff, 0xff]),
