@@ -60,6 +60,12 @@ enum Phase {
 /// bytes fails with [`DecompressError::MessageTooLarge`] before more than that is written.
 /// The state (47 KiB) is allocated by the first compressed message and, when the client
 /// agreed to no context takeover, freed at the end of each message.
+///
+/// Not detected: a payload whose DEFLATE data does not end where the appended trailer
+/// completes an empty stored block (zlib-rs does not expose the block state). Without
+/// context takeover the stream is dropped at the message end anyway; with it, the next
+/// message decodes from a broken stream and fails as `Corrupt` or yields garbage, within
+/// the same limits.
 pub struct Decompressor {
     /// The zlib-rs state. `None` until needed, and between messages without context
     /// takeover.
@@ -90,10 +96,24 @@ impl fmt::Debug for Decompressor {
     }
 }
 
+/// What one call may write to `out`: `cap` bytes after `out_start`.
+struct Budget {
+    out_start: usize,
+    cap: usize,
+    /// `cap` is what is left of the message limit, not the call's bound.
+    limited_by_message: bool,
+    /// Output bytes to offer the next pass: grows while passes fill it.
+    chunk: usize,
+}
+
 /// What one inflate pass did.
 struct Pass {
     used: usize,
     made: usize,
+    /// The pass filled its whole buffer: more output may be waiting.
+    filled: bool,
+    /// It had room for output (it was not a probe at the limit).
+    had_room: bool,
     stream_ended: bool,
     /// The data is not DEFLATE (after `made` bytes of output).
     corrupt: bool,
@@ -202,19 +222,11 @@ impl Decompressor {
         out_bytes_max: usize,
     ) -> Result<Inflated, DecompressError> {
         self.payload_seen |= !input.is_empty();
-        let room = self.message_bytes_max - self.message_bytes;
-        let limited_by_message = room <= out_bytes_max as u64;
-        let cap = if limited_by_message {
-            room as usize
-        } else {
-            out_bytes_max
-        };
-        let out_start = out.len();
+        let mut budget = self.budget(out.len(), out_bytes_max, input.len());
         let mut consumed = 0;
         let mut output_full = false;
         // The inflater may hold output from the previous call: always try once.
         let mut maybe_pending = true;
-        let mut chunk = (input.len().saturating_mul(4)).clamp(CHUNK_BYTES_MIN, CHUNK_BYTES_MAX);
         // Bounded: each pass consumes input, writes output, or ends the loop.
         loop {
             if self.phase == Phase::Ended {
@@ -233,31 +245,11 @@ impl Decompressor {
             if source.is_empty() && !maybe_pending {
                 break;
             }
-            let written = out.len() - out_start;
-            let pass = if written < cap {
-                let length = chunk.min(cap - written);
-                let pass = self.pass_into(source, out, out_start + cap, length)?;
-                maybe_pending = pass.made == length;
-                if maybe_pending {
-                    chunk = (chunk * 2).min(CHUNK_BYTES_MAX);
-                }
-                pass
-            } else if limited_by_message {
-                // At the limit: would the message go on? Ask for one byte, on the stack.
-                let mut probe = [0u8; 1];
-                let pass = self.pass(source, &mut probe);
-                // zlib may write the byte and then fail on what follows, in one call: the
-                // byte came first in the stream, so the limit is what broke first.
-                if pass.made > 0 {
-                    return Err(DecompressError::MessageTooLarge);
-                }
-                pass.check()?;
-                maybe_pending = false;
-                pass
-            } else {
+            let Some(pass) = self.step(source, out, &mut budget)? else {
                 output_full = true;
                 break;
             };
+            maybe_pending = pass.filled;
             if from_input {
                 consumed += pass.used;
             } else {
@@ -265,9 +257,8 @@ impl Decompressor {
             }
             if pass.stream_ended {
                 self.phase = Phase::Ended;
-            }
-            if pass.used == 0 && pass.made == 0 && !pass.stream_ended {
-                if !source.is_empty() && self.phase == Phase::Body && written < cap {
+            } else if pass.used == 0 && pass.made == 0 {
+                if !source.is_empty() && pass.had_room {
                     // Input and room, yet no progress: zlib's Z_BUF_ERROR on a stream that
                     // cannot go on.
                     return Err(DecompressError::Corrupt);
@@ -275,7 +266,7 @@ impl Decompressor {
                 break;
             }
         }
-        let produced = out.len() - out_start;
+        let produced = out.len() - budget.out_start;
         self.message_bytes += produced as u64;
         let payload_ended =
             self.phase == Phase::Ended || !self.payload_seen || self.trailer_fed == 4;
@@ -285,6 +276,58 @@ impl Decompressor {
             output_full,
             done: fin && consumed == input.len() && !output_full && payload_ended,
         })
+    }
+
+    /// What a call may write: the smaller of its bound and what is left of the message.
+    fn budget(&self, out_start: usize, out_bytes_max: usize, input_bytes: usize) -> Budget {
+        let room = self.message_bytes_max - self.message_bytes;
+        let limited_by_message = room <= out_bytes_max as u64;
+        Budget {
+            out_start,
+            cap: if limited_by_message {
+                room as usize
+            } else {
+                out_bytes_max
+            },
+            limited_by_message,
+            chunk: input_bytes
+                .saturating_mul(4)
+                .clamp(CHUNK_BYTES_MIN, CHUNK_BYTES_MAX),
+        }
+    }
+
+    /// One pass from `source`: into `out` while the budget lasts; at the message limit, a
+    /// one-byte probe that fails the message if it yields anything. `None`: the call's
+    /// bound is used up.
+    fn step(
+        &mut self,
+        source: &[u8],
+        out: &mut Vec<u8>,
+        budget: &mut Budget,
+    ) -> Result<Option<Pass>, DecompressError> {
+        let written = out.len() - budget.out_start;
+        if written < budget.cap {
+            let length = budget.chunk.min(budget.cap - written);
+            let pass = self.pass_into(source, out, budget.out_start + budget.cap, length)?;
+            if pass.filled {
+                budget.chunk = (budget.chunk * 2).min(CHUNK_BYTES_MAX);
+            }
+            return Ok(Some(pass));
+        }
+        if !budget.limited_by_message {
+            return Ok(None);
+        }
+        // At the limit: would the message go on? Ask for one byte, on the stack.
+        let mut probe = [0u8; 1];
+        let mut pass = self.pass(source, &mut probe);
+        // zlib may write the byte and then fail on what follows, in one call: the byte came
+        // first in the stream, so the limit is what broke first.
+        if pass.made > 0 {
+            return Err(DecompressError::MessageTooLarge);
+        }
+        pass.check()?;
+        pass.had_room = false;
+        Ok(Some(pass))
     }
 
     /// One inflate pass writing at most `length` bytes to the end of `out`, whose capacity
@@ -336,6 +379,8 @@ impl Decompressor {
         Pass {
             used,
             made,
+            filled: made == buffer.len(),
+            had_room: true,
             stream_ended,
             corrupt,
         }
