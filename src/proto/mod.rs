@@ -4,4 +4,5 @@
 pub mod http1;
 pub mod tnetstring;
 pub mod ws;
+pub mod ws_deflate;
 pub mod zhttp;
