@@ -82,6 +82,8 @@ impl Worker {
                 stream_timeout: Duration::from_secs(cfg.stream_timeout_s),
                 handler_wait: Duration::from_millis(cfg.handler_wait_ms),
                 messages_max: cfg.messages_max,
+                compression: cfg.compression,
+                deflate: Default::default(),
                 epoch: now,
             },
             listeners,

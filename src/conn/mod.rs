@@ -42,6 +42,9 @@ pub struct Settings {
     pub handler_wait: Duration,
     /// Most WebSocket frames queued for one client (`--messages-max`).
     pub messages_max: usize,
+    /// `--compression`: offer permessage-deflate.
+    pub compression: bool,
+    pub deflate: crate::proto::ws_deflate::Config,
     /// The instant connection deadlines count from (the worker's start).
     pub epoch: Instant,
 }
@@ -156,6 +159,8 @@ pub struct Conn {
     deadlines: [u64; TIMERS],
     /// WebSocket decoder and handshake state; `None` for HTTP and for an idle WebSocket.
     ws: Option<Box<ws::WsRx>>,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Box<ws::WsDeflate>>,
     wsf: ws::WsFlags,
 }
 
@@ -207,6 +212,7 @@ impl Conn {
                 }) as u32,
             deadlines: [0; TIMERS],
             ws: None,
+            deflate: None,
             wsf: ws::WsFlags::default(),
         };
         c.touch_client(now, s);
@@ -663,6 +669,7 @@ impl Conn {
         };
         self.body_done = matches!(self.body, Body::None);
         self.ws = None;
+        self.deflate = None;
         self.wsf = ws::WsFlags::default();
         if req.upgrade_websocket {
             if self.mode == Mode::Req {
@@ -741,7 +748,12 @@ impl Conn {
                 method: req.method.as_bytes(),
                 uri: &uri,
                 headers: &headers,
-                credits: cx.settings.buffer_size as u32,
+                // Condure offers 3/4 of its buffer when deflate is on (inflated data grows).
+                credits: if self.deflate.is_some() {
+                    (cx.settings.buffer_size * 3 / 4) as u32
+                } else {
+                    cx.settings.buffer_size as u32
+                },
                 stream: self.wsf.phase == ws::Phase::None,
                 more: !self.body_done,
                 body: b"",

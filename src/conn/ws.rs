@@ -15,7 +15,8 @@ use super::{Conn, Ctx, State, Timer};
 use crate::bridge::InPacket;
 use crate::limits;
 use crate::proto::http1;
-use crate::proto::ws::{self, AcceptKey, Event, MessageKind, Opcode};
+use crate::proto::ws::{self, AcceptKey, Event, MessageKind, Opcode, Utf8Validator};
+use crate::proto::ws_deflate;
 use crate::proto::zhttp::{self, ContentType, Kind};
 
 /// What a WebSocket connection keeps besides `Conn`'s own fields, boxed so HTTP
@@ -26,6 +27,19 @@ pub(super) struct WsRx {
     /// The `Sec-WebSocket-Accept` value, until the 101 is written.
     pub accept: Option<AcceptKey>,
 }
+
+/// permessage-deflate state of one connection, boxed and only there when negotiated. The
+/// compressor and decompressor allocate their zlib state lazily (see `ws_deflate`).
+pub(super) struct WsDeflate {
+    pub params: ws_deflate::Params,
+    pub tx: ws_deflate::Compressor,
+    pub rx: ws_deflate::Decompressor,
+    /// Inflated text is checked here: the frame session can't see inside compressed data.
+    pub utf8: Utf8Validator,
+}
+
+/// Most bytes inflated per call: bounds the output buffer whatever the credits.
+const INFLATE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Where the handshake or the session stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -47,6 +61,13 @@ pub(super) struct WsFlags {
     pub rx_binary: bool,
     /// The last packet for the client's current message went out without `more`.
     pub rx_final_sent: bool,
+    /// The client's current message is compressed (RSV1).
+    pub rx_compressed: bool,
+    /// Part of the client's current message waits for credits: in `carry` (as it came off
+    /// the wire, compressed or not) and, for a compressed one, inside the inflater.
+    pub rx_pending: bool,
+    /// What `carry` holds ends the message.
+    pub carry_fin: bool,
     /// A message from the handler is open (its last packet had `more`): next frames are
     /// continuations.
     pub tx_open: bool,
@@ -63,7 +84,7 @@ impl Conn {
     pub(super) fn ws_session_config(&self) -> ws::SessionConfig {
         ws::SessionConfig {
             message_bytes_max: limits::WS_MESSAGE_BYTES_MAX_DEFAULT,
-            compression: false,
+            compression: self.deflate.is_some(),
         }
     }
 
@@ -96,6 +117,21 @@ impl Conn {
                 false
             }
             Ok(hs) => {
+                self.deflate = None;
+                if cx.settings.compression {
+                    let offers = hs.extensions();
+                    if let Some(params) = ws_deflate::negotiate(&cx.settings.deflate, offers) {
+                        self.deflate = Some(Box::new(WsDeflate {
+                            tx: ws_deflate::Compressor::new(&params, &cx.settings.deflate),
+                            rx: ws_deflate::Decompressor::new(
+                                &params,
+                                limits::WS_MESSAGE_BYTES_MAX_DEFAULT,
+                            ),
+                            params,
+                            utf8: Utf8Validator::default(),
+                        }));
+                    }
+                }
                 let config = self.ws_session_config();
                 self.ws = Some(Box::new(WsRx {
                     session: ws::Session::new(config),
@@ -211,9 +247,16 @@ impl Conn {
             .as_mut()
             .and_then(|w| w.accept.take())
             .expect("an upgrading session has its accept key");
+        let mut extension: ArrayVec<u8, 128> = ArrayVec::new();
+        if let Some(d) = &self.deflate {
+            let mut v = Vec::new();
+            d.params.encode_response(&mut v);
+            let _ = extension.try_extend_from_slice(&v);
+        }
+        let extension = (!extension.is_empty()).then_some(&extension[..]);
         let mut written = true;
         self.write_out(cx, |out| {
-            written = ws::encode_accept(out, &accept, None, None, &headers).is_ok();
+            written = ws::encode_accept(out, &accept, None, extension, &headers).is_ok();
         });
         if !written {
             return self.fail(
@@ -339,14 +382,32 @@ impl Conn {
         } else {
             Opcode::Text
         };
+        let first = !self.wsf.tx_open;
         self.wsf.tx_open = p.more;
         self.budget -= body.len() as u64;
-        self.write_out(cx, |out| {
-            out.extend_from_slice(
-                ws::encode_header(!p.more, false, opcode, body.len() as u64).as_bytes(),
-            );
-            out.extend_from_slice(body);
-        });
+        if let Some(d) = self.deflate.as_mut() {
+            // One compressed message per handler message; a fragment is flushed so it goes
+            // out now. RSV1 marks the first frame only (RFC 7692 §6).
+            let mut z = cx.pool.take();
+            d.tx.compress(body, !p.more, &mut z);
+            if p.more {
+                d.tx.flush(&mut z);
+            }
+            self.write_out(cx, |out| {
+                out.extend_from_slice(
+                    ws::encode_header(!p.more, first, opcode, z.len() as u64).as_bytes(),
+                );
+                out.extend_from_slice(&z);
+            });
+            cx.pool.give(z);
+        } else {
+            self.write_out(cx, |out| {
+                out.extend_from_slice(
+                    ws::encode_header(!p.more, false, opcode, body.len() as u64).as_bytes(),
+                );
+                out.extend_from_slice(body);
+            });
+        }
         self.out_body += body.len() as u64;
         self.ws_pump(cx);
     }
@@ -408,8 +469,13 @@ impl Conn {
         if self.wsf.phase != Phase::Open || self.state != State::Session || self.handoff {
             return;
         }
-        if !self.carry.is_empty() && !self.ws_flush_carry(cx) {
-            return;
+        if self.wsf.rx_pending {
+            if let Err(code) = self.ws_flush_carry(cx) {
+                return self.ws_fail(cx, code, "");
+            }
+            if self.wsf.rx_pending || self.state != State::Session {
+                return;
+            }
         }
         if self.spill.is_empty() || self.wsf.close_received {
             return;
@@ -423,10 +489,11 @@ impl Conn {
         let mut input = std::mem::take(&mut self.spill);
         let mut used = 0;
         let mut error = None;
+        let mut fail = None;
         // Bounded: every step consumes input or yields a zero-byte MessageEnd, which is
         // followed by a step that consumes input or ends the loop.
         let base = input.as_ptr() as usize;
-        while self.state == State::Session && self.carry.is_empty() {
+        while self.state == State::Session && !self.wsf.rx_pending && fail.is_none() {
             // The event borrows the session and the input; make it owned (data as a range
             // of `input`, control payloads ≤ 125 bytes copied) so both are free again.
             let event = match rx.session.decode(&mut input[used..]) {
@@ -443,27 +510,22 @@ impl Conn {
                 }
             };
             match event {
-                Owned::Start(kind) => {
+                Owned::Start(kind, compressed) => {
                     self.wsf.rx_binary = kind == MessageKind::Binary;
                     self.wsf.rx_final_sent = false;
+                    self.wsf.rx_compressed = compressed;
+                    if let Some(d) = self.deflate.as_mut() {
+                        d.utf8 = Utf8Validator::default();
+                    }
                 }
                 Owned::Data(at, len) => {
-                    let piece = &input[at..at + len];
-                    let n = (len as u64).min(self.credits) as usize;
-                    if n < len {
-                        if self.carry.capacity() == 0 {
-                            self.carry = cx.pool.take();
-                        }
-                        self.carry.extend_from_slice(&piece[n..]);
-                    }
-                    let more = n < len || !rx.session.message_ending();
-                    if n > 0 {
-                        self.ws_send_data(cx, &piece[..n], more);
-                    }
+                    let last = rx.session.message_ending();
+                    fail = self.ws_forward(cx, &input[at..at + len], last).err();
                 }
                 Owned::End => {
-                    if !self.wsf.rx_final_sent && self.carry.is_empty() {
-                        self.ws_send_data(cx, b"", false); // an empty message
+                    if !self.wsf.rx_final_sent && !self.wsf.rx_pending {
+                        // An empty message, or one whose last frame had no payload.
+                        fail = self.ws_forward(cx, b"", true).err();
                     }
                 }
                 Owned::Control(kind, body) => {
@@ -503,30 +565,88 @@ impl Conn {
             self.ws = None;
             return self.ws_fail(cx, e.close_code(), e.description());
         }
+        if let Some(code) = fail {
+            self.ws = None;
+            return self.ws_fail(cx, code, "");
+        }
         // Between frames with no message open the decoder is just its config: drop it.
         if !rx.session.is_idle() {
             self.ws = Some(rx);
         }
     }
 
-    /// Sends what `carry` holds as far as credits go; true when it is empty again.
-    fn ws_flush_carry(&mut self, cx: &mut Ctx) -> bool {
-        let n = (self.carry.len() as u64).min(self.credits) as usize;
-        if n == 0 {
-            return false;
-        }
+    /// Forwards what waits for credits (`carry`, and the inflater's pending output).
+    fn ws_flush_carry(&mut self, cx: &mut Ctx) -> Result<(), u16> {
         let carry = std::mem::take(&mut self.carry);
-        let ending = self.ws.as_ref().is_some_and(|w| w.session.message_ending());
-        let more = n < carry.len() || !ending;
-        self.ws_send_data(cx, &carry[..n], more);
-        self.carry = carry;
-        self.carry.drain(..n);
-        if self.carry.is_empty() {
-            cx.pool.give(std::mem::take(&mut self.carry));
-            true
+        let fin = self.wsf.carry_fin;
+        self.wsf.rx_pending = false;
+        let r = self.ws_forward(cx, &carry, fin);
+        cx.pool.give(carry);
+        r
+    }
+
+    /// Forwards `piece`, the next wire bytes of the client's current message (`last`: the
+    /// message ends with it), to the handler as far as its credits go, inflating it if the
+    /// message is compressed. What is left waits in `carry` (`rx_pending`). `Err` is the
+    /// close code to fail the connection with.
+    fn ws_forward(&mut self, cx: &mut Ctx, piece: &[u8], last: bool) -> Result<(), u16> {
+        let used = if !self.wsf.rx_compressed {
+            let n = (piece.len() as u64).min(self.credits) as usize;
+            let done = last && n == piece.len();
+            if n > 0 || done {
+                self.ws_send_data(cx, &piece[..n], !done);
+            }
+            if done || (n == piece.len() && !last) {
+                return Ok(());
+            }
+            n
         } else {
-            false
+            let mut used = 0;
+            let mut out = cx.pool.take();
+            let result = loop {
+                let room = (self.credits as usize).min(INFLATE_CHUNK_BYTES);
+                if room == 0 {
+                    break Ok(false);
+                }
+                let d = self.deflate.as_mut().expect("compressed without deflate");
+                out.clear();
+                let r = match d.rx.decompress(&piece[used..], last, &mut out, room) {
+                    Ok(r) => r,
+                    Err(e) => break Err(e.close_code()),
+                };
+                used += r.consumed;
+                if !self.wsf.rx_binary
+                    && (d.utf8.feed(&out).is_err() || r.done && !d.utf8.is_complete())
+                {
+                    break Err(ws::close_code::INVALID_PAYLOAD);
+                }
+                if r.produced > 0 || r.done {
+                    self.ws_send_data(cx, &out, !r.done);
+                }
+                if r.done {
+                    break Ok(true);
+                }
+                if !r.output_full && used == piece.len() {
+                    break Ok(true); // all taken; the next piece continues the message
+                }
+            };
+            cx.pool.give(out);
+            match result {
+                Err(code) => return Err(code),
+                Ok(true) => return Ok(()),
+                Ok(false) => used,
+            }
+        };
+        // Credits ran out: keep the rest (and, compressed, the inflater's output) for later.
+        self.wsf.rx_pending = true;
+        self.wsf.carry_fin = last;
+        if used < piece.len() {
+            if self.carry.capacity() == 0 {
+                self.carry = cx.pool.take();
+            }
+            self.carry.extend_from_slice(&piece[used..]);
         }
+        Ok(())
     }
 
     fn ws_send_data(&mut self, cx: &mut Ctx, body: &[u8], more: bool) {
@@ -561,7 +681,7 @@ impl Conn {
 
 /// A decoder event without its borrows.
 enum Owned {
-    Start(MessageKind),
+    Start(MessageKind, bool),
     /// Offset into the decoded input, and length.
     Data(usize, usize),
     End,
@@ -577,7 +697,7 @@ impl Owned {
             a
         };
         match event {
-            Event::MessageStart { kind, .. } => Owned::Start(kind),
+            Event::MessageStart { kind, compressed } => Owned::Start(kind, compressed),
             Event::Data(piece) => Owned::Data(piece.as_ptr() as usize - base, piece.len()),
             Event::MessageEnd => Owned::End,
             Event::Ping(b) => Owned::Control(Kind::Ping, copy(b)),
