@@ -271,7 +271,7 @@ impl Driver for Worker {
         Some(slot)
     }
 
-    fn handle_recv(&mut self, now: Instant, slot: u32, data: &[u8]) {
+    fn handle_recv(&mut self, now: Instant, slot: u32, data: &mut [u8]) {
         self.with_conn(now, slot, |c, cx| c.handle_recv(cx, data));
     }
 

@@ -271,7 +271,7 @@ impl Conn {
     // ---- inputs ----
 
     /// Bytes from the client.
-    pub fn handle_recv(&mut self, cx: &mut Ctx, data: &[u8]) {
+    pub fn handle_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
         // Closed: the runtime may still deliver this batch's reads before it runs `Close`.
         // Lingering/Draining: the response that ends the connection is queued; discard.
         if matches!(

@@ -455,12 +455,32 @@ impl Conn {
 
     /// Bytes from the client on an open (or opening) WebSocket: keep them in `spill` and
     /// decode what the handler's credits allow.
-    pub(super) fn ws_recv(&mut self, cx: &mut Ctx, data: &[u8]) {
+    pub(super) fn ws_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
+        if self.spill.is_empty() && self.ws_ready() {
+            // The common case: frames are decoded (unmasked in place) straight from the
+            // runtime's buffer; only a tail the credits or a split frame leave is copied.
+            let used = self.ws_decode(cx, data);
+            if used < data.len() && self.state == State::Session {
+                self.spill = cx.pool.take();
+                self.spill.extend_from_slice(&data[used..]);
+            }
+            return;
+        }
         if self.spill.capacity() == 0 {
             self.spill = cx.pool.take();
         }
         self.spill.extend_from_slice(data);
         self.ws_pump(cx);
+    }
+
+    /// Whether client frames can be decoded now: the session is open, nothing waits for
+    /// credits, and the client has not closed.
+    fn ws_ready(&self) -> bool {
+        self.wsf.phase == Phase::Open
+            && self.state == State::Session
+            && !self.handoff
+            && !self.wsf.rx_pending
+            && !self.wsf.close_received
     }
 
     /// Moves client frames to the handler as far as credits go: first what `carry` holds
@@ -480,13 +500,25 @@ impl Conn {
         if self.spill.is_empty() || self.wsf.close_received {
             return;
         }
+        let mut input = std::mem::take(&mut self.spill);
+        let used = self.ws_decode(cx, &mut input);
+        input.drain(..used);
+        if input.is_empty() || self.state != State::Session {
+            cx.pool.give(input);
+        } else {
+            self.spill = input;
+        }
+    }
+
+    /// Decodes client frames from `input` and forwards them as far as credits go; returns
+    /// the bytes used (the rest is for later). Fails the connection on a protocol error.
+    fn ws_decode(&mut self, cx: &mut Ctx, input: &mut [u8]) -> usize {
         let mut rx = self.ws.take().unwrap_or_else(|| {
             Box::new(WsRx {
                 session: ws::Session::new(self.ws_session_config()),
                 accept: None,
             })
         });
-        let mut input = std::mem::take(&mut self.spill);
         let mut used = 0;
         let mut error = None;
         let mut fail = None;
@@ -555,24 +587,21 @@ impl Conn {
                 }
             }
         }
-        input.drain(..used);
-        if input.is_empty() {
-            cx.pool.give(input);
-        } else {
-            self.spill = input;
-        }
         if let Some(e) = error {
             self.ws = None;
-            return self.ws_fail(cx, e.close_code(), e.description());
+            self.ws_fail(cx, e.close_code(), e.description());
+            return input.len();
         }
         if let Some(code) = fail {
             self.ws = None;
-            return self.ws_fail(cx, code, "");
+            self.ws_fail(cx, code, "");
+            return input.len();
         }
         // Between frames with no message open the decoder is just its config: drop it.
         if !rx.session.is_idle() {
             self.ws = Some(rx);
         }
+        used
     }
 
     /// Forwards what waits for credits (`carry`, and the inflater's pending output).

@@ -25,6 +25,7 @@
 //! - `PauseRecv` stops reads for the slot (data already in flight may still be delivered:
 //!   the driver must accept it); `ResumeRecv` restarts them.
 //! - `handle_recv` data is only valid during the call; the driver copies what it must keep.
+//!   It is the driver's to modify in place (WebSocket unmasking does).
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Instant;
@@ -44,7 +45,7 @@ pub trait Driver {
         peer: Option<SocketAddr>,
     ) -> Option<u32>;
     /// Bytes arrived on `slot`.
-    fn handle_recv(&mut self, now: Instant, slot: u32, data: &[u8]);
+    fn handle_recv(&mut self, now: Instant, slot: u32, data: &mut [u8]);
     /// The peer closed its side, or the socket failed. No more `handle_recv` follows.
     fn handle_eof(&mut self, now: Instant, slot: u32);
     /// The buffer of the slot's last `Send` was written completely; it comes back for reuse.

@@ -205,7 +205,7 @@ impl Driver for TestDriver {
         Some(slot)
     }
 
-    fn handle_recv(&mut self, _now: Instant, slot: u32, data: &[u8]) {
+    fn handle_recv(&mut self, _now: Instant, slot: u32, data: &mut [u8]) {
         assert!(!data.is_empty());
         let echo = {
             let mut state = self.state();

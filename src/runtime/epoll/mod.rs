@@ -227,7 +227,9 @@ impl Loop<'_> {
                     self.driver.handle_eof(now, slot);
                     return false;
                 }
-                Ok(n) => self.driver.handle_recv(now, slot, &self.read_buffer[..n]),
+                Ok(n) => self
+                    .driver
+                    .handle_recv(now, slot, &mut self.read_buffer[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {

@@ -106,7 +106,7 @@ impl BufRing {
 
     /// We got buffer `bid` back in a CQE with `len` bytes in it; the bytes, valid until
     /// `recycle(bid)`.
-    pub fn take(&mut self, bid: u16, len: usize) -> &[u8] {
+    pub fn take(&mut self, bid: u16, len: usize) -> &mut [u8] {
         assert!(bid < self.entries, "buffer id {bid} out of range");
         assert!(
             len <= self.buffer_bytes as usize,
@@ -121,7 +121,9 @@ impl BufRing {
         // SAFETY: `offset + len` is inside the buffers region (bid < entries, len ≤ buffer
         // size); the kernel wrote these bytes before posting the CQE and will not touch the
         // buffer again until we recycle it, which needs `&mut self` and so ends this borrow.
-        unsafe { std::slice::from_raw_parts(self.buffers_region.base.as_ptr().add(offset), len) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.buffers_region.base.as_ptr().add(offset), len)
+        }
     }
 
     /// Puts buffer `bid` back at the tail. The kernel sees it after the next `publish`.
