@@ -439,13 +439,22 @@ impl Ws {
     }
 
     /// The next frame from the server within `timeout`. Every server frame must be
-    /// unmasked with RSV bits clear (nothing here negotiates an extension).
+    /// unmasked with RSV bits clear, except RSV1 once permessage-deflate was negotiated.
     pub fn read_frame(&mut self, timeout: Duration) -> Result<Frame, NoFrame> {
         let deadline = Instant::now() + timeout;
+        let deflate = header_of(&self.head, "Sec-WebSocket-Extensions")
+            .0
+            .is_some_and(|v| v.contains("permessage-deflate"));
+        let allowed = if deflate { 4 } else { 0 };
         loop {
             if let Some(f) = self.take_frame() {
                 assert!(!f.masked, "server frames must not be masked: {:?}", f.raw);
-                assert_eq!(f.rsv, 0, "RSV bits set in a server frame: {:?}", f.raw);
+                assert_eq!(
+                    f.rsv & !allowed,
+                    0,
+                    "RSV bits set in a server frame: {:?}",
+                    f.raw
+                );
                 return Ok(f);
             }
             match self.fill(deadline) {
