@@ -144,7 +144,10 @@ fn take_frames(c: &mut Conn) -> Result<u64, String> {
         }
         let (hl, len) = match b[1] & 0x7f {
             126 if b.len() >= 4 => (4, u16::from_be_bytes([b[2], b[3]]) as usize),
-            127 if b.len() >= 10 => (10, u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize),
+            127 if b.len() >= 10 => (
+                10,
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+            ),
             126 | 127 => break,
             n => (2, n as usize),
         };
