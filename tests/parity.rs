@@ -898,6 +898,7 @@ fn keepalive_encodings() {
 // compared per message (data fragments joined: how a CM frames what the handler sent is not
 // part of parity).
 //
+// Condure's transcripts of these cases are recorded in tests/peers/ws.condure.txt.
 // The zring variants are ignored until zring's WebSocket lands:
 //     cargo test --test parity -- --include-ignored ws_
 // (or delete the `#[ignore]` lines in `ws_parity_case!`).
@@ -1098,4 +1099,171 @@ ws_parity_case!(ws_session, ws_session, |t| {
     );
     assert_eq!(ev[3].1, b"part1 part2");
     assert_eq!(ev[5].1, b"\x03\xe8");
+});
+
+/// A 101 without `credits`: the CM assumes its buffer size (Condure's workaround for
+/// pushpin-proxy), so client messages flow anyway.
+fn ws_zero_credits(cx: &mut Cx) -> R {
+    cx.client(|c| {
+        let host = c.host();
+        c.send(ws_upgrade(&host, "/ws/nocredits", ""))?;
+        c.head()?;
+        for m in [&b"one"[..], b"two", b"three"] {
+            c.ws_send(true, 1, m)?;
+        }
+        c.ws_message()?;
+        c.ws_send(true, 8, &1000u16.to_be_bytes())?;
+        c.ws_message()?;
+        c.closed_or_open(Duration::from_secs(2))
+    });
+    let p = cx.h.expect("pull", "data")?;
+    cx.h.reply(
+        &p,
+        vec![
+            ("code", int(101)),
+            ("reason", "Switching Protocols".into()),
+            ("headers", hdrs(&[])),
+        ],
+    );
+    for _ in 0..3 {
+        cx.h.expect("router", "data")?;
+    }
+    cx.h.reply(
+        &p,
+        vec![("content-type", "text".into()), ("body", "got 3".into())],
+    );
+    cx.h.expect("router", "credit")?;
+    cx.h.expect("router", "close")?;
+    cx.h.reply(&p, vec![("type", "close".into()), ("code", int(1000))]);
+    cx.join_clients()
+}
+
+ws_parity_case!(ws_zero_credits, ws_zero_credits, |t| {
+    let bodies: Vec<String> = t.packets[1..4]
+        .iter()
+        .map(|r| r.v.str_of("body").unwrap_or_default())
+        .collect();
+    assert_eq!(bodies, ["one", "two", "three"], "{}", t.dump());
+    let ev = t.client_events();
+    assert_eq!(ev[1], ("ws text".to_string(), b"got 3".to_vec()));
+    assert_eq!(ev[2], ("ws close".to_string(), b"\x03\xe8".to_vec()));
+});
+
+/// The handler refuses the upgrade with `error`/`rejected`: a plain HTTP response, then the
+/// connection closes.
+fn ws_rejected(cx: &mut Cx) -> R {
+    cx.client(|c| {
+        let host = c.host();
+        c.send(ws_upgrade(&host, "/ws/private", ""))?;
+        c.response(false)?;
+        c.closed_or_open(Duration::from_secs(2))
+    });
+    let p = cx.h.expect("pull", "data")?;
+    cx.h.reply(
+        &p,
+        vec![
+            ("type", "error".into()),
+            ("condition", "rejected".into()),
+            ("code", int(403)),
+            ("reason", "Forbidden".into()),
+            (
+                "headers",
+                hdrs(&[("Content-Type", "text/plain"), ("X-Why", "private")]),
+            ),
+            ("body", "no entry\n".into()),
+        ],
+    );
+    cx.join_clients()
+}
+
+ws_parity_case!(ws_rejected, ws_rejected, |t| {
+    kinds(t, &["pull:data"]);
+    assert_eq!(
+        t.client_text(0),
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nX-Why: private\r\n\
+         Content-Length: 9\r\n\r\nno entry\n"
+    );
+    assert_eq!(t.client_events()[1].0, "closed", "{}", t.dump());
+});
+
+/// The client vanishes (TCP closed without a close frame): the CM cancels the session.
+fn ws_cancel(cx: &mut Cx) -> R {
+    cx.client(|c| {
+        let host = c.host();
+        c.send(ws_upgrade(&host, "/ws/vanish", ""))?;
+        c.head()?;
+        c.ws_send(true, 1, b"last words")?;
+        c.ws_message()?;
+        c.s.shutdown(std::net::Shutdown::Both).ok();
+        Ok(())
+    });
+    let p = cx.h.expect("pull", "data")?;
+    cx.h.reply(
+        &p,
+        vec![
+            ("code", int(101)),
+            ("reason", "Switching Protocols".into()),
+            ("headers", hdrs(&[])),
+            ("credits", int(1000)),
+        ],
+    );
+    cx.h.expect("router", "data")?;
+    cx.h.reply(
+        &p,
+        vec![("content-type", "text".into()), ("body", "heard".into())],
+    );
+    cx.h.expect("router", "credit")?;
+    cx.h.expect("router", "cancel")?;
+    cx.join_clients()
+}
+
+ws_parity_case!(ws_cancel, ws_cancel, |t| {
+    assert_eq!(t.kinds().last().unwrap(), "router:parity-handler:cancel");
+});
+
+/// The handler closes first (code and reason); the client answers; the CM passes the
+/// client's close to the handler.
+fn ws_handler_close(cx: &mut Cx) -> R {
+    cx.client(|c| {
+        let host = c.host();
+        c.send(ws_upgrade(&host, "/ws/closing", ""))?;
+        c.head()?;
+        let (op, payload) = c.ws_message()?;
+        if op != 8 {
+            return Err(format!("expected a close frame, got opcode {op}"));
+        }
+        c.ws_send(true, 8, &payload[..2])?;
+        c.closed_or_open(Duration::from_secs(2))
+    });
+    let p = cx.h.expect("pull", "data")?;
+    cx.h.reply(
+        &p,
+        vec![
+            ("code", int(101)),
+            ("reason", "Switching Protocols".into()),
+            ("headers", hdrs(&[])),
+            ("credits", int(1000)),
+        ],
+    );
+    cx.h.reply(
+        &p,
+        vec![
+            ("type", "close".into()),
+            ("code", int(4001)),
+            ("body", "bye from handler".into()),
+        ],
+    );
+    cx.h.expect("router", "close")?;
+    cx.join_clients()
+}
+
+ws_parity_case!(ws_handler_close, ws_handler_close, |t| {
+    let ev = t.client_events();
+    assert_eq!(
+        ev[1],
+        ("ws close".to_string(), b"\x0f\xa1bye from handler".to_vec())
+    );
+    assert_eq!(ev[2].0, "closed", "{}", t.dump());
+    let close = &t.packets.last().unwrap().v;
+    assert_eq!(close.get("code"), Some(&int(4001)), "{}", t.dump());
 });
