@@ -27,6 +27,8 @@
 //! 1 MiB of echoes wait to go out); the handler's own sends stay within the credits of the
 //! request plus the `credit` packets that come back, so a message larger than that goes out
 //! in fragments (`more`) as credits arrive. Pongs spend credits too; a close does not.
+//! (Empty messages cost no credits, so a client that floods empty messages without reading
+//! can push more than `--messages-max` queued echoes at the connection manager.)
 //!
 //! Every session, HTTP or WebSocket, gets a keep-alive every 20 s (the connection manager
 //! drops sessions silent for 60 s).

@@ -3,9 +3,17 @@
 # 1.9.1 in one run: N clients (default 15,000; the fd limit here is 20,000 per process)
 # each make one request to the example handler and then stay connected and idle.
 # Prints RSS before and after and the difference per connection.
+#
+# With --ws (or MODE=ws) the clients are idle WebSockets instead: each completes the
+# handshake through the example handler (/ws, 101 with credits) and then stays idle. A CM
+# that refuses the upgrade is reported as such (zring until its WebSocket support lands).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-15000}
+MODE=${MODE:-http}
+[ "${1:-}" = "--ws" ] && MODE=ws
+ws_flag=()
+[ "$MODE" = ws ] && ws_flag=(--ws)
 cargo build --release --bins -q
 dir=$(mktemp -d /tmp/zring-idle.XXXXXX)
 pids=()
@@ -17,7 +25,7 @@ wait_ok() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/hello" >/dev/n
 start_clients() { # name port count tag: runs idle_clients.py until its fifo closes
   local name=$1 port=$2 count=$3 tag=$4
   mkfifo "$dir/$name.$tag.in"
-  /usr/bin/python3 scripts/idle_clients.py 127.0.0.1 "$port" "$count" <"$dir/$name.$tag.in" >"$dir/$name.$tag.out" 2>&1 &
+  /usr/bin/python3 scripts/idle_clients.py "${ws_flag[@]}" 127.0.0.1 "$port" "$count" <"$dir/$name.$tag.in" >"$dir/$name.$tag.out" 2>&1 &
   pids+=("$!")
   exec {fd}>"$dir/$name.$tag.in"; fds+=("$fd")
   for _ in $(seq 1200); do grep -q ready "$dir/$name.$tag.out" 2>/dev/null && break; sleep 0.1; done
@@ -33,6 +41,11 @@ measure() { # name port cmd...
   wait_ok "$port"
   local before half full half_n=$(( N / 2 ))
   fds=()
+  if [ "$MODE" = ws ] && ! /usr/bin/python3 scripts/idle_clients.py --ws 127.0.0.1 "$port" 1 </dev/null >"$dir/$name.probe" 2>&1; then
+    printf '%-12s %s idle WebSockets: n/a, the upgrade was refused (%s)\n' "$name" "$N" "$(tail -1 "$dir/$name.probe" | cut -c1-80)"
+    kill "$cm" "$h"; wait "$cm" "$h" 2>/dev/null || true
+    return 0
+  fi
   before=$(rss_kb "$cm")
   start_clients "$name" "$port" "$half_n" a; half=$(rss_kb "$cm")
   start_clients "$name" "$port" "$(( N - half_n ))" b; full=$(rss_kb "$cm")
@@ -40,8 +53,8 @@ measure() { # name port cmd...
   kill "$cm" "$h"; wait "$cm" "$h" 2>/dev/null || true
   # total: everything the process grew by, fixed pools included; marginal: the growth of
   # the second half alone, once buffer rings and pools are warm: the cost of one more.
-  printf '%-12s RSS idle %7s KiB, %s conns %8s KiB: total %6s B/conn, marginal %6s B/conn\n' \
-    "$name" "$before" "$N" "$full" "$(( (full - before) * 1024 / N ))" "$(( (full - half) * 1024 / (N - half_n) ))"
+  printf '%-12s %-4s RSS idle %7s KiB, %s conns %8s KiB: total %6s B/conn, marginal %6s B/conn\n' \
+    "$name" "$MODE" "$before" "$N" "$full" "$(( (full - before) * 1024 / N ))" "$(( (full - half) * 1024 / (N - half_n) ))"
 }
 
 max=$(( N + 100 ))

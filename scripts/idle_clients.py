@@ -1,25 +1,42 @@
 #!/usr/bin/python3
 """Opens N keep-alive connections to host:port, sends one request on each and reads the
-response, then holds them idle until stdin closes. Prints 'ready <n>' when all are idle."""
-import socket, sys, selectors
+response, then holds them idle until stdin closes. Prints 'ready <n>' when all are idle.
 
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-path = sys.argv[4] if len(sys.argv) > 4 else "/hello"
-req = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+With --ws each connection is a WebSocket instead: the upgrade request goes to PATH (default
+/ws; the example handler accepts it), the 101 is read, and the connection then stays open and
+idle (the server's keep-alives are ZHTTP-side only; nothing is sent on the socket).
+
+usage: idle_clients.py [--ws] HOST PORT N [PATH]"""
+import socket, sys
+
+args = [a for a in sys.argv[1:] if a != "--ws"]
+ws = "--ws" in sys.argv[1:]
+host, port, n = args[0], int(args[1]), int(args[2])
+path = args[3] if len(args) > 3 else ("/ws" if ws else "/hello")
+if ws:
+    req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    done = lambda got: b"\r\n\r\n" in got  # noqa: E731
+else:
+    req = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    done = lambda got: got.endswith(b"hello\n")  # noqa: E731 - keep-alive body is 'hello\n'
 socks = []
 for i in range(n):
     s = socket.create_connection((host, port))
     socks.append(s)
-# Send in bulk, then read each answer (a keep-alive response ends with the body 'hello\n').
+# Send in bulk, then read each answer.
 for s in socks:
     s.sendall(req)
 for s in socks:
     s.settimeout(120)
     got = b""
-    while not got.endswith(b"hello\n"):
+    while not done(got):
         chunk = s.recv(4096)
         if not chunk:
             sys.exit(f"connection closed early: {got!r}")
         got += chunk
+    if ws and not got.startswith(b"HTTP/1.1 101 "):
+        sys.exit(f"WebSocket refused: {got[:200]!r}")
 print(f"ready {len(socks)}", flush=True)
 sys.stdin.read()

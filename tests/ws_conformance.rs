@@ -863,7 +863,9 @@ mod g07_close {
         }
         large_message_then_close_then_ping [] (srv) {
             // Autobahn 7.1.6: the echo goes out, then the close; the ping after the close is
-            // not answered.
+            // not answered. As in Condure, the CM keeps relaying the handler's data (and
+            // returning its credits) after the client's close until the handler's close:
+            // the 256 KiB echo needs many credit round trips to get out.
             let mut c = srv.echo();
             let big = text_of(256 << 10);
             let mut b = c.masked(true, 0, TEXT, &big);

@@ -920,6 +920,76 @@ impl Client {
     pub fn record(&mut self, label: &str, b: &[u8]) {
         self.events.push((label.into(), b.to_vec()));
     }
+
+    // --------------------------------------------------------------------------------------
+    // WebSocket (RFC 6455) framing, written here so the harness trusts nothing of zring's
+
+    /// Sends one client frame, masked with a fixed key.
+    pub fn ws_send(&mut self, fin: bool, opcode: u8, payload: &[u8]) -> Result<(), String> {
+        const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+        let mut f = vec![(u8::from(fin) << 7) | opcode];
+        let n = payload.len();
+        if n < 126 {
+            f.push(0x80 | n as u8);
+        } else if n < 65536 {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        f.extend_from_slice(&MASK);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+        self.send(f)
+    }
+
+    /// Reads one server frame: (fin, opcode, payload). Server frames must be unmasked with
+    /// RSV bits clear.
+    pub fn ws_frame(&mut self) -> Result<(bool, u8, Vec<u8>), String> {
+        let deadline = Instant::now() + WAIT;
+        let h = self.read_n(2, deadline)?;
+        if h[1] & 0x80 != 0 || h[0] & 0x70 != 0 {
+            return Err(format!("bad server frame header {:02x} {:02x}", h[0], h[1]));
+        }
+        let len = match h[1] & 0x7f {
+            126 => {
+                let b = self.read_n(2, deadline)?;
+                u16::from_be_bytes([b[0], b[1]]) as usize
+            }
+            127 => {
+                let b = self.read_n(8, deadline)?;
+                u64::from_be_bytes(b.try_into().unwrap()) as usize
+            }
+            n => n as usize,
+        };
+        let payload = self.read_n(len, deadline)?;
+        Ok((h[0] & 0x80 != 0, h[0] & 0x0f, payload))
+    }
+
+    /// Reads one message: a control frame, or a whole data message (its fragments joined,
+    /// so how the CM frames what the handler sent does not matter). Records it as
+    /// `ws <kind>` with the payload.
+    pub fn ws_message(&mut self) -> Result<(u8, Vec<u8>), String> {
+        let (mut fin, opcode, mut data) = self.ws_frame()?;
+        while !fin {
+            let (f, op, more) = self.ws_frame()?;
+            if op != 0 {
+                return Err(format!("opcode {op} inside a fragmented message"));
+            }
+            fin = f;
+            data.extend(more);
+        }
+        let kind = match opcode {
+            1 => "text",
+            2 => "binary",
+            8 => "close",
+            9 => "ping",
+            10 => "pong",
+            _ => "other",
+        };
+        self.events.push((format!("ws {kind}"), data.clone()));
+        Ok((opcode, data))
+    }
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
