@@ -14,11 +14,6 @@
 //! instead (marked `condure deviation:`), so these runs document and verify each deviation;
 //! zring must follow the RFC.
 //!
-//! The zring targets are `#[ignore]`d until zring's WebSocket support lands (zring answers an
-//! upgrade with 400 today). Run them with
-//!     cargo test --test ws_conformance -- --include-ignored
-//! and switch them on for good by deleting the `#[ignore]` line in `cases!` below.
-//!
 //! Bounds: every wait for the server is at most 10 s (`common::ws::WAIT`); a close the client
 //! never answers must end the TCP connection within 15 s for zring (its close timeout must be
 //! at most 10 s; Condure has none and relies on the handler's 60 s session expiry).
@@ -91,12 +86,10 @@ macro_rules! cases {
                     run(Target::Condure)
                 }
                 #[test]
-                #[ignore = "zring WebSocket has not landed: run with --include-ignored"]
                 fn zring_uring() {
                     run(Target::ZringUring)
                 }
                 #[test]
-                #[ignore = "zring WebSocket has not landed: run with --include-ignored"]
                 fn zring_epoll() {
                     run(Target::ZringEpoll)
                 }

@@ -5,10 +5,8 @@
 //! manager and the example handler's `/ws`, checks every byte and the message type, then
 //! closes with 1000 and must get 1000 back.
 //!
-//! Targets as in `ws_conformance.rs`: `condure` runs now (Condure 1.9.1 passes all of it,
-//! 16 MiB included); `zring_uring`/`zring_epoll` are `#[ignore]`d until zring's WebSocket
-//! lands: `cargo test --test ws_interop -- --include-ignored`, or delete the `#[ignore]` line in
-//! `interop!` below.
+//! Targets as in `ws_conformance.rs`: `condure` (Condure 1.9.1 passes all of it, 16 MiB
+//! included), `zring_uring` and `zring_epoll`.
 //!
 //! Needs: `python3-websockets` for /usr/bin/python3, node with `npm` (the node client's
 //! `node_modules` is installed by `.ci/run`, or here on first use with `npm ci`).
@@ -178,12 +176,10 @@ macro_rules! interop {
                     run("condure")
                 }
                 #[test]
-                #[ignore = "zring WebSocket has not landed: run with --include-ignored"]
                 fn zring_uring() {
                     run("uring")
                 }
                 #[test]
-                #[ignore = "zring WebSocket has not landed: run with --include-ignored"]
                 fn zring_epoll() {
                     run("epoll")
                 }
