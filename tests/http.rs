@@ -395,3 +395,73 @@ both_runtimes! {
         assert!(waited >= 59 * SECOND && waited < 75 * SECOND, "closed after {waited:?}");
     }
 }
+
+/// The body of a packet a handler's ROUTER received (the last frame), or panics on timeout.
+fn router_packet(r: &zmq::Socket) -> Vec<u8> {
+    let parts = r
+        .recv_multipart(0)
+        .expect("a packet on the handler's ROUTER");
+    parts.last().cloned().unwrap_or_default()
+}
+
+both_runtimes! {
+    websocket_handoff(rt) {
+        // Handler 1 accepts a WebSocket, then hands the session off; zring answers
+        // handoff-proceed, holds the client's next message, and gives it to handler 2 once
+        // handler 2 claims the session with a keep-alive of its own.
+        let s = Stack::zring_only(rt, &[]);
+        let ctx = zmq::Context::new();
+        let router = |ident: &[u8]| {
+            let r = ctx.socket(zmq::ROUTER).unwrap();
+            r.set_identity(ident).unwrap();
+            r.set_rcvtimeo(5000).unwrap();
+            r.connect(&format!("{}-out-stream", s.base)).unwrap();
+            r
+        };
+        let (r1, r2) = (router(b"script"), router(b"h2"));
+        let h = Script::connect(&s.base);
+        let port = s.port;
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let mut c = common::ws::Ws::connect(port, "/ws");
+            c.text(b"one");
+            go_rx.recv().unwrap();
+            c.text(b"two");
+            go_rx.recv().unwrap();
+        });
+        let id = h.first_id();
+        h.send(vec![
+            ("id", Tn::S(&id)),
+            ("seq", Tn::I(0)),
+            ("code", Tn::I(101)),
+            ("reason", Tn::S(b"Switching Protocols")),
+            ("headers", Tn::L(vec![])),
+            ("credits", Tn::I(1000)),
+        ]);
+        let one = router_packet(&r1);
+        assert_eq!(tn_field(&one, b"body"), b"one");
+        h.send(vec![("id", Tn::S(&id)), ("seq", Tn::I(1)), ("type", Tn::S(b"handoff-start"))]);
+        let proceed = router_packet(&r1);
+        assert_eq!(tn_field(&proceed, b"type"), b"handoff-proceed");
+        go_tx.send(()).unwrap();
+        // During the handoff nothing goes to either handler.
+        r1.set_rcvtimeo(500).unwrap();
+        r2.set_rcvtimeo(500).unwrap();
+        assert!(r1.recv_multipart(0).is_err(), "data sent during a handoff");
+        assert!(r2.recv_multipart(0).is_err(), "data sent during a handoff");
+        // Handler 2 claims the session (continuing its seq) and gets the held message.
+        let mut msg = b"condure T".to_vec();
+        msg.extend(tn(&Tn::D(vec![
+            ("from", Tn::S(b"h2")),
+            ("id", Tn::S(&id)),
+            ("seq", Tn::I(2)),
+            ("type", Tn::S(b"keep-alive")),
+        ])));
+        h.publ.send(&msg[..], 0).unwrap();
+        r2.set_rcvtimeo(5000).unwrap();
+        let two = router_packet(&r2);
+        assert_eq!(tn_field(&two, b"body"), b"two");
+        go_tx.send(()).unwrap();
+        client.join().unwrap();
+    }
+}

@@ -153,7 +153,8 @@ impl Conn {
         let p = &pkt.packet;
         let buf = pkt.buf();
         match p.kind {
-            Kind::KeepAlive => {}
+            // Any packet ends a handoff (the caller cleared it): resume reading the client.
+            Kind::KeepAlive => self.ws_pump(cx),
             Kind::HandoffStart => {
                 self.send_packet(cx, |out, from, id, seq| {
                     zhttp::encode_control(out, from, id, seq, Kind::HandoffProceed)
