@@ -95,7 +95,8 @@ fn handshake(o: &Opts, n: usize) -> Result<(TcpStream, Vec<u8>), String> {
         TcpStream::connect((o.host.as_str(), o.port)).map_err(|e| format!("connect: {e}"))?;
     s.set_nodelay(true).ok();
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let key = format!("zring-ws-load-{n:06}=="); // 24 chars, as a real key is
+    // The base64 of 16 bytes (RFC 6455 §4.1): 21 digits and `A`, whose low bits are zero.
+    let key = format!("{n:021}A==");
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
