@@ -19,7 +19,13 @@ dir=$(mktemp -d /tmp/zring-idle.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
-rss_kb() { [ -e "/proc/$1/status" ] || { echo "process $1 died" >&2; tail -5 "$dir"/*.log >&2; exit 1; }; awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
+# A connection manager that dies under the load is a result, not a script error.
+crashed() { # name pid: true (and prints the result line) if the process is gone
+  kill -0 "$2" 2>/dev/null && return 1
+  printf '%-12s %-4s crashed with %s connections: %s\n' "$1" "$MODE" "$N" \
+    "$(grep -m1 -E 'panicked|error|Abort' "$dir/$1.log" | cut -c1-120)"
+}
 wait_ok() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/hello" >/dev/null && return 0; sleep 0.1; done; echo "no answer on $1"; exit 1; }
 
 start_clients() { # name port count tag: runs idle_clients.py until its fifo closes
@@ -29,8 +35,8 @@ start_clients() { # name port count tag: runs idle_clients.py until its fifo clo
   pids+=("$!")
   exec {fd}>"$dir/$name.$tag.in"; fds+=("$fd")
   for _ in $(seq 1200); do grep -q ready "$dir/$name.$tag.out" 2>/dev/null && break; sleep 0.1; done
-  grep -q ready "$dir/$name.$tag.out" || { echo "$name: clients did not get ready"; cat "$dir/$name.$tag.out"; tail -5 "$dir/$name.log"; exit 1; }
-  sleep 1
+  grep -q ready "$dir/$name.$tag.out" || return 1
+  sleep "${SETTLE:-11}" # zring returns a burst's freed heap pages every 10 s (malloc_trim)
 }
 
 measure() { # name port cmd...
@@ -47,9 +53,17 @@ measure() { # name port cmd...
     return 0
   fi
   before=$(rss_kb "$cm")
-  start_clients "$name" "$port" "$half_n" a; half=$(rss_kb "$cm")
-  start_clients "$name" "$port" "$(( N - half_n ))" b; full=$(rss_kb "$cm")
+  local ok=1
+  start_clients "$name" "$port" "$half_n" a && half=$(rss_kb "$cm") &&
+    start_clients "$name" "$port" "$(( N - half_n ))" b && full=$(rss_kb "$cm") || ok=0
   for fd in "${fds[@]}"; do exec {fd}>&-; done
+  if crashed "$name" "$cm" || [ "$ok" = 0 ] || [ -z "$full" ]; then
+    kill -0 "$cm" 2>/dev/null && printf '%-12s %-4s clients did not get ready: %s\n' "$name" "$MODE" \
+      "$(tail -n 1 "$dir/$name".*.out 2>/dev/null | tail -n 1 | cut -c1-120)"
+    kill "$cm" 2>/dev/null
+    kill "$h" 2>/dev/null; wait "$cm" "$h" 2>/dev/null || true
+    return 0
+  fi
   kill "$cm" "$h"; wait "$cm" "$h" 2>/dev/null || true
   # total: everything the process grew by, fixed pools included; marginal: the growth of
   # the second half alone, once buffer rings and pools are warm: the cost of one more.

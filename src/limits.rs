@@ -47,6 +47,9 @@ pub const ACCEPT_BALANCE_SLACK: usize = 4;
 
 /// Distinct handler addresses a worker keeps interned (connections point at them).
 pub const HANDLERS_INTERNED_MAX: usize = 1024;
+/// How often free heap pages go back to the kernel (`malloc_trim`, from worker 0's sweep):
+/// rare enough to cost nothing, often enough that a burst's memory does not stay resident.
+pub const MALLOC_TRIM_INTERVAL_MS: u64 = 10_000;
 /// Default time a request may wait for a handler to take it before zring answers 503.
 pub const HANDLER_WAIT_MS_DEFAULT: u64 = 5_000;
 /// Largest single buffer taken from a worker's send-buffer pool is kept for reuse only up to

@@ -44,6 +44,8 @@ pub struct Worker {
     due: Vec<u32>,
     inbox: VecDeque<Arc<InPacket>>,
     sweep_at: Instant,
+    /// Next time worker 0 hands freed heap pages back to the kernel.
+    trim_at: Instant,
     sweep_cursor: usize,
     shutting_down: bool,
     slots: usize,
@@ -101,6 +103,7 @@ impl Worker {
             due: Vec::new(),
             inbox: VecDeque::new(),
             sweep_at: now + SWEEP_STEP,
+            trim_at: now + Duration::from_millis(limits::MALLOC_TRIM_INTERVAL_MS),
             sweep_cursor: 0,
             shutting_down: false,
             slots,
@@ -331,6 +334,13 @@ impl Driver for Worker {
             self.sweep_at = now + SWEEP_STEP;
             if !self.conns.is_empty() {
                 self.sweep_keep_alives(now);
+            }
+            if self.index == 0 && now >= self.trim_at {
+                self.trim_at = now + Duration::from_millis(limits::MALLOC_TRIM_INTERVAL_MS);
+                // A burst (thousands of handshakes, a fan-out) leaves freed packet buffers
+                // in glibc's arenas, resident for good; give whole free pages back.
+                // SAFETY: malloc_trim only releases memory the allocator holds free.
+                unsafe { libc::malloc_trim(0) };
             }
         }
     }

@@ -243,10 +243,12 @@ impl Conn {
         for (n, v) in &p.headers {
             headers.push((n.get(buf), v.get(buf)));
         }
+        // Nothing was decoded while upgrading: the decoder is fresh, so it goes too (an idle
+        // WebSocket holds none; the first frame brings a new one).
         let accept = self
             .ws
-            .as_mut()
-            .and_then(|w| w.accept.take())
+            .take()
+            .and_then(|w| w.accept)
             .expect("an upgrading session has its accept key");
         let mut extension: ArrayVec<u8, 128> = ArrayVec::new();
         if let Some(d) = &self.deflate {
