@@ -49,7 +49,21 @@ fn want_lines() -> Vec<String> {
     v
 }
 
+thread_local! {
+    /// This test runs zring with `--compression`: the client must have negotiated it.
+    static EXPECT_DEFLATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn check_output(client: &str, out: std::process::Output) {
+    if EXPECT_DEFLATE.with(|d| d.get()) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("extensions") && l.contains("permessage-deflate")),
+            "{client} did not negotiate permessage-deflate: {stderr}"
+        );
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<String> = stdout.lines().map(str::to_string).collect();
     assert!(
@@ -160,7 +174,10 @@ macro_rules! interop {
             mod $name {
                 use super::*;
                 fn run(rt: &str) {
-                    let s = Stack::with_example(rt, &[]);
+                    run_with(rt, &[]);
+                }
+                fn run_with(rt: &str, extra: &[&str]) {
+                    let s = Stack::with_example(rt, extra);
                     let f: fn(&Stack) = $f;
                     f(&s);
                     // Still serving afterwards.
@@ -182,6 +199,18 @@ macro_rules! interop {
                 #[test]
                 fn zring_epoll() {
                     run("epoll")
+                }
+                /// The same through permessage-deflate (`--compression`), where the client
+                /// speaks it (Python `websockets` and node `ws` do; tungstenite does not).
+                #[test]
+                fn zring_uring_compressed() {
+                    EXPECT_DEFLATE.with(|d| d.set(stringify!($name) != "tungstenite_client"));
+                    run_with("uring", &["--compression"])
+                }
+                #[test]
+                fn zring_epoll_compressed() {
+                    EXPECT_DEFLATE.with(|d| d.set(stringify!($name) != "tungstenite_client"));
+                    run_with("epoll", &["--compression"])
                 }
             }
         )*

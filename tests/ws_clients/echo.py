@@ -23,6 +23,8 @@ def bin_of(n):
 async def main(url, sizes):
     async with websockets.connect(url, max_size=None, max_queue=None, ping_interval=None,
                                   open_timeout=10, close_timeout=10) as ws:
+        # Negotiated extensions, for the test's check when zring runs with --compression.
+        print(f"extensions {' '.join(e.name for e in ws.extensions)}", file=sys.stderr, flush=True)
         for n in sizes:
             for binary in (False, True):
                 sent = bin_of(n) if binary else text_of(n)

@@ -50,6 +50,7 @@ function next() {
 }
 
 ws.on('open', async () => {
+  console.error(`extensions ${ws.extensions}`);
   try {
     for (const s of sizes) {
       const n = Number(s);
