@@ -394,12 +394,7 @@ impl Conn {
                 if self.response_started {
                     self.close(cx);
                 } else {
-                    self.fail(
-                        cx,
-                        502,
-                        "Bad Gateway",
-                        "The handler ended the request without a response.\n",
-                    );
+                    self.fail_no_response(cx);
                 }
             }
             _ => {
@@ -971,12 +966,7 @@ impl Conn {
             let Ok(framing) =
                 http1::choose_framing(context, code, &headers, more, body.len() as u64)
             else {
-                return self.fail(
-                    cx,
-                    502,
-                    "Bad Gateway",
-                    "The handler sent an invalid response.\n",
-                );
+                return self.fail_invalid_response(cx);
             };
             self.keep_alive = framing.keep_alive;
             self.framing = match framing.body {
@@ -999,12 +989,7 @@ impl Conn {
                 written = http1::encode_response_head(out, &head).is_ok()
             });
             if !written {
-                return self.fail(
-                    cx,
-                    502,
-                    "Bad Gateway",
-                    "The handler sent an invalid response.\n",
-                );
+                return self.fail_invalid_response(cx);
             }
             self.response_started = true;
         } else if p.more && body.len() as u64 > self.budget {
@@ -1080,6 +1065,26 @@ impl Conn {
         if !self.spill.is_empty() {
             self.reprocess(cx); // the next pipelined request
         }
+    }
+
+    /// 502 for a handler response zring cannot write (bad status, headers or framing).
+    fn fail_invalid_response(&mut self, cx: &mut Ctx) {
+        self.fail(
+            cx,
+            502,
+            "Bad Gateway",
+            "The handler sent an invalid response.\n",
+        );
+    }
+
+    /// 502 for a handler that ended the session (cancel, error) before any response.
+    fn fail_no_response(&mut self, cx: &mut Ctx) {
+        self.fail(
+            cx,
+            502,
+            "Bad Gateway",
+            "The handler ended the request without a response.\n",
+        );
     }
 
     /// Answers with an error response (unless a response already started) and closes.

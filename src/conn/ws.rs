@@ -171,24 +171,14 @@ impl Conn {
                     self.ws_reject(cx, pkt);
                 } else {
                     self.handler = None;
-                    self.fail(
-                        cx,
-                        502,
-                        "Bad Gateway",
-                        "The handler ended the request without a response.\n",
-                    );
+                    self.fail_no_response(cx);
                 }
             }
             Kind::Cancel | Kind::Error => {
                 self.handler = None;
                 match self.wsf.phase {
                     Phase::Open => self.ws_fail(cx, ws::close_code::INTERNAL_ERROR, ""),
-                    _ => self.fail(
-                        cx,
-                        502,
-                        "Bad Gateway",
-                        "The handler ended the request without a response.\n",
-                    ),
+                    _ => self.fail_no_response(cx),
                 }
             }
             Kind::Data if self.wsf.phase == Phase::Upgrading => self.ws_accept(cx, pkt),
@@ -262,12 +252,7 @@ impl Conn {
             written = ws::encode_accept(out, &accept, None, extension, &headers).is_ok();
         });
         if !written {
-            return self.fail(
-                cx,
-                502,
-                "Bad Gateway",
-                "The handler sent an invalid response.\n",
-            );
+            return self.fail_invalid_response(cx);
         }
         self.response_started = true;
         self.wsf.phase = Phase::Open;
@@ -311,12 +296,7 @@ impl Conn {
         };
         let Ok(framing) = http1::choose_framing(context, code, &headers, false, body.len() as u64)
         else {
-            return self.fail(
-                cx,
-                502,
-                "Bad Gateway",
-                "The handler sent an invalid response.\n",
-            );
+            return self.fail_invalid_response(cx);
         };
         let head = http1::ResponseHead {
             version: self.version,
@@ -334,12 +314,7 @@ impl Conn {
             }
         });
         if !written {
-            return self.fail(
-                cx,
-                502,
-                "Bad Gateway",
-                "The handler sent an invalid response.\n",
-            );
+            return self.fail_invalid_response(cx);
         }
         self.response_started = true;
         self.response_done = true;
