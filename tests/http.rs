@@ -1,6 +1,7 @@
 //! HTTP/1.x through zring to ZHTTP handlers, on both runtimes: curl, ureq and raw sockets
 //! against zring and the example handler (or a scripted handler), over real loopback and
 //! real ZeroMQ.
+#[macro_use]
 mod common;
 
 use std::io::Write;
@@ -8,23 +9,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Runs a test body once per runtime.
-macro_rules! both_runtimes {
-    ($($name:ident($rt:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-                fn run($rt: &str) $body
-                #[test]
-                fn uring() { run("uring") }
-                #[test]
-                fn epoll() { run("epoll") }
-            }
-        )*
-    };
-}
 
 const SECOND: Duration = Duration::from_secs(1);
 

@@ -2,6 +2,7 @@
 //! echo, on both runtimes, modelled on Autobahn's case groups 12 and 13: negotiation,
 //! compressed messages of many sizes and fragmentations both ways, and the errors. The
 //! client side compresses and inflates with flate2 (miniz_oxide), not with zring's codec.
+#[macro_use]
 mod common;
 
 use common::ws::*;
@@ -102,22 +103,6 @@ fn echo(c: &mut Ws, inf: &mut Inflater, opcode: u8, data: &[u8], pieces: usize) 
     let plain = inf.message(&payload);
     assert_eq!(plain.len(), data.len());
     assert!(plain == data, "echo differs");
-}
-
-macro_rules! both_runtimes {
-    ($($name:ident($rt:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-                fn run($rt: &str) $body
-                #[test]
-                fn uring() { run("uring") }
-                #[test]
-                fn epoll() { run("epoll") }
-            }
-        )*
-    };
 }
 
 both_runtimes! {

@@ -4,6 +4,25 @@
 
 pub mod ws;
 
+/// Runs a test body once per runtime: `name(rt) { body }` becomes `name::uring` and
+/// `name::epoll`. Test files that use it declare `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! both_runtimes {
+    ($($name:ident($rt:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                fn run($rt: &str) $body
+                #[test]
+                fn uring() { run("uring") }
+                #[test]
+                fn epoll() { run("epoll") }
+            }
+        )*
+    };
+}
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
