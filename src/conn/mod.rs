@@ -898,7 +898,8 @@ impl Conn {
 
     /// Encodes one packet for this session's handler (ROUTER) with the next `seq`.
     fn send_packet(&mut self, cx: &mut Ctx, f: impl FnOnce(&mut Vec<u8>, &[u8], &[u8], u32)) {
-        let Some(addr) = self.handler.clone() else {
+        // The address is copied into the route; no need to touch the Arc's count.
+        let Some(addr) = self.handler.as_deref().cloned() else {
             return;
         };
         let id = self.id(cx.settings, cx.slot);
@@ -906,7 +907,7 @@ impl Conn {
         f(&mut data, &cx.settings.instance_id, &id, self.seq_out);
         self.seq_out += 1;
         cx.packets.push(OutPacket {
-            route: Route::Router((*addr).clone()),
+            route: Route::Router(addr),
             data,
             expires: None,
         });

@@ -240,11 +240,9 @@ impl Conn {
             .take()
             .and_then(|w| w.accept)
             .expect("an upgrading session has its accept key");
-        let mut extension: ArrayVec<u8, 128> = ArrayVec::new();
+        let mut extension = Vec::new();
         if let Some(d) = &self.deflate {
-            let mut v = Vec::new();
-            d.params.encode_response(&mut v);
-            let _ = extension.try_extend_from_slice(&v);
+            d.params.encode_response(&mut extension);
         }
         let extension = (!extension.is_empty()).then_some(&extension[..]);
         let mut written = true;
