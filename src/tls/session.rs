@@ -1,0 +1,394 @@
+//! One client connection's TLS, sans-IO: ciphertext in, plaintext and TLS records out.
+//!
+//! ## Why rustls's unbuffered API
+//! The buffered `ServerConnection` owns a receive buffer that, once used, keeps at least
+//! 4 KiB of capacity (its deframer's read size) for the connection's whole life, plus
+//! plaintext and record queues; an idle keep-alive or WebSocket connection would hold
+//! them. `UnbufferedServerConnection` holds no byte buffers between calls: the caller passes
+//! the received ciphertext in (`&mut [u8]`, records are deframed and decrypted in the
+//! caller's memory), and every output is written into a buffer the caller passes. Between
+//! calls a session holds only rustls's state (traffic keys, a few flags); see
+//! `tests/tls_memory.rs` for the measured figure. The connection core already keeps an
+//! unconsumed tail of received bytes in its pooled `spill`, which is exactly the contract
+//! the unbuffered API asks for.
+//!
+//! ## Contract
+//! - [`Session::feed`] takes everything received and not yet consumed, oldest first. It
+//!   returns how many bytes were consumed; the caller keeps the rest **unchanged** (rustls
+//!   may have rewritten it in place to join a handshake message spanning records) and
+//!   passes it again, with newer bytes appended, to the next `feed`, or as `unconsumed` to
+//!   [`Session::encrypt`] / [`Session::close_notify`].
+//! - Records to send (handshake, alerts) are appended to the caller's `out`; send them in
+//!   order with the output of later calls.
+//! - Errors are sticky ([`TlsError`]): after one, every call returns it. The fatal alert it
+//!   caused, if any, is already in `out`; send it, then close.
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use rustls::{HandshakeKind, ServerConfig};
+
+use crate::limits::TLS_IDENTITY_NAME_BYTES_MAX;
+
+/// Why a session ended. Each variant has the alert (if any) already queued by `feed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsError {
+    /// The first bytes were plain HTTP, not a TLS record (a client using `http://` on a TLS
+    /// port). rustls's alert is in `out`; the caller may log this distinctly.
+    PlainHttp,
+    /// The bytes were not TLS (not a record, or not a ClientHello first).
+    NotTls,
+    /// No certificate for the client's server name and no `default-cert`
+    /// (`unrecognized_name` / `handshake_failure` sent).
+    NoCertificate,
+    /// No version, suite, group or ALPN protocol in common with the client.
+    Incompatible,
+    /// The client broke the protocol (bad message, bad MAC, unexpected record).
+    Protocol,
+    /// The client sent a fatal alert.
+    PeerAlert,
+    /// The traffic keys are used up (2^64 records in TLS 1.2): close.
+    Exhausted,
+    /// `encrypt` or `close_notify` before the handshake completed, or after the session
+    /// closed: a programmer error in the caller, reported rather than panicking.
+    NotReady,
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsError::PlainHttp => "plain HTTP request on a TLS port",
+            TlsError::NotTls => "not a TLS client",
+            TlsError::NoCertificate => "no certificate for the requested server name",
+            TlsError::Incompatible => "no TLS parameters in common with the client",
+            TlsError::Protocol => "TLS protocol error",
+            TlsError::PeerAlert => "client sent a fatal TLS alert",
+            TlsError::Exhausted => "TLS traffic keys exhausted",
+            TlsError::NotReady => "TLS session not ready",
+        })
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+impl TlsError {
+    fn from_rustls(error: &rustls::Error, first_bytes: bool) -> Self {
+        use rustls::Error as E;
+        match error {
+            E::InvalidMessage(_) | E::InappropriateMessage { .. } if first_bytes => {
+                TlsError::NotTls
+            }
+            E::General(s) if s.contains("no server certificate") => TlsError::NoCertificate,
+            E::PeerIncompatible(_) | E::NoApplicationProtocol => TlsError::Incompatible,
+            E::AlertReceived(_) => TlsError::PeerAlert,
+            E::EncryptError => TlsError::Exhausted,
+            _ => TlsError::Protocol,
+        }
+    }
+}
+
+/// The result of one [`Session::feed`].
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// Bytes of the input consumed; the rest stays with the caller (see the contract).
+    pub consumed: usize,
+    /// The client sent `close_notify`: no more plaintext will come.
+    pub peer_closed: bool,
+}
+
+thread_local! {
+    /// The SNI rustls handed our certificate resolver during the current `feed` on this
+    /// thread (rustls 0.23's unbuffered server connection has no SNI getter).
+    static RESOLVED_SNI: RefCell<Option<Option<Box<str>>>> = const { RefCell::new(None) };
+}
+
+/// Called by the certificate resolver, synchronously inside `feed`.
+pub(crate) fn note_sni(sni: Option<&str>) {
+    let sni = sni
+        .filter(|s| s.len() <= TLS_IDENTITY_NAME_BYTES_MAX)
+        .map(|s| s.to_ascii_lowercase().into_boxed_str());
+    RESOLVED_SNI.with(|slot| *slot.borrow_mut() = Some(sni));
+}
+
+/// One connection's TLS state. Holds no buffer between calls.
+pub struct Session {
+    conn: UnbufferedServerConnection,
+    /// Invariant: once set, never cleared; every call returns it.
+    failed: Option<TlsError>,
+    /// Bytes the last `feed` left unconsumed: what `encrypt`/`close_notify` must be given.
+    unconsumed_bytes: usize,
+    fed_any: bool,
+    sni: Option<Box<str>>,
+    peer_closed: bool,
+    closed: bool,
+}
+
+impl Session {
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        // Fails only for a config rustls rejects (none of ours: see `config`).
+        let conn = UnbufferedServerConnection::new(config).expect("valid server config");
+        Self {
+            conn,
+            failed: None,
+            unconsumed_bytes: 0,
+            fed_any: false,
+            sni: None,
+            peer_closed: false,
+            closed: false,
+        }
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// The client's server name, lower-cased (known once the ClientHello was processed).
+    pub fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+
+    /// The negotiated ALPN protocol (`http/1.1`), if the client offered ALPN.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    /// Full or resumed handshake, once known.
+    pub fn handshake_kind(&self) -> Option<HandshakeKind> {
+        self.conn.handshake_kind()
+    }
+
+    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.conn.protocol_version()
+    }
+
+    /// Processes received ciphertext: handshake records answered into `out`, application
+    /// data decrypted and appended to `plaintext`. Call with everything received and not
+    /// yet consumed.
+    pub fn feed(
+        &mut self,
+        ciphertext: &mut [u8],
+        plaintext: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<Fed, TlsError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let first_bytes = !self.fed_any;
+        self.fed_any |= !ciphertext.is_empty();
+        RESOLVED_SNI.with(|slot| slot.borrow_mut().take());
+        let result = self.feed_records(ciphertext, plaintext, out);
+        if let Some(sni) = RESOLVED_SNI.with(|slot| slot.borrow_mut().take()) {
+            self.sni = sni;
+        }
+        match result {
+            Ok(consumed) => {
+                assert!(consumed <= ciphertext.len());
+                self.unconsumed_bytes = ciphertext.len() - consumed;
+                Ok(Fed {
+                    consumed,
+                    peer_closed: self.peer_closed,
+                })
+            }
+            Err(error) => {
+                let mut e = TlsError::from_rustls(&error, first_bytes);
+                if e == TlsError::NotTls && looks_like_http(ciphertext) {
+                    e = TlsError::PlainHttp;
+                }
+                self.fail(e, out);
+                Err(e)
+            }
+        }
+    }
+
+    fn feed_records(
+        &mut self,
+        ciphertext: &mut [u8],
+        plaintext: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, rustls::Error> {
+        let mut consumed = 0;
+        loop {
+            let status = self.conn.process_tls_records(&mut ciphertext[consumed..]);
+            let mut discard = status.discard;
+            let mut more = true;
+            match status.state? {
+                ConnectionState::ReadTraffic(mut read) => {
+                    while let Some(record) = read.next_record() {
+                        let record = record?;
+                        discard += record.discard;
+                        plaintext.extend_from_slice(record.payload);
+                    }
+                }
+                ConnectionState::ReadEarlyData(mut read) => {
+                    // 0-RTT is off (`max_early_data_size` 0): drop whatever shows up.
+                    while let Some(record) = read.next_record() {
+                        discard += record?.discard;
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    write_into(out, |buf| match encode.encode(buf) {
+                        Ok(n) => Ok(n),
+                        Err(EncodeError::InsufficientSize(s)) => Err(s),
+                        Err(EncodeError::AlreadyEncoded) => Ok(0),
+                    });
+                }
+                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+                ConnectionState::PeerClosed => self.peer_closed = true,
+                ConnectionState::Closed => {
+                    self.closed = true;
+                    more = false;
+                }
+                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
+                    more = false;
+                }
+                _ => more = false,
+            }
+            consumed += discard;
+            assert!(consumed <= ciphertext.len());
+            if !more || (self.peer_closed && discard == 0) {
+                return Ok(consumed);
+            }
+        }
+    }
+
+    /// Encrypts `data` into records appended to `out`. `unconsumed` is what the last `feed`
+    /// left unconsumed (rustls may refer to it).
+    pub fn encrypt(
+        &mut self,
+        unconsumed: &mut [u8],
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), TlsError> {
+        self.write_traffic(unconsumed, out, |write, buf| write.encrypt(data, buf))
+    }
+
+    /// Appends an encrypted `close_notify` alert to `out`.
+    pub fn close_notify(&mut self, unconsumed: &mut [u8], out: &mut Vec<u8>) -> Result<(), TlsError> {
+        self.write_traffic(unconsumed, out, |write, buf| write.queue_close_notify(buf))
+    }
+
+    fn write_traffic(
+        &mut self,
+        unconsumed: &mut [u8],
+        out: &mut Vec<u8>,
+        mut write: impl FnMut(
+            &mut rustls::unbuffered::WriteTraffic<'_, ServerConnectionData>,
+            &mut [u8],
+        ) -> Result<usize, EncryptError>,
+    ) -> Result<(), TlsError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        assert_eq!(unconsumed.len(), self.unconsumed_bytes);
+        // Bounded: each turn either writes a queued record or ends.
+        for _ in 0..16 {
+            let status = self.conn.process_tls_records(unconsumed);
+            debug_assert_eq!(status.discard, 0);
+            let state = match status.state {
+                Ok(state) => state,
+                Err(error) => {
+                    let e = TlsError::from_rustls(&error, false);
+                    self.fail(e, out);
+                    return Err(e);
+                }
+            };
+            match state {
+                ConnectionState::WriteTraffic(mut traffic) => {
+                    let mut exhausted = false;
+                    write_into(out, |buf| match write(&mut traffic, buf) {
+                        Ok(n) => Ok(n),
+                        Err(EncryptError::InsufficientSize(s)) => Err(s),
+                        Err(_) => {
+                            exhausted = true;
+                            Ok(0)
+                        }
+                    });
+                    if exhausted {
+                        self.failed = Some(TlsError::Exhausted);
+                        return Err(TlsError::Exhausted);
+                    }
+                    return Ok(());
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    write_into(out, |buf| match encode.encode(buf) {
+                        Ok(n) => Ok(n),
+                        Err(EncodeError::InsufficientSize(s)) => Err(s),
+                        Err(EncodeError::AlreadyEncoded) => Ok(0),
+                    });
+                }
+                ConnectionState::TransmitTlsData(mut transmit) => {
+                    if let Some(mut traffic) = transmit.may_encrypt_app_data() {
+                        let mut exhausted = false;
+                        write_into(out, |buf| match write(&mut traffic, buf) {
+                            Ok(n) => Ok(n),
+                            Err(EncryptError::InsufficientSize(s)) => Err(s),
+                            Err(_) => {
+                                exhausted = true;
+                                Ok(0)
+                            }
+                        });
+                        transmit.done();
+                        return if exhausted {
+                            self.failed = Some(TlsError::Exhausted);
+                            Err(TlsError::Exhausted)
+                        } else {
+                            Ok(())
+                        };
+                    }
+                    transmit.done();
+                }
+                ConnectionState::PeerClosed => self.peer_closed = true,
+                _ => return Err(TlsError::NotReady),
+            }
+        }
+        Err(TlsError::NotReady)
+    }
+
+    /// Makes `e` sticky and appends the alert rustls queued for it to `out`.
+    fn fail(&mut self, e: TlsError, out: &mut Vec<u8>) {
+        self.failed = Some(e);
+        // rustls queues the fatal alert as a record to encode; the next call yields it.
+        for _ in 0..4 {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    write_into(out, |buf| match encode.encode(buf) {
+                        Ok(n) => Ok(n),
+                        Err(EncodeError::InsufficientSize(s)) => Err(s),
+                        Err(EncodeError::AlreadyEncoded) => Ok(0),
+                    });
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Appends what `write` produces to `out`, growing `out` to the size it asks for.
+fn write_into(
+    out: &mut Vec<u8>,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, InsufficientSizeError>,
+) {
+    let start = out.len();
+    let spare = out.capacity() - start;
+    out.resize(start + spare, 0);
+    let n = match write(&mut out[start..]) {
+        Ok(n) => n,
+        Err(InsufficientSizeError { required_size }) => {
+            out.resize(start + required_size, 0);
+            write(&mut out[start..]).expect("buffer of the size rustls asked for")
+        }
+    };
+    assert!(start + n <= out.len());
+    out.truncate(start + n);
+}
+
+/// An HTTP/1 request line's start: an upper-case method and a space.
+fn looks_like_http(bytes: &[u8]) -> bool {
+    let method_len = bytes.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (3..=7).contains(&method_len) && bytes.get(method_len) == Some(&b' ')
+}
