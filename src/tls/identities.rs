@@ -41,7 +41,9 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= TLS_IDENTITY_NAME_BYTES_MAX
         && !name.starts_with('.')
-        && !name.bytes().any(|b| b == b'/' || b == b'\\' || b.is_ascii_control())
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b'\\' || b.is_ascii_control())
 }
 
 /// The one-level wildcard identity for `host`: `www.example.com` → `_.example.com`; `None`
@@ -281,8 +283,7 @@ impl Resolver {
             if let Some(key) = self.identities.lookup(&host, now) {
                 return Some(key);
             }
-            if let Some(key) = wildcard_name(&host).and_then(|w| self.identities.lookup(&w, now))
-            {
+            if let Some(key) = wildcard_name(&host).and_then(|w| self.identities.lookup(&w, now)) {
                 return Some(key);
             }
         }

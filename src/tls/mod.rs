@@ -21,3 +21,6 @@ pub mod session;
 pub use config::server_config;
 pub use identities::{check_startup, Identities, Resolver};
 pub use session::{Fed, Session, TlsError};
+
+#[cfg(test)]
+mod tests;

@@ -266,7 +266,11 @@ impl Session {
     }
 
     /// Appends an encrypted `close_notify` alert to `out`.
-    pub fn close_notify(&mut self, unconsumed: &mut [u8], out: &mut Vec<u8>) -> Result<(), TlsError> {
+    pub fn close_notify(
+        &mut self,
+        unconsumed: &mut [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), TlsError> {
         self.write_traffic(unconsumed, out, |write, buf| write.queue_close_notify(buf))
     }
 
