@@ -73,22 +73,6 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
-impl TlsError {
-    fn from_rustls(error: &rustls::Error, first_bytes: bool) -> Self {
-        use rustls::Error as E;
-        match error {
-            E::InvalidMessage(_) | E::InappropriateMessage { .. } if first_bytes => {
-                TlsError::NotTls
-            }
-            E::General(s) if s.contains("no server certificate") => TlsError::NoCertificate,
-            E::PeerIncompatible(_) | E::NoApplicationProtocol => TlsError::Incompatible,
-            E::AlertReceived(_) => TlsError::PeerAlert,
-            E::EncryptError => TlsError::Exhausted,
-            _ => TlsError::Protocol,
-        }
-    }
-}
-
 /// The result of one [`Session::feed`].
 #[must_use]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +104,8 @@ pub struct Session {
     failed: Option<TlsError>,
     /// Bytes the last `feed` left unconsumed: what `encrypt`/`close_notify` must be given.
     unconsumed_bytes: usize,
-    fed_any: bool,
+    /// The first byte the client sent, to tell plain HTTP from other non-TLS input.
+    first_byte: Option<u8>,
     sni: Option<Box<str>>,
     peer_closed: bool,
     closed: bool,
@@ -134,7 +119,7 @@ impl Session {
             conn,
             failed: None,
             unconsumed_bytes: 0,
-            fed_any: false,
+            first_byte: None,
             sni: None,
             peer_closed: false,
             closed: false,
@@ -176,16 +161,18 @@ impl Session {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        let first_bytes = !self.fed_any;
-        self.fed_any |= !ciphertext.is_empty();
+        if self.first_byte.is_none() {
+            self.first_byte = ciphertext.first().copied();
+        }
         RESOLVED_SNI.with(|slot| slot.borrow_mut().take());
-        let result = self.feed_records(ciphertext, plaintext, out);
+        let mut consumed = 0;
+        let result = self.feed_records(ciphertext, &mut consumed, plaintext, out);
         if let Some(sni) = RESOLVED_SNI.with(|slot| slot.borrow_mut().take()) {
             self.sni = sni;
         }
+        assert!(consumed <= ciphertext.len());
         match result {
-            Ok(consumed) => {
-                assert!(consumed <= ciphertext.len());
+            Ok(()) => {
                 self.unconsumed_bytes = ciphertext.len() - consumed;
                 Ok(Fed {
                     consumed,
@@ -193,26 +180,50 @@ impl Session {
                 })
             }
             Err(error) => {
-                let mut e = TlsError::from_rustls(&error, first_bytes);
-                if e == TlsError::NotTls && looks_like_http(ciphertext) {
-                    e = TlsError::PlainHttp;
-                }
+                let e = self.classify(&error);
                 self.fail(e, out);
                 Err(e)
             }
         }
     }
 
+    /// The session's error for a rustls error. Before the handshake got anywhere, bad input
+    /// is `NotTls`, or `PlainHttp` when it starts with an upper-case letter (a request
+    /// method: no TLS record type is in `A..=Z`).
+    fn classify(&self, error: &rustls::Error) -> TlsError {
+        use rustls::Error as E;
+        match error {
+            E::InvalidMessage(_) | E::InappropriateMessage { .. }
+                if self.conn.protocol_version().is_none() =>
+            {
+                match self.first_byte {
+                    Some(b'A'..=b'Z') => TlsError::PlainHttp,
+                    _ => TlsError::NotTls,
+                }
+            }
+            E::General(s) if s.contains("no server certificate") => TlsError::NoCertificate,
+            E::PeerIncompatible(_) | E::NoApplicationProtocol => TlsError::Incompatible,
+            E::AlertReceived(_) => TlsError::PeerAlert,
+            E::EncryptError => TlsError::Exhausted,
+            _ => TlsError::Protocol,
+        }
+    }
+
+    /// Runs rustls over `ciphertext` until it needs more input; `consumed` counts the bytes
+    /// it is done with, also when it fails.
     fn feed_records(
         &mut self,
         ciphertext: &mut [u8],
+        consumed: &mut usize,
         plaintext: &mut Vec<u8>,
         out: &mut Vec<u8>,
-    ) -> Result<usize, rustls::Error> {
-        let mut consumed = 0;
+    ) -> Result<(), rustls::Error> {
+        let length = ciphertext.len();
         loop {
-            let status = self.conn.process_tls_records(&mut ciphertext[consumed..]);
-            let mut discard = status.discard;
+            let status = self.conn.process_tls_records(&mut ciphertext[*consumed..]);
+            *consumed += status.discard;
+            assert!(*consumed <= length);
+            let mut discard = 0;
             let mut more = true;
             match status.state? {
                 ConnectionState::ReadTraffic(mut read) => {
@@ -236,20 +247,21 @@ impl Session {
                     });
                 }
                 ConnectionState::TransmitTlsData(transmit) => transmit.done(),
-                ConnectionState::PeerClosed => self.peer_closed = true,
+                ConnectionState::PeerClosed => {
+                    self.peer_closed = true;
+                    more = false;
+                }
                 ConnectionState::Closed => {
                     self.closed = true;
                     more = false;
                 }
-                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
-                    more = false;
-                }
+                // BlockedHandshake, WriteTraffic: all input that can be processed was.
                 _ => more = false,
             }
-            consumed += discard;
-            assert!(consumed <= ciphertext.len());
-            if !more || (self.peer_closed && discard == 0) {
-                return Ok(consumed);
+            *consumed += discard;
+            assert!(*consumed <= length);
+            if !more {
+                return Ok(());
             }
         }
     }
@@ -294,7 +306,7 @@ impl Session {
             let state = match status.state {
                 Ok(state) => state,
                 Err(error) => {
-                    let e = TlsError::from_rustls(&error, false);
+                    let e = self.classify(&error);
                     self.fail(e, out);
                     return Err(e);
                 }
@@ -351,11 +363,16 @@ impl Session {
         Err(TlsError::NotReady)
     }
 
-    /// Makes `e` sticky and appends the alert rustls queued for it to `out`.
+    /// Makes `e` sticky and appends the alert rustls queued for it, if any, to `out`.
     fn fail(&mut self, e: TlsError, out: &mut Vec<u8>) {
         self.failed = Some(e);
-        // rustls queues the fatal alert as a record to encode; the next call yields it.
+        // rustls hands out queued records before it looks at input, so while one is queued
+        // a call with no input yields it and deframes nothing: no second fatal alert, and
+        // no look into a buffer a joined handshake message may still point into.
         for _ in 0..4 {
+            if !self.conn.wants_write() {
+                return;
+            }
             let status = self.conn.process_tls_records(&mut []);
             match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
@@ -365,7 +382,6 @@ impl Session {
                         Err(EncodeError::AlreadyEncoded) => Ok(0),
                     });
                 }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
                 _ => return,
             }
         }
@@ -389,10 +405,4 @@ fn write_into(
     };
     assert!(start + n <= out.len());
     out.truncate(start + n);
-}
-
-/// An HTTP/1 request line's start: an upper-case method and a space.
-fn looks_like_http(bytes: &[u8]) -> bool {
-    let method_len = bytes.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    (3..=7).contains(&method_len) && bytes.get(method_len) == Some(&b' ')
 }
