@@ -498,3 +498,102 @@ fn close_notify_both_ways() {
     assert!(fed.peer_closed);
     assert_eq!(fed.consumed, wire.len());
 }
+
+/// The client's first flight (one ClientHello record) re-cut into two handshake records.
+fn client_hello_in_two_records(host: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut client = ClientConnection::new(
+        client_config(&rustls::version::TLS13),
+        host.to_string().try_into().unwrap(),
+    )
+    .unwrap();
+    let mut wire = Vec::new();
+    client.write_tls(&mut wire).unwrap();
+    assert_eq!(wire[0], 0x16);
+    let length = usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+    assert_eq!(wire.len(), 5 + length);
+    let body = &wire[5..];
+    let record = |part: &[u8]| {
+        let mut r = vec![0x16, 0x03, 0x01];
+        r.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        r.extend_from_slice(part);
+        r
+    };
+    (record(&body[..length / 2]), record(&body[length / 2..]))
+}
+
+#[test]
+fn client_hello_across_records_is_joined_in_the_callers_buffer() {
+    let setup = setup("joined", Some("default"));
+    let (first, second) = client_hello_in_two_records("a.example.com");
+    let mut server = Session::new(setup.config.clone());
+    let (mut plaintext, mut out) = (Vec::new(), Vec::new());
+    let mut pending = first.clone();
+    let fed = server.feed(&mut pending, &mut plaintext, &mut out).unwrap();
+    // The half message stays with the caller, possibly rewritten in place.
+    pending.drain(..fed.consumed);
+    assert!(out.is_empty());
+    pending.extend_from_slice(&second);
+    let fed = server.feed(&mut pending, &mut plaintext, &mut out).unwrap();
+    assert_eq!(fed.consumed, pending.len());
+    assert_eq!(out[0], 0x16, "ServerHello follows");
+    assert_eq!(server.sni(), Some("a.example.com"));
+}
+
+#[test]
+fn garbage_after_half_a_client_hello_fails_without_panic() {
+    let setup = setup("half", Some("default"));
+    let (first, _) = client_hello_in_two_records("a.example.com");
+    for garbage in [
+        &b"\x00\x00\x00\x00\x00\x00"[..],
+        b"\x17\x03\x03\x00\x01x",
+        b"\x15\x03\x03\x00\x02\x02\x28",
+    ] {
+        let mut server = Session::new(setup.config.clone());
+        let (mut plaintext, mut out) = (Vec::new(), Vec::new());
+        let mut pending = first.clone();
+        let fed = server.feed(&mut pending, &mut plaintext, &mut out).unwrap();
+        pending.drain(..fed.consumed);
+        pending.extend_from_slice(garbage);
+        let e = server
+            .feed(&mut pending, &mut plaintext, &mut out)
+            .unwrap_err();
+        assert_ne!(e, TlsError::NoCertificate);
+        assert_eq!(server.feed(&mut pending, &mut plaintext, &mut out), Err(e));
+        assert!(server.encrypt(&mut pending, b"x", &mut out).is_err());
+    }
+}
+
+#[test]
+fn plain_http_byte_by_byte_is_still_plain_http() {
+    let setup = setup("http-bytes", Some("default"));
+    let mut server = Session::new(setup.config.clone());
+    let (mut plaintext, mut out) = (Vec::new(), Vec::new());
+    let mut pending = Vec::new();
+    let mut result = Ok(());
+    for &b in b"GET / HTTP/1.1\r\n\r\n" {
+        pending.push(b);
+        match server.feed(&mut pending, &mut plaintext, &mut out) {
+            Ok(fed) => {
+                pending.drain(..fed.consumed);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(result, Err(TlsError::PlainHttp));
+    assert_eq!(out.first(), Some(&0x15));
+}
+
+#[test]
+fn encrypt_before_the_handshake_is_refused() {
+    let setup = setup("early", Some("default"));
+    let mut server = Session::new(setup.config.clone());
+    let mut out = Vec::new();
+    assert_eq!(
+        server.encrypt(&mut [], b"x", &mut out),
+        Err(TlsError::NotReady)
+    );
+    assert!(out.is_empty());
+}
