@@ -126,6 +126,11 @@ impl Session {
         }
     }
 
+    /// Both sides sent `close_notify`: nothing more to read or write.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
     }
@@ -388,21 +393,23 @@ impl Session {
     }
 }
 
-/// Appends what `write` produces to `out`, growing `out` to the size it asks for.
+/// Appends what `write` produces to `out`: asked first with no room, it names the size it
+/// needs (rustls's `InsufficientSize`), so `out` grows by exactly that and nothing is
+/// zero-filled twice.
 fn write_into(
     out: &mut Vec<u8>,
     mut write: impl FnMut(&mut [u8]) -> Result<usize, InsufficientSizeError>,
 ) {
     let start = out.len();
-    let spare = out.capacity() - start;
-    out.resize(start + spare, 0);
-    let n = match write(&mut out[start..]) {
-        Ok(n) => n,
-        Err(InsufficientSizeError { required_size }) => {
-            out.resize(start + required_size, 0);
-            write(&mut out[start..]).expect("buffer of the size rustls asked for")
+    let required_size = match write(&mut []) {
+        Ok(n) => {
+            assert_eq!(n, 0);
+            return;
         }
+        Err(InsufficientSizeError { required_size }) => required_size,
     };
-    assert!(start + n <= out.len());
+    out.resize(start + required_size, 0);
+    let n = write(&mut out[start..]).expect("a buffer of the size rustls asked for");
+    assert!(n <= required_size);
     out.truncate(start + n);
 }
