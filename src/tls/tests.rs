@@ -189,6 +189,12 @@ struct Setup {
     config: Arc<rustls::ServerConfig>,
 }
 
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn setup(tag: &str, default_name: Option<&str>) -> Setup {
     let dir = tempdir(tag);
     write_identity(&dir, "a.example.com", &["a.example.com"], Key::Ec);
@@ -280,14 +286,16 @@ fn rsa_and_ec_keys_in_every_pem_form_load() {
         ("ec", &rustls::version::TLS12),
     ] {
         let config = server_config(provider(), identities.clone(), Some(name)).unwrap();
+        // `Setup` removes its dir when dropped: give it none, `dir` is removed below.
         let setup = Setup {
-            dir: dir.clone(),
+            dir: dir.join("none"),
             config,
         };
         let (_, server, result) = connect(&setup, &client_config(version), &format!("{name}.test"));
         result.unwrap();
         assert!(!server.is_handshaking());
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -596,4 +604,32 @@ fn encrypt_before_the_handshake_is_refused() {
         Err(TlsError::NotReady)
     );
     assert!(out.is_empty());
+}
+
+#[test]
+fn the_cache_stays_bounded() {
+    use crate::limits::TLS_IDENTITIES_CACHED_MAX;
+    let dir = tempdir("bounded");
+    write_identity(&dir, "seed", &["seed.test"], Key::Ec);
+    let identities = Identities::new(&dir, provider());
+    let now = Instant::now();
+    for i in 0..TLS_IDENTITIES_CACHED_MAX + 8 {
+        let name = format!("n{i}.test");
+        for ext in ["crt", "key"] {
+            std::fs::copy(
+                dir.join(format!("seed.{ext}")),
+                dir.join(format!("{name}.{ext}")),
+            )
+            .unwrap();
+        }
+        let at = now + Duration::from_millis(i as u64);
+        assert!(identities.lookup(&name, at).is_some());
+        assert!(identities.cached() <= TLS_IDENTITIES_CACHED_MAX);
+    }
+    assert_eq!(identities.cached(), TLS_IDENTITIES_CACHED_MAX);
+    // The oldest went first; it loads again on demand.
+    assert!(identities
+        .lookup("n0.test", now + Duration::from_secs(5))
+        .is_some());
+    let _ = std::fs::remove_dir_all(&dir);
 }
