@@ -458,13 +458,26 @@ fn unknown_name_without_default_fails_the_handshake() {
 #[test]
 fn garbage_and_plain_http_get_an_alert() {
     let setup = setup("garbage", Some("default"));
-    for (input, expected) in [
+    // RFC 8446 §6.2: a record that does not parse is decode_error; a well-formed record of
+    // the wrong type before the handshake is unexpected_message.
+    const DECODE_ERROR: u8 = 50;
+    const UNEXPECTED_MESSAGE: u8 = 10;
+    for (input, expected, alert) in [
         (
             &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
             TlsError::PlainHttp,
+            DECODE_ERROR,
         ),
-        (&b"\x00\x01\x02\x03\x04\x05\x06\x07"[..], TlsError::NotTls),
-        (&b"\x17\x03\x03\x00\x05hello"[..], TlsError::NotTls),
+        (
+            &b"\x00\x01\x02\x03\x04\x05\x06\x07"[..],
+            TlsError::NotTls,
+            DECODE_ERROR,
+        ),
+        (
+            &b"\x17\x03\x03\x00\x05hello"[..],
+            TlsError::NotTls,
+            UNEXPECTED_MESSAGE,
+        ),
     ] {
         let mut server = Session::new(setup.config.clone());
         let (mut plaintext, mut out) = (Vec::new(), Vec::new());
@@ -473,11 +486,13 @@ fn garbage_and_plain_http_get_an_alert() {
             .feed(&mut input, &mut plaintext, &mut out)
             .unwrap_err();
         assert_eq!(e, expected, "{input:?}");
+        // One fatal alert record (RFC 8446 §6): level 2, then the description.
         assert_eq!(
-            out.first(),
-            Some(&0x15),
-            "alert record for {input:?}: {out:?}"
+            out[..5],
+            [0x15, 0x03, 0x03, 0x00, 0x02],
+            "{input:?}: {out:?}"
         );
+        assert_eq!(out[5..], [2, alert], "{input:?}: {out:?}");
         assert!(plaintext.is_empty());
     }
 }
