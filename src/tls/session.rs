@@ -79,7 +79,8 @@ impl std::error::Error for TlsError {}
 pub struct Fed {
     /// Bytes of the input consumed; the rest stays with the caller (see the contract).
     pub consumed: usize,
-    /// The client sent `close_notify`: no more plaintext will come.
+    /// The client sent `close_notify`: no more plaintext will come, and anything after it
+    /// is reported consumed and dropped. Answer with `close_notify`, then close.
     pub peer_closed: bool,
 }
 
@@ -108,6 +109,8 @@ pub struct Session {
     first_byte: Option<u8>,
     sni: Option<Box<str>>,
     peer_closed: bool,
+    /// Our `close_notify` went into `out`.
+    close_sent: bool,
     closed: bool,
 }
 
@@ -122,13 +125,14 @@ impl Session {
             first_byte: None,
             sni: None,
             peer_closed: false,
+            close_sent: false,
             closed: false,
         }
     }
 
     /// Both sides sent `close_notify`: nothing more to read or write.
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.closed || (self.peer_closed && self.close_sent)
     }
 
     pub fn is_handshaking(&self) -> bool {
@@ -178,6 +182,11 @@ impl Session {
         assert!(consumed <= ciphertext.len());
         match result {
             Ok(()) => {
+                if self.peer_closed {
+                    // Bytes after the client's close_notify are ignored (RFC 8446 §6.1):
+                    // consumed, so the caller holds no tail that can only grow.
+                    consumed = ciphertext.len();
+                }
                 self.unconsumed_bytes = ciphertext.len() - consumed;
                 Ok(Fed {
                     consumed,
@@ -288,7 +297,9 @@ impl Session {
         unconsumed: &mut [u8],
         out: &mut Vec<u8>,
     ) -> Result<(), TlsError> {
-        self.write_traffic(unconsumed, out, |write, buf| write.queue_close_notify(buf))
+        self.write_traffic(unconsumed, out, |write, buf| write.queue_close_notify(buf))?;
+        self.close_sent = true;
+        Ok(())
     }
 
     fn write_traffic(

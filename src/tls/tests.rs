@@ -516,10 +516,13 @@ fn close_notify_both_ways() {
     while client.wants_write() {
         client.write_tls(&mut wire).unwrap();
     }
+    wire.extend_from_slice(b"\x17\x03\x03\x00\x20 bytes after close_notify");
     let (mut plaintext, mut out) = (Vec::new(), Vec::new());
     let fed = server.feed(&mut wire, &mut plaintext, &mut out).unwrap();
     assert!(fed.peer_closed);
     assert_eq!(fed.consumed, wire.len());
+    assert!(plaintext.is_empty());
+    assert!(server.is_closed());
 }
 
 /// The client's first flight (one ClientHello record) re-cut into two handshake records.
