@@ -5,8 +5,10 @@
 //! 4 KiB of capacity (its deframer's read size) for the connection's whole life, plus
 //! plaintext and record queues; an idle keep-alive or WebSocket connection would hold
 //! them. `UnbufferedServerConnection` holds no byte buffers between calls: the caller passes
-//! the received ciphertext in (`&mut [u8]`, records are deframed and decrypted in the
-//! caller's memory), and every output is written into a buffer the caller passes. Between
+//! the received ciphertext in (`&mut [u8]`; records are deframed and decrypted in place
+//! there; rustls 0.23 then copies each record's plaintext into a short-lived `Vec` that
+//! `feed` drains into the caller's `plaintext` before it returns), and every output is
+//! written into a buffer the caller passes. Between
 //! calls a session holds only rustls's state (traffic keys, a few flags); see
 //! `tests/tls_memory.rs` for the measured figure. The connection core already keeps an
 //! unconsumed tail of received bytes in its pooled `spill`, which is exactly the contract
@@ -20,6 +22,9 @@
 //!   [`Session::encrypt`] / [`Session::close_notify`].
 //! - Records to send (handshake, alerts) are appended to the caller's `out`; send them in
 //!   order with the output of later calls.
+//! - [`Session::sni`]: rustls 0.23's unbuffered server connection has no SNI getter, so the
+//!   certificate resolver (`identities::Resolver`) notes the name in a thread-local that
+//!   `feed` takes after rustls returns (same thread, same call).
 //! - Errors are sticky ([`TlsError`]): after one, every call returns it. The fatal alert it
 //!   caused, if any, is already in `out`; send it, then close.
 use std::cell::RefCell;
@@ -41,7 +46,7 @@ pub enum TlsError {
     /// The bytes were not TLS (not a record, or not a ClientHello first).
     NotTls,
     /// No certificate for the client's server name and no `default-cert`
-    /// (`unrecognized_name` / `handshake_failure` sent).
+    /// (`unrecognized_name` sent, as Condure does).
     NoCertificate,
     /// No version, suite, group or ALPN protocol in common with the client.
     Incompatible,
@@ -382,6 +387,14 @@ impl Session {
     /// Makes `e` sticky and appends the alert rustls queued for it, if any, to `out`.
     fn fail(&mut self, e: TlsError, out: &mut Vec<u8>) {
         self.failed = Some(e);
+        let start = out.len();
+        self.take_alert(out);
+        if e == TlsError::NoCertificate {
+            unrecognized_name(&mut out[start..]);
+        }
+    }
+
+    fn take_alert(&mut self, out: &mut Vec<u8>) {
         // rustls hands out queued records before it looks at input, so while one is queued
         // a call with no input yields it and deframes nothing: no second fatal alert, and
         // no look into a buffer a joined handshake message may still point into.
@@ -400,6 +413,20 @@ impl Session {
                 }
                 _ => return,
             }
+        }
+    }
+}
+
+/// rustls answers a ClientHello it has no certificate for with `access_denied`; Condure
+/// (OpenSSL) answers `unrecognized_name` (RFC 6066 §3), which is what clients report and
+/// what users of Condure know. The alert is still plaintext then (no keys yet), one record:
+/// rewrite its description.
+fn unrecognized_name(record: &mut [u8]) {
+    const ACCESS_DENIED: u8 = 49;
+    const UNRECOGNIZED_NAME: u8 = 112;
+    if let [0x15, 0x03, _, 0x00, 0x02, 0x02, description] = record {
+        if *description == ACCESS_DENIED {
+            *description = UNRECOGNIZED_NAME;
         }
     }
 }
