@@ -56,7 +56,9 @@ pub fn wildcard_name(host: &str) -> Option<String> {
     Some(format!("_.{rest}"))
 }
 
-/// The identities of one directory, loaded on demand and cached (bounded).
+/// The identities of one directory, loaded on demand and cached (bounded). Shared by every
+/// worker: one lock, held while a due name is `stat`ed or re-read (at most once a second per
+/// name, only inside a handshake), so a worker may wait that long behind another.
 pub struct Identities {
     dir: PathBuf,
     provider: Arc<CryptoProvider>,
