@@ -130,43 +130,50 @@ impl Identities {
         };
         if let Some(entry) = cache.get_mut(name) {
             entry.checked = now;
-            if entry.mtimes == mtimes {
-                return entry.key.clone();
-            }
-            entry.mtimes = mtimes;
-            match self.load(name) {
-                Ok(key) => {
-                    log!(log::INFO, MODULE, "identity {name:?}: reloaded");
-                    entry.key = Some(key);
-                    entry.failure_logged = false;
-                }
-                Err(e) => {
-                    log!(log::WARN, MODULE, "{e}; keeping the last good certificate");
-                    entry.failure_logged = true;
-                }
+            if entry.mtimes != mtimes {
+                entry.mtimes = mtimes;
+                self.reload(name, entry);
             }
             return entry.key.clone();
         }
+        let entry = self.first_load(name, mtimes, now);
+        let key = entry.key.clone();
+        if cache.len() >= TLS_IDENTITIES_CACHED_MAX {
+            evict_oldest(&mut cache);
+        }
+        cache.insert(name.to_owned(), entry);
+        assert!(cache.len() <= TLS_IDENTITIES_CACHED_MAX);
+        key
+    }
+
+    /// Re-reads a cached identity whose files changed; a failure keeps the last good key.
+    fn reload(&self, name: &str, entry: &mut Entry) {
+        match self.load(name) {
+            Ok(key) => {
+                log!(log::INFO, MODULE, "identity {name:?}: reloaded");
+                entry.key = Some(key);
+                entry.failure_logged = false;
+            }
+            Err(e) => {
+                log!(log::WARN, MODULE, "{e}; keeping the last good certificate");
+                entry.failure_logged = true;
+            }
+        }
+    }
+
+    /// The cache entry for a name seen for the first time; a failure is cached (without a
+    /// key) so the same bad files are not parsed and logged again until they change.
+    fn first_load(&self, name: &str, mtimes: (SystemTime, SystemTime), now: Instant) -> Entry {
         let loaded = self.load(name);
         if let Err(e) = &loaded {
             log!(log::WARN, MODULE, "{e}");
         }
-        let failure_logged = loaded.is_err();
-        let key = loaded.ok();
-        if cache.len() >= TLS_IDENTITIES_CACHED_MAX {
-            evict_oldest(&mut cache);
+        Entry {
+            failure_logged: loaded.is_err(),
+            key: loaded.ok(),
+            mtimes,
+            checked: now,
         }
-        cache.insert(
-            name.to_owned(),
-            Entry {
-                key: key.clone(),
-                mtimes,
-                checked: now,
-                failure_logged,
-            },
-        );
-        assert!(cache.len() <= TLS_IDENTITIES_CACHED_MAX);
-        key
     }
 
     /// Entries cached now (for tests and `--sizes`).
