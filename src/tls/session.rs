@@ -32,7 +32,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, WriteTraffic,
+};
 use rustls::{HandshakeKind, ServerConfig};
 
 use crate::limits::TLS_IDENTITY_NAME_BYTES_MAX;
@@ -312,7 +314,7 @@ impl Session {
         unconsumed: &mut [u8],
         out: &mut Vec<u8>,
         mut write: impl FnMut(
-            &mut rustls::unbuffered::WriteTraffic<'_, ServerConnectionData>,
+            &mut WriteTraffic<'_, ServerConnectionData>,
             &mut [u8],
         ) -> Result<usize, EncryptError>,
     ) -> Result<(), TlsError> {
@@ -334,20 +336,9 @@ impl Session {
             };
             match state {
                 ConnectionState::WriteTraffic(mut traffic) => {
-                    let mut exhausted = false;
-                    write_into(out, |buf| match write(&mut traffic, buf) {
-                        Ok(n) => Ok(n),
-                        Err(EncryptError::InsufficientSize(s)) => Err(s),
-                        Err(_) => {
-                            exhausted = true;
-                            Ok(0)
-                        }
-                    });
-                    if exhausted {
-                        self.failed = Some(TlsError::Exhausted);
-                        return Err(TlsError::Exhausted);
-                    }
-                    return Ok(());
+                    let result = encrypt_into(&mut traffic, &mut write, out);
+                    self.failed = result.err();
+                    return result;
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
                     write_into(out, |buf| match encode.encode(buf) {
@@ -358,22 +349,10 @@ impl Session {
                 }
                 ConnectionState::TransmitTlsData(mut transmit) => {
                     if let Some(mut traffic) = transmit.may_encrypt_app_data() {
-                        let mut exhausted = false;
-                        write_into(out, |buf| match write(&mut traffic, buf) {
-                            Ok(n) => Ok(n),
-                            Err(EncryptError::InsufficientSize(s)) => Err(s),
-                            Err(_) => {
-                                exhausted = true;
-                                Ok(0)
-                            }
-                        });
+                        let result = encrypt_into(&mut traffic, &mut write, out);
                         transmit.done();
-                        return if exhausted {
-                            self.failed = Some(TlsError::Exhausted);
-                            Err(TlsError::Exhausted)
-                        } else {
-                            Ok(())
-                        };
+                        self.failed = result.err();
+                        return result;
                     }
                     transmit.done();
                 }
@@ -414,6 +393,30 @@ impl Session {
                 _ => return,
             }
         }
+    }
+}
+
+/// Appends the records `write` makes in the write-traffic state to `out`.
+fn encrypt_into(
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    write: &mut impl FnMut(
+        &mut WriteTraffic<'_, ServerConnectionData>,
+        &mut [u8],
+    ) -> Result<usize, EncryptError>,
+    out: &mut Vec<u8>,
+) -> Result<(), TlsError> {
+    let mut exhausted = false;
+    write_into(out, |buf| match write(traffic, buf) {
+        Ok(n) => Ok(n),
+        Err(EncryptError::InsufficientSize(s)) => Err(s),
+        Err(_) => {
+            exhausted = true;
+            Ok(0)
+        }
+    });
+    match exhausted {
+        true => Err(TlsError::Exhausted),
+        false => Ok(()),
     }
 }
 
