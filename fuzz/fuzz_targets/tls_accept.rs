@@ -62,6 +62,7 @@ fuzz_target!(|input: &[u8]| {
     };
     let mut session = Session::new(server_config());
     let (mut pending, mut plaintext, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    let mut failed = false;
     for piece in stream.chunks(chunk) {
         pending.extend_from_slice(piece);
         match session.feed(&mut pending, &mut plaintext, &mut out) {
@@ -71,11 +72,18 @@ fuzz_target!(|input: &[u8]| {
             }
             Err(e) => {
                 assert_eq!(session.feed(&mut [], &mut plaintext, &mut out), Err(e));
+                failed = true;
                 break;
             }
         }
         // Without the client's keys no application data can be authentic.
         assert!(plaintext.is_empty());
         assert!(session.is_handshaking());
+    }
+    // Still handshaking (or failed): writing is refused, and looking at the kept tail (which
+    // rustls may point into) must not panic.
+    if !failed {
+        assert!(session.encrypt(&mut pending, b"data", &mut out).is_err());
+        assert!(session.close_notify(&mut pending, &mut out).is_err());
     }
 });
