@@ -7,6 +7,7 @@
 //!   body/credits → response → reuse or close.
 //! - [`runtime`]: io_uring and epoll event loops. Sockets, buffers, timers; no protocol.
 //! - [`bridge`]: ZeroMQ sockets and the bounded queues between them and the workers.
+//! - [`tls`]: certificate lookup, rustls configuration and a sans-IO TLS session.
 //! - [`worker`]: a pinned thread gluing one runtime to one slab of connections.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -18,4 +19,5 @@ pub mod log;
 pub mod proto;
 pub mod runtime;
 pub mod timer;
+pub mod tls;
 pub mod worker;

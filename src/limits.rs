@@ -73,3 +73,24 @@ pub const WS_CLOSE_WAIT_MS: u64 = 5_000;
 /// holding a handler's assembly buffer open without end; 64 MiB is well above Autobahn's
 /// largest messages (16 MiB, case group 9) and real traffic.
 pub const WS_MESSAGE_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// Longest identity name (SNI host or `default-cert`): the most a DNS name can be (RFC 1035
+/// §2.3.4 with the dots counted); longer names are refused before any file is touched.
+pub const TLS_IDENTITY_NAME_BYTES_MAX: usize = 253;
+/// Identities kept loaded per identities directory. Each costs its chain and key (a few KiB);
+/// past the bound the least recently checked one is dropped and reloaded from disk on its
+/// next use, so a stream of distinct SNI names cannot grow memory.
+pub const TLS_IDENTITIES_CACHED_MAX: usize = 1024;
+/// A loaded identity's files are checked for a new mtime at most this often, so a busy name
+/// costs two `stat`s a second, not two per handshake; rotation shows within this time.
+pub const TLS_IDENTITY_RECHECK_MS: u64 = 1_000;
+/// Largest identity file read (`.crt` chain or `.key`): far above any real chain, small
+/// enough that a wrong path (a log file, a device) is refused instead of read whole.
+pub const TLS_IDENTITY_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// TLS 1.2 sessions a listener remembers by id for clients without ticket support (TLS 1.3
+/// and ticket-capable 1.2 clients use stateless tickets and cost nothing here). A stored
+/// session is about 200 B, so the cache stays under 1 MiB; older entries are evicted.
+pub const TLS_SESSIONS_CACHED_MAX: usize = 4096;
+/// TLS 1.3 tickets sent after each full handshake: one is enough for a browser's next
+/// connection; rustls's default of two only doubles the handshake's output.
+pub const TLS13_TICKETS_SENT: usize = 1;
