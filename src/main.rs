@@ -1,11 +1,12 @@
 //! `zring`: startup, listeners, signals. Everything else lives in the library.
 use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use zring::config::{self, Action, Config, ListenAddr, RuntimeChoice};
 use zring::runtime::Kind;
 use zring::worker::ListenerInfo;
-use zring::{bridge, log};
+use zring::{bridge, log, tls};
 
 fn main() {
     let action = match config::parse(std::env::args().skip(1)) {
@@ -41,21 +42,57 @@ fn print_sizes() {
     );
 }
 
+/// One rustls configuration per tls listener (`None` for plain ones), all sharing one
+/// provider and one identities directory. Every `default-cert` must load now: a missing or
+/// bad identity is a startup error naming the file, not a failure at the first client.
+fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, String> {
+    if !cfg.listen.iter().any(|l| l.tls) {
+        return Ok(cfg.listen.iter().map(|_| None).collect());
+    }
+    let dir = &cfg.tls_identities_dir;
+    std::fs::read_dir(dir)
+        .map_err(|e| format!("--tls-identities-dir {}: {e}", dir.display()))?;
+    let provider = tls::config::provider();
+    let identities = tls::Identities::new(dir.clone(), provider.clone());
+    tls::check_startup(
+        &identities,
+        cfg.listen
+            .iter()
+            .filter(|l| l.tls)
+            .filter_map(|l| l.default_cert.as_deref()),
+    )?;
+    cfg.listen
+        .iter()
+        .map(|l| {
+            l.tls
+                .then(|| {
+                    tls::server_config(
+                        provider.clone(),
+                        identities.clone(),
+                        l.default_cert.as_deref(),
+                    )
+                })
+                .transpose()
+        })
+        .collect()
+}
+
 fn run(cfg: Config) -> Result<(), String> {
     raise_nofile_limit();
     let kind = choose_runtime(cfg.runtime)?;
     let mut fds = Vec::new();
     let mut infos = Vec::new();
-    for l in &cfg.listen {
+    let tls_configs = tls_configs(&cfg)?;
+    for (l, tls) in cfg.listen.iter().zip(tls_configs) {
         fds.push(listen(&l.addr)?);
-        infos.push(ListenerInfo {
-            mode: l.mode,
-            tls: l.tls,
-        });
-        if l.tls {
-            return Err("tls listeners are not supported by this zring build yet".into());
-        }
-        zring::log!(log::INFO, "zring", "listening on {}", describe(&l.addr));
+        infos.push(ListenerInfo { mode: l.mode, tls });
+        zring::log!(
+            log::INFO,
+            "zring",
+            "listening on {}{}",
+            describe(&l.addr),
+            if l.tls { " (tls)" } else { "" }
+        );
     }
     // Signals go to a dedicated wait, not to whichever thread happens to run.
     let signals = block_signals();

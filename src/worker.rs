@@ -19,10 +19,11 @@ use crate::runtime::{Command, Driver};
 use crate::timer::Wheel;
 
 /// What a worker knows of each listener (by index, as the runtime reports it).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ListenerInfo {
     pub mode: Mode,
-    pub tls: bool,
+    /// The listener's TLS configuration; `None` for plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub struct Worker {
@@ -131,7 +132,7 @@ impl Worker {
         };
         f(conn, &mut cx);
         let outbox_full = self.shared.outbox_full();
-        conn.poll_io(slot, outbox_full, &mut self.cmds);
+        conn.poll_io(slot, outbox_full, &mut self.cmds, &mut self.pool);
         self.wheel.set(slot, conn.deadline(&self.settings));
     }
 
@@ -255,12 +256,12 @@ impl Driver for Worker {
         listener: usize,
         peer: Option<SocketAddr>,
     ) -> Option<u32> {
-        let info = self.listeners[listener];
+        let info = &self.listeners[listener];
         let m = mode_index(info.mode);
         if self.shutting_down || self.count[m] >= self.maxconn[m] {
             return None;
         }
-        let conn = Conn::new(now, &self.settings, info.mode, info.tls, peer);
+        let conn = Conn::new(now, &self.settings, info.mode, info.tls.as_ref(), peer);
         let slot = self.conns.insert(conn) as u32;
         assert!(
             (slot as usize) < self.modes.len(),

@@ -24,6 +24,7 @@ use crate::proto::zhttp::{self, Kind};
 use crate::runtime::Command;
 
 pub mod pool;
+mod tls;
 mod ws;
 pub use pool::{Handlers, Pool};
 
@@ -111,7 +112,8 @@ enum Framing {
 
 pub struct Conn {
     mode: Mode,
-    tls: bool,
+    /// The TLS session of a connection on a tls listener.
+    tls: Option<Box<tls::TlsConn>>,
     peer: Option<SocketAddr>,
     state: State,
     /// Per-worker request counter: the `N` of the session id `W-S-N`.
@@ -169,12 +171,12 @@ impl Conn {
         now: Instant,
         s: &Settings,
         mode: Mode,
-        tls: bool,
+        tls: Option<&Arc<rustls::ServerConfig>>,
         peer: Option<SocketAddr>,
     ) -> Conn {
         let mut c = Conn {
             mode,
-            tls,
+            tls: tls.map(tls::TlsConn::new),
             peer,
             state: State::Head,
             counter: 0,
@@ -215,7 +217,10 @@ impl Conn {
             deflate: None,
             wsf: ws::WsFlags::default(),
         };
-        c.touch_client(now, s);
+        match c.tls {
+            Some(_) => c.tls_handshake_deadline(now, s),
+            None => c.touch_client(now, s),
+        }
         c
     }
 
@@ -249,6 +254,9 @@ impl Conn {
     }
 
     fn touch_client(&mut self, now: Instant, s: &Settings) {
+        if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            return; // the handshake deadline stands
+        }
         let d = match self.mode {
             Mode::Stream => s.stream_timeout,
             Mode::Req => s.req_timeout,
@@ -280,6 +288,14 @@ impl Conn {
         ) {
             return;
         }
+        if self.tls.is_some() {
+            return self.tls_recv(cx, data);
+        }
+        self.recv_plain(cx, data);
+    }
+
+    /// Plaintext from the client (decrypted first on a TLS connection).
+    fn recv_plain(&mut self, cx: &mut Ctx, data: &mut [u8]) {
         self.touch_client(cx.now, cx.settings);
         if self.wsf.phase != ws::Phase::None {
             return self.ws_recv(cx, data);
@@ -484,6 +500,7 @@ impl Conn {
         slot: u32,
         paused_by_worker: bool,
         cmds: &mut std::collections::VecDeque<Command>,
+        pool: &mut Pool,
     ) {
         if self.state == State::Closed {
             if !self.close_sent {
@@ -492,13 +509,24 @@ impl Conn {
             }
             return;
         }
-        if self.sending.is_none() && !self.out.is_empty() {
+        let wire_pending = self.tls.as_ref().is_some_and(|t| t.has_wire());
+        if self.sending.is_none() && (!self.out.is_empty() || wire_pending) {
+            let buf = match self.tls.as_mut() {
+                None => std::mem::take(&mut self.out),
+                Some(t) => match t.seal(&mut self.out, pool) {
+                    Ok(wire) => wire,
+                    Err(e) => {
+                        crate::log!(crate::log::DEBUG, "tls", "{e}: closing");
+                        self.close_with(pool);
+                        self.close_sent = true;
+                        cmds.push_back(Command::Close { slot });
+                        return;
+                    }
+                },
+            };
             self.ws_sending();
             self.sending = Some(std::mem::take(&mut self.out_body));
-            cmds.push_back(Command::Send {
-                slot,
-                buf: std::mem::take(&mut self.out),
-            });
+            cmds.push_back(Command::Send { slot, buf });
         }
         if self.sending.is_none() && self.state == State::Draining && self.eof {
             self.state = State::Closed;
@@ -507,6 +535,12 @@ impl Conn {
             return;
         }
         if self.sending.is_none() && self.state == State::Draining && !self.shutdown_sent {
+            if let Some(buf) = self.tls.as_mut().and_then(|t| t.close_notify(pool)) {
+                // TLS ends with close_notify before the TCP shutdown (RFC 8446 §6.1).
+                self.sending = Some(0);
+                cmds.push_back(Command::Send { slot, buf });
+                return;
+            }
             self.shutdown_sent = true;
             self.state = State::Lingering;
             cmds.push_back(Command::ShutdownWrite { slot });
@@ -693,7 +727,7 @@ impl Conn {
             }
         }
         let mut uri: ArrayVec<u8, { limits::URI_BYTES_MAX + 300 }> = ArrayVec::new();
-        build_uri(&mut uri, self.tls, req, self.wsf.phase != ws::Phase::None);
+        build_uri(&mut uri, self.tls.is_some(), req, self.wsf.phase != ws::Phase::None);
         let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
         for h in req.headers {
             headers.push((h.name.as_bytes(), h.value));
@@ -1145,13 +1179,21 @@ impl Conn {
 
     /// Closes at once (anything unsent is dropped).
     fn close(&mut self, cx: &mut Ctx) {
+        self.close_with(cx.pool);
+    }
+
+    fn close_with(&mut self, pool: &mut Pool) {
         if self.state == State::Closed {
             return;
         }
         self.state = State::Closed;
         self.deadlines = [0; TIMERS];
-        self.release_buffers(cx);
-        cx.pool.give(std::mem::take(&mut self.out));
+        pool.give(std::mem::take(&mut self.spill));
+        pool.give(std::mem::take(&mut self.carry));
+        pool.give(std::mem::take(&mut self.out));
+        if let Some(t) = self.tls.as_mut() {
+            t.release(pool);
+        }
     }
 }
 

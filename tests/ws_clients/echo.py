@@ -4,8 +4,11 @@ tests/ws_interop.rs):
     echo.py URL SIZE...
 For each size, a text then a binary message of that many bytes goes out and must come back
 identical and of the same type. Prints `ok text N` / `ok binary N` per message and
-`closed CODE` at the end; exits 1 at the first mismatch or error."""
+`closed CODE` at the end; exits 1 at the first mismatch or error.
+For a wss:// URL, ZRING_CA names the CA file to trust (Python `ssl`, hostname checked)."""
 import asyncio
+import os
+import ssl
 import sys
 
 import websockets
@@ -21,7 +24,10 @@ def bin_of(n):
 
 
 async def main(url, sizes):
-    async with websockets.connect(url, max_size=None, max_queue=None, ping_interval=None,
+    tls = None
+    if url.startswith("wss://"):
+        tls = ssl.create_default_context(cafile=os.environ["ZRING_CA"])
+    async with websockets.connect(url, ssl=tls, max_size=None, max_queue=None, ping_interval=None,
                                   open_timeout=10, close_timeout=10) as ws:
         # Negotiated extensions, for the test's check when zring runs with --compression.
         print(f"extensions {' '.join(e.name for e in ws.extensions)}", file=sys.stderr, flush=True)

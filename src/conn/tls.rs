@@ -1,0 +1,179 @@
+//! TLS under a connection: ciphertext from the runtime goes through the session, the
+//! plaintext through the same HTTP/WebSocket path as a plain connection; everything the
+//! connection writes is sealed into records just before it is handed to the runtime.
+//!
+//! Memory: an idle TLS connection holds its boxed session (rustls's state, no byte buffers)
+//! and two empty `Vec`s. `tail` holds ciphertext only while a record is half received;
+//! `wire` holds records only between a `feed` that produced them and the next send. The
+//! plaintext of a read lives in a pooled buffer for the duration of the call.
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+
+use super::{Conn, Ctx, Pool, State, Timer};
+use crate::limits;
+use crate::tls::{Session, TlsError};
+
+pub(super) struct TlsConn {
+    session: Session,
+    /// Ciphertext the session has not consumed, unchanged (the unbuffered API's contract).
+    /// Empty (no capacity) unless a record is split across reads.
+    tail: Vec<u8>,
+    /// Records to send before any sealed plaintext (handshake flights, alerts).
+    wire: Vec<u8>,
+    /// The session failed: its alert is in `wire`; no `close_notify` follows it.
+    failed: bool,
+    close_notify_sent: bool,
+}
+
+impl TlsConn {
+    pub(super) fn new(config: &Arc<ServerConfig>) -> Box<TlsConn> {
+        Box::new(TlsConn {
+            session: Session::new(config.clone()),
+            tail: Vec::new(),
+            wire: Vec::new(),
+            failed: false,
+            close_notify_sent: false,
+        })
+    }
+
+    pub(super) fn is_handshaking(&self) -> bool {
+        self.session.is_handshaking()
+    }
+
+    /// Something must be sent even with no plaintext queued.
+    pub(super) fn has_wire(&self) -> bool {
+        !self.wire.is_empty()
+    }
+
+    /// The buffer to send: pending records, then `plain` sealed after them. `plain` goes
+    /// back to the pool.
+    pub(super) fn seal(&mut self, plain: &mut Vec<u8>, pool: &mut Pool) -> Result<Vec<u8>, TlsError> {
+        let mut wire = std::mem::take(&mut self.wire);
+        if !plain.is_empty() {
+            if wire.capacity() == 0 {
+                wire = pool.take();
+            }
+            let sealed = self.session.encrypt(&mut self.tail, plain, &mut wire);
+            pool.give(std::mem::take(plain));
+            if let Err(e) = sealed {
+                pool.give(wire);
+                self.failed = true;
+                return Err(e);
+            }
+        }
+        Ok(wire)
+    }
+
+    /// Records holding our `close_notify`, or `None` when none is owed (failed, not yet
+    /// established, or already sent).
+    pub(super) fn close_notify(&mut self, pool: &mut Pool) -> Option<Vec<u8>> {
+        if self.failed || self.close_notify_sent || self.session.is_handshaking() {
+            return None;
+        }
+        self.close_notify_sent = true;
+        let mut wire = std::mem::take(&mut self.wire);
+        if wire.capacity() == 0 {
+            wire = pool.take();
+        }
+        match self.session.close_notify(&mut self.tail, &mut wire) {
+            Ok(()) => Some(wire),
+            Err(_) => {
+                pool.give(wire);
+                None
+            }
+        }
+    }
+
+    pub(super) fn release(&mut self, pool: &mut Pool) {
+        pool.give(std::mem::take(&mut self.tail));
+    }
+}
+
+impl Conn {
+    /// Ciphertext from the client: decrypt, then run the plaintext like a plain connection.
+    pub(super) fn tls_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
+        let t = self.tls.as_mut().expect("tls_recv on a plain connection");
+        let was_handshaking = t.session.is_handshaking();
+        let mut plain = cx.pool.take();
+        if t.wire.capacity() == 0 {
+            t.wire = cx.pool.take();
+        }
+        let fed = if t.tail.is_empty() {
+            let fed = t.session.feed(data, &mut plain, &mut t.wire);
+            if let Ok(f) = &fed {
+                if f.consumed < data.len() {
+                    t.tail = cx.pool.take();
+                    t.tail.extend_from_slice(&data[f.consumed..]);
+                }
+            }
+            fed
+        } else {
+            t.tail.extend_from_slice(data);
+            let fed = t.session.feed(&mut t.tail, &mut plain, &mut t.wire);
+            if let Ok(f) = &fed {
+                t.tail.drain(..f.consumed);
+            }
+            fed
+        };
+        if t.wire.is_empty() {
+            cx.pool.give(std::mem::take(&mut t.wire));
+        }
+        if t.tail.is_empty() {
+            cx.pool.give(std::mem::take(&mut t.tail));
+        }
+        let fed = match fed {
+            Ok(f) => f,
+            Err(e) => {
+                cx.pool.give(plain);
+                return self.tls_failed(cx, e);
+            }
+        };
+        if t.tail.len() > limits::TLS_TAIL_BYTES_MAX {
+            // rustls refuses an oversized record header itself; this bounds what a client
+            // can make us hold whatever rustls does.
+            cx.pool.give(plain);
+            return self.tls_failed(cx, TlsError::Protocol);
+        }
+        if was_handshaking && !t.session.is_handshaking() {
+            // Established: from now on the client's ordinary inactivity timer applies.
+            self.touch_client(cx.now, cx.settings);
+        }
+        if !plain.is_empty() {
+            self.recv_plain(cx, &mut plain);
+        }
+        cx.pool.give(plain);
+        if fed.peer_closed {
+            self.handle_eof(cx);
+        }
+    }
+
+    fn tls_failed(&mut self, cx: &mut Ctx, e: TlsError) {
+        let level = match e {
+            TlsError::PlainHttp | TlsError::NoCertificate => crate::log::INFO,
+            _ => crate::log::DEBUG,
+        };
+        crate::log!(level, "tls", "{} from {:?}", e, self.peer);
+        if let Some(t) = self.tls.as_mut() {
+            t.failed = true;
+        }
+        if self.state == State::Session {
+            self.cancel(cx);
+        }
+        // Send the alert (if any), then shut down and linger as after any error response.
+        self.drain(cx);
+        if self.eof {
+            self.close(cx);
+        }
+    }
+
+    /// The handshake deadline: a client that never finishes costs its bounded state until
+    /// then, and reading more bytes does not extend it.
+    pub(super) fn tls_handshake_deadline(&mut self, cx_now: std::time::Instant, s: &super::Settings) {
+        self.set_timer(
+            s,
+            Timer::Client,
+            cx_now + std::time::Duration::from_millis(limits::TLS_HANDSHAKE_TIMEOUT_MS),
+        );
+    }
+}
