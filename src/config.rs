@@ -63,6 +63,8 @@ pub struct Config {
     pub runtime: RuntimeChoice,
     /// zring: how long a request waits for a handler before it gets a 503.
     pub handler_wait_ms: u64,
+    /// A TLS client must finish its handshake within this (ms).
+    pub tls_handshake_timeout_ms: u64,
     /// zring: pin worker threads to cores.
     pub pin: bool,
 }
@@ -89,6 +91,7 @@ impl Default for Config {
             compression: false,
             runtime: RuntimeChoice::Auto,
             handler_wait_ms: limits::HANDLER_WAIT_MS_DEFAULT,
+            tls_handshake_timeout_ms: limits::TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
             pin: true,
         }
     }
@@ -136,6 +139,7 @@ OPTIONS (Condure 1.9.1):
 OPTIONS (zring):
     --runtime <auto|uring|epoll>    Event loop; auto falls back to epoll without io_uring [default: auto]
     --handler-wait <ms>             A request no handler takes within this time gets a 503 [default: 5000]
+    --tls-handshake-timeout <ms>    A TLS client that has not finished its handshake by then is dropped [default: 10000]
     --no-pin                        Do not pin worker threads to cores
 ";
 
@@ -181,6 +185,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
             "--req-timeout" => c.req_timeout_s = number(&name, &value()?, 1, 1 << 32)?,
             "--stream-timeout" => c.stream_timeout_s = number(&name, &value()?, 1, 1 << 32)?,
             "--handler-wait" => c.handler_wait_ms = number(&name, &value()?, 1, 1 << 32)?,
+            "--tls-handshake-timeout" => {
+                c.tls_handshake_timeout_ms = number(&name, &value()?, 1, 1 << 32)?
+            }
             "--listen" => c.listen.push(parse_listen(&value()?)?),
             "--zclient-req" => c.zclient_req.push(zmq_spec(&name, value()?)?),
             "--zclient-stream" => c.zclient_stream.push(zmq_spec(&name, value()?)?),

@@ -94,9 +94,10 @@ pub const TLS_SESSIONS_CACHED_MAX: usize = 4096;
 /// TLS 1.3 tickets sent after each full handshake: one is enough for a browser's next
 /// connection; rustls's default of two only doubles the handshake's output.
 pub const TLS13_TICKETS_SENT: usize = 1;
-/// A TLS client has this long from accept to a finished handshake; bytes that trickle in do
-/// not extend it, so a client that stalls mid-handshake is dropped on time.
-pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Default of `--tls-handshake-timeout`: a TLS client has this long from accept to a finished
+/// handshake; bytes that trickle in do not extend it, so a client that stalls mid-handshake
+/// is dropped on time.
+pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Most unconsumed ciphertext a connection keeps: one largest record (2^14 plaintext plus
 /// 2,048 of expansion, RFC 8446 §5.2 / RFC 5246 §6.2.3) and its header, with room for the
 /// start of the next read.

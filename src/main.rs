@@ -50,8 +50,7 @@ fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, S
         return Ok(cfg.listen.iter().map(|_| None).collect());
     }
     let dir = &cfg.tls_identities_dir;
-    std::fs::read_dir(dir)
-        .map_err(|e| format!("--tls-identities-dir {}: {e}", dir.display()))?;
+    std::fs::read_dir(dir).map_err(|e| format!("--tls-identities-dir {}: {e}", dir.display()))?;
     let provider = tls::config::provider();
     let identities = tls::Identities::new(dir.clone(), provider.clone());
     tls::check_startup(

@@ -84,6 +84,7 @@ impl Worker {
                 req_timeout: Duration::from_secs(cfg.req_timeout_s),
                 stream_timeout: Duration::from_secs(cfg.stream_timeout_s),
                 handler_wait: Duration::from_millis(cfg.handler_wait_ms),
+                tls_handshake_timeout: Duration::from_millis(cfg.tls_handshake_timeout_ms),
                 messages_max: cfg.messages_max,
                 compression: cfg.compression,
                 deflate: Default::default(),

@@ -41,6 +41,7 @@ pub struct Settings {
     pub req_timeout: Duration,
     pub stream_timeout: Duration,
     pub handler_wait: Duration,
+    pub tls_handshake_timeout: Duration,
     /// Most WebSocket frames queued for one client (`--messages-max`).
     pub messages_max: usize,
     /// `--compression`: offer permessage-deflate.
@@ -727,7 +728,12 @@ impl Conn {
             }
         }
         let mut uri: ArrayVec<u8, { limits::URI_BYTES_MAX + 300 }> = ArrayVec::new();
-        build_uri(&mut uri, self.tls.is_some(), req, self.wsf.phase != ws::Phase::None);
+        build_uri(
+            &mut uri,
+            self.tls.is_some(),
+            req,
+            self.wsf.phase != ws::Phase::None,
+        );
         let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
         for h in req.headers {
             headers.push((h.name.as_bytes(), h.value));

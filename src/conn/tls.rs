@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rustls::ServerConfig;
 
-use super::{Conn, Ctx, Pool, State, Timer};
+use super::{Conn, Ctx, Pool, Settings, State, Timer};
 use crate::limits;
 use crate::tls::{Session, TlsError};
 
@@ -48,7 +48,11 @@ impl TlsConn {
 
     /// The buffer to send: pending records, then `plain` sealed after them. `plain` goes
     /// back to the pool.
-    pub(super) fn seal(&mut self, plain: &mut Vec<u8>, pool: &mut Pool) -> Result<Vec<u8>, TlsError> {
+    pub(super) fn seal(
+        &mut self,
+        plain: &mut Vec<u8>,
+        pool: &mut Pool,
+    ) -> Result<Vec<u8>, TlsError> {
         let mut wire = std::mem::take(&mut self.wire);
         if !plain.is_empty() {
             if wire.capacity() == 0 {
@@ -169,11 +173,7 @@ impl Conn {
 
     /// The handshake deadline: a client that never finishes costs its bounded state until
     /// then, and reading more bytes does not extend it.
-    pub(super) fn tls_handshake_deadline(&mut self, cx_now: std::time::Instant, s: &super::Settings) {
-        self.set_timer(
-            s,
-            Timer::Client,
-            cx_now + std::time::Duration::from_millis(limits::TLS_HANDSHAKE_TIMEOUT_MS),
-        );
+    pub(super) fn tls_handshake_deadline(&mut self, now: std::time::Instant, s: &Settings) {
+        self.set_timer(s, Timer::Client, now + s.tls_handshake_timeout);
     }
 }

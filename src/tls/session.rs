@@ -371,6 +371,12 @@ impl Session {
         if e == TlsError::NoCertificate {
             unrecognized_name(&mut out[start..]);
         }
+        if out.len() == start && e == TlsError::NotTls && self.conn.protocol_version().is_none() {
+            // rustls gives up on some malformed first records (a handshake message longer
+            // than it accepts) without queuing an alert; the client still gets told why. No
+            // keys exist yet, so the alert is a plaintext record.
+            out.extend_from_slice(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, DECODE_ERROR]);
+        }
     }
 
     fn take_alert(&mut self, out: &mut Vec<u8>) {
@@ -419,6 +425,9 @@ fn encrypt_into(
         false => Ok(()),
     }
 }
+
+/// The `decode_error` alert description (RFC 8446 §6.2).
+const DECODE_ERROR: u8 = 50;
 
 /// rustls answers a ClientHello it has no certificate for with `access_denied`; Condure
 /// (OpenSSL) answers `unrecognized_name` (RFC 6066 §3), which is what clients report and

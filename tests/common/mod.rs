@@ -2,6 +2,7 @@
 //! handler as real processes on loopback, talk to them over real sockets, stop them by pid.
 #![allow(dead_code)]
 
+pub mod tls;
 pub mod ws;
 
 /// Runs a test body once per runtime: `name(rt) { body }` becomes `name::uring` and
