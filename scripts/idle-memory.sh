@@ -6,16 +6,31 @@
 #
 # With --ws (or MODE=ws) the clients are idle WebSockets instead: each completes the
 # handshake through the example handler (/ws, 101 with credits) and then stays idle. A CM
-# that refuses the upgrade is reported as such (zring until its WebSocket support lands).
+# that refuses the upgrade is reported as such.
+#
+# With --tls (or MODE=tls) the clients are idle HTTPS keep-alive connections: a TLS handshake
+# (Python ssl, TLS 1.3 where the server offers it), one request, then idle. The certificate is
+# a throwaway P-256 one made by openssl for this run; zring and Condure read it from the same
+# identities directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-15000}
 MODE=${MODE:-http}
 [ "${1:-}" = "--ws" ] && MODE=ws
+[ "${1:-}" = "--tls" ] && MODE=tls
 ws_flag=()
 [ "$MODE" = ws ] && ws_flag=(--ws)
+[ "$MODE" = tls ] && ws_flag=(--tls)
 cargo build --release --bins -q
 dir=$(mktemp -d /tmp/zring-idle.XXXXXX)
+tls_spec="" tls_args=() scheme=http
+if [ "$MODE" = tls ]; then
+  mkdir "$dir/ids"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -keyout "$dir/ids/localhost.key" -out "$dir/ids/localhost.crt" 2>/dev/null
+  export ZRING_CA="$dir/ids/localhost.crt"
+  tls_spec=",tls,default-cert=localhost" tls_args=(--tls-identities-dir "$dir/ids") scheme=https
+fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
@@ -26,7 +41,7 @@ crashed() { # name pid: true (and prints the result line) if the process is gone
   printf '%-12s %-4s crashed with %s connections: %s\n' "$1" "$MODE" "$N" \
     "$(grep -m1 -E 'panicked|error|Abort' "$dir/$1.log" | cut -c1-120)"
 }
-wait_ok() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/hello" >/dev/null && return 0; sleep 0.1; done; echo "no answer on $1"; exit 1; }
+wait_ok() { for _ in $(seq 100); do curl -sf ${ZRING_CA:+--cacert "$ZRING_CA"} --resolve "localhost:$1:127.0.0.1" "$scheme://localhost:$1/hello" >/dev/null && return 0; sleep 0.1; done; echo "no answer on $1"; exit 1; }
 
 start_clients() { # name port count tag: runs idle_clients.py until its fifo closes
   local name=$1 port=$2 count=$3 tag=$4
@@ -72,6 +87,6 @@ measure() { # name port cmd...
 }
 
 max=$(( N + 100 ))
-measure "zring-uring" 18200 target/release/zring --runtime uring --stream-maxconn "$max" --listen 127.0.0.1:18200 --zclient-stream "ipc://$dir/zring-uring"
-measure "zring-epoll" 18201 target/release/zring --runtime epoll --stream-maxconn "$max" --listen 127.0.0.1:18201 --zclient-stream "ipc://$dir/zring-epoll"
-measure "condure" 18202 condure --stream-maxconn "$max" --listen 127.0.0.1:18202 --zclient-stream "ipc://$dir/condure"
+measure "zring-uring" 18200 target/release/zring --runtime uring --stream-maxconn "$max" --listen "127.0.0.1:18200$tls_spec" "${tls_args[@]}" --zclient-stream "ipc://$dir/zring-uring"
+measure "zring-epoll" 18201 target/release/zring --runtime epoll --stream-maxconn "$max" --listen "127.0.0.1:18201$tls_spec" "${tls_args[@]}" --zclient-stream "ipc://$dir/zring-epoll"
+measure "condure" 18202 condure --stream-maxconn "$max" --listen "127.0.0.1:18202$tls_spec" "${tls_args[@]}" --zclient-stream "ipc://$dir/condure"

@@ -6,11 +6,15 @@ With --ws each connection is a WebSocket instead: the upgrade request goes to PA
 /ws; the example handler accepts it), the 101 is read, and the connection then stays open and
 idle (the server's keep-alives are ZHTTP-side only; nothing is sent on the socket).
 
-usage: idle_clients.py [--ws] HOST PORT N [PATH]"""
-import socket, sys
+With --tls each connection is TLS first (server name `localhost`, trusting the CA file named
+by ZRING_CA), then HTTP or WebSocket as above.
 
-args = [a for a in sys.argv[1:] if a != "--ws"]
+usage: idle_clients.py [--ws] [--tls] HOST PORT N [PATH]"""
+import os, socket, ssl, sys
+
+args = [a for a in sys.argv[1:] if a not in ("--ws", "--tls")]
 ws = "--ws" in sys.argv[1:]
+tls = ssl.create_default_context(cafile=os.environ["ZRING_CA"]) if "--tls" in sys.argv[1:] else None
 host, port, n = args[0], int(args[1]), int(args[2])
 path = args[3] if len(args) > 3 else ("/ws" if ws else "/hello")
 if ws:
@@ -24,6 +28,8 @@ else:
 socks = []
 for i in range(n):
     s = socket.create_connection((host, port))
+    if tls:
+        s = tls.wrap_socket(s, server_hostname="localhost")
     socks.append(s)
 # Send in bulk, then read each answer.
 for s in socks:
