@@ -51,7 +51,7 @@ both_runtimes! {
     https_with_curl(rt) {
         let pki = Pki::new("curl");
         pki.identity("www.example.test", "www.example.test", &["www.example.test"], false);
-        let (s, ports) = tls_stack(rt, &pki, &["tls"], &[]);
+        let (_s, ports) = tls_stack(rt, &pki, &["tls"], &[]);
         let base = format!("https://www.example.test:{}", ports[0]);
         let resolve = format!("www.example.test:{}:127.0.0.1", ports[0]);
         let ca = ca(&pki);
