@@ -514,3 +514,81 @@ fn upload_start_and_done_match_byte_for_byte() {
     let stored = std::fs::metadata(m2.dir.join(path.trim_start_matches('/'))).unwrap();
     assert_eq!(stored.len(), 5000);
 }
+
+#[test]
+fn router_decisions_match_mongrel2() {
+    let m2 = Mongrel2::start("m2-route", "'limits.content_length': 1024");
+    let text = std::fs::read(m2.dir.join("m2.conf")).unwrap();
+    let config = zring::m2config::load("m2.conf", &text).unwrap();
+    let server = &config.servers[0];
+    let router = zring::m2config::route::Router::new(&server.hosts, &server.default_host);
+    let paths = [
+        "/json",
+        "/json/a",
+        "/js",
+        "/j",
+        "/jx",
+        "/tnet/x",
+        "/t",
+        "/users/42/x",
+        "/users/",
+        "/users",
+        "/num42/x",
+        "/num42/y",
+        "/numx",
+        "/nothing",
+        "/",
+        "/u",
+        "/w",
+        "/up",
+        "/static/",
+    ];
+    for path in paths {
+        let mut client = m2.client();
+        client
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: somewhere\r\n\r\n").as_bytes())
+            .unwrap();
+        let ours = router.resolve(Some(b"somewhere"), path.as_bytes());
+        let target = ours.map(|found| router.target(&server.hosts, &found).clone());
+        match target {
+            Some(zring::m2config::Target::Handler(index)) => {
+                let handler = if config.handlers[index].protocol == Protocol::Json {
+                    &m2.json
+                } else {
+                    &m2.tnet
+                };
+                let frame = handler.frame();
+                let pattern = ours.unwrap().pattern;
+                let wanted = if handler.protocol == Protocol::Json {
+                    format!("\"PATTERN\":\"{}\"", pattern.replace('\\', "\\\\"))
+                } else {
+                    format!("7:PATTERN,{}:{pattern},", pattern.len())
+                };
+                assert!(
+                    contains(&frame, wanted.as_bytes()),
+                    "{path}: {}",
+                    String::from_utf8_lossy(&frame)
+                );
+                drop(client);
+                let _notice = handler.frame();
+            }
+            Some(_) => {
+                let got = read_until(&mut client, b"\r\n\r\n");
+                assert!(got.starts_with(b"HTTP/1.1 "), "{path}: dir answers");
+                assert_eq!(
+                    m2.json.try_frame(Duration::from_millis(100)),
+                    None,
+                    "{path}"
+                );
+            }
+            None => {
+                let got = read_until(&mut client, b"\r\n\r\n");
+                assert!(
+                    got.starts_with(b"HTTP/1.1 404"),
+                    "{path}: {}",
+                    String::from_utf8_lossy(&got)
+                );
+            }
+        }
+    }
+}
