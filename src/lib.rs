@@ -16,6 +16,7 @@ pub mod config;
 pub mod conn;
 pub mod limits;
 pub mod log;
+pub mod m2config;
 pub mod proto;
 pub mod runtime;
 pub mod timer;

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http1;
+pub mod m2;
 pub mod tnetstring;
 pub mod ws;
 pub mod ws_deflate;
