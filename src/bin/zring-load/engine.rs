@@ -248,6 +248,9 @@ const SQ_ENTRIES: u32 = 1024;
 const SQ_ENTRIES_FLOOR: u32 = 4096;
 const CQ_ENTRIES: u32 = 8192;
 const BUF_GROUP: u16 = 0;
+/// SENDs per submit for the floor, between which the thread reads what arrived (as a
+/// server would interleave its sends with its other work).
+const FLOOR_BATCH: usize = 4096;
 
 struct Ring {
     // Declared first, dropped first: the kernel stops using the buffer ring with it.
@@ -739,10 +742,12 @@ impl Ring {
         }
     }
 
-    /// Group 2: the floor sender. The same frame to every accepted socket, batched SENDs on
-    /// registered files, no completion unless one fails.
-    fn floor_send(&mut self, sh: &Shared, frame: &[u8]) {
-        for i in 0..self.accepted.len() {
+    /// Group 2: the floor sender. The same frame to accepted sockets `from..` (at most
+    /// `FLOOR_BATCH`), batched SENDs on registered files, no completion unless one fails.
+    /// Returns where the next batch starts.
+    fn floor_send(&mut self, sh: &Shared, frame: &[u8], from: usize) -> usize {
+        let to = (from + FLOOR_BATCH).min(self.accepted.len());
+        for i in from..to {
             let slot = self.accepted[i];
             let e = opcode::Send::new(types::Fixed(slot), frame.as_ptr(), frame.len() as u32)
                 .build()
@@ -751,8 +756,8 @@ impl Ring {
             self.push(&e);
         }
         self.submit();
-        sh.floor_sent
-            .fetch_add(self.accepted.len() as u64, Ordering::Relaxed);
+        sh.floor_sent.fetch_add((to - from) as u64, Ordering::Relaxed);
+        to
     }
 
     /// Reaps and handles every completion; returns how many.
@@ -951,6 +956,7 @@ pub fn run_thread(t: usize, specs: Vec<RingSpec>, sh: Arc<Shared>) {
     let mut next_ring = 0usize;
     let mut floor_round_seen = 0u32;
     let mut frame: Vec<u8> = Vec::new();
+    let mut floor_at: Option<(usize, usize)> = None;
     while !sh.stop.load(Ordering::Relaxed) {
         let mut buf = 0u64;
         // SAFETY: reads 8 bytes into a local from our non-blocking eventfd.
@@ -987,9 +993,17 @@ pub fn run_thread(t: usize, specs: Vec<RingSpec>, sh: Arc<Shared>) {
             frame.extend_from_slice(&sh.floor_frame.lock().unwrap());
             // The frame buffer must outlive the sends; it is replaced only next round, by
             // which time every send has completed (the coordinator waits for receipt).
-            for r in rings.iter_mut().filter(|r| r.spec.group == 2) {
-                r.floor_send(&sh, &frame);
-            }
+            floor_at = Some((0, 0));
+        }
+        let mut sending = false;
+        if let Some((ri, at)) = floor_at {
+            // One batch per turn, then a turn of reading.
+            floor_at = match rings.get_mut(ri) {
+                None => None,
+                Some(r) if r.spec.group != 2 || at >= r.accepted.len() => Some((ri + 1, 0)),
+                Some(r) => Some((ri, r.floor_send(&sh, &frame, at))),
+            };
+            sending = floor_at.is_some();
         }
         for r in rings.iter_mut() {
             if r.spec.group == 2 {
@@ -1010,7 +1024,13 @@ pub fn run_thread(t: usize, specs: Vec<RingSpec>, sh: Arc<Shared>) {
                 }
             }
         }
-        let timeout = if want_more { 1 } else { 100 };
+        let timeout = if sending {
+            0
+        } else if want_more {
+            1
+        } else {
+            100
+        };
         let mut pfd = libc::pollfd {
             fd: wake,
             events: libc::POLLIN,

@@ -336,10 +336,54 @@ fn post(url: &str, body: &[u8]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&resp[end..]).into_owned())
 }
 
-/// Latencies of one round (µs), sorted.
+/// Latencies of one round (µs), sorted, and the kernel's drop counters over it.
 struct RoundResult {
     expected: u64,
     lat: Vec<u32>,
+    net: NetCounters,
+}
+
+/// Machine-wide counters that explain tail latency on loopback: packets dropped because a
+/// CPU's input backlog (`net.core.netdev_max_backlog`) was full, and TCP retransmissions
+/// (each such drop costs at least one RTO, 200 ms or more). Other processes add to them.
+#[derive(Default, Clone, Copy)]
+struct NetCounters {
+    backlog_drops: u64,
+    retrans: u64,
+}
+
+impl NetCounters {
+    fn read() -> NetCounters {
+        let backlog_drops = std::fs::read_to_string("/proc/net/softnet_stat")
+            .map(|s| {
+                s.lines()
+                    .filter_map(|l| l.split_whitespace().nth(1))
+                    .filter_map(|h| u64::from_str_radix(h, 16).ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        // /proc/net/snmp: a "Tcp:" header line, then a "Tcp:" values line.
+        let retrans = std::fs::read_to_string("/proc/net/snmp")
+            .ok()
+            .and_then(|s| {
+                let mut tcp = s.lines().filter(|l| l.starts_with("Tcp:"));
+                let (names, values) = (tcp.next()?, tcp.next()?);
+                let i = names.split_whitespace().position(|n| n == "RetransSegs")?;
+                values.split_whitespace().nth(i)?.parse().ok()
+            })
+            .unwrap_or(0);
+        NetCounters {
+            backlog_drops,
+            retrans,
+        }
+    }
+
+    fn since(self, before: NetCounters) -> NetCounters {
+        NetCounters {
+            backlog_drops: self.backlog_drops.saturating_sub(before.backlog_drops),
+            retrans: self.retrans.saturating_sub(before.retrans),
+        }
+    }
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -365,6 +409,7 @@ fn round(
         l.1.clear();
     }
     let base = sh.received.load(Ordering::Acquire);
+    let net0 = NetCounters::read();
     sh.round.store(r, Ordering::Release);
     let t0 = Instant::now();
     fire()?;
@@ -380,7 +425,8 @@ fn round(
         lat.append(&mut l.1);
     }
     lat.sort_unstable();
-    Ok(RoundResult { expected, lat })
+    let net = NetCounters::read().since(net0);
+    Ok(RoundResult { expected, lat, net })
 }
 
 #[derive(Default)]
@@ -390,18 +436,24 @@ struct Summary {
     received: u64,
     all: Vec<u32>,
     p100_rounds: Vec<f64>,
+    net: NetCounters,
 }
 
 impl Summary {
     fn add(&mut self, name: &str, r: u32, rr: RoundResult) {
         eprintln!(
-            "zring-load: {name} round {r}: {} of {} received, p50 {:.2} ms, p99 {:.2} ms, p100 {:.2} ms",
+            "zring-load: {name} round {r}: {} of {} received, p50 {:.2} ms, p99 {:.2} ms, \
+             p100 {:.2} ms, backlog drops {}, retransmits {}",
             rr.lat.len(),
             rr.expected,
             pct(&rr.lat, 50.0),
             pct(&rr.lat, 99.0),
-            pct(&rr.lat, 100.0)
+            pct(&rr.lat, 100.0),
+            rr.net.backlog_drops,
+            rr.net.retrans
         );
+        self.net.backlog_drops += rr.net.backlog_drops;
+        self.net.retrans += rr.net.retrans;
         self.rounds += 1;
         self.expected += rr.expected;
         self.received += rr.lat.len() as u64;
@@ -427,7 +479,8 @@ impl Summary {
         };
         out.push_str(&format!(
             " {prefix}_rounds={} {prefix}_expected={} {prefix}_received={} {prefix}_missed={} \
-             {prefix}_p50_ms={} {prefix}_p90_ms={} {prefix}_p99_ms={} {prefix}_p100_ms={} {prefix}_p100_rounds_ms={}",
+             {prefix}_p50_ms={} {prefix}_p90_ms={} {prefix}_p99_ms={} {prefix}_p100_ms={} {prefix}_p100_rounds_ms={} \
+             {prefix}_backlog_drops={} {prefix}_retransmits={}",
             self.rounds,
             self.expected,
             self.received,
@@ -440,7 +493,9 @@ impl Summary {
                 .iter()
                 .map(|v| f(*v))
                 .collect::<Vec<_>>()
-                .join("/")
+                .join("/"),
+            self.net.backlog_drops,
+            self.net.retrans
         ));
     }
 
@@ -553,6 +608,8 @@ fn main() {
         connected = g.connected.load(Ordering::Relaxed);
         let failed = g.failed.load(Ordering::Relaxed);
         let rss1 = rss_kb();
+        // Scripts wait for this line to measure the server while the clients are held.
+        eprintln!("zring-load: phase=connected connected={connected} failed={failed} connect_secs={connect_secs:.2}");
         out.push_str(&format!(
             " connected={connected} failed={failed} connect_secs={connect_secs:.2} \
              connect_rate={:.0} rss_rings_kb={} rss_kb={rss1} client_bytes_per_conn={}",
