@@ -59,7 +59,9 @@ free_port() {
   local p
   for _ in $(seq 200); do
     p=$(( 20000 + RANDOM % 12000 ))
-    [ -z "$(ss -Htln "sport = :$p")" ] && { echo "$p"; return 0; }
+    # Listening sockets (state 0A) in /proc/net/tcp{,6}, port in hex after the colon.
+    awk -v port="$(printf '%04X' "$p")" '$4 == "0A" { split($2, a, ":"); if (a[2] == port) found = 1 }
+      END { exit found ? 0 : 1 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null || { echo "$p"; return 0; }
   done
   echo "no free port" >&2
   return 1
@@ -98,6 +100,7 @@ start_server() {
   esac
   SERVER_PID=$!
   LOAD_PIDS+=("$SERVER_PID")
+  HANDLER_START=$(date +%s.%N) # its --stats lines count seconds from about here
   "$BIN/zring-example-handler" --stream "$spec" --stats "${STATS_SECS:-5}" >"$LOAD_DIR/handler.log" 2>&1 &
   HANDLER_PID=$!
   LOAD_PIDS+=("$HANDLER_PID")
