@@ -496,7 +496,11 @@ impl Ring {
         );
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         let link = squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS;
-        self.push(&setsockopt_no_port(slot).flags(link).user_data(ud(OP_SETUP, gen, slot)));
+        self.push(
+            &setsockopt_no_port(slot)
+                .flags(link)
+                .user_data(ud(OP_SETUP, gen, slot)),
+        );
         self.push(
             &opcode::Bind::new(types::Fixed(slot), src, len)
                 .build()
@@ -570,7 +574,8 @@ impl Ring {
             return None;
         }
         let before = pe.head.len();
-        pe.head.extend_from_slice(&data[..data.len().min(HEAD_MAX - before)]);
+        pe.head
+            .extend_from_slice(&data[..data.len().min(HEAD_MAX - before)]);
         let Some(end) = proto::head_end(&pe.head) else {
             if pe.head.len() >= HEAD_MAX {
                 self.fail(sh, slot, "response head larger than 8 KiB");
@@ -756,7 +761,8 @@ impl Ring {
             self.push(&e);
         }
         self.submit();
-        sh.floor_sent.fetch_add((to - from) as u64, Ordering::Relaxed);
+        sh.floor_sent
+            .fetch_add((to - from) as u64, Ordering::Relaxed);
         to
     }
 
@@ -939,10 +945,8 @@ pub fn run_thread(t: usize, specs: Vec<RingSpec>, sh: Arc<Shared>) {
                 rings.push(r)
             }
             Err(e) => {
-                *sh.fatal.lock().unwrap() = Some(format!(
-                    "ring {} (table {}): {e}",
-                    spec.id, spec.table
-                ));
+                *sh.fatal.lock().unwrap() =
+                    Some(format!("ring {} (table {}): {e}", spec.id, spec.table));
                 sh.ready.fetch_add(1, Ordering::Release);
                 return;
             }

@@ -78,7 +78,9 @@ fn parse_ip_range(s: &str) -> Result<Vec<Ipv4Addr>, String> {
         let a: Ipv4Addr = a.trim().parse().map_err(|_| format!("bad address {a}"))?;
         let b: Ipv4Addr = b.trim().parse().map_err(|_| format!("bad address {b}"))?;
         if !a.is_loopback() || !b.is_loopback() || u32::from(b) < u32::from(a) {
-            return Err(format!("{part}: want a range inside 127.0.0.0/8 (loopback only)"));
+            return Err(format!(
+                "{part}: want a range inside 127.0.0.0/8 (loopback only)"
+            ));
         }
         if u32::from(b) - u32::from(a) > 1 << 16 {
             return Err(format!("{part}: more than 65,536 addresses"));
@@ -183,7 +185,12 @@ fn parse_opts() -> Opts {
         usage("--target is required (except in floor mode)");
     }
     if o.path.is_empty() {
-        o.path = if o.mode == "http" { "/hello" } else { "/ws/broadcast" }.into();
+        o.path = if o.mode == "http" {
+            "/hello"
+        } else {
+            "/ws/broadcast"
+        }
+        .into();
     }
     if o.rounds > 0 && o.trigger.is_none() && o.mode != "floor" {
         usage("--rounds needs --fanout-trigger");
@@ -320,7 +327,8 @@ fn post(url: &str, body: &[u8]) -> Result<String, String> {
     )
     .into_bytes();
     req.extend_from_slice(body);
-    s.write_all(&req).map_err(|e| format!("trigger write: {e}"))?;
+    s.write_all(&req)
+        .map_err(|e| format!("trigger write: {e}"))?;
     let mut resp = Vec::new();
     s.take(1 << 20)
         .read_to_end(&mut resp)
@@ -615,13 +623,20 @@ fn main() {
              connect_rate={:.0} rss_rings_kb={} rss_kb={rss1} client_bytes_per_conn={}",
             connected as f64 / connect_secs.max(1e-9),
             rss_rings.saturating_sub(rss0),
-            (rss1.saturating_sub(rss_rings) * 1024).checked_div(connected).unwrap_or(0),
+            (rss1.saturating_sub(rss_rings) * 1024)
+                .checked_div(connected)
+                .unwrap_or(0),
         ));
         if failed > o.max_failed {
-            failure.push(format!("{failed} of {main_clients} clients failed to connect"));
+            failure.push(format!(
+                "{failed} of {main_clients} clients failed to connect"
+            ));
         }
         if timed_out {
-            failure.push(format!("--max-secs {} reached while connecting", o.max_secs));
+            failure.push(format!(
+                "--max-secs {} reached while connecting",
+                o.max_secs
+            ));
         }
     }
 
@@ -637,15 +652,21 @@ fn main() {
             let g = &sh.groups[0];
             let expected = g.connected.load(Ordering::Relaxed) - g.closed.load(Ordering::Relaxed);
             let body = proto::payload(r, "{ts}", o.payload);
-            let res = round(&sh, r, expected, Duration::from_secs_f64(o.round_timeout), || {
-                let b = post(url, &body)?;
-                handler_sent = b
-                    .trim()
-                    .strip_prefix("sent to ")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                Ok(())
-            });
+            let res = round(
+                &sh,
+                r,
+                expected,
+                Duration::from_secs_f64(o.round_timeout),
+                || {
+                    let b = post(url, &body)?;
+                    handler_sent = b
+                        .trim()
+                        .strip_prefix("sent to ")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    Ok(())
+                },
+            );
             match res {
                 Ok(rr) => sum.add("fan-out", r, rr),
                 Err(e) => {
@@ -781,14 +802,20 @@ fn floor_phase(
         // Floor rounds are numbered apart from the fan-out's.
         let id = 30_000 + r;
         let expected = sh.floor_accepted.load(Ordering::Relaxed);
-        let res = round(sh, id, expected, Duration::from_secs_f64(o.round_timeout), || {
-            let ts = engine::realtime_ns().to_string();
-            let frame = proto::server_text_frame(&proto::payload(id, &ts, o.payload));
-            *sh.floor_frame.lock().unwrap() = frame;
-            sh.floor_round.store(id, Ordering::Release);
-            sh.wake_all();
-            Ok(())
-        });
+        let res = round(
+            sh,
+            id,
+            expected,
+            Duration::from_secs_f64(o.round_timeout),
+            || {
+                let ts = engine::realtime_ns().to_string();
+                let frame = proto::server_text_frame(&proto::payload(id, &ts, o.payload));
+                *sh.floor_frame.lock().unwrap() = frame;
+                sh.floor_round.store(id, Ordering::Release);
+                sh.wake_all();
+                Ok(())
+            },
+        );
         match res {
             Ok(rr) => sum.add("floor", r, rr),
             Err(e) => failure.push(e),

@@ -64,8 +64,16 @@ pub fn base64(data: &[u8]) -> Vec<u8> {
             | u32::from(*c.get(2).unwrap_or(&0));
         out.push(T[(n >> 18) as usize & 63]);
         out.push(T[(n >> 12) as usize & 63]);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] } else { b'=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] } else { b'=' });
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63]
+        } else {
+            b'='
+        });
     }
     out
 }
@@ -123,7 +131,10 @@ pub fn check_http_head(head: &[u8]) -> Result<usize, &'static str> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     /// A whole text message: the round and send timestamp it carried (0 when absent).
-    Text { round: u32, ts_ns: u64 },
+    Text {
+        round: u32,
+        ts_ns: u64,
+    },
     Ping,
     Close,
 }
@@ -149,11 +160,7 @@ pub struct FrameParser {
 
 impl FrameParser {
     /// Feeds `data`; `on` gets each event. Returns an error for what no server may send.
-    pub fn feed(
-        &mut self,
-        data: &[u8],
-        mut on: impl FnMut(Event),
-    ) -> Result<(), &'static str> {
+    pub fn feed(&mut self, data: &[u8], mut on: impl FnMut(Event)) -> Result<(), &'static str> {
         let mut i = 0;
         while i < data.len() {
             match self.state {
@@ -240,7 +247,10 @@ impl FrameParser {
         let field = (self.bits >> 4) & 3;
         match (field, b) {
             (0, b'0'..=b'9') => {
-                self.round = self.round.wrapping_mul(10).wrapping_add(u16::from(b - b'0'))
+                self.round = self
+                    .round
+                    .wrapping_mul(10)
+                    .wrapping_add(u16::from(b - b'0'))
             }
             (1, b'0'..=b'9') => {
                 self.ts = self.ts.wrapping_mul(10).wrapping_add(u64::from(b - b'0'))
@@ -306,7 +316,7 @@ mod tests {
     fn accept_matches_rfc_example() {
         assert_eq!(
             ws_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            b"s3pPLMBiTxaQ9kYGzzo+Wo65xk0=".to_vec()
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_vec()
         );
         assert_eq!(base64(b"ab"), b"YWI=".to_vec());
     }
@@ -324,8 +334,14 @@ mod tests {
             assert_eq!(
                 got,
                 vec![
-                    Event::Text { round: 7, ts_ns: 1_700_000_000_000_000_000 },
-                    Event::Text { round: 8, ts_ns: 1_700_000_000_000_000_001 },
+                    Event::Text {
+                        round: 7,
+                        ts_ns: 1_700_000_000_000_000_000
+                    },
+                    Event::Text {
+                        round: 8,
+                        ts_ns: 1_700_000_000_000_000_001
+                    },
                     Event::Ping
                 ],
                 "split at {split}"
