@@ -55,7 +55,7 @@ if [ -z "$line" ]; then
 fi
 keys=(connected failed fanout_p50_ms fanout_p99_ms fanout_p100_ms fanout_missed)
 out="test=fanout server=$SERVER clients=$CLIENTS rounds=$ROUNDS payload=$PAYLOAD"
-for k in "${keys[@]}" handler_sent floor_p50_ms floor_p99_ms floor_p100_ms ratio_p100 fanout_p100_rounds_ms \
+for k in "${keys[@]}" handler_sent floor_p50_ms floor_p99_ms floor_p100_ms ratio_p100 fanout_p100_median_ms floor_p100_median_ms ratio_p100_median fanout_p100_rounds_ms \
   floor_p100_rounds_ms fanout_backlog_drops fanout_retransmits floor_backlog_drops connect_secs client_bytes_per_conn status; do
   v=$(pick "$k" "$line")
   out+=" $k=${v:-na}"

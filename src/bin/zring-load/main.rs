@@ -473,6 +473,19 @@ impl Summary {
         self.all.sort_unstable();
     }
 
+    /// The median of the rounds' p100s: one slow round (a stall elsewhere on the box)
+    /// moves it less than the overall p100.
+    fn p100_median(&self) -> f64 {
+        let mut v: Vec<f64> = self
+            .p100_rounds
+            .iter()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
     fn missed(&self) -> u64 {
         self.expected.saturating_sub(self.received)
     }
@@ -488,7 +501,7 @@ impl Summary {
         out.push_str(&format!(
             " {prefix}_rounds={} {prefix}_expected={} {prefix}_received={} {prefix}_missed={} \
              {prefix}_p50_ms={} {prefix}_p90_ms={} {prefix}_p99_ms={} {prefix}_p100_ms={} {prefix}_p100_rounds_ms={} \
-             {prefix}_backlog_drops={} {prefix}_retransmits={}",
+             {prefix}_p100_median_ms={} {prefix}_backlog_drops={} {prefix}_retransmits={}",
             self.rounds,
             self.expected,
             self.received,
@@ -502,6 +515,7 @@ impl Summary {
                 .map(|v| f(*v))
                 .collect::<Vec<_>>()
                 .join("/"),
+            f(self.p100_median()),
             self.net.backlog_drops,
             self.net.retrans
         ));
@@ -692,9 +706,13 @@ fn main() {
         } else {
             None
         };
-        if let Some(fp) = floor_p100 {
+        if let Some((fp, fmed)) = floor_p100 {
             let p = pct(&sum.all, 100.0);
-            out.push_str(&format!(" ratio_p100={:.2}", p / fp));
+            out.push_str(&format!(
+                " ratio_p100={:.2} ratio_p100_median={:.2}",
+                p / fp,
+                sum.p100_median() / fmed
+            ));
         }
     } else if o.floor && !timed_out {
         floor_phase(&o, &sh, &dl, &mut out, &mut failure);
@@ -748,14 +766,14 @@ fn main() {
 }
 
 /// The floor: our own listener, N loopback pairs, the same frame to every server side.
-/// Returns the floor's p100 (ms).
+/// Returns the floor's p100 and the median of its rounds' p100s (ms).
 fn floor_phase(
     o: &Opts,
     sh: &Shared,
     dl: &Deadline,
     out: &mut String,
     failure: &mut Vec<String>,
-) -> Option<f64> {
+) -> Option<(f64, f64)> {
     let l = match std::net::TcpListener::bind("127.0.0.1:0") {
         Ok(l) => l,
         Err(e) => {
@@ -838,5 +856,5 @@ fn floor_phase(
         }
     }
     let p = pct(&sum.all, 100.0);
-    (!p.is_nan()).then_some(p)
+    (!p.is_nan()).then_some((p, sum.p100_median()))
 }
