@@ -81,6 +81,9 @@ pub struct Shared {
     /// One eventfd per thread: its rings' completions and the coordinator both write it.
     pub wake: Vec<RawFd>,
     pub ready: AtomicU32,
+    /// Set to close every floor socket (`--floor-first`); threads count themselves done.
+    pub close_floor: AtomicBool,
+    pub floor_closed_threads: AtomicU32,
     pub fatal: Mutex<Option<String>>,
     pub ring_bytes: AtomicU64,
 }
@@ -119,6 +122,8 @@ impl Shared {
             floor_send_errors: AtomicU64::new(0),
             wake,
             ready: AtomicU32::new(0),
+            close_floor: AtomicBool::new(false),
+            floor_closed_threads: AtomicU32::new(0),
             fatal: Mutex::new(None),
             ring_bytes: AtomicU64::new(0),
         })
@@ -766,6 +771,29 @@ impl Ring {
         to
     }
 
+    /// Closes every socket of a floor ring (both ends are ours: nothing to count).
+    fn close_floor(&mut self) {
+        match self.spec.group {
+            1 => {
+                for slot in 0..self.clients.len() as u32 {
+                    if matches!(
+                        self.clients[slot as usize].state,
+                        CONNECTING | HANDSHAKE | OPEN
+                    ) {
+                        self.kill(slot);
+                    }
+                }
+            }
+            2 => {
+                for slot in std::mem::take(&mut self.accepted) {
+                    self.kill(slot);
+                }
+            }
+            _ => return,
+        }
+        self.submit();
+    }
+
     /// Reaps and handles every completion; returns how many.
     fn reap(&mut self, sh: &Shared, st: &mut ThreadStats) -> usize {
         let mut total = 0;
@@ -959,6 +987,7 @@ pub fn run_thread(t: usize, specs: Vec<RingSpec>, sh: Arc<Shared>) {
     let mut last_sweep = last;
     let mut next_ring = 0usize;
     let mut floor_round_seen = 0u32;
+    let mut floor_closed = false;
     let mut frame: Vec<u8> = Vec::new();
     let mut floor_at: Option<(usize, usize)> = None;
     while !sh.stop.load(Ordering::Relaxed) {
@@ -990,6 +1019,13 @@ pub fn run_thread(t: usize, specs: Vec<RingSpec>, sh: Arc<Shared>) {
                 .any(|r| r.spec.group == group && r.attempts < r.spec.target);
         }
         last = now;
+        if !floor_closed && sh.close_floor.load(Ordering::Acquire) {
+            floor_closed = true;
+            for r in rings.iter_mut() {
+                r.close_floor();
+            }
+            sh.floor_closed_threads.fetch_add(1, Ordering::Release);
+        }
         let fr = sh.floor_round.load(Ordering::Acquire);
         if fr != floor_round_seen {
             floor_round_seen = fr;

@@ -14,7 +14,9 @@
 //!    `receipt - sent` of the message (CLOCK_REALTIME, same machine);
 //! 3. with `--floor` (or `--mode floor`): the physical floor from the same run: N more
 //!    loopback pairs to our own listener, and the same-sized frame written to every server
-//!    side with batched io_uring SENDs on registered files, measured by the same clients;
+//!    side with batched io_uring SENDs on registered files, measured by the same clients
+//!    (`--floor-first`: before phase 1, its pairs closed again, so the box never holds
+//!    more than N pairs);
 //! 4. hold the connections `--hold` seconds, then print one `key=value` line and exit
 //!    (non-zero when clients failed, missed a message, or a protocol error was seen).
 mod bufring;
@@ -52,6 +54,7 @@ struct Opts {
     round_timeout: f64,
     payload: usize,
     floor: bool,
+    floor_first: bool,
     label: String,
     dist: Option<String>,
     max_failed: u64,
@@ -65,7 +68,7 @@ fn usage(err: &str) -> ! {
          [--http-get] [--hold SECS] [--max-secs SECS] [--threads T] [--per-ring N] \
          [--inflight N] [--bufs N] [--buf-size BYTES] [--connect-timeout SECS] \
          [--fanout-trigger http://HOST:PORT/broadcast] [--rounds K] [--round-gap SECS] \
-         [--round-timeout SECS] [--payload BYTES] [--floor] [--label NAME] [--dist FILE.csv] \
+         [--round-timeout SECS] [--payload BYTES] [--floor] [--floor-first] [--label NAME] [--dist FILE.csv] \
          [--max-failed N]"
     );
     std::process::exit(2);
@@ -132,6 +135,7 @@ fn parse_opts() -> Opts {
         round_timeout: 10.0,
         payload: 64,
         floor: false,
+        floor_first: false,
         label: "server".into(),
         dist: None,
         max_failed: 0,
@@ -168,6 +172,10 @@ fn parse_opts() -> Opts {
             "--round-timeout" => o.round_timeout = num(&a, val()),
             "--payload" => o.payload = num(&a, val()),
             "--floor" => o.floor = true,
+            "--floor-first" => {
+                o.floor = true;
+                o.floor_first = true
+            }
             "--label" => o.label = val(),
             "--dist" => o.dist = Some(val()),
             "--max-failed" => o.max_failed = num(&a, val()),
@@ -617,6 +625,22 @@ fn main() {
     let mut failure: Vec<String> = Vec::new();
     let mut timed_out = false;
 
+    // 0. The floor first, its pairs closed before the server's clients connect, so the
+    //    box never holds more than N pairs (--floor-first).
+    let mut floor_res = None;
+    if o.floor_first && main_clients > 0 {
+        floor_res = floor_phase(&o, &sh, &dl, &mut out, &mut failure);
+        sh.close_floor.store(true, Ordering::Release);
+        sh.wake_all();
+        while sh.floor_closed_threads.load(Ordering::Acquire) < threads as u32
+            && !dl.left().is_zero()
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Let the kernel finish the closes (and its slab) before the server's clients come.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
     // 1. The clients of the server under test.
     let mut connected = 0u64;
     if main_clients > 0 {
@@ -701,12 +725,10 @@ fn main() {
                 failure.push(format!("{d}: {e}"));
             }
         }
-        let floor_p100 = if o.floor && !timed_out {
-            floor_phase(&o, &sh, &dl, &mut out, &mut failure)
-        } else {
-            None
-        };
-        if let Some((fp, fmed)) = floor_p100 {
+        if o.floor && !o.floor_first && !timed_out {
+            floor_res = floor_phase(&o, &sh, &dl, &mut out, &mut failure);
+        }
+        if let Some((fp, fmed)) = floor_res {
             let p = pct(&sum.all, 100.0);
             out.push_str(&format!(
                 " ratio_p100={:.2} ratio_p100_median={:.2}",
@@ -714,7 +736,7 @@ fn main() {
                 sum.p100_median() / fmed
             ));
         }
-    } else if o.floor && !timed_out {
+    } else if o.floor && !o.floor_first && !timed_out {
         floor_phase(&o, &sh, &dl, &mut out, &mut failure);
     }
 
