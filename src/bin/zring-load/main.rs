@@ -644,6 +644,7 @@ fn main() {
     // 1. The clients of the server under test.
     let mut connected = 0u64;
     if main_clients > 0 {
+        let rss_before = rss_kb();
         let t0 = Instant::now();
         sh.connecting.store(1, Ordering::Release);
         sh.wake_all();
@@ -661,7 +662,7 @@ fn main() {
              connect_rate={:.0} rss_rings_kb={} rss_kb={rss1} client_bytes_per_conn={}",
             connected as f64 / connect_secs.max(1e-9),
             rss_rings.saturating_sub(rss0),
-            (rss1.saturating_sub(rss_rings) * 1024)
+            (rss1.saturating_sub(rss_before) * 1024)
                 .checked_div(connected)
                 .unwrap_or(0),
         ));
