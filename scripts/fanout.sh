@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Fan-out latency: N idle WebSocket clients on /ws/broadcast, the example handler
 # broadcasting one stamped message to all of them (list-form packets of 128 ids) K times,
-# each client timing receipt - handler send; then the floor in the same run (the same
-# frame written by zring-load itself to N loopback pairs with batched io_uring sends).
+# each client timing receipt - handler send; and the floor in the same run, measured first
+# (the same frame written by zring-load itself to N loopback pairs of its own with batched
+# io_uring sends; those pairs are closed before the server's clients connect, so the box
+# never holds more than N pairs).
 #
 #   scripts/fanout.sh --clients N [--rounds K] [--server zring|condure] [--payload BYTES]
 #                     [--rate CONNECTS_PER_SEC] [--results FILE] [--dist FILE.csv] [--no-floor]
@@ -15,7 +17,7 @@
 # Env: SERVER, WORKERS, RUNTIME, ZRING_ARGS, PROFILE=debug, KEEP_LOGS=1, PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CLIENTS=2000 ROUNDS=5 SERVER=${SERVER:-zring} PAYLOAD=64 RATE=20000 RESULTS= DIST= FLOOR=--floor
+CLIENTS=2000 ROUNDS=5 SERVER=${SERVER:-zring} PAYLOAD=64 RATE=20000 RESULTS= DIST= FLOOR=--floor-first
 while [ $# -gt 0 ]; do
   case "$1" in
     --clients) CLIENTS=$2; shift 2 ;;
