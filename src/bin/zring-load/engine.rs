@@ -362,7 +362,11 @@ impl Ring {
             // The CQ is full of overflowed completions: the caller reaps, then submits again.
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) => panic!("io_uring_enter: {e}"),
+            Err(e) => {
+                // Not the server's doing: the ring itself is broken. Say so and stop.
+                eprintln!("zring-load: FAILED: io_uring_enter on ring {}: {e}", self.spec.id);
+                std::process::exit(1);
+            }
         }
     }
 
