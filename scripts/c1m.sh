@@ -5,9 +5,10 @@
 #   scripts/c1m.sh [--clients N] [--hold SECS] [--server zring|condure] [--rate R] [--results FILE]
 #
 # Prints one key=value line: connections held, time to connect them all, the server's user
-# RSS per connection (RSS growth / held), kernel slab per connection (growth of Slab in
-# /proc/meminfo / held: both ends of each loopback pair, client and server, are on this
-# box), the handler's keep-alive packets per second from the server (and ids per second),
+# RSS per connection (RSS growth / held), kernel slab per connection (growth of the socket
+# slab caches in /proc/slabinfo / held, and of all of Slab in /proc/meminfo as
+# slab_total_per_conn_b; both count both ends of each loopback pair, client and server, as
+# both are on this box, and other programs' churn shows in them), the handler's keep-alive packets per second from the server (and ids per second),
 # and the time for a fresh `curl` request answered while they are all connected.
 # Sets sysctls for the run (scripts/load-lib.sh, docs/tuning.md) and restores them on exit.
 # Env: SERVER, WORKERS, RUNTIME, ZRING_ARGS, PROFILE=debug, KEEP_LOGS=1, PORT.
@@ -36,6 +37,7 @@ start_server "$SERVER" "$PORT" "$CLIENTS"
 sleep 1
 rss0=$(rss_kb "$SERVER_PID")
 slab0=$(slab_kb)
+sslab0=$(sock_slab_kb)
 
 max_secs=$(( CLIENTS / 150 + HOLD + 120 ))
 "$BIN/zring-load" --mode ws --clients "$CLIENTS" --rate "$RATE" --target "127.0.0.1:$PORT" \
@@ -50,6 +52,7 @@ held_at=$(date +%s.%N)
 sleep 2 # let the last handshakes' buffers settle
 rss1=$(rss_kb "$SERVER_PID")
 slab1=$(slab_kb)
+sslab1=$(sock_slab_kb)
 connected=$(sed -n 's/.*phase=connected connected=\([0-9]*\).*/\1/p' "$LOAD_DIR/load.err")
 connected=${connected:-0}
 
@@ -75,7 +78,8 @@ read -r ka_pps ka_ids_ps < <(awk -v from="$held_rel" '
 per_conn() { awk -v a="$1" -v b="$2" -v n="$connected" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1024 / n; else print "na" }'; }
 out="test=c1m server=$SERVER clients=$CLIENTS held=$connected"
 for k in failed connect_secs connect_rate; do v=$(pick "$k" "$line"); out+=" $k=${v:-na}"; done
-out+=" server_rss_kb=$rss1 server_rss_per_conn_b=$(per_conn "$rss0" "$rss1") slab_per_conn_b=$(per_conn "$slab0" "$slab1")"
+out+=" server_rss_kb=$rss1 server_rss_per_conn_b=$(per_conn "$rss0" "$rss1") slab_per_conn_b=$(per_conn "$sslab0" "$sslab1")"
+out+=" slab_total_per_conn_b=$(per_conn "$slab0" "$slab1")"
 out+=" handler_keepalive_pps=$ka_pps handler_keepalive_ids_ps=$ka_ids_ps fresh_request_code=$fresh_code fresh_request_ms=$fresh_ms"
 for k in client_bytes_per_conn closed status; do v=$(pick "$k" "$line"); out+=" load_$k=${v:-na}"; done
 out+=" server_state=$state load_exit=$rc"

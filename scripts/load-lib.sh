@@ -69,6 +69,12 @@ free_port() {
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+# The slab caches a socket lives in (docs: limits.md), active objects x size, in KiB: far
+# less noisy than all of Slab on a box where other programs churn dentries and buffers.
+sock_slab_kb() {
+  awk '$1 ~ /^(TCP|tw_sock_TCP|request_sock_TCP|sock_inode_cache|filp|dentry|eventpoll_epi)$/ { s += $2 * $4 }
+    END { printf "%d\n", s / 1024 }' /proc/slabinfo 2>/dev/null || echo 0
+}
 
 wait_http() { # port: until /hello answers (bounded: 10 s)
   for _ in $(seq 100); do curl -sf -m 1 "http://127.0.0.1:$1/hello" >/dev/null && return 0; sleep 0.1; done
