@@ -29,6 +29,7 @@ pub struct Config {
     pub mode: Mode,
     pub http_get: bool,
     pub path: String,
+    pub idle_path: String,
     pub targets: Vec<SocketAddrV4>,
     pub src_ips: Vec<Ipv4Addr>,
     pub connect_timeout: Duration,
@@ -48,6 +49,9 @@ pub struct Group {
     pub failed: AtomicU64,
     /// Closed by the server (or a protocol error) after being connected.
     pub closed: AtomicU64,
+    /// Of `connected` and `closed`: the fan-out members.
+    pub members_connected: AtomicU64,
+    pub members_closed: AtomicU64,
 }
 
 /// Errors kept for the report: the first few messages, the rest only counted.
@@ -153,6 +157,9 @@ pub struct RingSpec {
     pub group: u8,
     pub target: u32,
     pub table: u32,
+    /// Group 0: how many of `target` are fan-out members (on `path`); the rest connect to
+    /// `idle_path` and only stay connected.
+    pub members: u32,
 }
 
 // Operations, in the top byte of user_data; the generation of the slot and the slot (file
@@ -179,6 +186,8 @@ const OPEN: u8 = 3;
 const DEAD: u8 = 4;
 
 const REARM_QUEUED: u8 = 1;
+/// The client connected to the fan-out path (and counts in a round's expected total).
+const MEMBER: u8 = 2;
 
 /// A client: 24 bytes, whatever its state.
 #[derive(Clone, Copy, Default)]
@@ -208,6 +217,7 @@ struct Pending {
     key: [u8; 24],
     head: Vec<u8>,
     body_left: usize,
+    member: bool,
 }
 
 /// Largest response head (plus body, in http mode) a handshake may take.
@@ -327,6 +337,7 @@ impl Ring {
                     key: [0; 24],
                     head: Vec::new(),
                     body_left: 0,
+                    member: false,
                 })
                 .collect(),
             free: (0..pend).rev().collect(),
@@ -364,7 +375,10 @@ impl Ring {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(e) => {
                 // Not the server's doing: the ring itself is broken. Say so and stop.
-                eprintln!("zring-load: FAILED: io_uring_enter on ring {}: {e}", self.spec.id);
+                eprintln!(
+                    "zring-load: FAILED: io_uring_enter on ring {}: {e}",
+                    self.spec.id
+                );
                 std::process::exit(1);
             }
         }
@@ -385,8 +399,10 @@ impl Ring {
         } else {
             cfg.targets[(n / cfg.src_ips.len()) % cfg.targets.len()]
         };
+        let member = self.attempts <= self.spec.members;
         let pe = &mut self.pend[p as usize];
         pe.used = true;
+        pe.member = member;
         pe.slot = u32::MAX;
         pe.started = Instant::now();
         pe.src = sockaddr(SocketAddrV4::new(src, 0));
@@ -446,6 +462,9 @@ impl Ring {
         let g = &sh.groups[self.spec.group as usize];
         if st == OPEN {
             g.closed.fetch_add(1, Ordering::Relaxed);
+            if self.clients[slot as usize].flags & MEMBER != 0 {
+                g.members_closed.fetch_add(1, Ordering::Relaxed);
+            }
         } else {
             g.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -466,10 +485,13 @@ impl Ring {
         let c = &mut self.clients[slot as usize];
         c.state = OPEN;
         let p = c.pend;
+        let g = &sh.groups[self.spec.group as usize];
+        if self.pend[p as usize].member {
+            c.flags |= MEMBER;
+            g.members_connected.fetch_add(1, Ordering::Relaxed);
+        }
         self.free_pending(p);
-        sh.groups[self.spec.group as usize]
-            .connected
-            .fetch_add(1, Ordering::Relaxed);
+        g.connected.fetch_add(1, Ordering::Relaxed);
     }
 
     fn on_socket(&mut self, sh: &Shared, p: u16, res: i32) {
@@ -536,6 +558,7 @@ impl Ring {
         let cfg = &sh.cfg;
         let pe = &mut self.pend[p];
         let host = std::net::SocketAddr::V4(unsafe_dst(&pe.dst));
+        let path = if pe.member { &cfg.path } else { &cfg.idle_path };
         pe.req.clear();
         if cfg.mode == Mode::Ws {
             // A key per connection: base64 of 16 bytes from the ring, slot and generation.
@@ -549,7 +572,7 @@ impl Ring {
                 format!(
                     "GET {} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
                      Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
-                    cfg.path
+                    path
                 )
                 .as_bytes(),
             );
@@ -557,7 +580,7 @@ impl Ring {
             pe.req.extend_from_slice(b"\r\n\r\n");
         } else {
             pe.req.extend_from_slice(
-                format!("GET {} HTTP/1.1\r\nHost: {host}\r\n\r\n", cfg.path).as_bytes(),
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
             );
         }
         let e = opcode::Send::new(types::Fixed(slot), pe.req.as_ptr(), pe.req.len() as u32)

@@ -39,6 +39,8 @@ struct Opts {
     targets: Vec<SocketAddrV4>,
     src_ips: Vec<Ipv4Addr>,
     path: String,
+    idle_path: String,
+    members: Option<u64>,
     http_get: bool,
     hold: f64,
     max_secs: f64,
@@ -64,7 +66,7 @@ fn usage(err: &str) -> ! {
     eprintln!("zring-load: {err}");
     eprintln!(
         "usage: zring-load [--mode ws|http|floor] --clients N [--rate R] \
-         [--target HOST:PORT[,HOST:PORT...]] [--src-ips 127.0.0.2-127.0.0.200] [--path /ws/broadcast] \
+         [--target HOST:PORT[,HOST:PORT...]] [--src-ips 127.0.0.2-127.0.0.200] [--path /ws/broadcast] [--members M [--idle-path /ws]] \
          [--http-get] [--hold SECS] [--max-secs SECS] [--threads T] [--per-ring N] \
          [--inflight N] [--bufs N] [--buf-size BYTES] [--connect-timeout SECS] \
          [--fanout-trigger http://HOST:PORT/broadcast] [--rounds K] [--round-gap SECS] \
@@ -120,6 +122,8 @@ fn parse_opts() -> Opts {
         targets: Vec::new(),
         src_ips: parse_ip_range("127.0.0.2-127.0.0.200").unwrap(),
         path: String::new(),
+        idle_path: "/ws".into(),
+        members: None,
         http_get: false,
         hold: 0.0,
         max_secs: 600.0,
@@ -157,6 +161,8 @@ fn parse_opts() -> Opts {
             "--target" => o.targets = parse_targets(&val()).unwrap_or_else(|e| usage(&e)),
             "--src-ips" => o.src_ips = parse_ip_range(&val()).unwrap_or_else(|e| usage(&e)),
             "--path" => o.path = val(),
+            "--members" => o.members = Some(num(&a, val())),
+            "--idle-path" => o.idle_path = val(),
             "--http-get" => o.http_get = true,
             "--hold" => o.hold = num(&a, val()),
             "--max-secs" => o.max_secs = num(&a, val()),
@@ -225,6 +231,9 @@ fn parse_opts() -> Opts {
     if o.inflight == 0 || o.rounds > 60_000 || o.rate <= 0.0 || o.clients > 10_000_000 {
         usage("--inflight ≥ 1, --rounds ≤ 60000, --rate > 0, --clients ≤ 10,000,000");
     }
+    if o.members.is_some_and(|m| m > o.clients) {
+        usage("--members is at most --clients");
+    }
     if !(20..=65_535).contains(&o.payload) {
         usage("--payload is 20 to 65535 bytes");
     }
@@ -260,10 +269,12 @@ fn rss_kb() -> u64 {
 }
 
 /// Rings for `n` sockets of `group`, at most `per_ring` each.
-fn plan(specs: &mut Vec<RingSpec>, group: u8, n: u64, per_ring: u32, table: u32) {
+/// Group 0: `members` of the `n` (spread evenly over the rings) are fan-out members.
+fn plan(specs: &mut Vec<RingSpec>, group: u8, n: u64, members: u64, per_ring: u32, table: u32) {
     let rings = n.div_ceil(u64::from(per_ring)).max(1);
     for i in 0..rings {
         let target = n / rings + u64::from(i < n % rings);
+        let ring_members = members / rings + u64::from(i < members % rings);
         let target = if group == 2 {
             // The server side accepts whatever arrives: a ring stops at its even share,
             // rounded up, so the shares cover every connection.
@@ -276,6 +287,7 @@ fn plan(specs: &mut Vec<RingSpec>, group: u8, n: u64, per_ring: u32, table: u32)
             group,
             target: target as u32,
             table,
+            members: ring_members as u32,
         });
     }
 }
@@ -569,17 +581,20 @@ fn main() {
     let main_clients = if o.mode == "floor" { 0 } else { o.clients };
     let mut specs = Vec::new();
     if main_clients > 0 {
-        plan(&mut specs, 0, main_clients, o.per_ring, table);
+        let members = o.members.unwrap_or(main_clients);
+        plan(&mut specs, 0, main_clients, members, o.per_ring, table);
     }
     if o.floor {
-        plan(&mut specs, 1, o.clients, o.per_ring, table);
-        plan(&mut specs, 2, o.clients, o.per_ring, table);
+        let floor_n = o.members.unwrap_or(o.clients);
+        plan(&mut specs, 1, floor_n, floor_n, o.per_ring, table);
+        plan(&mut specs, 2, floor_n, floor_n, o.per_ring, table);
     }
     let threads = o.threads.min(specs.len());
     let cfg = Config {
         mode,
         http_get: o.http_get,
         path: o.path.clone(),
+        idle_path: o.idle_path.clone(),
         targets: o.targets.clone(),
         src_ips: o.src_ips.clone(),
         connect_timeout: Duration::from_secs_f64(o.connect_timeout),
@@ -689,7 +704,8 @@ fn main() {
                 break;
             }
             let g = &sh.groups[0];
-            let expected = g.connected.load(Ordering::Relaxed) - g.closed.load(Ordering::Relaxed);
+            let expected = g.members_connected.load(Ordering::Relaxed)
+                - g.members_closed.load(Ordering::Relaxed);
             let body = proto::payload(r, "{ts}", o.payload);
             let res = round(
                 &sh,
@@ -717,12 +733,15 @@ fn main() {
         }
         sum.finish();
         sum.fields("fanout", &mut out);
-        out.push_str(&format!(" handler_sent={handler_sent}"));
+        out.push_str(&format!(
+            " handler_sent={handler_sent} members={}",
+            o.members.unwrap_or(main_clients)
+        ));
         if sum.missed() > 0 {
             failure.push(format!("{} fan-out messages missed", sum.missed()));
         }
         if let Some(d) = &o.dist {
-            if let Err(e) = sum.dist(d, &o.label, o.clients, "fanout") {
+            if let Err(e) = sum.dist(d, &o.label, o.members.unwrap_or(o.clients), "fanout") {
                 failure.push(format!("{d}: {e}"));
             }
         }
@@ -813,7 +832,9 @@ fn floor_phase(
     let t0 = Instant::now();
     sh.connecting.store(2, Ordering::Release);
     sh.wake_all();
-    let ok = connect_phase(sh, 1, o.clients, dl, "floor connecting");
+    // The floor's size is the fan-out's: the members.
+    let n = o.members.unwrap_or(o.clients);
+    let ok = connect_phase(sh, 1, n, dl, "floor connecting");
     // The server side has accepted them all (or the deadline is near).
     while sh.floor_accepted.load(Ordering::Relaxed) < sh.groups[1].connected.load(Ordering::Relaxed)
         && !dl.left().is_zero()
@@ -831,8 +852,8 @@ fn floor_phase(
         g.failed.load(Ordering::Relaxed),
         t0.elapsed().as_secs_f64()
     ));
-    if !ok || fc < o.clients {
-        failure.push(format!("floor: {fc} of {} connected", o.clients));
+    if !ok || fc < n {
+        failure.push(format!("floor: {fc} of {n} connected"));
     }
     let mut sum = Summary::default();
     for r in 1..=o.rounds {
@@ -874,7 +895,7 @@ fn floor_phase(
         failure.push(format!("floor: {} messages missed", sum.missed()));
     }
     if let Some(d) = &o.dist {
-        if let Err(e) = sum.dist(d, &o.label, o.clients, "floor") {
+        if let Err(e) = sum.dist(d, &o.label, n, "floor") {
             failure.push(format!("{d}: {e}"));
         }
     }
