@@ -830,6 +830,13 @@ impl Ring {
             flags: 0,
         }; 256];
         loop {
+            // Completions past the CQ's size wait in the kernel's overflow list, and only
+            // an enter moves them into the CQ; nothing signals the eventfd for them. Without
+            // this, a burst bigger than the CQ strands some until the ring's next submit
+            // (a stall of up to a second in a floor round).
+            if self.ring.submission().cq_overflow() {
+                self.submit();
+            }
             let mut n = 0;
             {
                 let mut cq = self.ring.completion();
@@ -858,8 +865,7 @@ impl Ring {
                     self.arm_recv(slot);
                 }
             }
-            // Overflowed completions come back into the CQ when the kernel is entered.
-            if self.ring.submission().cq_overflow() || !self.ring.submission().is_empty() {
+            if !self.ring.submission().is_empty() {
                 self.submit();
             }
         }

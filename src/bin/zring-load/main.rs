@@ -228,8 +228,8 @@ fn parse_opts() -> Opts {
     if !o.bufs.is_power_of_two() || o.bufs > 32_768 || o.buf_size < 64 {
         usage("--bufs is a power of two ≤ 32768, --buf-size ≥ 64");
     }
-    if o.inflight == 0 || o.rounds > 60_000 || o.rate <= 0.0 || o.clients > 10_000_000 {
-        usage("--inflight ≥ 1, --rounds ≤ 60000, --rate > 0, --clients ≤ 10,000,000");
+    if o.inflight == 0 || o.rounds > 30_000 || o.rate <= 0.0 || o.clients > 10_000_000 {
+        usage("--inflight ≥ 1, --rounds ≤ 30000 (floor rounds are numbered from 30001), --rate > 0, --clients ≤ 10,000,000");
     }
     if o.members.is_some_and(|m| m > o.clients) {
         usage("--members is at most --clients");
