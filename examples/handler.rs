@@ -5,6 +5,11 @@
 //! chunks 100 ms apart; `POST /broadcast` sends its body as a text message to every
 //! WebSocket on `/ws/broadcast` and answers `sent to N`; anything else is 404.
 //!
+//! A broadcast message (from `POST /broadcast` or the `broadcast` command) has every `{ts}`
+//! in it replaced by the handler's send time, CLOCK_REALTIME in nanoseconds (19 digits),
+//! taken once before the first packet goes out: zring-load measures fan-out latency as its
+//! receipt time minus this.
+//!
 //! WebSocket routes (any `ws://`/`wss://` request; the connection manager has already checked
 //! the handshake and adds `Upgrade`, `Connection` and `Sec-WebSocket-Accept` itself):
 //! * `/ws`: echo. Every text or binary message comes back whole with the same type (fragments
@@ -31,7 +36,13 @@
 //! can push more than `--messages-max` queued echoes at the connection manager.)
 //!
 //! Every session, HTTP or WebSocket, gets a keep-alive every 20 s (the connection manager
-//! drops sessions silent for 60 s).
+//! drops sessions silent for 60 s), sent in list form, 128 ids a packet, so a million
+//! sessions cost ~400 packets a second rather than 50,000.
+//!
+//! With `--stats SECS` it prints one line every SECS seconds: sessions, broadcast members,
+//! packets in (and the connection manager's keep-alive packets and the ids they carried)
+//! and packets out, as running totals: `handler_stats secs=… sessions=… members=…
+//! in_packets=… in_keepalive_packets=… in_keepalive_ids=… out_packets=…`.
 //!
 //! Sockets, as a Condure/zring handler connects them: PULL at `<base>-out` (first packets),
 //! ROUTER with identity = our `from` at `<base>-out-stream` (later packets), PUB at
@@ -39,6 +50,7 @@
 //! also serves req mode through a ROUTER connected to zring's DEALER.
 //!
 //! Usage: zring-example-handler [--stream ipc://client] [--req ipc://client-req] [--id NAME]
+//!        [--stats SECS]
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -114,6 +126,16 @@ struct Handler {
     /// Ids of the `/ws/broadcast` sessions.
     members: HashSet<Vec<u8>>,
     out: Vec<u8>,
+    stats: Stats,
+}
+
+/// Running totals for `--stats`.
+#[derive(Default)]
+struct Stats {
+    in_packets: u64,
+    in_keepalive_packets: u64,
+    in_keepalive_ids: u64,
+    out_packets: u64,
 }
 
 fn get<'a>(d: &tnetstring::Dict<'a>, key: &[u8]) -> Option<Value<'a>> {
@@ -183,6 +205,7 @@ impl Handler {
         fields(&mut w);
         w.end_dict();
         s.seq += 1;
+        self.stats.out_packets += 1;
         let _ = self.pub_sock.send(&self.out[..], 0);
     }
 
@@ -551,6 +574,8 @@ impl Handler {
     /// connection manager) to those with the credits for it and nothing queued, the rest
     /// through their queues. Returns how many sessions it went to.
     fn broadcast(&mut self, text: &[u8]) -> usize {
+        let stamped = stamp(text);
+        let text = &stamped[..];
         let mut now: HashMap<Vec<u8>, Vec<(Vec<u8>, u32)>> = HashMap::new();
         let mut queued = Vec::new();
         let mut count = 0;
@@ -604,6 +629,7 @@ impl Handler {
                 w.bytes(b"body");
                 w.bytes(text);
                 w.end_dict();
+                self.stats.out_packets += 1;
                 let _ = self.pub_sock.send(&self.out[..], 0);
             }
         }
@@ -648,27 +674,107 @@ impl Handler {
     }
 
     /// A keep-alive for every session, except WebSockets we closed (those are forgotten
-    /// once their close has waited CLOSING_LINGER).
+    /// once their close has waited CLOSING_LINGER): list-form packets of up to 128 ids per
+    /// connection manager instance.
     fn keep_alives(&mut self, now: Instant) {
-        let mut ids = Vec::new();
+        let mut by_to: HashMap<Vec<u8>, Vec<(Vec<u8>, u32)>> = HashMap::new();
         let mut stale = Vec::new();
-        for (id, s) in &self.sessions {
+        for (id, s) in self.sessions.iter_mut() {
             match s.ws.as_ref().and_then(|ws| ws.closing) {
                 Some(t) if now.duration_since(t) >= CLOSING_LINGER => stale.push(id.clone()),
                 Some(_) => {}
-                None => ids.push(id.clone()),
+                None => {
+                    by_to
+                        .entry(s.to.clone())
+                        .or_default()
+                        .push((id.clone(), s.seq));
+                    s.seq += 1;
+                }
             }
         }
         for id in stale {
             self.remove(&id);
         }
-        for id in ids {
-            self.send(&id, |w| {
+        for (to, ids) in by_to {
+            for chunk in ids.chunks(BROADCAST_IDS_MAX) {
+                self.out.clear();
+                self.out.extend_from_slice(&to);
+                self.out.extend_from_slice(b" T");
+                let mut w = Writer::new(&mut self.out);
+                w.begin_dict();
+                w.bytes(b"from");
+                w.bytes(&self.me);
+                w.bytes(b"id");
+                w.begin_list_sized(chunk.len() * 40);
+                for (id, seq) in chunk {
+                    w.begin_dict();
+                    w.bytes(b"id");
+                    w.bytes(id);
+                    w.bytes(b"seq");
+                    w.int(*seq as i64);
+                    w.end_dict();
+                }
+                w.end_list();
                 w.bytes(b"type");
                 w.bytes(b"keep-alive");
-            });
+                w.end_dict();
+                self.stats.out_packets += 1;
+                let _ = self.pub_sock.send(&self.out[..], 0);
+            }
         }
     }
+
+    /// Counts a packet from the connection manager for `--stats`.
+    fn count_in(&mut self, d: &tnetstring::Dict) {
+        self.stats.in_packets += 1;
+        if bytes(get(d, b"type")) == b"keep-alive" {
+            self.stats.in_keepalive_packets += 1;
+            self.stats.in_keepalive_ids += match get(d, b"id") {
+                Some(Value::List(l)) => l.iter().count() as u64,
+                _ => 1,
+            };
+        }
+    }
+
+    fn print_stats(&self, secs: f64) {
+        use std::io::Write;
+        let s = &self.stats;
+        println!(
+            "handler_stats secs={secs:.1} sessions={} members={} in_packets={} \
+             in_keepalive_packets={} in_keepalive_ids={} out_packets={}",
+            self.sessions.len(),
+            self.members.len(),
+            s.in_packets,
+            s.in_keepalive_packets,
+            s.in_keepalive_ids,
+            s.out_packets
+        );
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// `text` with every `{ts}` replaced by the current CLOCK_REALTIME in nanoseconds.
+fn stamp(text: &[u8]) -> Vec<u8> {
+    const MARK: &[u8] = b"{ts}";
+    if !text.windows(MARK.len()).any(|w| w == MARK) {
+        return text.to_vec();
+    }
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let ns = ns.to_string();
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let mut i = 0;
+    while i < text.len() {
+        if text[i..].starts_with(MARK) {
+            out.extend_from_slice(ns.as_bytes());
+            i += MARK.len();
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 fn path_of(uri: &[u8]) -> &[u8] {
@@ -756,6 +862,7 @@ fn main() {
     let mut stream = "ipc://client".to_string();
     let mut req: Option<String> = None;
     let mut me = "zring-example-handler".to_string();
+    let mut stats_every: Option<Duration> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -766,6 +873,11 @@ fn main() {
             "--stream" => stream = val(),
             "--req" => req = Some(val()),
             "--id" => me = val(),
+            "--stats" => {
+                stats_every = Some(Duration::from_secs_f64(
+                    val().parse().unwrap_or_else(|_| usage("bad --stats")),
+                ))
+            }
             "-h" | "--help" => usage(""),
             _ => usage(&format!("unknown argument {a}")),
         }
@@ -797,13 +909,19 @@ fn main() {
         sessions: HashMap::new(),
         members: HashSet::new(),
         out: Vec::new(),
+        stats: Stats::default(),
     };
+    let started = Instant::now();
+    let mut next_stats = stats_every.map(|e| started + e);
     let mut req_out = Vec::new();
     let mut next_keep_alive = Instant::now() + KEEP_ALIVE_INTERVAL;
     let mut next_tick: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        let wake = next_tick.map_or(next_keep_alive, |t| t.min(next_keep_alive));
+        let mut wake = next_tick.map_or(next_keep_alive, |t| t.min(next_keep_alive));
+        if let Some(t) = next_stats {
+            wake = wake.min(t);
+        }
         let timeout = wake.saturating_duration_since(now).as_millis() as i64 + 1;
         let mut items = vec![
             pull.as_poll_item(zmq::POLLIN),
@@ -816,12 +934,14 @@ fn main() {
         let now = Instant::now();
         while let Ok(msg) = pull.recv_bytes(zmq::DONTWAIT) {
             if let Some(Ok((Value::Dict(d), _))) = msg.strip_prefix(b"T").map(tnetstring::parse) {
+                h.stats.in_packets += 1;
                 h.first_packet(&d, now);
             }
         }
         while let Ok(parts) = router.recv_multipart(zmq::DONTWAIT) {
             let Some(msg) = parts.last() else { continue };
             if let Some(Ok((Value::Dict(d), _))) = msg.strip_prefix(b"T").map(tnetstring::parse) {
+                h.count_in(&d);
                 h.later_packet(&d);
             }
         }
@@ -833,6 +953,12 @@ fn main() {
             h.keep_alives(now);
             next_keep_alive = now + KEEP_ALIVE_INTERVAL;
         }
+        if let (Some(t), Some(every)) = (next_stats, stats_every) {
+            if now >= t {
+                h.print_stats(now.duration_since(started).as_secs_f64());
+                next_stats = Some(t + every);
+            }
+        }
     }
 }
 
@@ -840,6 +966,9 @@ fn usage(err: &str) -> ! {
     if !err.is_empty() {
         eprintln!("zring-example-handler: {err}");
     }
-    eprintln!("usage: zring-example-handler [--stream ipc://client] [--req SPEC] [--id NAME]");
+    eprintln!(
+        "usage: zring-example-handler [--stream ipc://client] [--req SPEC] [--id NAME] \
+         [--stats SECS]"
+    );
     std::process::exit(2);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, unit and integration tests (every integration case
 # runs on both runtimes, against real sockets, real ZeroMQ, condure and pushpin), and a
-# short fuzz smoke run of every parser.
+# short fuzz smoke run of every parser, and the small versions of the load scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
@@ -12,3 +12,5 @@ else
   cargo test --all-targets --no-fail-fast
 fi
 scripts/fuzz-smoke.sh
+# The load tools' small runs (issue 7): they work and their key=value lines parse.
+scripts/load-smoke.sh

@@ -1,0 +1,132 @@
+# Shared by scripts/fanout.sh and scripts/c1m.sh (sourced, not run): sysctls set for the
+# run and restored on exit, the processes a script starts (killed on exit by pid, and only
+# those), and starting a connection manager with the example handler in front of it.
+# Expects `set -euo pipefail` and `cd` to the repo root from the caller.
+
+LOAD_PIDS=()
+LOAD_SYSCTLS=() # "name=old value" pairs to restore
+LOAD_DIR=$(mktemp -d /tmp/zring-load.XXXXXX)
+PROFILE=${PROFILE:-release} # CI passes PROFILE=debug: the binaries `cargo test` built
+
+load_cleanup() {
+  local p kv
+  for p in "${LOAD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${LOAD_PIDS[@]}"; do
+    # Bounded wait: a process holding many sockets takes a moment to close them.
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  for kv in "${LOAD_SYSCTLS[@]}"; do sysctl -q -w "$kv" >/dev/null 2>&1 || echo "could not restore $kv" >&2; done
+  [ -n "${KEEP_LOGS:-}" ] || rm -rf "$LOAD_DIR"
+}
+trap load_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# set_sysctl NAME VALUE: sets it for the run, remembering the old value for load_cleanup.
+set_sysctl() {
+  local old
+  old=$(sysctl -n "$1" | tr '\t' ' ')
+  [ "$old" = "$2" ] && return 0
+  if sysctl -q -w "$1=$2" >/dev/null 2>&1; then
+    LOAD_SYSCTLS+=("$1=$old")
+  else
+    echo "warning: could not set $1=$2 (not root?); keeping $old" >&2
+  fi
+}
+
+# What loopback load needs (docs/tuning.md): listen backlogs, room in the per-CPU input
+# backlog for a fan-out burst (loopback drops there otherwise, and each drop costs a
+# 200 ms+ retransmit), and TCP memory for many sockets. Not ip_local_port_range: the
+# clients spread over 199 source addresses, and 199 x the default 28k ports is 5.6M
+# connections per server port; widening it would hand out ports other programs on the
+# box may be about to listen on.
+load_sysctls() {
+  set_sysctl net.core.somaxconn 65535
+  set_sysctl net.ipv4.tcp_max_syn_backlog 65535
+  set_sysctl net.core.netdev_max_backlog 65536
+  local mem
+  read -r -a mem < <(sysctl -n net.ipv4.tcp_mem)
+  if [ "${mem[2]}" -lt 4194304 ]; then set_sysctl net.ipv4.tcp_mem "1048576 2097152 4194304"; fi
+}
+
+load_build() {
+  if [ "$PROFILE" = release ]; then cargo build --release --bins -q; else cargo build --bins -q; fi
+  BIN=target/$PROFILE
+}
+
+# free_port: a port nothing listens on (from 20000-31999, below the ephemeral range).
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$(( 20000 + RANDOM % 12000 ))
+    # Listening sockets (state 0A) in /proc/net/tcp{,6}, port in hex after the colon.
+    awk -v port="$(printf '%04X' "$p")" '$4 == "0A" { split($2, a, ":"); if (a[2] == port) found = 1 }
+      END { exit found ? 0 : 1 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null || { echo "$p"; return 0; }
+  done
+  echo "no free port" >&2
+  return 1
+}
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+# The slab caches a socket lives in (docs: limits.md), active objects x size, in KiB: far
+# less noisy than all of Slab on a box where other programs churn dentries and buffers.
+sock_slab_kb() {
+  awk '$1 ~ /^(TCP|tw_sock_TCP|request_sock_TCP|sock_inode_cache|filp|dentry|eventpoll_epi)$/ { s += $2 * $4 }
+    END { printf "%d\n", s / 1024 }' /proc/slabinfo 2>/dev/null || echo 0
+}
+
+wait_http() { # port: until /hello answers (bounded: 10 s)
+  for _ in $(seq 100); do curl -sf -m 1 "http://127.0.0.1:$1/hello" >/dev/null && return 0; sleep 0.1; done
+  echo "no answer on port $1" >&2
+  return 1
+}
+
+# start_server NAME PORT CLIENTS: starts zring (SERVER=zring, the default) or condure
+# and the example handler; sets SERVER_PID and HANDLER_PID. zring gets enough workers for
+# CLIENTS connections: each worker's ring holds up to RLIMIT_NOFILE (20,000 here) direct
+# descriptors. ZRING_ARGS adds flags (e.g. a future rings-per-worker option).
+start_server() {
+  local name=$1 port=$2 n=$3 maxconn=$(( $3 + 1000 ))
+  local spec="ipc://$LOAD_DIR/$name"
+  case "$name" in
+    zring)
+      local workers=${WORKERS:-$(( (maxconn + 18999) / 19000 ))}
+      [ "$workers" -lt 2 ] && workers=2
+      # shellcheck disable=SC2086
+      "$BIN/zring" --runtime "${RUNTIME:-uring}" --workers "$workers" --stream-maxconn "$maxconn" \
+        --listen "127.0.0.1:$port" --zclient-stream "$spec" ${ZRING_ARGS:-} >"$LOAD_DIR/$name.log" 2>&1 &
+      ;;
+    condure)
+      command -v condure >/dev/null || { echo "condure is not installed" >&2; return 1; }
+      condure --stream-maxconn "$maxconn" --listen "127.0.0.1:$port" --zclient-stream "$spec" \
+        >"$LOAD_DIR/$name.log" 2>&1 &
+      ;;
+    *) echo "unknown server $name (zring or condure)" >&2; return 1 ;;
+  esac
+  SERVER_PID=$!
+  LOAD_PIDS+=("$SERVER_PID")
+  HANDLER_START=$(date +%s.%N) # its --stats lines count seconds from about here
+  "$BIN/zring-example-handler" --stream "$spec" --stats "${STATS_SECS:-5}" >"$LOAD_DIR/handler.log" 2>&1 &
+  HANDLER_PID=$!
+  LOAD_PIDS+=("$HANDLER_PID")
+  wait_http "$port"
+}
+
+# server_state NAME: "alive", or "crashed:<first error line>" (a crash is a result).
+server_state() {
+  if kill -0 "$SERVER_PID" 2>/dev/null; then echo alive; return; fi
+  local why
+  why=$(grep -m1 -E 'panick|error|ERR|Abort|fatal' "$LOAD_DIR/$1.log" 2>/dev/null | tr -s ' \t' '__' | cut -c1-100 || true)
+  echo "crashed:${why:-exited}"
+}
+
+# pick FIELD LINE: the value of FIELD in a key=value line (empty if absent).
+pick() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
+
+# check_kv LINE KEY...: the line is all key=value tokens and has every KEY.
+check_kv() {
+  local line=$1 tok k; shift
+  for tok in $line; do [[ "$tok" =~ ^[a-z0-9_]+=[^[:space:]]*$ ]] || { echo "not key=value: $tok" >&2; return 1; }; done
+  for k in "$@"; do [[ " $line" == *" $k="* ]] || { echo "missing key $k" >&2; return 1; }; done
+}

@@ -1,0 +1,1115 @@
+//! The client engine: threads that each own many io_uring rings. Every client socket is a
+//! direct descriptor (`IORING_OP_SOCKET` with `IORING_FILE_INDEX_ALLOC`) in its ring's
+//! registered file table, so no socket takes a slot in the process fd table (capped at
+//! 20,000 here) and each ring's table stays under that cap. A client is 24 bytes
+//! (`Client`); a buffer is taken from the ring's provided-buffer ring only while data is
+//! being read, and a connection being set up borrows one of a few `Pending` entries.
+//!
+//! Ring groups: 0 = the clients of the server under test, 1 = the floor's clients, 2 = the
+//! floor's server side (accepted sockets the floor sender writes to).
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use crate::bufring::BufRing;
+use crate::proto::{self, Event, FrameParser};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Ws,
+    Http,
+}
+
+/// What the engine needs from the command line.
+pub struct Config {
+    pub mode: Mode,
+    pub http_get: bool,
+    pub path: String,
+    pub idle_path: String,
+    pub targets: Vec<SocketAddrV4>,
+    pub src_ips: Vec<Ipv4Addr>,
+    pub connect_timeout: Duration,
+    pub bufs: u16,
+    pub buf_size: u32,
+    /// Connections being set up at once per ring (the `Pending` entries).
+    pub inflight: u16,
+    /// Connects per second, per thread.
+    pub rate_per_thread: f64,
+}
+
+/// Counters of one client group.
+#[derive(Default)]
+pub struct Group {
+    pub attempts: AtomicU64,
+    pub connected: AtomicU64,
+    pub failed: AtomicU64,
+    /// Closed by the server (or a protocol error) after being connected.
+    pub closed: AtomicU64,
+    /// Of `connected` and `closed`: the fan-out members.
+    pub members_connected: AtomicU64,
+    pub members_closed: AtomicU64,
+}
+
+/// Errors kept for the report: the first few messages, the rest only counted.
+const ERRORS_KEPT: usize = 8;
+
+pub struct Shared {
+    pub cfg: Config,
+    pub stop: AtomicBool,
+    /// Group being connected: 0 none, 1 = group 0, 2 = group 1 (and group 2 accepting).
+    pub connecting: AtomicU8,
+    pub groups: [Group; 2],
+    pub protocol_errors: AtomicU64,
+    pub errors: Mutex<Vec<String>>,
+    /// The fan-out round being measured (0: none); messages of other rounds count as late.
+    pub round: AtomicU32,
+    pub received: AtomicU64,
+    pub late: AtomicU64,
+    pub dups: AtomicU64,
+    pub pings: AtomicU64,
+    /// Per thread: (round, arrival latencies in µs), handed to the coordinator.
+    pub lat: Vec<Mutex<(u32, Vec<u32>)>>,
+    /// The floor: the listening socket, accepted count, and the send trigger.
+    pub floor_listen_fd: AtomicI32,
+    pub floor_port: AtomicU32,
+    pub floor_accepted: AtomicU64,
+    pub floor_accept_errors: AtomicU64,
+    pub floor_round: AtomicU32,
+    pub floor_frame: Mutex<Vec<u8>>,
+    pub floor_sent: AtomicU64,
+    pub floor_send_errors: AtomicU64,
+    /// One eventfd per thread: its rings' completions and the coordinator both write it.
+    pub wake: Vec<RawFd>,
+    pub ready: AtomicU32,
+    /// Set to close every floor socket (`--floor-first`); threads count themselves done.
+    pub close_floor: AtomicBool,
+    pub floor_closed_threads: AtomicU32,
+    pub fatal: Mutex<Option<String>>,
+    pub ring_bytes: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(cfg: Config, threads: usize) -> std::io::Result<Shared> {
+        let mut wake = Vec::new();
+        for _ in 0..threads {
+            // SAFETY: plain syscall.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            wake.push(fd);
+        }
+        Ok(Shared {
+            cfg,
+            stop: AtomicBool::new(false),
+            connecting: AtomicU8::new(0),
+            groups: Default::default(),
+            protocol_errors: AtomicU64::new(0),
+            errors: Mutex::new(Vec::new()),
+            round: AtomicU32::new(0),
+            received: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            dups: AtomicU64::new(0),
+            pings: AtomicU64::new(0),
+            lat: (0..threads).map(|_| Mutex::new((0, Vec::new()))).collect(),
+            floor_listen_fd: AtomicI32::new(-1),
+            floor_port: AtomicU32::new(0),
+            floor_accepted: AtomicU64::new(0),
+            floor_accept_errors: AtomicU64::new(0),
+            floor_round: AtomicU32::new(0),
+            floor_frame: Mutex::new(Vec::new()),
+            floor_sent: AtomicU64::new(0),
+            floor_send_errors: AtomicU64::new(0),
+            wake,
+            ready: AtomicU32::new(0),
+            close_floor: AtomicBool::new(false),
+            floor_closed_threads: AtomicU32::new(0),
+            fatal: Mutex::new(None),
+            ring_bytes: AtomicU64::new(0),
+        })
+    }
+
+    pub fn wake_all(&self) {
+        for &fd in &self.wake {
+            let one = 1u64;
+            // SAFETY: writes 8 bytes from a local to our eventfd; EAGAIN (saturated) is fine.
+            unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    pub fn error(&self, msg: String) {
+        let mut e = self.errors.lock().unwrap();
+        if e.len() < ERRORS_KEPT && !e.contains(&msg) {
+            e.push(msg);
+        }
+    }
+}
+
+/// One ring to create: its id (spreads addresses), group, how many sockets it should hold,
+/// and its registered table size.
+#[derive(Clone, Copy, Debug)]
+pub struct RingSpec {
+    pub id: u32,
+    pub group: u8,
+    pub target: u32,
+    pub table: u32,
+    /// Group 0: how many of `target` are fan-out members (on `path`); the rest connect to
+    /// `idle_path` and only stay connected.
+    pub members: u32,
+}
+
+// Operations, in the top byte of user_data; the generation of the slot and the slot (file
+// index) below. A completion whose generation is not the slot's current one belongs to a
+// socket that is gone and is dropped (its buffer returned).
+const OP_SOCKET: u8 = 1;
+const OP_SETUP: u8 = 2;
+const OP_CONNECT: u8 = 3;
+const OP_SEND: u8 = 4;
+const OP_RECV: u8 = 5;
+const OP_CANCEL: u8 = 6;
+const OP_CLOSE: u8 = 7;
+const OP_ACCEPT: u8 = 8;
+const OP_FLOOR_SEND: u8 = 9;
+
+fn ud(op: u8, gen: u16, slot: u32) -> u64 {
+    (u64::from(op) << 56) | (u64::from(gen) << 32) | u64::from(slot)
+}
+
+const FREE: u8 = 0;
+const CONNECTING: u8 = 1;
+const HANDSHAKE: u8 = 2;
+const OPEN: u8 = 3;
+const DEAD: u8 = 4;
+
+const REARM_QUEUED: u8 = 1;
+/// The client connected to the fan-out path (and counts in a round's expected total).
+const MEMBER: u8 = 2;
+
+/// A client: 24 bytes, whatever its state.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Client {
+    parser: FrameParser,
+    gen: u16,
+    /// Last fan-out round this client received (duplicates are counted, not measured).
+    last_round: u16,
+    state: u8,
+    flags: u8,
+    /// The `Pending` entry while connecting.
+    pend: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<Client>() == 24);
+
+/// A connection being set up: its addresses (read by the kernel at submission), request
+/// bytes (read by the SEND), WebSocket key and the response head read so far.
+struct Pending {
+    used: bool,
+    slot: u32,
+    started: Instant,
+    src: libc::sockaddr_in,
+    dst: libc::sockaddr_in,
+    req: Vec<u8>,
+    key: [u8; 24],
+    head: Vec<u8>,
+    body_left: usize,
+    member: bool,
+}
+
+/// Largest response head (plus body, in http mode) a handshake may take.
+const HEAD_MAX: usize = 8192;
+
+static ONE: libc::c_int = 1;
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// `setsockopt(IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)` on a direct descriptor, as an
+/// `IORING_OP_URING_CMD` (`SOCKET_URING_OP_SETSOCKOPT`, kernel ≥ 6.7): the bind then takes
+/// no port, and connect picks one unique per destination, so one source address serves
+/// ~64k connections to every server port.
+fn setsockopt_no_port(slot: u32) -> squeue::Entry {
+    const SOCKET_URING_OP_SETSOCKOPT: u32 = 3;
+    let level_name =
+        (libc::IPPROTO_IP as u32 as u64) | ((libc::IP_BIND_ADDRESS_NO_PORT as u32 as u64) << 32);
+    let mut cmd = [0u8; 16];
+    cmd[..8].copy_from_slice(&(&ONE as *const libc::c_int as u64).to_le_bytes());
+    let e = opcode::UringCmd16::new(types::Fixed(slot), SOCKET_URING_OP_SETSOCKOPT)
+        .addr(Some(level_name))
+        .cmd(cmd)
+        .build();
+    // The builder has no field for `optlen` (bytes 44..48 of the SQE, shared with
+    // file_index), so it is patched into the raw entry.
+    // SAFETY: `Entry` is `repr(C)` over the 64-byte `io_uring_sqe`.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(e) };
+    raw[44..48].copy_from_slice(&(std::mem::size_of::<libc::c_int>() as u32).to_le_bytes());
+    // SAFETY: as above; any byte pattern is a valid SQE value.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
+}
+
+const SQ_ENTRIES: u32 = 1024;
+const SQ_ENTRIES_FLOOR: u32 = 4096;
+const CQ_ENTRIES: u32 = 8192;
+const BUF_GROUP: u16 = 0;
+/// SENDs per submit for the floor, between which the thread reads what arrived (as a
+/// server would interleave its sends with its other work).
+const FLOOR_BATCH: usize = 4096;
+
+struct Ring {
+    // Declared first, dropped first: the kernel stops using the buffer ring with it.
+    ring: IoUring,
+    bufs: BufRing,
+    spec: RingSpec,
+    clients: Vec<Client>,
+    pend: Vec<Pending>,
+    free: Vec<u16>,
+    /// Slots whose multishot recv ended (no buffer left) and must be re-armed; a slot is in
+    /// it at most once (REARM_QUEUED), so it is bounded by the table.
+    rearm: Vec<u32>,
+    /// Group 2: accepted sockets, and whether a multishot accept is armed.
+    accepted: Vec<u32>,
+    accept_armed: bool,
+    /// Sockets created so far (group 0/1).
+    attempts: u32,
+}
+
+/// Completions copied out of the ring before they are handled.
+#[derive(Clone, Copy)]
+struct Cqe {
+    ud: u64,
+    res: i32,
+    flags: u32,
+}
+
+fn errno_name(e: i32) -> String {
+    std::io::Error::from_raw_os_error(e).to_string()
+}
+
+impl Ring {
+    fn new(spec: RingSpec, cfg: &Config, wake: RawFd) -> std::io::Result<Ring> {
+        let sq = if spec.group == 2 {
+            SQ_ENTRIES_FLOOR
+        } else {
+            SQ_ENTRIES
+        };
+        let ring = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_submit_all()
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .build(sq)?;
+        ring.submitter().register_files_sparse(spec.table)?;
+        ring.submitter().register_eventfd(wake)?;
+        let (count, size) = if spec.group == 2 {
+            (1, 64) // the floor's server side reads nothing
+        } else {
+            (cfg.bufs, cfg.buf_size)
+        };
+        let bufs = BufRing::new(&ring, count, size, BUF_GROUP)?;
+        let pend = if spec.group == 2 { 0 } else { cfg.inflight };
+        Ok(Ring {
+            ring,
+            bufs,
+            spec,
+            clients: vec![Client::default(); spec.table as usize],
+            pend: (0..pend)
+                .map(|_| Pending {
+                    used: false,
+                    slot: 0,
+                    started: Instant::now(),
+                    // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
+                    src: unsafe { std::mem::zeroed() },
+                    // SAFETY: as above.
+                    dst: unsafe { std::mem::zeroed() },
+                    req: Vec::with_capacity(512),
+                    key: [0; 24],
+                    head: Vec::new(),
+                    body_left: 0,
+                    member: false,
+                })
+                .collect(),
+            free: (0..pend).rev().collect(),
+            rearm: Vec::new(),
+            accepted: Vec::new(),
+            accept_armed: false,
+            attempts: 0,
+        })
+    }
+
+    fn memory(&self) -> usize {
+        self.bufs.bytes()
+            + self.clients.capacity() * std::mem::size_of::<Client>()
+            + self.pend.len() * (std::mem::size_of::<Pending>() + 512)
+    }
+
+    /// Queues one SQE, submitting first if the queue is full.
+    fn push(&mut self, e: &squeue::Entry) {
+        loop {
+            // SAFETY: every pointer an entry carries (addresses, request bytes, frames,
+            // the setsockopt value) points into memory that outlives the operation: the
+            // `Pending` entries and frames are never moved or freed while the ring lives.
+            if unsafe { self.ring.submission().push(e) }.is_ok() {
+                return;
+            }
+            self.submit();
+        }
+    }
+
+    fn submit(&mut self) {
+        match self.ring.submit() {
+            Ok(_) => {}
+            // The CQ is full of overflowed completions: the caller reaps, then submits again.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => {
+                // Not the server's doing: the ring itself is broken. Say so and stop.
+                eprintln!(
+                    "zring-load: FAILED: io_uring_enter on ring {}: {e}",
+                    self.spec.id
+                );
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// Starts one connection: a socket straight into the table, at a slot the kernel picks.
+    fn start_connect(&mut self, sh: &Shared) -> bool {
+        let Some(p) = self.free.pop() else {
+            return false;
+        };
+        let n = self.attempts as usize * 1031 + self.spec.id as usize; // spread over addresses
+        self.attempts += 1;
+        let cfg = &sh.cfg;
+        let src = cfg.src_ips[n % cfg.src_ips.len()];
+        let dst = if self.spec.group == 1 {
+            let port = sh.floor_port.load(Ordering::Relaxed) as u16;
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+        } else {
+            cfg.targets[(n / cfg.src_ips.len()) % cfg.targets.len()]
+        };
+        let member = self.attempts <= self.spec.members;
+        let pe = &mut self.pend[p as usize];
+        pe.used = true;
+        pe.member = member;
+        pe.slot = u32::MAX;
+        pe.started = Instant::now();
+        pe.src = sockaddr(SocketAddrV4::new(src, 0));
+        pe.dst = sockaddr(dst);
+        pe.head.clear();
+        pe.body_left = 0;
+        let e = opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0)
+            .file_index(Some(types::DestinationSlot::auto_target()))
+            .build()
+            .user_data(ud(OP_SOCKET, 0, u32::from(p)));
+        self.push(&e);
+        sh.groups[self.spec.group as usize]
+            .attempts
+            .fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn free_pending(&mut self, p: u16) {
+        let pe = &mut self.pend[p as usize];
+        if pe.used {
+            pe.used = false;
+            if pe.head.capacity() > HEAD_MAX {
+                pe.head = Vec::new();
+            }
+            self.free.push(p);
+        }
+    }
+
+    /// Drops a socket: cancels what is in flight on it (a multishot recv holds the socket
+    /// open otherwise), then closes the table slot.
+    fn kill(&mut self, slot: u32) {
+        let c = &mut self.clients[slot as usize];
+        let gen = c.gen;
+        let was = c.state;
+        c.state = DEAD;
+        if was == CONNECTING || was == HANDSHAKE {
+            let p = c.pend;
+            self.free_pending(p);
+        }
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(slot)).all())
+            .build()
+            .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
+            .user_data(ud(OP_CANCEL, gen, slot));
+        let close = opcode::Close::new(types::Fixed(slot))
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(ud(OP_CLOSE, gen, slot));
+        self.push(&cancel);
+        self.push(&close);
+    }
+
+    fn fail(&mut self, sh: &Shared, slot: u32, why: &str) {
+        let st = self.clients[slot as usize].state;
+        if st == DEAD || st == FREE {
+            return;
+        }
+        let g = &sh.groups[self.spec.group as usize];
+        if st == OPEN {
+            g.closed.fetch_add(1, Ordering::Relaxed);
+            if self.clients[slot as usize].flags & MEMBER != 0 {
+                g.members_closed.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            g.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        sh.error(why.to_string());
+        self.kill(slot);
+    }
+
+    fn arm_recv(&mut self, slot: u32) {
+        let gen = self.clients[slot as usize].gen;
+        let e = opcode::RecvMulti::new(types::Fixed(slot), BUF_GROUP)
+            .build()
+            .user_data(ud(OP_RECV, gen, slot));
+        self.push(&e);
+    }
+
+    /// The client is set up: it now only waits for frames.
+    fn opened(&mut self, sh: &Shared, slot: u32) {
+        let c = &mut self.clients[slot as usize];
+        c.state = OPEN;
+        let p = c.pend;
+        let g = &sh.groups[self.spec.group as usize];
+        if self.pend[p as usize].member {
+            c.flags |= MEMBER;
+            g.members_connected.fetch_add(1, Ordering::Relaxed);
+        }
+        self.free_pending(p);
+        g.connected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_socket(&mut self, sh: &Shared, p: u16, res: i32) {
+        if res < 0 {
+            sh.groups[self.spec.group as usize]
+                .failed
+                .fetch_add(1, Ordering::Relaxed);
+            sh.error(format!("socket: {}", errno_name(-res)));
+            self.free_pending(p);
+            return;
+        }
+        let slot = res as u32;
+        let Some(c) = self.clients.get_mut(slot as usize) else {
+            // Cannot happen (the table is this size); a kernel that did it gets a failure.
+            sh.groups[self.spec.group as usize]
+                .failed
+                .fetch_add(1, Ordering::Relaxed);
+            self.free_pending(p);
+            return;
+        };
+        let gen = c.gen.wrapping_add(1);
+        *c = Client {
+            gen,
+            state: CONNECTING,
+            pend: p,
+            ..Client::default()
+        };
+        let pe = &mut self.pend[p as usize];
+        pe.slot = slot;
+        let (src, dst) = (
+            &pe.src as *const libc::sockaddr_in as *const libc::sockaddr,
+            &pe.dst as *const libc::sockaddr_in as *const libc::sockaddr,
+        );
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let link = squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS;
+        self.push(
+            &setsockopt_no_port(slot)
+                .flags(link)
+                .user_data(ud(OP_SETUP, gen, slot)),
+        );
+        self.push(
+            &opcode::Bind::new(types::Fixed(slot), src, len)
+                .build()
+                .flags(link)
+                .user_data(ud(OP_SETUP, gen, slot)),
+        );
+        self.push(
+            &opcode::Connect::new(types::Fixed(slot), dst, len)
+                .build()
+                .user_data(ud(OP_CONNECT, gen, slot)),
+        );
+    }
+
+    fn on_connect(&mut self, sh: &Shared, slot: u32) {
+        let raw_or_idle = self.spec.group == 1 || (sh.cfg.mode == Mode::Http && !sh.cfg.http_get);
+        self.arm_recv(slot);
+        if raw_or_idle {
+            return self.opened(sh, slot);
+        }
+        let c = &mut self.clients[slot as usize];
+        c.state = HANDSHAKE;
+        let gen = c.gen;
+        let p = c.pend as usize;
+        let cfg = &sh.cfg;
+        let pe = &mut self.pend[p];
+        let host = std::net::SocketAddr::V4(unsafe_dst(&pe.dst));
+        let path = if pe.member { &cfg.path } else { &cfg.idle_path };
+        pe.req.clear();
+        if cfg.mode == Mode::Ws {
+            // A key per connection: base64 of 16 bytes from the ring, slot and generation.
+            let mut raw = [0u8; 16];
+            raw[..4].copy_from_slice(&self.spec.id.to_le_bytes());
+            raw[4..8].copy_from_slice(&slot.to_le_bytes());
+            raw[8..10].copy_from_slice(&gen.to_le_bytes());
+            raw[10..16].copy_from_slice(b"zring!");
+            pe.key.copy_from_slice(&proto::base64(&raw));
+            pe.req.extend_from_slice(
+                format!(
+                    "GET {} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
+                    path
+                )
+                .as_bytes(),
+            );
+            pe.req.extend_from_slice(&pe.key);
+            pe.req.extend_from_slice(b"\r\n\r\n");
+        } else {
+            pe.req.extend_from_slice(
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+            );
+        }
+        let e = opcode::Send::new(types::Fixed(slot), pe.req.as_ptr(), pe.req.len() as u32)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(ud(OP_SEND, gen, slot));
+        self.push(&e);
+    }
+
+    /// Data for a client still in its handshake: collect the head (and, in http mode, the
+    /// body), check it; returns the bytes after it (frames) on success.
+    fn on_handshake_data(&mut self, sh: &Shared, slot: u32, data: &[u8]) -> Option<usize> {
+        let p = self.clients[slot as usize].pend as usize;
+        let pe = &mut self.pend[p];
+        if pe.body_left > 0 {
+            // http mode: the rest of a body.
+            let take = pe.body_left.min(data.len());
+            pe.body_left -= take;
+            if pe.body_left == 0 {
+                self.opened(sh, slot);
+                return Some(take);
+            }
+            return None;
+        }
+        let before = pe.head.len();
+        pe.head
+            .extend_from_slice(&data[..data.len().min(HEAD_MAX - before)]);
+        let Some(end) = proto::head_end(&pe.head) else {
+            if pe.head.len() >= HEAD_MAX {
+                self.fail(sh, slot, "response head larger than 8 KiB");
+            }
+            return None;
+        };
+        let used = end - before; // bytes of `data` that were head
+        let checked = match sh.cfg.mode {
+            Mode::Ws => proto::check_ws_head(&pe.head[..end], &pe.key).map(|()| 0),
+            Mode::Http => proto::check_http_head(&pe.head[..end]),
+        };
+        match checked {
+            Err(why) => {
+                let status = pe.head[..end]
+                    .split(|&b| b == b'\r')
+                    .next()
+                    .map(|l| String::from_utf8_lossy(l).into_owned())
+                    .unwrap_or_default();
+                self.fail(sh, slot, &format!("{why}: {status}"));
+                None
+            }
+            Ok(body) => {
+                let take = body.min(data.len() - used);
+                if take < body {
+                    self.pend[p].body_left = body - take;
+                    return None;
+                }
+                self.opened(sh, slot);
+                Some(used + take)
+            }
+        }
+    }
+
+    fn on_recv(&mut self, sh: &Shared, st: &mut ThreadStats, c: Cqe) {
+        let slot = (c.ud & 0xffff_ffff) as u32;
+        let gen = ((c.ud >> 32) & 0xffff) as u16;
+        let bid = cqueue::buffer_select(c.flags);
+        let live = self
+            .clients
+            .get(slot as usize)
+            .is_some_and(|cl| cl.gen == gen && matches!(cl.state, HANDSHAKE | OPEN));
+        if live && c.res > 0 {
+            if let Some(bid) = bid {
+                self.on_data(sh, st, slot, bid, c.res as usize);
+            }
+        }
+        if let Some(bid) = bid {
+            self.bufs.put(bid);
+        }
+        let live = self
+            .clients
+            .get(slot as usize)
+            .is_some_and(|cl| cl.gen == gen && matches!(cl.state, HANDSHAKE | OPEN));
+        if !live {
+            return;
+        }
+        if c.res == 0 {
+            return self.fail(sh, slot, "closed by the server");
+        }
+        if c.res < 0 && c.res != -libc::ENOBUFS {
+            return self.fail(sh, slot, &format!("recv: {}", errno_name(-c.res)));
+        }
+        if !cqueue::more(c.flags) {
+            // Out of buffers (or the kernel ended the multishot): arm again after this
+            // batch, when buffers are back.
+            let cl = &mut self.clients[slot as usize];
+            if cl.flags & REARM_QUEUED == 0 {
+                cl.flags |= REARM_QUEUED;
+                self.rearm.push(slot);
+            }
+        }
+    }
+
+    fn on_data(&mut self, sh: &Shared, st: &mut ThreadStats, slot: u32, bid: u16, len: usize) {
+        let size = self.bufs.data(bid, len).len();
+        let mut at = 0;
+        if self.clients[slot as usize].state == HANDSHAKE {
+            // Copy out of the buffer ring borrow: handshake data is rare and small.
+            let data = self.bufs.data(bid, len).to_vec();
+            match self.on_handshake_data(sh, slot, &data) {
+                Some(used) => at = used,
+                None => return,
+            }
+        }
+        if at >= size {
+            return;
+        }
+        if sh.cfg.mode == Mode::Http && self.spec.group == 0 {
+            sh.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            return self.fail(sh, slot, "unexpected bytes on an idle HTTP connection");
+        }
+        let mut parser = self.clients[slot as usize].parser;
+        let mut events: [Option<Event>; 8] = Default::default();
+        let mut n_ev = 0;
+        let mut overflow = false;
+        let data = self.bufs.data(bid, len);
+        let res = parser.feed(&data[at..], |e| {
+            if n_ev < events.len() {
+                events[n_ev] = Some(e);
+                n_ev += 1;
+            } else {
+                overflow = true; // more than 8 frames in one read: only counted below
+            }
+        });
+        self.clients[slot as usize].parser = parser;
+        if let Err(why) = res {
+            sh.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            return self.fail(sh, slot, why);
+        }
+        if overflow {
+            st.overflow += 1;
+        }
+        for e in events.into_iter().take(n_ev).flatten() {
+            match e {
+                Event::Text { round, ts_ns } => {
+                    let cl = &mut self.clients[slot as usize];
+                    let current = sh.round.load(Ordering::Relaxed);
+                    if round != current || round == 0 {
+                        st.late += 1;
+                    } else if cl.last_round == round as u16 {
+                        st.dups += 1;
+                    } else {
+                        cl.last_round = round as u16;
+                        let now = realtime_ns();
+                        st.record(round, now.saturating_sub(ts_ns) / 1000);
+                    }
+                }
+                Event::Ping => st.pings += 1,
+                Event::Close => return self.fail(sh, slot, "close frame from the server"),
+            }
+        }
+    }
+
+    fn on_accept(&mut self, sh: &Shared, c: Cqe) {
+        if c.res >= 0 {
+            self.accepted.push(c.res as u32);
+            sh.floor_accepted.fetch_add(1, Ordering::Relaxed);
+        } else if c.res != -libc::ECANCELED {
+            sh.floor_accept_errors.fetch_add(1, Ordering::Relaxed);
+            sh.error(format!("floor accept: {}", errno_name(-c.res)));
+        }
+        if !cqueue::more(c.flags) {
+            self.accept_armed = false;
+        }
+    }
+
+    /// Group 2: keep one multishot accept armed until this ring has its share, then cancel
+    /// it so the table never fills (a full table would drop accepted connections).
+    fn manage_accept(&mut self, sh: &Shared) {
+        let fd = sh.floor_listen_fd.load(Ordering::Relaxed);
+        if fd < 0 || sh.connecting.load(Ordering::Relaxed) != 2 {
+            return;
+        }
+        let want = (self.accepted.len() as u32) < self.spec.target;
+        if want && !self.accept_armed {
+            let e = opcode::AcceptMulti::new(types::Fd(fd))
+                .allocate_file_index(true)
+                .build()
+                .user_data(ud(OP_ACCEPT, 0, 0));
+            self.push(&e);
+            self.accept_armed = true;
+        } else if !want && self.accept_armed {
+            let e = opcode::AsyncCancel::new(ud(OP_ACCEPT, 0, 0))
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS)
+                .user_data(ud(OP_CANCEL, 0, 0));
+            self.push(&e);
+            self.accept_armed = false;
+        }
+    }
+
+    /// Group 2: the floor sender. The same frame to accepted sockets `from..` (at most
+    /// `FLOOR_BATCH`), batched SENDs on registered files, no completion unless one fails.
+    /// Returns where the next batch starts.
+    fn floor_send(&mut self, sh: &Shared, frame: &[u8], from: usize) -> usize {
+        let to = (from + FLOOR_BATCH).min(self.accepted.len());
+        for i in from..to {
+            let slot = self.accepted[i];
+            let e = opcode::Send::new(types::Fixed(slot), frame.as_ptr(), frame.len() as u32)
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS)
+                .user_data(ud(OP_FLOOR_SEND, 0, slot));
+            self.push(&e);
+        }
+        self.submit();
+        sh.floor_sent
+            .fetch_add((to - from) as u64, Ordering::Relaxed);
+        to
+    }
+
+    /// Closes every socket of a floor ring (both ends are ours: nothing to count).
+    fn close_floor(&mut self) {
+        match self.spec.group {
+            1 => {
+                for slot in 0..self.clients.len() as u32 {
+                    if matches!(
+                        self.clients[slot as usize].state,
+                        CONNECTING | HANDSHAKE | OPEN
+                    ) {
+                        self.kill(slot);
+                    }
+                }
+            }
+            2 => {
+                for slot in std::mem::take(&mut self.accepted) {
+                    self.kill(slot);
+                }
+            }
+            _ => return,
+        }
+        self.submit();
+    }
+
+    /// Reaps and handles every completion; returns how many.
+    fn reap(&mut self, sh: &Shared, st: &mut ThreadStats) -> usize {
+        let mut total = 0;
+        let mut batch = [Cqe {
+            ud: 0,
+            res: 0,
+            flags: 0,
+        }; 256];
+        loop {
+            // Completions past the CQ's size wait in the kernel's overflow list, and only
+            // an enter moves them into the CQ; nothing signals the eventfd for them. Without
+            // this, a burst bigger than the CQ strands some until the ring's next submit
+            // (a stall of up to a second in a floor round).
+            if self.ring.submission().cq_overflow() {
+                self.submit();
+            }
+            let mut n = 0;
+            {
+                let mut cq = self.ring.completion();
+                cq.sync();
+                for e in cq.by_ref().take(batch.len()) {
+                    batch[n] = Cqe {
+                        ud: e.user_data(),
+                        res: e.result(),
+                        flags: e.flags(),
+                    };
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            total += n;
+            for c in &batch[..n] {
+                self.handle(sh, st, *c);
+            }
+            self.bufs.publish();
+            for slot in std::mem::take(&mut self.rearm) {
+                let cl = &mut self.clients[slot as usize];
+                cl.flags &= !REARM_QUEUED;
+                if matches!(cl.state, HANDSHAKE | OPEN) {
+                    self.arm_recv(slot);
+                }
+            }
+            if !self.ring.submission().is_empty() {
+                self.submit();
+            }
+        }
+        total
+    }
+
+    fn handle(&mut self, sh: &Shared, st: &mut ThreadStats, c: Cqe) {
+        let op = (c.ud >> 56) as u8;
+        let gen = ((c.ud >> 32) & 0xffff) as u16;
+        let slot = (c.ud & 0xffff_ffff) as u32;
+        let current = |r: &Ring| {
+            r.clients
+                .get(slot as usize)
+                .is_some_and(|cl| cl.gen == gen && cl.state != DEAD && cl.state != FREE)
+        };
+        match op {
+            OP_SOCKET => self.on_socket(sh, slot as u16, c.res),
+            OP_SETUP if current(self) => {
+                let what = format!("bind/setsockopt: {}", errno_name(-c.res));
+                self.fail(sh, slot, &what);
+            }
+            OP_CONNECT if current(self) => {
+                if c.res < 0 {
+                    let what = format!("connect: {}", errno_name(-c.res));
+                    self.fail(sh, slot, &what);
+                } else {
+                    self.on_connect(sh, slot);
+                }
+            }
+            OP_SEND if current(self) && c.res < 0 => {
+                let what = format!("send: {}", errno_name(-c.res));
+                self.fail(sh, slot, &what);
+            }
+            OP_RECV => self.on_recv(sh, st, c),
+            OP_ACCEPT => self.on_accept(sh, c),
+            OP_FLOOR_SEND => {
+                sh.floor_send_errors.fetch_add(1, Ordering::Relaxed);
+                if c.res < 0 {
+                    sh.error(format!("floor send: {}", errno_name(-c.res)));
+                } else {
+                    sh.error("floor send: short write".into());
+                }
+            }
+            _ => {} // stale completions, cancels, closes
+        }
+    }
+
+    /// Fails connections whose setup has taken longer than the connect timeout.
+    fn sweep(&mut self, sh: &Shared, now: Instant) {
+        for p in 0..self.pend.len() {
+            let pe = &self.pend[p];
+            if !pe.used || pe.slot == u32::MAX {
+                continue;
+            }
+            if now.duration_since(pe.started) > sh.cfg.connect_timeout {
+                let slot = pe.slot;
+                let what = match self.clients[slot as usize].state {
+                    CONNECTING => "connect timed out",
+                    _ => "no handshake response in time",
+                };
+                self.fail(sh, slot, what);
+            }
+        }
+    }
+}
+
+fn unsafe_dst(a: &libc::sockaddr_in) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+        u16::from_be(a.sin_port),
+    )
+}
+
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec into a local.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A thread's counters, added to the shared ones after each turn.
+#[derive(Default)]
+struct ThreadStats {
+    late: u64,
+    dups: u64,
+    pings: u64,
+    overflow: u64,
+    lat_round: u32,
+    lat: Vec<u32>,
+}
+
+impl ThreadStats {
+    fn record(&mut self, round: u32, us: u64) {
+        if round != self.lat_round {
+            self.lat.clear();
+            self.lat_round = round;
+        }
+        self.lat.push(us.min(u64::from(u32::MAX)) as u32);
+    }
+
+    fn flush(&mut self, sh: &Shared, t: usize) {
+        if !self.lat.is_empty() {
+            let n = self.lat.len() as u64;
+            {
+                let mut slot = sh.lat[t].lock().unwrap();
+                if slot.0 == self.lat_round {
+                    slot.1.extend_from_slice(&self.lat);
+                }
+            }
+            self.lat.clear();
+            sh.received.fetch_add(n, Ordering::Release);
+        }
+        for (v, a) in [
+            (&mut self.late, &sh.late),
+            (&mut self.dups, &sh.dups),
+            (&mut self.pings, &sh.pings),
+        ] {
+            if *v > 0 {
+                a.fetch_add(std::mem::take(v), Ordering::Relaxed);
+            }
+        }
+        self.overflow = 0;
+    }
+}
+
+/// One thread: creates its rings, then connects, reads and sends until told to stop.
+pub fn run_thread(t: usize, specs: Vec<RingSpec>, sh: Arc<Shared>) {
+    let wake = sh.wake[t];
+    let mut rings = Vec::new();
+    for spec in specs {
+        match Ring::new(spec, &sh.cfg, wake) {
+            Ok(r) => {
+                sh.ring_bytes
+                    .fetch_add(r.memory() as u64, Ordering::Relaxed);
+                rings.push(r)
+            }
+            Err(e) => {
+                *sh.fatal.lock().unwrap() =
+                    Some(format!("ring {} (table {}): {e}", spec.id, spec.table));
+                sh.ready.fetch_add(1, Ordering::Release);
+                return;
+            }
+        }
+    }
+    sh.ready.fetch_add(1, Ordering::Release);
+    let mut st = ThreadStats::default();
+    let mut tokens = 0.0f64;
+    let mut last = Instant::now();
+    let mut last_sweep = last;
+    let mut next_ring = 0usize;
+    let mut floor_round_seen = 0u32;
+    let mut floor_closed = false;
+    let mut frame: Vec<u8> = Vec::new();
+    let mut floor_at: Option<(usize, usize)> = None;
+    while !sh.stop.load(Ordering::Relaxed) {
+        let mut buf = 0u64;
+        // SAFETY: reads 8 bytes into a local from our non-blocking eventfd.
+        unsafe { libc::read(wake, (&mut buf as *mut u64).cast(), 8) };
+        let now = Instant::now();
+        let connecting = sh.connecting.load(Ordering::Relaxed);
+        let mut want_more = false;
+        if connecting != 0 {
+            let group = connecting - 1;
+            tokens += now.duration_since(last).as_secs_f64() * sh.cfg.rate_per_thread;
+            // A burst of at most 10 ms' worth (or one).
+            tokens = tokens.min((sh.cfg.rate_per_thread / 100.0).max(1.0));
+            let n = rings.len();
+            let mut idle_rings = 0;
+            while tokens >= 1.0 && idle_rings < n {
+                let r = &mut rings[next_ring % n];
+                next_ring = next_ring.wrapping_add(1);
+                if r.spec.group == group && r.attempts < r.spec.target && r.start_connect(&sh) {
+                    tokens -= 1.0;
+                    idle_rings = 0;
+                } else {
+                    idle_rings += 1;
+                }
+            }
+            want_more = rings
+                .iter()
+                .any(|r| r.spec.group == group && r.attempts < r.spec.target);
+        }
+        last = now;
+        if !floor_closed && sh.close_floor.load(Ordering::Acquire) {
+            floor_closed = true;
+            for r in rings.iter_mut() {
+                r.close_floor();
+            }
+            sh.floor_closed_threads.fetch_add(1, Ordering::Release);
+        }
+        let fr = sh.floor_round.load(Ordering::Acquire);
+        if fr != floor_round_seen {
+            floor_round_seen = fr;
+            frame.clear();
+            frame.extend_from_slice(&sh.floor_frame.lock().unwrap());
+            // The frame buffer must outlive the sends; it is replaced only next round, by
+            // which time every send has completed (the coordinator waits for receipt).
+            floor_at = Some((0, 0));
+        }
+        let mut sending = false;
+        if let Some((ri, at)) = floor_at {
+            // One batch per turn, then a turn of reading.
+            floor_at = match rings.get_mut(ri) {
+                None => None,
+                Some(r) if r.spec.group != 2 || at >= r.accepted.len() => Some((ri + 1, 0)),
+                Some(r) => Some((ri, r.floor_send(&sh, &frame, at))),
+            };
+            sending = floor_at.is_some();
+        }
+        for r in rings.iter_mut() {
+            if r.spec.group == 2 {
+                r.manage_accept(&sh);
+            }
+            if !r.ring.submission().is_empty() {
+                r.submit();
+            }
+            r.reap(&sh, &mut st);
+        }
+        st.flush(&sh, t);
+        if now.duration_since(last_sweep) > Duration::from_millis(200) {
+            last_sweep = now;
+            for r in rings.iter_mut() {
+                r.sweep(&sh, now);
+                if !r.ring.submission().is_empty() {
+                    r.submit();
+                }
+            }
+        }
+        let timeout = if sending {
+            0
+        } else if want_more {
+            1
+        } else {
+            100
+        };
+        let mut pfd = libc::pollfd {
+            fd: wake,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one pollfd in a local.
+        unsafe { libc::poll(&mut pfd, 1, timeout) };
+    }
+}
