@@ -382,6 +382,7 @@ impl Harness {
             listeners: vec![listener.as_raw_fd()],
             wake_fd: wake.as_raw_fd(),
             slots_max,
+            files_per_ring: None,
         };
         let driver_shared = shared.clone();
         let thread = std::thread::spawn(move || {

@@ -2,7 +2,7 @@
 //! the submission backlog, submit-and-wait with a timeout, and draining completions.
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, DestinationSlot, Fd, Fixed, SubmitArgs, Timespec};
@@ -30,6 +30,8 @@ pub struct Ring {
     /// Invariant: `backlog.len() <= backlog_max`.
     backlog: VecDeque<squeue::Entry>,
     backlog_max: usize,
+    /// Completions one reaping `io_uring_enter` asks for: the CQ's size.
+    reap_max: usize,
     /// Ops pushed whose last CQE has not been seen (multishot ops count once).
     pub in_flight: u64,
 }
@@ -53,8 +55,34 @@ impl Ring {
             ring,
             backlog: VecDeque::new(),
             backlog_max,
+            reap_max: cq_entries as usize,
             in_flight: 0,
         })
+    }
+
+    /// The ring's fd: readable while its CQ has entries or completions wait to be run.
+    pub fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// Whether completions are posted and not drained yet.
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
+    /// Submits what the SQ (and backlog) holds, without waiting or reaping.
+    pub fn submit(&mut self) -> io::Result<()> {
+        if self.flush_backlog() && !self.ring.submission().is_empty() {
+            self.submit_now();
+        }
+        Ok(())
+    }
+
+    /// Submits, and runs up to a CQ's worth of deferred completions, without waiting: the
+    /// secondary rings' turn (their readiness came through the primary ring's poll).
+    pub fn reap(&mut self) -> io::Result<()> {
+        self.flush_backlog();
+        self.enter(self.reap_max, Some(Duration::ZERO))
     }
 
     pub fn submitter(&self) -> io_uring::Submitter<'_> {
@@ -117,15 +145,15 @@ impl Ring {
     /// task work. With `DEFER_TASKRUN` an `io_uring_enter` that waits for one completion
     /// runs at most 20 pieces of task work (`IO_LOCAL_TW_DEFAULT_MAX`, kernel 6.x): a burst
     /// of N completions would take N / 20 turns. So a busy turn first enters without
-    /// waiting but asking for [`REAP_MAX`] completions, which runs up to that much task
+    /// waiting but asking for a CQ's worth of completions, which runs up to that much task
     /// work at once; only if that produced nothing does it wait.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>, busy: bool) -> io::Result<()> {
         if !self.flush_backlog() {
             // The kernel refused entries: do not sleep; reap CQEs so it can take them later.
-            return self.enter(REAP_MAX, Some(Duration::ZERO));
+            return self.enter(self.reap_max, Some(Duration::ZERO));
         }
         if busy {
-            self.enter(REAP_MAX, Some(Duration::ZERO))?;
+            self.enter(self.reap_max, Some(Duration::ZERO))?;
             if !self.ring.completion().is_empty() {
                 return Ok(());
             }
@@ -209,6 +237,16 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
+    /// Single-shot poll for readability of `fd` (another ring's fd: a wake-up caused by
+    /// io_uring itself turns multishot polls one-shot anyway, `EPOLL_URING_WAKE`).
+    pub fn poll_once(&mut self, fd: RawFd, user_data: u64) {
+        let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+            .build()
+            .user_data(user_data);
+        // SAFETY: the entry points at no user memory.
+        unsafe { self.push(entry) }
+    }
+
     /// Multishot poll for readability of a regular fd.
     pub fn poll_readable(&mut self, fd: RawFd, user_data: u64) {
         let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
@@ -252,10 +290,6 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 }
-
-/// Completions a busy turn asks the kernel to produce without waiting (one CQ's worth of
-/// task work at most; see `submit_and_wait`).
-pub const REAP_MAX: usize = super::CQES_PER_TURN_MAX;
 
 /// The kernel can take no more for now (CQ overflow backlog, memory, a signal).
 fn is_retry_later(e: &io::Error) -> bool {

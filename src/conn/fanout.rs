@@ -1,0 +1,132 @@
+//! Fan-out: one handler data packet for many WebSocket sessions (list-form ids) becomes one
+//! frame, built once per worker and shared by every target's send, instead of a copy in
+//! each target's `out`.
+//!
+//! An unmasked server frame is the same bytes for every target of the same payload and
+//! flags, so the frame is an `Arc<[u8]>` the runtime keeps a reference to per send in
+//! flight (`Command::SendShared`) and frees when the last completes. A target takes the
+//! shared frame only when nothing else of its output is pending (no send in flight, `out`
+//! empty), no fragmented message is open and nothing per connection transforms the bytes
+//! (permessage-deflate, TLS); any other target goes through `handle_packet` as usual,
+//! which copies the frame into its `out` behind what is queued, so per-connection order
+//! and every check (seq, credits, `--messages-max`) are the same either way.
+//!
+//! Slow clients: a target whose socket is full keeps its send in flight in the kernel; the
+//! next frames for it queue in its `out` (the copy path), bounded by the credits it gave
+//! the handler (`--buffer-size`) and `--messages-max`. A handler that sends past those
+//! gets the connection failed (1011), as Condure drops it ("received too much data from
+//! handler"). No target ever waits for another.
+use std::sync::Arc;
+
+use super::{ws, Conn, Ctx, State};
+use crate::bridge::InPacket;
+use crate::proto::ws::{self as wsproto, Opcode};
+use crate::proto::zhttp::{ContentType, Kind};
+
+/// A frame shared by all eligible targets of a packet (and reused by following packets
+/// with the same payload and flags: a broadcast of 100,000 ids is ~800 packets).
+#[derive(Clone)]
+pub struct SharedFrame {
+    bytes: Arc<[u8]>,
+    header_len: usize,
+}
+
+impl SharedFrame {
+    /// The frame for a data packet with more than one id; `None` for anything else (it goes
+    /// the ordinary way). `cache` is the frame of the previous packet: reused when the
+    /// bytes would be the same, replaced otherwise.
+    pub fn for_packet(pkt: &InPacket, cache: &mut Option<SharedFrame>) -> Option<SharedFrame> {
+        let p = &pkt.packet;
+        if p.kind != Kind::Data || p.ids.len() < 2 {
+            return None;
+        }
+        let body = p.body.get(pkt.buf());
+        let opcode = match p.content_type {
+            Some(ContentType::Binary) => Opcode::Binary,
+            _ => Opcode::Text,
+        };
+        let header = wsproto::encode_header(!p.more, false, opcode, body.len() as u64);
+        let header = header.as_bytes();
+        if let Some(f) = cache.as_ref() {
+            if f.bytes[..f.header_len] == *header && f.bytes[f.header_len..] == *body {
+                return Some(f.clone());
+            }
+        }
+        let mut bytes = Vec::with_capacity(header.len() + body.len());
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(body);
+        let frame = SharedFrame {
+            bytes: bytes.into(),
+            header_len: header.len(),
+        };
+        *cache = Some(frame.clone());
+        Some(frame)
+    }
+
+    /// The whole frame, for `Command::SendShared`.
+    pub fn bytes(&self) -> &Arc<[u8]> {
+        &self.bytes
+    }
+
+    fn payload_len(&self) -> u64 {
+        (self.bytes.len() - self.header_len) as u64
+    }
+}
+
+impl Conn {
+    /// A handler packet that `frame` was built from. Returns true when this connection
+    /// takes the shared frame: the caller must then issue `Command::SendShared` with
+    /// `frame.bytes()` for this slot *before* the commands of `poll_io`. Otherwise the
+    /// packet was handled as by [`Conn::handle_packet`] (copied into `out`, or refused).
+    pub fn handle_packet_shared(
+        &mut self,
+        cx: &mut Ctx,
+        pkt: &InPacket,
+        seq: Option<u32>,
+        frame: &SharedFrame,
+    ) -> bool {
+        if !self.takes_shared_frame() {
+            self.handle_packet(cx, pkt, seq);
+            return false;
+        }
+        if !self.accept_packet(cx, pkt, seq) {
+            return false;
+        }
+        // From here as `ws_handler_message` for a data packet on an open WebSocket, with
+        // the frame sent from the shared buffer instead of written into `out`.
+        let p = &pkt.packet;
+        if let Some(c) = p.credits {
+            self.credits += u64::from(c);
+        }
+        let len = frame.payload_len();
+        if len > self.budget {
+            crate::log!(
+                crate::log::DEBUG,
+                "conn",
+                "received too much data from handler"
+            );
+            self.ws_fail(cx, wsproto::close_code::INTERNAL_ERROR, "");
+            return false;
+        }
+        self.wsf.tx_open = p.more;
+        self.budget -= len;
+        // The send in flight; its body bytes earn credits back when it completes.
+        self.sending = Some(len);
+        self.ws_pump(cx);
+        true
+    }
+
+    /// Whether the shared frame is exactly what this connection would write now, with
+    /// nothing of its own output before it.
+    fn takes_shared_frame(&self) -> bool {
+        self.state == State::Session
+            && self.wsf.phase == ws::Phase::Open
+            && !self.tls
+            && self.deflate.is_none()
+            && !self.wsf.tx_open
+            && !self.wsf.close_sent
+            && self.wsf.frames_over == 0
+            && self.sending.is_none()
+            && self.out.is_empty()
+    }
+}
