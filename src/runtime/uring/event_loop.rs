@@ -7,16 +7,23 @@
 //! A ring's registered file table is capped at `RLIMIT_NOFILE` entries, so a worker that
 //! holds more connections opens more rings (lazily, when every open ring is full), each
 //! with its own sparse file table and buffer ring. A connection lives in one ring for its
-//! life (`Slot::lane`); all its ops go there. The thread sleeps in ring 0 only: ring 0
-//! holds a single-shot `POLL_ADD` on each secondary ring's fd, which the kernel reports
-//! readable while that ring has CQEs or deferred completions to run (kernel 6.18: a
-//! `DEFER_TASKRUN` ring's fd wakes its pollers when task work is queued). When the poll
-//! fires, the ring is reaped with one non-waiting `io_uring_enter` and the poll re-armed;
-//! re-arming checks readiness at once, so nothing that arrived meanwhile is missed.
+//! life (`Slot::lane`); all its ops go there. The thread sleeps in ring 0 only.
+//!
+//! A secondary ring tells ring 0 it has completions through an eventfd registered with it
+//! (`IORING_REGISTER_EVENTFD`): ring 0 keeps a `READ` of that eventfd armed, which
+//! completes (and resets the counter) when the kernel signals it. With `DEFER_TASKRUN` the
+//! kernel signals when deferred completions are queued on an idle ring and when CQEs are
+//! posted. (Polling the ring's own fd instead does not work on 6.18: a `DEFER_TASKRUN`
+//! ring wakes its fd's pollers for none of the lazily woken completions, such as a recv.)
+//! While we enter a ring ourselves its eventfd is quiet (`IORING_CQ_EVENTFD_DISABLED`), and
+//! right after we look at the ring directly (`IORING_SQ_TASKRUN`: completions queued or
+//! left over; or CQEs posted) and mark it to be reaped again; so our own syscalls cause no
+//! wake-ups and nothing queued meanwhile is missed.
+//!
 //! A turn therefore costs one syscall per ring that had completions or submissions, plus
 //! ring 0's wait: idle rings cost nothing, and no turn scans all rings.
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::cqueue;
@@ -65,9 +72,11 @@ struct Lane {
     files_max: u32,
     files_in_use: u32,
     accepts_armed: u32,
-    /// Secondary rings: ring 0 holds a `RingPoll` on this ring's fd.
-    poll_armed: bool,
-    poll_cancelling: bool,
+    /// Secondary rings: the eventfd the kernel signals when this ring has completions.
+    notify: Option<OwnedFd>,
+    /// Ring 0 holds a `RingNotify` read of `notify`.
+    notify_armed: bool,
+    notify_cancelling: bool,
     /// In `Loop::ready`: to be reaped this turn.
     ready: bool,
     /// In `Loop::dirty`: SQEs pushed that ring 0's submit does not carry.
@@ -88,14 +97,23 @@ impl Lane {
         ring.submitter().register_files_sparse(files_max)?;
         let bufs = BufRing::new(buffers, BUFFER_BYTES, BUFFER_GROUP)?;
         bufs.register(&ring.submitter())?;
+        let notify = match index {
+            0 => None,
+            _ => {
+                let fd = blocking_eventfd()?;
+                ring.register_notify(fd.as_raw_fd())?;
+                Some(fd)
+            }
+        };
         Ok(Lane {
             ring,
             bufs: Some(bufs),
             files_max,
             files_in_use: 0,
             accepts_armed: 0,
-            poll_armed: false,
-            poll_cancelling: false,
+            notify,
+            notify_armed: false,
+            notify_cancelling: false,
             ready: false,
             dirty: false,
         })
@@ -126,8 +144,13 @@ pub struct Loop<'d> {
     room_hint: usize,
     /// Secondary rings to reap at the start of the next turn (each at most once).
     ready: Vec<u16>,
+    /// `ready`'s spare: the list being reaped while `ready` collects the next turn's.
+    ready_spare: Vec<u16>,
     /// Secondary rings with SQEs to submit at the end of the turn (each at most once).
     dirty: Vec<u16>,
+    /// Where each secondary ring's `RingNotify` read puts the eventfd's counter (one per
+    /// possible ring, allocated once: the kernel writes here while the read is armed).
+    notify_counts: Box<[u64]>,
     listeners: Vec<RawFd>,
     wake_fd: RawFd,
     wake_armed: bool,
@@ -168,7 +191,9 @@ impl<'d> Loop<'d> {
             plan,
             room_hint: 0,
             ready: Vec::with_capacity(plan.lanes_max),
+            ready_spare: Vec::with_capacity(plan.lanes_max),
             dirty: Vec::with_capacity(plan.lanes_max),
+            notify_counts: vec![0; plan.lanes_max].into_boxed_slice(),
             listeners: setup.listeners,
             wake_fd: setup.wake_fd,
             wake_armed: false,
@@ -207,23 +232,26 @@ impl<'d> Loop<'d> {
     /// reported completions. Returns whether ring 0's turn was busy.
     fn process_completions(&mut self, now: Instant) -> io::Result<bool> {
         let busy = self.process_lane(now, 0) >= BUSY_TURN_CQES;
-        let mut ready = std::mem::take(&mut self.ready);
+        // Rings found ready while these are reaped go to the (empty) `ready` for next turn.
+        let spare = std::mem::take(&mut self.ready_spare);
+        let mut ready = std::mem::replace(&mut self.ready, spare);
         for &lane in &ready {
             let lane = usize::from(lane);
             self.lanes[lane].ready = false;
             // Submits what the ring holds and runs its deferred completions: one syscall.
-            self.lanes[lane].ring.reap()?;
-            self.lane_pushed(lane); // re-armed recvs and the like, possibly
+            let l = &mut self.lanes[lane];
+            l.dirty = false;
+            l.ring.set_notify_quiet(true);
+            let reaped = l.ring.reap();
+            l.ring.set_notify_quiet(false);
+            reaped?;
             self.process_lane(now, lane);
-            let l = &self.lanes[lane];
-            let needed = !self.exiting || l.ring.in_flight > 0;
-            if !l.poll_armed && needed {
-                // Level-checked when armed: fires at once if the ring has more already.
-                self.arm_ring_poll(lane);
+            if self.lanes[lane].ring.pending() {
+                self.mark_ready(lane); // more than a CQ's worth, or new: next turn
             }
         }
         ready.clear();
-        self.ready = ready;
+        self.ready_spare = ready;
         Ok(busy)
     }
 
@@ -269,8 +297,8 @@ impl<'d> Loop<'d> {
                 self.file_closed(lane);
                 self.slot_op_finished(now, lane, ud);
             }
-            Kind::RingPoll => self.on_ring_poll(index as usize, cqe.result()),
-            Kind::RingPollCancel => self.lanes[0].ring.completed(),
+            Kind::RingNotify => self.on_ring_notify(index as usize, cqe.result()),
+            Kind::RingNotifyCancel => self.lanes[0].ring.completed(),
             Kind::Probe => panic!("probe completion in the event loop"),
         }
     }
@@ -534,37 +562,48 @@ impl<'d> Loop<'d> {
             .poll_readable(self.wake_fd, user_data::encode(Kind::Wake, 0, 0));
     }
 
-    /// Ring 0's poll on a secondary ring fired (or was cancelled): reap that ring.
-    fn on_ring_poll(&mut self, lane: usize, result: i32) {
+    /// A secondary ring's eventfd was signalled (or the read cancelled): reap that ring
+    /// this turn, and read the eventfd again for the next time.
+    fn on_ring_notify(&mut self, lane: usize, result: i32) {
         self.lanes[0].ring.completed();
         let l = &mut self.lanes[lane];
-        assert!(l.poll_armed, "ring poll completion not armed");
-        l.poll_armed = false;
-        l.poll_cancelling = false;
+        assert!(l.notify_armed, "ring notification not armed");
+        l.notify_armed = false;
+        l.notify_cancelling = false;
         if result == -libc::ECANCELED {
             return;
         }
         if result < 0 {
-            // Polling our own ring fd cannot fail short of a kernel without support;
+            // Reading our own eventfd cannot fail short of a kernel without support;
             // re-arming would fail again at once. Stop (after closing everything).
             let error = io::Error::from_raw_os_error(-result);
             self.fatal = Some(io::Error::new(
                 error.kind(),
-                format!("poll on ring {lane}: {error}"),
+                format!("notification of ring {lane}: {error}"),
             ));
             return;
         }
         self.mark_ready(lane);
+        if !self.exiting || self.lanes[lane].ring.in_flight > 0 {
+            self.arm_ring_notify(lane);
+        }
     }
 
-    fn arm_ring_poll(&mut self, lane: usize) {
-        assert_ne!(lane, 0, "ring 0 is waited on, not polled");
+    fn arm_ring_notify(&mut self, lane: usize) {
+        assert_ne!(lane, 0, "ring 0 is waited on, not notified");
         let l = &mut self.lanes[lane];
-        assert!(!l.poll_armed);
-        l.poll_armed = true;
-        let fd = l.ring.fd();
-        let ud = user_data::encode(Kind::RingPoll, 0, lane as u32);
-        self.lanes[0].ring.poll_once(fd, ud);
+        assert!(!l.notify_armed);
+        l.notify_armed = true;
+        let fd = l
+            .notify
+            .as_ref()
+            .expect("secondary ring has an eventfd")
+            .as_raw_fd();
+        let counter: *mut u64 = &mut self.notify_counts[lane];
+        let ud = user_data::encode(Kind::RingNotify, 0, lane as u32);
+        // SAFETY: `counter` lives in `notify_counts`, a boxed slice never reallocated, which
+        // outlives every op (`run` waits for all completions, `Drop` leaks it otherwise).
+        unsafe { self.lanes[0].ring.read_eventfd(fd, counter, ud) };
     }
 
     /// Wake-ups and timeouts, then every command the driver has.
@@ -699,7 +738,7 @@ impl<'d> Loop<'d> {
                     self.plan.files_per_lane,
                     self.plan.lanes_max
                 );
-                self.arm_ring_poll(index);
+                self.arm_ring_notify(index);
                 Some(index)
             }
             Err(e) => {
@@ -760,10 +799,12 @@ impl<'d> Loop<'d> {
                 continue; // reaped (and so submitted) since
             }
             l.dirty = false;
-            l.ring.submit()?;
-            // Sends to idle sockets complete within the submit itself: reap them next turn
-            // rather than sleep (the ring poll would report them too, one wake-up later).
-            if l.ring.has_completions() {
+            l.ring.set_notify_quiet(true);
+            let submitted = l.ring.submit();
+            l.ring.set_notify_quiet(false);
+            submitted?;
+            // Sends to idle sockets complete within the submit itself: reap them next turn.
+            if l.ring.pending() {
                 self.mark_ready(lane);
             }
         }
@@ -803,13 +844,14 @@ impl<'d> Loop<'d> {
         let give_up = Instant::now() + EXIT_WAIT;
         let mut busy = true;
         while self.in_flight() > 0 {
-            // A ring with nothing left in flight needs its poll no more (exit only: O(rings)).
+            // A ring with nothing left in flight needs its notification no more (exit only:
+            // O(rings)).
             for lane in 1..self.lanes.len() {
                 let l = &mut self.lanes[lane];
-                if l.ring.in_flight == 0 && l.poll_armed && !l.poll_cancelling {
-                    l.poll_cancelling = true;
-                    let target = user_data::encode(Kind::RingPoll, 0, lane as u32);
-                    let ud = user_data::encode(Kind::RingPollCancel, 0, lane as u32);
+                if l.ring.in_flight == 0 && l.notify_armed && !l.notify_cancelling {
+                    l.notify_cancelling = true;
+                    let target = user_data::encode(Kind::RingNotify, 0, lane as u32);
+                    let ud = user_data::encode(Kind::RingNotifyCancel, 0, lane as u32);
                     self.lanes[0].ring.cancel_op(target, ud);
                 }
             }
@@ -835,7 +877,7 @@ impl<'d> Loop<'d> {
 }
 
 /// Ring 0's SQE backlog room for ring-level ops: accepts and their cancels, the wake poll,
-/// and each secondary ring's poll and its cancel.
+/// and each secondary ring's notification read and its cancel.
 fn ring0_extra(accepts: usize, plan: LanePlan) -> usize {
     accepts * 3 + 2 * plan.lanes_max + 2
 }
@@ -852,5 +894,18 @@ impl Drop for Loop<'_> {
         }
         std::mem::forget(std::mem::take(&mut self.accepts));
         std::mem::forget(std::mem::take(&mut self.slots));
+        std::mem::forget(std::mem::take(&mut self.notify_counts));
     }
+}
+
+/// A blocking eventfd (so a `READ` of it waits in the kernel instead of failing with
+/// `EAGAIN`); close-on-exec.
+fn blocking_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers; the result is checked before use.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

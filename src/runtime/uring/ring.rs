@@ -2,7 +2,7 @@
 //! the submission backlog, submit-and-wait with a timeout, and draining completions.
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, DestinationSlot, Fd, Fixed, SubmitArgs, Timespec};
@@ -60,14 +60,29 @@ impl Ring {
         })
     }
 
-    /// The ring's fd: readable while its CQ has entries or completions wait to be run.
-    pub fn fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
+    /// Has the kernel signal `fd` (an eventfd) when this ring gets completions to reap.
+    pub fn register_notify(&self, fd: RawFd) -> io::Result<()> {
+        self.ring.submitter().register_eventfd(fd)
     }
 
-    /// Whether completions are posted and not drained yet.
-    pub fn has_completions(&mut self) -> bool {
-        !self.ring.completion().is_empty()
+    /// Whether completions are posted and not drained yet, or completions are waiting to
+    /// be run (`IORING_SQ_TASKRUN`: set by the kernel when it queues deferred completions,
+    /// and when a reap left some for later; cleared when it runs them).
+    pub fn pending(&mut self) -> bool {
+        // Pairs with the kernel's barrier between queueing work (or posting a CQE) and
+        // reading `IORING_CQ_EVENTFD_DISABLED`: either it saw the eventfd enabled (and
+        // signals it) or we see its work here.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.ring.submission().taskrun() || !self.ring.completion().is_empty()
+    }
+
+    /// Stops (`true`) or restarts the registered eventfd's notifications: our own
+    /// `io_uring_enter` calls need none (we look at the ring right after them).
+    pub fn set_notify_quiet(&mut self, quiet: bool) {
+        match quiet {
+            true => self.ring.completion().disable_eventfd(),
+            false => self.ring.completion().enable_eventfd(),
+        }
     }
 
     /// Submits what the SQ (and backlog) holds, without waiting or reaping.
@@ -237,13 +252,17 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
-    /// Single-shot poll for readability of `fd` (another ring's fd: a wake-up caused by
-    /// io_uring itself turns multishot polls one-shot anyway, `EPOLL_URING_WAKE`).
-    pub fn poll_once(&mut self, fd: RawFd, user_data: u64) {
-        let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+    /// Reads an eventfd's counter (8 bytes into `counter`), which resets it; completes
+    /// when the counter is non-zero (the eventfd must be blocking, so the kernel waits for
+    /// it rather than failing with `EAGAIN`).
+    ///
+    /// # Safety
+    /// `counter` must stay valid and unmoved until the read's CQE.
+    pub unsafe fn read_eventfd(&mut self, fd: RawFd, counter: *mut u64, user_data: u64) {
+        let entry = opcode::Read::new(Fd(fd), counter.cast(), 8)
             .build()
             .user_data(user_data);
-        // SAFETY: the entry points at no user memory.
+        // SAFETY: the entry points at `counter` only, valid by the caller's contract.
         unsafe { self.push(entry) }
     }
 
@@ -304,6 +323,7 @@ fn build(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, Setup)> {
         .setup_cqsize(cq_entries)
         .setup_single_issuer()
         .setup_defer_taskrun()
+        .setup_taskrun_flag()
         .setup_submit_all()
         .build(sq_entries);
     if let Ok(ring) = deferred {
@@ -312,6 +332,7 @@ fn build(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, Setup)> {
     let cooperative = IoUring::builder()
         .setup_cqsize(cq_entries)
         .setup_coop_taskrun()
+        .setup_taskrun_flag()
         .setup_submit_all()
         .build(sq_entries);
     if let Ok(ring) = cooperative {
