@@ -265,6 +265,26 @@ impl Worker {
             .store(self.conns.len(), Ordering::Relaxed);
     }
 
+    /// After an accept: if this worker is now far enough ahead to stand back (see
+    /// `accepting`), wake the least loaded worker. It may have stood back itself earlier
+    /// and be asleep with no accept armed; without this, nobody would accept until its
+    /// next timer (the 100 ms sweep), capping a connection burst at a few hundred per
+    /// second.
+    fn wake_least_loaded(&self) {
+        let mine = self.conns.len();
+        let (least, count) = self
+            .shared
+            .inboxes
+            .iter()
+            .enumerate()
+            .map(|(w, i)| (w, i.conns.load(Ordering::Relaxed)))
+            .min_by_key(|&(_, n)| n)
+            .unwrap_or((self.index as usize, mine));
+        if least != self.index as usize && mine > count + limits::ACCEPT_BALANCE_SLACK {
+            self.shared.inboxes[least].wake();
+        }
+    }
+
     fn start_shutdown(&mut self, now: Instant) {
         if self.shutting_down {
             return;
@@ -347,6 +367,7 @@ impl Driver for Worker {
         self.count[m] += 1;
         self.modes[slot as usize] = m as u8;
         self.publish_load();
+        self.wake_least_loaded();
         self.wheel
             .set(slot, self.conns[slot as usize].deadline(&self.settings));
         Some(slot)
