@@ -31,8 +31,13 @@ pub const BRIDGE_OUTBOX_PACKETS_MAX: usize = 4096;
 /// Packets queued from the bridge to one worker. When full, the bridge stops reading its
 /// SUB socket and ZeroMQ's high-water mark pushes back on handlers.
 pub const WORKER_INBOX_PACKETS_MAX: usize = 4096;
-/// Inbox packets a worker handles per wake-up before it returns to I/O, for fairness.
+/// Inbox packets a worker takes from the bridge's queue at most (its own queue's bound).
 pub const INBOX_DRAIN_PACKETS_MAX: usize = 1024;
+/// Connections handed a handler packet per runtime turn, at most: a fan-out to 100,000
+/// ids goes out in turns of this many sends, each fitting a ring's completion queue (no
+/// CQ overflow, which costs the kernel an allocation per completion) and leaving I/O of
+/// other connections to run between turns. 4,096 small sends are ~25 ms of kernel work.
+pub const DISPATCH_TARGETS_PER_TURN_MAX: usize = 4096;
 /// Least ZeroMQ receive high-water mark on the SUB socket handlers publish to: a PUB drops
 /// messages past it, so it must hold a burst (a fan-out, thousands of responses at once).
 pub const SUB_RCVHWM_MIN: i32 = 100_000;

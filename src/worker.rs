@@ -12,7 +12,7 @@ use slab::Slab;
 
 use crate::bridge::{Addr, InPacket, OutPacket, Route, Shared};
 use crate::config::{Config, Mode};
-use crate::conn::{Conn, Ctx, Handlers, Pool, Settings};
+use crate::conn::{Conn, Ctx, Handlers, Pool, Settings, SharedFrame};
 use crate::limits;
 use crate::proto::zhttp::{self, Kind};
 use crate::runtime::{Command, Driver};
@@ -43,7 +43,16 @@ pub struct Worker {
     counter: u64,
     shared: Arc<Shared>,
     due: Vec<u32>,
+    /// Packets taken from the bridge, not yet dispatched. Bounded by
+    /// `INBOX_DRAIN_PACKETS_MAX`: the bridge's queue is taken from only below that.
     inbox: VecDeque<Arc<InPacket>>,
+    /// Ids of `inbox`'s front packet already dispatched (a packet is cut at the per-turn
+    /// bound on targets and resumed next turn).
+    dispatch_pos: usize,
+    /// The last fan-out frame built, reused while packets carry the same payload.
+    frame_cache: Option<SharedFrame>,
+    /// Reused by each keep-alive sweep step (no allocation per step).
+    keep_alive_batch: Vec<(Addr, u64, u32, u32)>,
     sweep_at: Instant,
     /// Next time worker 0 hands freed heap pages back to the kernel.
     trim_at: Instant,
@@ -104,6 +113,9 @@ impl Worker {
             shared,
             due: Vec::new(),
             inbox: VecDeque::new(),
+            dispatch_pos: 0,
+            frame_cache: None,
+            keep_alive_batch: Vec::new(),
             sweep_at: now + SWEEP_STEP,
             trim_at: now + Duration::from_millis(limits::MALLOC_TRIM_INTERVAL_MS),
             sweep_cursor: 0,
@@ -137,15 +149,46 @@ impl Worker {
         self.wheel.set(slot, conn.deadline(&self.settings));
     }
 
-    fn dispatch(&mut self, now: Instant, pkt: &Arc<InPacket>) {
+    /// Dispatches inbox packets until the inbox is empty or `DISPATCH_TARGETS_PER_TURN_MAX`
+    /// connections were handed one: a fan-out of any size goes out in bounded turns, so
+    /// each turn's sends fit the rings' queues and other events are not held up.
+    fn dispatch_inbox(&mut self, now: Instant) {
+        let mut budget = limits::DISPATCH_TARGETS_PER_TURN_MAX;
+        while budget > 0 {
+            let Some(pkt) = self.inbox.pop_front() else {
+                break;
+            };
+            if !self.dispatch(now, &pkt, &mut budget) {
+                self.inbox.push_front(pkt); // cut short: the rest next turn
+                break;
+            }
+        }
+    }
+
+    /// Hands `pkt` to this worker's connections it names, from `dispatch_pos` on, while
+    /// `budget` lasts. True when the packet is done.
+    fn dispatch(&mut self, now: Instant, pkt: &InPacket, budget: &mut usize) -> bool {
         let buf = pkt.buf();
-        for (id, seq) in pkt.packet.ids.iter() {
+        let ids = &pkt.packet.ids;
+        // One frame for every target of a list-form data packet (built once per packet at
+        // most, usually once per broadcast).
+        let frame = match self.dispatch_pos {
+            0 => SharedFrame::for_packet(pkt, &mut self.frame_cache),
+            _ => self.frame_cache.clone().filter(|_| ids.len() > 1),
+        };
+        let frame = frame.filter(|_| pkt.packet.kind == Kind::Data);
+        for (i, (id, seq)) in ids.iter().enumerate().skip(self.dispatch_pos) {
             let Some((w, slot, counter)) = parse_id(id.get(buf)) else {
                 continue;
             };
             if w != self.index {
                 continue;
             }
+            if *budget == 0 {
+                self.dispatch_pos = i;
+                return false;
+            }
+            *budget -= 1;
             let live = self
                 .conns
                 .get(slot as usize)
@@ -153,14 +196,50 @@ impl Worker {
             if live != Some(counter) {
                 continue; // stale id: the session ended, the slot may hold another
             }
-            self.with_conn(now, slot, |c, cx| c.handle_packet(cx, pkt, seq));
+            match &frame {
+                Some(f) => self.packet_shared(now, slot, pkt, seq, f),
+                None => self.with_conn(now, slot, |c, cx| c.handle_packet(cx, pkt, seq)),
+            }
         }
+        self.dispatch_pos = 0;
+        true
+    }
+
+    /// As `with_conn(handle_packet)`, for a fan-out target: the shared frame's send goes
+    /// before whatever the connection asks for next.
+    fn packet_shared(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        pkt: &InPacket,
+        seq: Option<u32>,
+        frame: &SharedFrame,
+    ) {
+        let conn = self.conns.get_mut(slot as usize).expect("live slot");
+        let mut cx = Ctx {
+            now,
+            settings: &self.settings,
+            slot,
+            packets: &mut self.packets,
+            pool: &mut self.pool,
+            handlers: &mut self.handlers,
+            counter: &mut self.counter,
+        };
+        if conn.handle_packet_shared(&mut cx, pkt, seq, frame) {
+            // One reference count per target, no copy: the runtime drops it on completion.
+            let buf = frame.bytes().clone();
+            self.cmds.push_back(Command::SendShared { slot, buf });
+        }
+        let outbox_full = self.shared.outbox_full();
+        conn.poll_io(slot, outbox_full, &mut self.cmds);
+        self.wheel.set(slot, conn.deadline(&self.settings));
     }
 
     fn sweep_keep_alives(&mut self, now: Instant) {
         let cap = self.slots.max(1);
         let per_step = cap.div_ceil(limits::KEEP_ALIVE_SWEEP_STEPS as usize);
-        let mut batch: Vec<(Addr, u64, u32, u32)> = Vec::new();
+        let mut batch = std::mem::take(&mut self.keep_alive_batch);
+        batch.clear();
         for _ in 0..per_step {
             let slot = self.sweep_cursor;
             self.sweep_cursor = (self.sweep_cursor + 1) % cap;
@@ -170,23 +249,42 @@ impl Worker {
                 }
             }
         }
-        if batch.is_empty() {
-            return;
-        }
-        // One packet per handler, at most 128 ids each (Condure's batching).
-        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        // One packet per handler, at most 128 ids each (Condure's batching). Handlers are
+        // few, so the sort mostly meets equal keys.
+        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for group in batch.chunk_by(|a, b| a.0 == b.0) {
             for part in group.chunks(limits::PACKET_IDS_MAX) {
                 self.packets
                     .push(keep_alive_packet(&self.settings, part, now));
             }
         }
+        self.keep_alive_batch = batch;
     }
 
     fn publish_load(&self) {
         self.shared.inboxes[self.index as usize]
             .conns
             .store(self.conns.len(), Ordering::Relaxed);
+    }
+
+    /// After an accept: if this worker is now far enough ahead to stand back (see
+    /// `accepting`), wake the least loaded worker. It may have stood back itself earlier
+    /// and be asleep with no accept armed; without this, nobody would accept until its
+    /// next timer (the 100 ms sweep), capping a connection burst at a few hundred per
+    /// second.
+    fn wake_least_loaded(&self) {
+        let mine = self.conns.len();
+        let (least, count) = self
+            .shared
+            .inboxes
+            .iter()
+            .enumerate()
+            .map(|(w, i)| (w, i.conns.load(Ordering::Relaxed)))
+            .min_by_key(|&(_, n)| n)
+            .unwrap_or((self.index as usize, mine));
+        if least != self.index as usize && mine > count + limits::ACCEPT_BALANCE_SLACK {
+            self.shared.inboxes[least].wake();
+        }
     }
 
     fn start_shutdown(&mut self, now: Instant) {
@@ -271,6 +369,7 @@ impl Driver for Worker {
         self.count[m] += 1;
         self.modes[slot as usize] = m as u8;
         self.publish_load();
+        self.wake_least_loaded();
         self.wheel
             .set(slot, self.conns[slot as usize].deadline(&self.settings));
         Some(slot)
@@ -305,20 +404,20 @@ impl Driver for Worker {
         if self.shared.shutdown.load(Ordering::Acquire) {
             self.start_shutdown(now);
         }
-        {
-            let inbox = &self.shared.inboxes[self.index as usize];
-            // Cleared before looking: packets queued after this point wake us again.
-            inbox.wake_pending.store(false, Ordering::SeqCst);
+        let inbox = &self.shared.inboxes[self.index as usize];
+        // Cleared before looking: packets queued after this point wake us again.
+        inbox.wake_pending.store(false, Ordering::SeqCst);
+        let room = limits::INBOX_DRAIN_PACKETS_MAX.saturating_sub(self.inbox.len());
+        if room > 0 {
             let mut q = inbox.queue.lock().unwrap();
-            let n = q.len().min(limits::INBOX_DRAIN_PACKETS_MAX);
+            let n = q.len().min(room);
             self.inbox.extend(q.drain(..n));
-            if !q.is_empty() {
-                // Come back for the rest after this turn's I/O, for fairness.
-                inbox.wake();
-            }
         }
-        while let Some(pkt) = self.inbox.pop_front() {
-            self.dispatch(now, &pkt);
+        self.dispatch_inbox(now);
+        let inbox = &self.shared.inboxes[self.index as usize];
+        if !self.inbox.is_empty() || !inbox.queue.lock().unwrap().is_empty() {
+            // Come back for the rest after this turn's I/O, for fairness.
+            inbox.wake();
         }
     }
 
@@ -408,6 +507,7 @@ pub fn spawn(
                 listeners: listeners.0,
                 wake_fd: shared.inboxes[index].wake.fd(),
                 slots_max: worker.slots_max(),
+                files_per_ring: files_per_ring_override(),
             };
             if let Err(e) = crate::runtime::run(kind, setup, &mut worker) {
                 crate::log!(
@@ -422,6 +522,24 @@ pub fn spawn(
             shared.workers_done.fetch_add(1, Ordering::AcqRel);
             shared.wake_bridge();
         })
+}
+
+/// `ZRING_URING_FILES_PER_RING`: connections per io_uring ring (default: the soft
+/// `RLIMIT_NOFILE`, the kernel's cap). For tests that spread a few hundred connections over
+/// several rings, and for trying smaller rings; not a setting production needs.
+fn files_per_ring_override() -> Option<u32> {
+    let value = std::env::var("ZRING_URING_FILES_PER_RING").ok()?;
+    match value.parse::<u32>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            crate::log!(
+                crate::log::WARN,
+                "worker",
+                "ignoring ZRING_URING_FILES_PER_RING={value:?} (want a positive integer)"
+            );
+            None
+        }
+    }
 }
 
 fn pin_to_cpu(index: usize) {

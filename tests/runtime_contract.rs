@@ -49,6 +49,9 @@ both_runtimes!(
     send_to_reset_peer,
     fan_out_burst,
     resume_many_at_once,
+    connections_over_several_rings,
+    fan_out_burst_over_rings,
+    resume_many_at_once_over_rings,
 );
 
 fn echo(client: &mut TcpStream, message: &[u8]) {
@@ -574,13 +577,23 @@ fn reset_on_close(stream: &TcpStream) {
 /// Goal: one turn issuing more operations than the submission queue holds (a fan-out of
 /// one frame to every client, plus a pause and resume each) loses none of them.
 fn fan_out_burst(kind: Kind) {
+    fan_out_burst_with(kind, None);
+}
+
+/// As `fan_out_burst`, with the connections spread over six io_uring rings of one worker
+/// (the cancels of the pauses go to each connection's own ring).
+fn fan_out_burst_over_rings(kind: Kind) {
+    fan_out_burst_with(kind, Some(500));
+}
+
+fn fan_out_burst_with(kind: Kind, files_per_ring: Option<u32>) {
     const CLIENTS: usize = 2500;
     const FRAME: &[u8] = b"frame to everyone";
     let _serial = serial();
     if skip(kind) {
         return;
     }
-    let h = Harness::start(kind, CLIENTS as u32, |_| {});
+    let h = Harness::start(kind, CLIENTS as u32, |s| s.files_per_ring = files_per_ring);
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| h.connect()).collect();
     h.wait_for("all accepted", |s| s.accepted_slots().len() == CLIENTS);
     {
@@ -607,12 +620,23 @@ fn fan_out_burst(kind: Kind) {
 /// Goal: resuming more paused connections with data waiting than the buffer ring has
 /// buffers loses nothing (io_uring: recvs end with ENOBUFS and are re-armed).
 fn resume_many_at_once(kind: Kind) {
+    resume_many_at_once_with(kind, None);
+}
+
+/// As `resume_many_at_once`, over five rings of 128 connections: each secondary ring's
+/// buffer ring (`SUB_BUFFER_COUNT`) runs dry too.
+fn resume_many_at_once_over_rings(kind: Kind) {
+    const _: () = assert!(128 > zring::runtime::uring::SUB_BUFFER_COUNT as usize);
+    resume_many_at_once_with(kind, Some(128));
+}
+
+fn resume_many_at_once_with(kind: Kind, files_per_ring: Option<u32>) {
     const CLIENTS: usize = 2 * zring::runtime::uring::BUFFER_COUNT as usize;
     let _serial = serial();
     if skip(kind) {
         return;
     }
-    let h = Harness::start(kind, CLIENTS as u32, |_| {});
+    let h = Harness::start(kind, CLIENTS as u32, |s| s.files_per_ring = files_per_ring);
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| h.connect()).collect();
     h.wait_for("all accepted", |s| s.accepted_slots().len() == CLIENTS);
     let slots = h.state().accepted_slots();
@@ -645,6 +669,84 @@ fn resume_many_at_once(kind: Kind) {
         assert_eq!(&back, format!("waiting {i:05}").as_bytes());
     }
     h.finish().expect("run");
+}
+
+/// Goal (io_uring: one worker's connections over several rings): with rings of 122
+/// connections (3 rings: 300 slots + the spare for armed accepts), 300 connections open
+/// three rings; closing connections frees their
+/// ring's table entries, which new connections reuse (no fourth ring opens, whichever
+/// rings the closed ones were in); one shared buffer sent to every connection reaches the
+/// clients of every ring; finishing with all three rings full closes everything, leaves
+/// no fd, and `run` returns cleanly (it checks every ring's ops and files are accounted).
+/// epoll runs the same script with one fd per connection.
+fn connections_over_several_rings(kind: Kind) {
+    const PER_RING: u32 = 122;
+    const RINGS: usize = 3;
+    const CLIENTS: usize = 300;
+    const FRAME: &[u8] = b"one buffer, every ring";
+    let _serial = serial();
+    if skip(kind) {
+        return;
+    }
+    let baseline = fd_count();
+    let h = Harness::start(kind, CLIENTS as u32, |s| s.files_per_ring = Some(PER_RING));
+    // Listener and wake eventfd, the clients, and the server side: the rings' fds and each
+    // secondary ring's eventfd (io_uring: direct descriptors take none), or the epoll fd and
+    // one fd per connection.
+    let server_side = match kind {
+        Kind::Uring => 1 + 2 * (RINGS - 1),
+        Kind::Epoll => 1 + CLIENTS,
+    };
+    let expected = baseline + 2 + CLIENTS + server_side;
+    let connect = |n: usize| -> Vec<TcpStream> {
+        let mut clients: Vec<TcpStream> = (0..n).map(|_| h.connect()).collect();
+        for (i, client) in clients.iter_mut().enumerate() {
+            echo(client, format!("client {i:04}").as_bytes());
+        }
+        clients
+    };
+    let closed = |s: &common::State| s.count(|e| matches!(e, Ev::Closed { .. }));
+    let mut clients = connect(CLIENTS);
+    assert_eq!(fd_count(), expected, "three rings for 300 connections");
+    // Half of them go (the first rings' connections): as many new ones fit again.
+    clients.drain(..CLIENTS / 2);
+    h.wait_for("half closed", |s| closed(s) == CLIENTS / 2);
+    clients.extend(connect(CLIENTS / 2));
+    assert_eq!(fd_count(), expected, "freed entries reused, no new ring");
+    // All of them go, and come back.
+    drop(clients);
+    h.wait_for("all closed", |s| closed(s) == CLIENTS + CLIENTS / 2);
+    let mut clients = connect(CLIENTS);
+    assert_eq!(fd_count(), expected, "all entries reused, no new ring");
+    let slots = h.state().accepted_slots();
+    let live = &slots[slots.len() - CLIENTS..];
+    let frame: std::sync::Arc<[u8]> = FRAME.into();
+    for &slot in live {
+        let buf = frame.clone();
+        h.state()
+            .inject
+            .push_back(Command::SendShared { slot, buf });
+    }
+    h.wake();
+    for client in &mut clients {
+        let mut got = [0u8; FRAME.len()];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, FRAME);
+    }
+    h.wait_for("shared sends done", |s| {
+        s.count(|e| matches!(e, Ev::Sent { len: 0, .. })) == CLIENTS
+    });
+    assert_eq!(
+        std::sync::Arc::strong_count(&frame),
+        1,
+        "the runtime let go of every reference"
+    );
+    h.finish().expect("run");
+    for client in &mut clients {
+        assert_eq!(read_to_end(client), 0, "no EOF after finish");
+    }
+    drop(clients);
+    assert_eq!(fd_count(), baseline, "fds left after run");
 }
 
 #[test]

@@ -23,9 +23,11 @@ use crate::proto::http1::{self, BodyKind, ChunkedDecoder, Version};
 use crate::proto::zhttp::{self, Kind};
 use crate::runtime::Command;
 
+mod fanout;
 pub mod pool;
 mod tls;
 mod ws;
+pub use fanout::SharedFrame;
 pub use pool::{Handlers, Pool};
 
 /// Heap bytes of a WebSocket's decoder, held only mid-frame or mid-message (`--sizes`).
@@ -345,52 +347,13 @@ impl Conn {
 
     /// A handler packet naming this connection's session (`seq` from the packet's id entry).
     pub fn handle_packet(&mut self, cx: &mut Ctx, pkt: &InPacket, seq: Option<u32>) {
-        if self.state != State::Session {
-            return; // the session ended; a late packet is dropped as Condure does
+        if !self.accept_packet(cx, pkt, seq) {
+            return;
         }
-        let p = &pkt.packet;
-        let buf = pkt.buf();
-        if let Some(seq) = seq {
-            if seq != self.seq_in {
-                crate::log!(
-                    crate::log::DEBUG,
-                    "conn",
-                    "bad seq {seq}, expected {}",
-                    self.seq_in
-                );
-                // Packets were lost or reordered: the session can't go on. The handler
-                // caused it, so no cancel goes back; the client keeps what was queued.
-                self.handler = None;
-                return self.fail(
-                    cx,
-                    502,
-                    "Bad Gateway",
-                    "The handler's packets arrived out of order.\n",
-                );
-            }
-        }
-        self.seq_in = self.seq_in.wrapping_add(1);
-        if let Some(from) = p.from {
-            let from = from.get(buf);
-            if self.handler.as_deref().map(|a| &a[..]) != Some(from) {
-                self.handler = cx.handlers.intern(from);
-            }
-        }
-        if !self.handler_seen {
-            self.handler_seen = true;
-            self.clear_timer(Timer::HandlerWait);
-        }
-        if self.mode == Mode::Stream {
-            self.set_timer(
-                cx.settings,
-                Timer::Expiry,
-                cx.now + Duration::from_millis(limits::SESSION_EXPIRY_MS),
-            );
-        }
-        self.handoff = false;
         if self.wsf.phase != ws::Phase::None {
             return self.ws_packet(cx, pkt);
         }
+        let p = &pkt.packet;
         match p.kind {
             Kind::Data => self.handle_data(cx, pkt),
             Kind::Credit => {
@@ -428,6 +391,57 @@ impl Conn {
             self.pump(cx);
         }
         self.maybe_finish_request(cx);
+    }
+
+    /// What every handler packet for the session does first: drop it if the session is
+    /// over, check its `seq` (failing the session if it is wrong), follow the handler's
+    /// address, and refresh the session's timers. False when the packet goes no further.
+    fn accept_packet(&mut self, cx: &mut Ctx, pkt: &InPacket, seq: Option<u32>) -> bool {
+        if self.state != State::Session {
+            return false; // the session ended; a late packet is dropped as Condure does
+        }
+        let p = &pkt.packet;
+        let buf = pkt.buf();
+        if let Some(seq) = seq {
+            if seq != self.seq_in {
+                crate::log!(
+                    crate::log::DEBUG,
+                    "conn",
+                    "bad seq {seq}, expected {}",
+                    self.seq_in
+                );
+                // Packets were lost or reordered: the session can't go on. The handler
+                // caused it, so no cancel goes back; the client keeps what was queued.
+                self.handler = None;
+                self.fail(
+                    cx,
+                    502,
+                    "Bad Gateway",
+                    "The handler's packets arrived out of order.\n",
+                );
+                return false;
+            }
+        }
+        self.seq_in = self.seq_in.wrapping_add(1);
+        if let Some(from) = p.from {
+            let from = from.get(buf);
+            if self.handler.as_deref().map(|a| &a[..]) != Some(from) {
+                self.handler = cx.handlers.intern(from);
+            }
+        }
+        if !self.handler_seen {
+            self.handler_seen = true;
+            self.clear_timer(Timer::HandlerWait);
+        }
+        if self.mode == Mode::Stream {
+            self.set_timer(
+                cx.settings,
+                Timer::Expiry,
+                cx.now + Duration::from_millis(limits::SESSION_EXPIRY_MS),
+            );
+        }
+        self.handoff = false;
+        true
     }
 
     /// A deadline of this connection may have passed.

@@ -13,9 +13,10 @@
 //! command, then submit. Rules:
 //! - A slot is named by the driver (`handle_accept` returns it). The runtime keeps its own
 //!   per-slot state (socket, in-flight ops) in a table indexed by slot.
-//! - At most one `Send` per slot is in flight: the driver issues the next `Send` only after
-//!   `handle_sent` returned the previous buffer. The runtime writes the whole buffer
-//!   (retrying partial writes itself) before calling `handle_sent`.
+//! - At most one `Send` or `SendShared` per slot is in flight: the driver issues the next
+//!   only after `handle_sent` returned the previous buffer (an empty `Vec` for a
+//!   `SendShared`). The runtime writes the whole buffer (retrying partial writes itself)
+//!   before calling `handle_sent`.
 //! - `ShutdownWrite` and `Close` are issued by the driver only when no `Send` is in flight,
 //!   except that `Close` may also be issued to abort a slot whose send is stuck; the runtime
 //!   then cancels what is in flight and drops the buffer.
@@ -28,6 +29,7 @@
 //!   It is the driver's to modify in place (WebSocket unmasking does).
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub mod epoll;
@@ -76,6 +78,10 @@ pub trait Driver {
 pub enum Command {
     /// Write all of `buf` to the slot's socket, then return it with `handle_sent`.
     Send { slot: u32, buf: Vec<u8> },
+    /// Write all of `buf`, one buffer shared by many slots (a fan-out frame: no copy per
+    /// target); `handle_sent` then gets an empty `Vec`. The runtime holds a reference until
+    /// the kernel is done with the bytes.
+    SendShared { slot: u32, buf: Arc<[u8]> },
     /// Stop reading from the slot (backpressure).
     PauseRecv { slot: u32 },
     /// Read again.
@@ -101,6 +107,33 @@ pub struct Setup {
     pub wake_fd: RawFd,
     /// Upper bound on slots the driver will hand out (sizes the runtime's slot table).
     pub slots_max: u32,
+    /// io_uring only: entries of each ring's registered file table, i.e. the most
+    /// connections one ring holds; the worker opens as many rings as `slots_max` needs.
+    /// `None`: the soft `RLIMIT_NOFILE` (the kernel's cap). Small values are for tests.
+    pub files_per_ring: Option<u32>,
+}
+
+/// The bytes of a send in flight: the driver's own buffer, or one shared by many slots.
+pub(crate) enum SendBuf {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl SendBuf {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            SendBuf::Owned(v) => v,
+            SendBuf::Shared(a) => a,
+        }
+    }
+
+    /// What `handle_sent` gives back: the owned buffer for reuse, or nothing.
+    pub(crate) fn into_returned(self) -> Vec<u8> {
+        match self {
+            SendBuf::Owned(v) => v,
+            SendBuf::Shared(_) => Vec::new(),
+        }
+    }
 }
 
 /// Runs `driver` on the chosen runtime until `driver.finished()`.

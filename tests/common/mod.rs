@@ -105,6 +105,11 @@ impl Stack {
     /// zring on `runtime` (`uring` or `epoll`), or Condure 1.9.1 when `runtime` is
     /// `condure` (same flags, no `--runtime`; it must be installed: `apt-get install condure`).
     pub fn zring_only(runtime: &str, extra: &[&str]) -> Stack {
+        Stack::zring_only_env(runtime, extra, &[])
+    }
+
+    /// As `zring_only`, with extra environment variables for zring.
+    pub fn zring_only_env(runtime: &str, extra: &[&str], env: &[(&str, &str)]) -> Stack {
         let dir = temp_dir(runtime);
         let (port, req_port) = (free_port(), free_port());
         let base = format!("ipc://{}/zring", dir.display());
@@ -131,6 +136,7 @@ impl Stack {
                 "2",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null());
         let zring = Proc(cmd.spawn().expect("start zring"));
         wait_port(port);
@@ -146,7 +152,12 @@ impl Stack {
 
     /// zring and the example handler (`examples/handler.rs`).
     pub fn with_example(runtime: &str, extra: &[&str]) -> Stack {
-        let mut s = Stack::zring_only(runtime, extra);
+        Stack::with_example_env(runtime, extra, &[])
+    }
+
+    /// As `with_example`, with extra environment variables for zring.
+    pub fn with_example_env(runtime: &str, extra: &[&str], env: &[(&str, &str)]) -> Stack {
+        let mut s = Stack::zring_only_env(runtime, extra, env);
         let h = Command::new(env!("CARGO_BIN_EXE_zring-example-handler"))
             .args([
                 "--stream",

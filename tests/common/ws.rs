@@ -221,6 +221,11 @@ impl Ws {
     /// status) with the head in `head`; bytes after the head stay in `buf`.
     pub fn raw_handshake(port: u16, request: &[u8]) -> Result<Ws, String> {
         let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+        Self::handshake_on(s, request)
+    }
+
+    /// As `raw_handshake`, on a stream the caller connected (with its own socket options).
+    pub fn handshake_on(s: TcpStream, request: &[u8]) -> Result<Ws, String> {
         s.set_nodelay(true).ok();
         let mut w = Ws {
             s,

@@ -99,6 +99,8 @@ pub struct State {
     /// Deadlines to be woken for, earliest first; each is popped when it fires.
     pub deadlines: VecDeque<Instant>,
     pub wakes: u64,
+    /// Setup, read once at start: `Setup::files_per_ring` (io_uring: connections per ring).
+    pub files_per_ring: Option<u32>,
 }
 
 impl State {
@@ -114,6 +116,7 @@ impl State {
             inject: VecDeque::new(),
             deadlines: VecDeque::new(),
             wakes: 0,
+            files_per_ring: None,
         }
     }
 
@@ -283,7 +286,7 @@ impl Driver for TestDriver {
         };
         for command in injected {
             match &command {
-                Command::Send { slot, .. } => {
+                Command::Send { slot, .. } | Command::SendShared { slot, .. } => {
                     let conn = self.conns.get_mut(slot).expect("inject Send: unknown slot");
                     assert!(!conn.sending, "test injected a second Send");
                     conn.sending = true;
@@ -376,12 +379,14 @@ impl Harness {
     ) -> Harness {
         let mut state = State::new();
         configure(&mut state);
+        let files_per_ring = state.files_per_ring;
         let shared = Arc::new(Mutex::new(state));
         let wake = eventfd();
         let setup = Setup {
             listeners: vec![listener.as_raw_fd()],
             wake_fd: wake.as_raw_fd(),
             slots_max,
+            files_per_ring,
         };
         let driver_shared = shared.clone();
         let thread = std::thread::spawn(move || {

@@ -38,7 +38,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::uring::sys::{self, PeerStorage};
-use super::{Command, Driver, Setup};
+use super::{Command, Driver, SendBuf, Setup};
 
 /// Readiness events taken per `epoll_wait`; more wait for the next turn.
 pub const EVENTS_MAX: usize = 1024;
@@ -65,7 +65,7 @@ const _: () = assert!(size_of::<Option<Conn>>() <= 48);
 struct Conn {
     fd: OwnedFd,
     /// The current `Send`'s buffer and how much of it is written.
-    send: Option<Vec<u8>>,
+    send: Option<SendBuf>,
     send_offset: usize,
     /// The send finished (or failed) during command handling; `handle_sent` is due.
     send_done: bool,
@@ -255,7 +255,7 @@ impl Loop<'_> {
         let Some(conn) = self.conns[slot as usize].as_mut() else {
             return false;
         };
-        let Some(buf) = conn.send.as_ref() else {
+        let Some(buf) = conn.send.as_ref().map(SendBuf::bytes) else {
             return false;
         };
         if conn.send_done {
@@ -288,7 +288,7 @@ impl Loop<'_> {
             conn.eof = true;
             self.driver.handle_eof(now, slot);
         }
-        self.driver.handle_sent(now, slot, buf);
+        self.driver.handle_sent(now, slot, buf.into_returned());
     }
 
     /// `handle_sent` for sends that finished while commands were handled last turn.
@@ -407,15 +407,8 @@ impl Loop<'_> {
 
     fn on_command(&mut self, now: Instant, command: Command) {
         match command {
-            Command::Send { slot, buf } => {
-                let conn = self.open_conn(slot);
-                assert!(conn.send.is_none(), "second Send in flight on slot {slot}");
-                conn.send = Some(buf);
-                conn.send_offset = 0;
-                if self.write_some(slot) {
-                    self.sends_done.push(slot);
-                }
-            }
+            Command::Send { slot, buf } => self.start_send(slot, SendBuf::Owned(buf)),
+            Command::SendShared { slot, buf } => self.start_send(slot, SendBuf::Shared(buf)),
             Command::PauseRecv { slot } => {
                 let conn = self.open_conn(slot);
                 if !conn.paused {
@@ -441,6 +434,16 @@ impl Loop<'_> {
                 self.close(slot);
                 self.driver.handle_closed(now, slot);
             }
+        }
+    }
+
+    fn start_send(&mut self, slot: u32, buf: SendBuf) {
+        let conn = self.open_conn(slot);
+        assert!(conn.send.is_none(), "second Send in flight on slot {slot}");
+        conn.send = Some(buf);
+        conn.send_offset = 0;
+        if self.write_some(slot) {
+            self.sends_done.push(slot);
         }
     }
 

@@ -113,22 +113,67 @@ const _: () = assert!(BUFFER_COUNT <= 1 << 15);
 const _: () = assert!(SQ_ENTRIES.is_power_of_two() && CQ_ENTRIES >= SQ_ENTRIES);
 const _: () = assert!(ACCEPTS_PER_LISTENER >= 1);
 
-/// Size of one ring's registered file table for `slots_max` slots: `slots_max` +
-/// [`FILES_SPARE`], capped by the soft `RLIMIT_NOFILE` (the kernel's cap per ring; 20,000
-/// here). This is the most connections one ring (one worker) holds at once: to hold more
-/// in one process, run more workers. When the table is full, accepting pauses (connections
-/// wait in the backlog) even if the driver has free slots.
-pub fn files_max(slots_max: u32) -> io::Result<u32> {
-    let limit = sys::nofile_limit()?.min(u64::from(u32::MAX)) as u32;
-    Ok(slots_max.saturating_add(FILES_SPARE).min(limit))
+/// A secondary ring's SQ: sends to its connections flush to the kernel in batches of this
+/// many. Smaller than ring 0's: a worker may hold ~50 rings, and a fan-out turn is bounded
+/// by the driver anyway (see `worker`), so a bigger SQ would only cost kernel memory.
+pub const SUB_SQ_ENTRIES: u32 = 1024;
+/// A secondary ring's CQ; reaped up to this many completions per turn.
+pub const SUB_CQ_ENTRIES: u32 = 4 * SUB_SQ_ENTRIES;
+/// Buffers in a secondary ring's buffer ring (256 KiB). Only a connection with data in
+/// flight holds one, and a worker's rings share one thread: a few dozen buffers per ring
+/// are plenty; a ring that runs dry re-arms with `ENOBUFS` as ring 0 does.
+pub const SUB_BUFFER_COUNT: u16 = 64;
+
+const _: () = assert!(SUB_BUFFER_COUNT.is_power_of_two());
+const _: () = assert!(SUB_SQ_ENTRIES.is_power_of_two() && SUB_CQ_ENTRIES >= SUB_SQ_ENTRIES);
+
+/// How a worker's connections are spread over rings: `lanes_max` rings, each with a
+/// registered file table of `files_per_lane` entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LanePlan {
+    pub files_per_lane: u32,
+    pub lanes_max: usize,
 }
 
-/// Runs `driver` on a new ring until `driver.finished()`. Fails before calling the driver
-/// if the ring cannot be set up (then fall back to `epoll`).
+impl LanePlan {
+    /// `slots_max` + [`FILES_SPARE`] table entries in rings of at most `per_ring` entries
+    /// (the kernel's cap is the soft `RLIMIT_NOFILE`: 20,000 here). One ring when they fit
+    /// (its table then just as big as needed), else `⌈(slots_max + spare) / per_ring⌉`.
+    pub fn new(slots_max: u32, per_ring: u32) -> LanePlan {
+        let per_ring = per_ring.max(FILES_SPARE + 1);
+        let need = slots_max.saturating_add(FILES_SPARE);
+        if need <= per_ring {
+            return LanePlan {
+                files_per_lane: need,
+                lanes_max: 1,
+            };
+        }
+        LanePlan {
+            files_per_lane: per_ring,
+            lanes_max: need.div_ceil(per_ring) as usize,
+        }
+    }
+}
+
+/// Size of ring 0's registered file table for `slots_max` slots: `slots_max` +
+/// [`FILES_SPARE`], capped by the soft `RLIMIT_NOFILE` (the kernel's cap per ring). More
+/// slots than that go to further rings of the same worker (see [`LanePlan`]).
+pub fn files_max(slots_max: u32) -> io::Result<u32> {
+    Ok(LanePlan::new(slots_max, nofile_cap()?).files_per_lane)
+}
+
+fn nofile_cap() -> io::Result<u32> {
+    Ok(sys::nofile_limit()?.min(u64::from(u32::MAX)) as u32)
+}
+
+/// Runs `driver` on new rings until `driver.finished()`. Fails before calling the driver
+/// if the first ring cannot be set up (then fall back to `epoll`).
 pub fn run(setup: Setup, driver: &mut dyn Driver) -> io::Result<()> {
     assert!(setup.slots_max > 0, "slots_max must be positive");
-    let files = files_max(setup.slots_max)?;
-    let mut event_loop = event_loop::Loop::new(setup, files, driver)
+    let cap = nofile_cap()?;
+    let per_ring = setup.files_per_ring.map_or(cap, |n| n.min(cap));
+    let plan = LanePlan::new(setup.slots_max, per_ring);
+    let mut event_loop = event_loop::Loop::new(setup, plan, driver)
         .map_err(|e| io::Error::new(e.kind(), format!("io_uring setup: {e}")))?;
     event_loop.run()
 }

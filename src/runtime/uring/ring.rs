@@ -30,6 +30,8 @@ pub struct Ring {
     /// Invariant: `backlog.len() <= backlog_max`.
     backlog: VecDeque<squeue::Entry>,
     backlog_max: usize,
+    /// Completions one reaping `io_uring_enter` asks for: the CQ's size.
+    reap_max: usize,
     /// Ops pushed whose last CQE has not been seen (multishot ops count once).
     pub in_flight: u64,
 }
@@ -53,8 +55,49 @@ impl Ring {
             ring,
             backlog: VecDeque::new(),
             backlog_max,
+            reap_max: cq_entries as usize,
             in_flight: 0,
         })
+    }
+
+    /// Has the kernel signal `fd` (an eventfd) when this ring gets completions to reap.
+    pub fn register_notify(&self, fd: RawFd) -> io::Result<()> {
+        self.ring.submitter().register_eventfd(fd)
+    }
+
+    /// Whether completions are posted and not drained yet, or completions are waiting to
+    /// be run (`IORING_SQ_TASKRUN`: set by the kernel when it queues deferred completions,
+    /// and when a reap left some for later; cleared when it runs them).
+    pub fn pending(&mut self) -> bool {
+        // Pairs with the kernel's barrier between queueing work (or posting a CQE) and
+        // reading `IORING_CQ_EVENTFD_DISABLED`: either it saw the eventfd enabled (and
+        // signals it) or we see its work here.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.ring.submission().taskrun() || !self.ring.completion().is_empty()
+    }
+
+    /// Stops (`true`) or restarts the registered eventfd's notifications: our own
+    /// `io_uring_enter` calls need none (we look at the ring right after them).
+    pub fn set_notify_quiet(&mut self, quiet: bool) {
+        match quiet {
+            true => self.ring.completion().disable_eventfd(),
+            false => self.ring.completion().enable_eventfd(),
+        }
+    }
+
+    /// Submits what the SQ (and backlog) holds, without waiting or reaping.
+    pub fn submit(&mut self) -> io::Result<()> {
+        if self.flush_backlog() && !self.ring.submission().is_empty() {
+            self.submit_now();
+        }
+        Ok(())
+    }
+
+    /// Submits, and runs up to a CQ's worth of deferred completions, without waiting: the
+    /// secondary rings' turn (their readiness came through the primary ring's poll).
+    pub fn reap(&mut self) -> io::Result<()> {
+        self.flush_backlog();
+        self.enter(self.reap_max, Some(Duration::ZERO))
     }
 
     pub fn submitter(&self) -> io_uring::Submitter<'_> {
@@ -117,15 +160,15 @@ impl Ring {
     /// task work. With `DEFER_TASKRUN` an `io_uring_enter` that waits for one completion
     /// runs at most 20 pieces of task work (`IO_LOCAL_TW_DEFAULT_MAX`, kernel 6.x): a burst
     /// of N completions would take N / 20 turns. So a busy turn first enters without
-    /// waiting but asking for [`REAP_MAX`] completions, which runs up to that much task
+    /// waiting but asking for a CQ's worth of completions, which runs up to that much task
     /// work at once; only if that produced nothing does it wait.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>, busy: bool) -> io::Result<()> {
         if !self.flush_backlog() {
             // The kernel refused entries: do not sleep; reap CQEs so it can take them later.
-            return self.enter(REAP_MAX, Some(Duration::ZERO));
+            return self.enter(self.reap_max, Some(Duration::ZERO));
         }
         if busy {
-            self.enter(REAP_MAX, Some(Duration::ZERO))?;
+            self.enter(self.reap_max, Some(Duration::ZERO))?;
             if !self.ring.completion().is_empty() {
                 return Ok(());
             }
@@ -209,6 +252,20 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
+    /// Reads an eventfd's counter (8 bytes into `counter`), which resets it; completes
+    /// when the counter is non-zero (the eventfd must be blocking, so the kernel waits for
+    /// it rather than failing with `EAGAIN`).
+    ///
+    /// # Safety
+    /// `counter` must stay valid and unmoved until the read's CQE.
+    pub unsafe fn read_eventfd(&mut self, fd: RawFd, counter: *mut u64, user_data: u64) {
+        let entry = opcode::Read::new(Fd(fd), counter.cast(), 8)
+            .build()
+            .user_data(user_data);
+        // SAFETY: the entry points at `counter` only, valid by the caller's contract.
+        unsafe { self.push(entry) }
+    }
+
     /// Multishot poll for readability of a regular fd.
     pub fn poll_readable(&mut self, fd: RawFd, user_data: u64) {
         let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
@@ -253,10 +310,6 @@ impl Ring {
     }
 }
 
-/// Completions a busy turn asks the kernel to produce without waiting (one CQ's worth of
-/// task work at most; see `submit_and_wait`).
-pub const REAP_MAX: usize = super::CQES_PER_TURN_MAX;
-
 /// The kernel can take no more for now (CQ overflow backlog, memory, a signal).
 fn is_retry_later(e: &io::Error) -> bool {
     matches!(
@@ -270,6 +323,7 @@ fn build(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, Setup)> {
         .setup_cqsize(cq_entries)
         .setup_single_issuer()
         .setup_defer_taskrun()
+        .setup_taskrun_flag()
         .setup_submit_all()
         .build(sq_entries);
     if let Ok(ring) = deferred {
@@ -278,6 +332,7 @@ fn build(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, Setup)> {
     let cooperative = IoUring::builder()
         .setup_cqsize(cq_entries)
         .setup_coop_taskrun()
+        .setup_taskrun_flag()
         .setup_submit_all()
         .build(sq_entries);
     if let Ok(ring) = cooperative {

@@ -1,6 +1,7 @@
 //! The runtime's per-slot state: which direct descriptor a slot holds, what of it is in the
 //! kernel, and the send buffer the kernel may be reading.
 use super::user_data::GENERATION_MASK;
+use crate::runtime::SendBuf;
 
 /// Most ops one slot can have in the kernel at once: recv, recv cancel, send, shutdown,
 /// slot cancel, close, and slack for a driver that shuts down twice.
@@ -24,8 +25,11 @@ pub struct Slot {
     /// Invariant: changes (mod 2^24) exactly when the slot goes back to `Free`.
     pub generation: u32,
     pub state: State,
-    /// Direct-descriptor index. Meaningful while not `Free`.
+    /// Direct-descriptor index in the table of ring `lane`. Meaningful while not `Free`.
     pub file: u32,
+    /// The ring (lane) the connection lives in, for its whole life: its descriptor is only
+    /// valid there, so every op of the slot goes to that ring.
+    pub lane: u16,
     /// Ops of this slot pushed whose last CQE has not arrived.
     /// Invariant: `in_flight <= OPS_PER_SLOT_MAX`; the slot leaves `Closing` only at 0.
     in_flight: u8,
@@ -37,11 +41,9 @@ pub struct Slot {
     pub recv_paused: bool,
     /// `handle_eof` was called: no more `handle_recv` for this connection.
     pub eof: bool,
-    /// Whether `handle_closed` is due when the slot drains (not when the run exits).
-    pub report_closed: bool,
     /// The driver's buffer of the current `Send`. Invariant: `Some` while a send of it is
     /// in the kernel (the kernel reads it), so it is never dropped or moved before the CQE.
-    pub send: Option<Vec<u8>>,
+    pub send: Option<SendBuf>,
     /// Bytes of `send` already written.
     pub send_offset: usize,
 }
@@ -52,19 +54,19 @@ impl Slot {
             generation: 0,
             state: State::Free,
             file: 0,
+            lane: 0,
             in_flight: 0,
             recv_armed: false,
             recv_cancelling: false,
             recv_paused: false,
             eof: false,
-            report_closed: true,
             send: None,
             send_offset: 0,
         }
     }
 
-    /// Binds the slot to a freshly accepted direct descriptor.
-    pub fn open(&mut self, file: u32) {
+    /// Binds the slot to a freshly accepted direct descriptor of ring `lane`.
+    pub fn open(&mut self, file: u32, lane: u16) {
         assert_eq!(
             self.state,
             State::Free,
@@ -77,6 +79,7 @@ impl Slot {
         self.generation = generation;
         self.state = State::Open;
         self.file = file;
+        self.lane = lane;
     }
 
     /// An op of this slot is about to be pushed.

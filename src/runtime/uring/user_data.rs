@@ -4,8 +4,9 @@
 //! Packed fields, not a pointer or a cookie into a side table: decoding needs no lookup,
 //! and the generation lets every completion for a slot op be checked against the slot's
 //! current life (a late completion landing on a reused slot is a bug the assert catches).
-//! Ring-level ops (accept, wake, refused closes) use their own kinds; their "slot" field
-//! is an accept index or a direct-descriptor index and their generation is 0.
+//! Ring-level ops (accept, wake, refused closes, ring notifications) use their own kinds; their
+//! "slot" field is an accept index, a direct-descriptor index or a ring index, and their
+//! generation is 0. Which ring an op was pushed to is known from the CQ it completes on.
 
 /// What an operation is. `0` is never encoded, so a zeroed `user_data` is never valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +36,11 @@ pub enum Kind {
     Close = 11,
     /// Ops issued by `probe` only.
     Probe = 12,
+    /// Read, in ring 0, of a secondary ring's notification eventfd; slot field = that
+    /// ring's index.
+    RingNotify = 13,
+    /// Cancel of a `RingNotify` at exit; slot field = the ring's index.
+    RingNotifyCancel = 14,
 }
 
 const KIND_BITS: u32 = 8;
@@ -47,7 +53,7 @@ const KIND_SHIFT: u32 = SLOT_BITS + GENERATION_BITS;
 pub const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
 
 const _: () = assert!(KIND_BITS + GENERATION_BITS + SLOT_BITS == 64);
-const _: () = assert!(Kind::Probe as u64 >> KIND_BITS == 0);
+const _: () = assert!(Kind::RingNotifyCancel as u64 >> KIND_BITS == 0);
 
 impl Kind {
     fn from_bits(bits: u8) -> Kind {
@@ -64,6 +70,8 @@ impl Kind {
             10 => Kind::SlotCancel,
             11 => Kind::Close,
             12 => Kind::Probe,
+            13 => Kind::RingNotify,
+            14 => Kind::RingNotifyCancel,
             // Only values made by `encode` reach the kernel and come back.
             other => panic!("user_data with unknown op kind {other}"),
         }
