@@ -231,7 +231,7 @@ impl Worker {
             self.cmds.push_back(Command::SendShared { slot, buf });
         }
         let outbox_full = self.shared.outbox_full();
-        conn.poll_io(slot, outbox_full, &mut self.cmds);
+        conn.poll_io(slot, outbox_full, &mut self.cmds, &mut self.pool);
         self.wheel.set(slot, conn.deadline(&self.settings));
     }
 

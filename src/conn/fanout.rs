@@ -121,7 +121,7 @@ impl Conn {
     fn takes_shared_frame(&self) -> bool {
         self.state == State::Session
             && self.wsf.phase == ws::Phase::Open
-            && !self.tls
+            && self.tls.is_none()
             && self.deflate.is_none()
             && !self.wsf.tx_open
             && !self.wsf.close_sent
