@@ -93,10 +93,15 @@ struct Loop<'d> {
     /// Slots whose `handle_sent` is due next turn.
     sends_done: Vec<u32>,
     accept_backoff_until: Option<Instant>,
+    /// Last time running out of fds was logged (at most one warning per `FD_WARN_EVERY`).
+    fd_warned_at: Option<Instant>,
     woken: bool,
     peer: PeerStorage,
     driver: &'d mut dyn Driver,
 }
+
+/// How often "out of fds" is logged while it lasts.
+const FD_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs `driver` on a mio `Poll` until `driver.finished()`.
 pub fn run(setup: Setup, driver: &mut dyn Driver) -> io::Result<()> {
@@ -127,10 +132,23 @@ pub fn run(setup: Setup, driver: &mut dyn Driver) -> io::Result<()> {
         read_queue_next: Vec::new(),
         sends_done: Vec::new(),
         accept_backoff_until: None,
+        fd_warned_at: None,
         woken: false,
         peer: PeerStorage::new(),
         driver,
     };
+    if let Ok(limit) = sys::nofile_limit() {
+        if u64::from(setup.slots_max) > limit {
+            crate::log!(
+                crate::log::WARN,
+                "epoll",
+                "this worker may hold {} connections but RLIMIT_NOFILE is {limit}: the epoll \
+                 runtime needs one fd per connection, so the process holds fewer; the \
+                 io_uring runtime does not (direct descriptors)",
+                setup.slots_max
+            );
+        }
+    }
     let result = event_loop.run();
     event_loop.exit();
     result
@@ -385,7 +403,24 @@ impl Loop<'_> {
                 | libc::ENONET,
             ) => {}
             // Out of fds or memory, or a broken listener: retrying at once would spin.
-            _ => self.accept_backoff_until = Some(now + ACCEPT_BACKOFF),
+            // New connections wait in the listen backlog meanwhile; say why, now and then.
+            errno => {
+                self.accept_backoff_until = Some(now + ACCEPT_BACKOFF);
+                let quiet = self
+                    .fd_warned_at
+                    .is_some_and(|at| now.duration_since(at) < FD_WARN_EVERY);
+                if matches!(errno, Some(libc::EMFILE | libc::ENFILE)) && !quiet {
+                    self.fd_warned_at = Some(now);
+                    let limit = sys::nofile_limit().unwrap_or(0);
+                    crate::log!(
+                        crate::log::WARN,
+                        "epoll",
+                        "accept: {e} (RLIMIT_NOFILE {limit}): no new connections until fds \
+                         are freed; they wait in the listen backlog. The epoll runtime needs \
+                         one fd per connection; the io_uring runtime does not"
+                    );
+                }
+            }
         }
     }
 

@@ -1,12 +1,17 @@
-//! io_uring runtime: one ring per worker thread, created by `run` on that thread.
+//! io_uring runtime: one or more rings per worker thread, created on that thread.
 //!
-//! Owns: the ring, the registered (sparse) file table of direct descriptors, one provided
-//! buffer ring, the accepts, the per-slot op bookkeeping. Knows nothing of HTTP or ZHTTP.
+//! Owns: the rings, each with its registered (sparse) file table of direct descriptors and
+//! its provided buffer ring, the accepts, the per-slot op bookkeeping. Knows nothing of
+//! HTTP or ZHTTP. A ring's file table is capped at `RLIMIT_NOFILE`, so more connections
+//! than that go to further rings of the same thread (see [`LanePlan`] and `event_loop`'s
+//! "Several rings, one thread"); what follows holds for each ring.
 //!
 //! # How it works
 //! - **Setup**: `SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL` (falling back to
-//!   `COOP_TASKRUN | SUBMIT_ALL`, then no flags). A sparse file table of [`files_max`]
-//!   entries; a buffer ring of [`BUFFER_COUNT`] × [`BUFFER_BYTES`].
+//!   `COOP_TASKRUN | SUBMIT_ALL`, then no flags; `TASKRUN_FLAG` where allowed). Ring 0: a
+//!   sparse file table of [`files_max`] entries, a buffer ring of [`BUFFER_COUNT`] ×
+//!   [`BUFFER_BYTES`]; further rings (opened when all are full): the same table size, a
+//!   buffer ring of [`SUB_BUFFER_COUNT`], a smaller SQ/CQ, and an eventfd ring 0 reads.
 //! - **Accept**: [`ACCEPTS_PER_LISTENER`] *single-shot* accepts per listener, each into a
 //!   direct descriptor (`IORING_FILE_INDEX_ALLOC`) and each with its own `sockaddr_storage`,
 //!   re-armed after each completion. Not multishot accept: the driver needs every
@@ -15,7 +20,8 @@
 //!   fd, so `getpeername(2)` cannot be used on it, and `SOCKET_URING_OP_GETPEERNAME` (a
 //!   `URING_CMD`) does not exist on kernel 6.18 (checked: cmd op 5 gives `EOPNOTSUPP`).
 //! - **Accept gating**: each turn, idle accepts are armed only while `driver.accepting()`
-//!   holds, no backoff runs, and the file table has room for every armed accept (an accept
+//!   holds, no backoff runs, and the lowest ring whose file table has room for every accept
+//!   armed on it takes the next one (an accept
 //!   that finds the table full has already taken the connection off the backlog and the
 //!   kernel drops it, so we never let that happen); when
 //!   `accepting()` turns false, armed accepts are cancelled, so new connections wait in the
@@ -30,15 +36,16 @@
 //!   `ENOBUFS`/`ECANCELED` → `handle_eof` too (the socket failed).
 //! - **Pause/resume**: `PauseRecv` cancels the armed recv by its `user_data` (data already
 //!   completed is still delivered); `ResumeRecv` re-arms it (or lets its last CQE do so).
-//! - **Send**: one `SEND` on the fixed file with `MSG_NOSIGNAL | MSG_WAITALL`; a short
+//! - **Send**: one `SEND` on the fixed file with `MSG_NOSIGNAL | MSG_WAITALL`, from the
+//!   driver's buffer or a shared one (`Command::SendShared`); a short
 //!   result re-submits the rest; when all is written, `handle_sent`. The `Vec` stays in the
 //!   slot until the kernel is done with it. A failed send (peer reset, `EPIPE`) gives
 //!   `handle_eof` (if not given yet) and then `handle_sent` with the unwritten buffer.
 //! - **Close**: `ASYNC_CANCEL` of every op on the fixed file, then `CLOSE` of the direct
 //!   descriptor (which frees the table entry); `handle_closed` once the slot's last op has
 //!   completed. Nothing but `handle_closed` is called for a slot after its `Close`.
-//! - **Wake**: a multishot `POLL_ADD` on the wake eventfd; on each firing the counter is
-//!   read (drained) and `handle_wake` is called once per turn.
+//! - **Wake**: a multishot `POLL_ADD` (in ring 0) on the wake eventfd; on each firing the
+//!   counter is read (drained) and `handle_wake` is called once per turn.
 //! - **Timer**: no timeout op: the wait itself carries the timeout
 //!   (`io_uring_enter` with `IORING_ENTER_EXT_ARG`), so nothing needs cancelling or
 //!   re-arming when the deadline moves. The clock is read once per turn.
@@ -50,8 +57,8 @@
 //!   continues; if the kernel refuses a submit (`EBUSY`/`EAGAIN`), entries wait in a FIFO
 //!   backlog (bounded by slots × ops per slot) for the next turn: nothing is dropped.
 //! - **Exit**: once `driver.finished()`, accepts and the wake poll are cancelled, every
-//!   open slot is closed, and `run` waits (at most [`EXIT_WAIT`]) for every op to complete
-//!   before it frees buffers. No driver method is called after `finished()` returned true.
+//!   open slot (in every ring) is closed, and `run` waits (at most [`EXIT_WAIT`]) for every
+//!   op of every ring to complete before it frees buffers. No driver method is called after `finished()` returned true.
 //!
 //! `user_data` is `op kind | slot generation | slot` (see `user_data`); every completion
 //! of a slot op is checked against the slot's generation, and a slot is freed only when its

@@ -25,6 +25,16 @@ pub fn probe() -> Result<(), String> {
     ring.submitter()
         .register_files_sparse(2)
         .map_err(|e| format!("sparse registered file table unsupported: {e}"))?;
+    // A worker's further rings notify ring 0 through a registered eventfd.
+    // SAFETY: eventfd takes no pointers; the result is checked before use.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if efd < 0 {
+        return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let efd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(efd) };
+    ring.register_notify(efd.as_raw_fd())
+        .map_err(|e| format!("IORING_REGISTER_EVENTFD failed: {e}"))?;
     let mut bufs = BufRing::new(2, 64, 0).map_err(|e| format!("buffer ring memory: {e}"))?;
     bufs.register(&ring.submitter())
         .map_err(|e| format!("IORING_REGISTER_PBUF_RING unsupported (kernel < 5.19): {e}"))?;
@@ -51,6 +61,8 @@ fn check_opcodes(ring: &Ring) -> Result<(), String> {
         (opcode::Close::CODE, "CLOSE"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
+        // Ring 0 reads the eventfds of a worker's further rings.
+        (opcode::Read::CODE, "READ"),
     ];
     for (code, name) in needed {
         if !probe.is_supported(code) {
