@@ -128,6 +128,8 @@ impl Harness {
                 }
                 Command::Close { .. } => self.closed = true,
                 Command::ShutdownWrite { .. } => {}
+                // Shared frames go only to plain connections (they would bypass the seal).
+                Command::SendShared { .. } => panic!("a shared frame for a TLS connection"),
                 Command::PauseRecv { .. } | Command::ResumeRecv { .. } => {}
             }
         }

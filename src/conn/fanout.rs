@@ -169,6 +169,7 @@ mod tests {
                     req_timeout: Duration::from_secs(30),
                     stream_timeout: Duration::from_secs(1800),
                     handler_wait: Duration::from_secs(5),
+                    tls_handshake_timeout: Duration::from_secs(10),
                     messages_max: 100,
                     compression: false,
                     deflate: Default::default(),
@@ -194,13 +195,13 @@ mod tests {
                 counter: &mut self.counter,
             };
             let r = f(conn, &mut cx);
-            conn.poll_io(SLOT, false, &mut self.cmds);
+            conn.poll_io(SLOT, false, &mut self.cmds, &mut self.pool);
             r
         }
 
         /// A connection with an open WebSocket session (handshake done, 101 written).
         fn open_ws(&mut self) -> Conn {
-            let mut conn = Conn::new(self.now, &self.settings, Mode::Stream, false, None);
+            let mut conn = Conn::new(self.now, &self.settings, Mode::Stream, None, None);
             let mut req = b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
                 Sec-WebSocket-Version: 13\r\n\r\n"
