@@ -41,7 +41,7 @@ sslab0=$(sock_slab_kb)
 
 max_secs=$(( CLIENTS / 150 + HOLD + 120 ))
 "$BIN/zring-load" --mode ws --clients "$CLIENTS" --rate "$RATE" --target "127.0.0.1:$PORT" \
-  --path /ws/broadcast --hold "$HOLD" --label "$SERVER" --max-secs "$max_secs" --connect-timeout 30 \
+  --path /ws/broadcast --hold "$HOLD" --label "$SERVER" --max-secs "$max_secs" --connect-timeout 60 --inflight 128 \
   >"$LOAD_DIR/load.out" 2>"$LOAD_DIR/load.err" &
 load_pid=$!
 LOAD_PIDS+=("$load_pid")

@@ -51,7 +51,7 @@ dist_args=()
 set +e
 line=$("$BIN/zring-load" --mode ws --clients "$TOTAL" --members "$CLIENTS" --rate "$RATE" --target "127.0.0.1:$PORT" \
   --path /ws/broadcast --fanout-trigger "http://127.0.0.1:$PORT/broadcast" --rounds "$ROUNDS" \
-  --payload "$PAYLOAD" $FLOOR --label "$SERVER" --max-secs "$max_secs" --connect-timeout 30 \
+  --payload "$PAYLOAD" $FLOOR --label "$SERVER" --max-secs "$max_secs" --connect-timeout 60 --inflight 128 \
   "${dist_args[@]}" 2>"$LOAD_DIR/load.err")
 rc=$?
 set -e

@@ -779,7 +779,9 @@ fn main() {
         sh.ring_bytes.load(Ordering::Relaxed),
     ));
     if closed > 0 {
-        failure.push(format!("{closed} connections closed by the server"));
+        failure.push(format!(
+            "{closed} connections closed (by the server, or by us after a protocol error)"
+        ));
     }
     let perr = sh.protocol_errors.load(Ordering::Relaxed);
     if perr > 0 {
