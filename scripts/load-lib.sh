@@ -83,16 +83,16 @@ wait_http() { # port: until /hello answers (bounded: 10 s)
 }
 
 # start_server NAME PORT CLIENTS: starts zring (SERVER=zring, the default) or condure
-# and the example handler; sets SERVER_PID and HANDLER_PID. zring gets enough workers for
-# CLIENTS connections: each worker's ring holds up to RLIMIT_NOFILE (20,000 here) direct
-# descriptors. ZRING_ARGS adds flags (e.g. a future rings-per-worker option).
+# and the example handler; sets SERVER_PID and HANDLER_PID. zring runs WORKERS (default 2,
+# one per core) workers; each opens as many io_uring rings as its share of CLIENTS needs
+# (a ring's direct-descriptor table holds up to RLIMIT_NOFILE, 20,000 here). ZRING_ARGS adds
+# flags.
 start_server() {
   local name=$1 port=$2 n=$3 maxconn=$(( $3 + 1000 ))
   local spec="ipc://$LOAD_DIR/$name"
   case "$name" in
     zring)
-      local workers=${WORKERS:-$(( (maxconn + 18999) / 19000 ))}
-      [ "$workers" -lt 2 ] && workers=2
+      local workers=${WORKERS:-2}
       # shellcheck disable=SC2086
       "$BIN/zring" --runtime "${RUNTIME:-uring}" --workers "$workers" --stream-maxconn "$maxconn" \
         --listen "127.0.0.1:$port" --zclient-stream "$spec" ${ZRING_ARGS:-} >"$LOAD_DIR/$name.log" 2>&1 &
