@@ -23,6 +23,7 @@ use crate::proto::http1::{self, BodyKind, ChunkedDecoder, Version};
 use crate::proto::zhttp::{self, Kind};
 use crate::runtime::Command;
 
+pub mod m2;
 pub mod pool;
 mod tls;
 mod ws;
@@ -165,6 +166,8 @@ pub struct Conn {
     /// permessage-deflate, when negotiated.
     deflate: Option<Box<ws::WsDeflate>>,
     wsf: ws::WsFlags,
+    /// Mongrel2 mode (`--m2-config`): see `m2.rs`.
+    m2: Option<Box<m2::M2Conn>>,
 }
 
 impl Conn {
@@ -217,6 +220,7 @@ impl Conn {
             ws: None,
             deflate: None,
             wsf: ws::WsFlags::default(),
+            m2: None,
         };
         match c.tls {
             Some(_) => c.tls_handshake_deadline(now, s),
@@ -298,6 +302,9 @@ impl Conn {
     /// Plaintext from the client (decrypted first on a TLS connection).
     fn recv_plain(&mut self, cx: &mut Ctx, data: &mut [u8]) {
         self.touch_client(cx.now, cx.settings);
+        if self.m2.is_some() {
+            return self.m2_recv(cx, data);
+        }
         if self.wsf.phase != ws::Phase::None {
             return self.ws_recv(cx, data);
         }
@@ -315,6 +322,9 @@ impl Conn {
 
     /// The client closed its side or the socket failed.
     pub fn handle_eof(&mut self, cx: &mut Ctx) {
+        if self.m2.is_some() {
+            self.m2_eof(cx);
+        }
         self.eof = true;
         match self.state {
             State::Closed => {}
@@ -335,6 +345,9 @@ impl Conn {
             .take()
             .expect("handle_sent without a send in flight");
         cx.pool.give(buf);
+        if let Some(m) = self.m2.as_mut() {
+            m.outstanding = 0;
+        }
         self.credits_owed += body;
         self.touch_client(cx.now, cx.settings);
         if self.state == State::Session {
@@ -432,6 +445,9 @@ impl Conn {
 
     /// A deadline of this connection may have passed.
     pub fn handle_timeout(&mut self, cx: &mut Ctx) {
+        if self.m2.is_some() {
+            self.m2_timeout(cx);
+        }
         let now = cx.now;
         let now_ms = now.saturating_duration_since(cx.settings.epoch).as_millis() as u64;
         let due = |t: Timer, c: &Conn| {
