@@ -448,7 +448,7 @@ impl Conn {
         let mut wsx = self.m2.as_mut().expect("m2").ws.take().expect("ws");
         let mut used = 0;
         let mut failed = None;
-        // Bounded: each step consumes input, or ends the loop.
+        // Bounded: the session yields each event once; `None` means the input is used up.
         loop {
             let step = match wsx.session.decode(&mut input[used..]) {
                 Ok(s) => s,
@@ -492,9 +492,6 @@ impl Conn {
                     &body,
                 );
                 wsx.head = head;
-            }
-            if step.consumed == 0 {
-                break;
             }
         }
         self.m2.as_mut().expect("m2").ws = Some(wsx);
