@@ -27,7 +27,7 @@ main = Server(uuid='b0b0b0b0-0000-4000-8000-0000000000aa', access_log='/logs/acc
 settings = {'server.daemonize': 0, 'superpoll.max_fd': 20000}
 servers = [main]
 CONF
-wait_ok() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/hello" >/dev/null && return 0; sleep 0.1; done; echo "no answer on $PORT"; exit 1; }
+wait_ok() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/hello" >/dev/null && return 0; sleep 0.1; done; echo "no answer on $PORT"; exit 1; }
 
 run_one() { # name cmd...
   local name=$1; shift
