@@ -388,6 +388,19 @@ fn script(s: &Server) -> Transcript {
     t
 }
 
+/// The server's fd count after one full request cycle (lazily opened fds included).
+fn warm_fd_count(s: &Server) -> usize {
+    let mut c = s.client();
+    c.write_all(b"GET /json/warm HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let id = frame_id(&s.json.frame());
+    s.json.reply(&id, &reply_ok("warm"));
+    s.json.reply(&id, b"");
+    read_to_close(&mut c);
+    std::thread::sleep(Duration::from_millis(300));
+    s.fd_count()
+}
+
 fn compare(m2: &Transcript, z: &Transcript) {
     let show = |t: &Transcript| {
         t.items
@@ -423,7 +436,7 @@ both_runtimes! {
 
     fan_out_to_128_held_clients(rt) {
         let z = Server::start(rt, "'limits.content_length': 1024");
-        let base = z.fd_count();
+        let base = warm_fd_count(&z);
         let mut clients = Vec::new();
         let mut ids = Vec::new();
         for _ in 0..128 {
@@ -455,7 +468,7 @@ both_runtimes! {
 
     bad_replies_are_handled_as_mongrel2_does(rt) {
         let z = Server::start(rt, "'limits.content_length': 1024");
-        let base = z.fd_count();
+        let base = warm_fd_count(&z);
         let mut c = z.client();
         c.write_all(b"GET /json/x HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
         let id = frame_id(&z.json.frame());
@@ -500,7 +513,7 @@ both_runtimes! {
             ]),
             &z.dir.path,
         );
-        std::thread::sleep(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(1500));
         // reply_http
         let mut c = z.client();
         c.write_all(b"GET /json/hello HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
@@ -523,5 +536,102 @@ both_runtimes! {
             assert!(contains(&read_until(h, b"fanout"), b"fanout"));
         }
         py.stop();
+    }
+}
+
+/// `zring --m2-config` with arguments; returns (exit code, stderr+stdout) once it exits.
+fn zring_exits(dir: &TempDir, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_zring"))
+        .args(args)
+        .current_dir(&dir.path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn config_errors_name_file_and_line_and_proxy_is_refused() {
+    let dir = TempDir::new("m2i-cfg");
+    let ports = free_ports(5);
+    let good = config(&ports, "'limits.content_length': 1024");
+    // A typo in the first Handler (line 1).
+    let bad = good.replacen("recv_spec", "recv_spek", 1);
+    std::fs::write(dir.join("bad.conf"), bad).unwrap();
+    let (code, text) = zring_exits(&dir, &["--m2-config", "bad.conf"]);
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("bad.conf:1:") && text.contains("recv_spec"),
+        "{text}"
+    );
+    // Proxy routes are refused at load, naming the route.
+    let proxy = good.replace(
+        "'/up': json_handler,",
+        "'/up': json_handler, '/proxy': Proxy(addr='127.0.0.1', port=1),",
+    );
+    std::fs::write(dir.join("proxy.conf"), proxy).unwrap();
+    let (code, text) = zring_exits(&dir, &["--m2-config", "proxy.conf"]);
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("Proxy routes") && text.contains("/proxy"),
+        "{text}"
+    );
+    // ZHTTP flags do not mix with a Mongrel2 config.
+    let (code, text) = zring_exits(&dir, &["--m2-config", "proxy.conf", "--listen", "1234"]);
+    assert_eq!(code, 2, "{text}");
+    // An unknown server name.
+    std::fs::write(dir.join("good.conf"), &good).unwrap();
+    let (code, text) = zring_exits(&dir, &["--m2-config", "good.conf", "--m2-server", "nope"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("no server named"), "{text}");
+}
+
+both_runtimes! {
+    tls_server_and_unsupported_settings_warning(rt) {
+        let z = Server::start(rt, "'limits.content_length': 1024, 'certdir': 'certs/', 'net.tcp_keepalive': 1");
+        // The warning line names what zring does not do.
+        let log = z.proc.log_text();
+        assert!(log.contains("server.daemonize") && log.contains("net.tcp_keepalive"), "{log}");
+        drop(z);
+        // Same config with use_ssl=1: the certificate is certdir/<server uuid>.crt/.key.
+        let dir = TempDir::new("m2i-tls");
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let key = dir.s(&format!("certs/{SERVER_UUID}.key"));
+        let crt = dir.s(&format!("certs/{SERVER_UUID}.crt"));
+        let ok = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                   "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                   "-keyout", &key, "-out", &crt])
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+        let ports = free_ports(5);
+        let conf = config(&ports, "'certdir': 'certs/'").replace(", port=", ", use_ssl=1, port=");
+        std::fs::write(dir.join("m2.conf"), conf).unwrap();
+        let mut proc = Proc::spawn(
+            "zring",
+            Command::new(env!("CARGO_BIN_EXE_zring"))
+                .args(["--m2-config", "m2.conf", "--runtime", rt])
+                .current_dir(&dir.path),
+            &dir.path,
+        );
+        wait_port(ports[4], &mut proc, Duration::from_secs(10));
+        let json = Handler::connect(ports[0], ports[1], JSON_IDENT);
+        std::thread::sleep(Duration::from_millis(400));
+        let url = format!("https://localhost:{}/json/tls", ports[4]);
+        let resolve = format!("localhost:{}:127.0.0.1", ports[4]);
+        let curl = std::thread::spawn(move || {
+            Command::new("curl")
+                .args(["-s", "--max-time", "10", "--cacert", &crt, "--resolve", &resolve, &url])
+                .output()
+                .unwrap()
+        });
+        let f = json.frame();
+        assert!(contains(&f, b"\"URL_SCHEME\":\"https\""), "{}", String::from_utf8_lossy(&f));
+        json.reply(&frame_id(&f), &reply_ok("over tls"));
+        let out = curl.join().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls");
+        proc.stop();
     }
 }

@@ -28,10 +28,6 @@ pub struct Limits {
     pub temp_store_mode: u32,
     /// `no_clobber_xff`.
     pub no_clobber_xff: bool,
-    /// `limits.min_read_rate` / `limits.min_write_rate` (bytes/s, 0 = off).
-    pub min_read_rate: u64,
-    /// See `min_read_rate`.
-    pub min_write_rate: u64,
 }
 
 /// One served `Server`.
@@ -83,6 +79,15 @@ pub fn install(setup: Setup) -> Result<(), String> {
         .set(setup)
         .map_err(|_| "Mongrel2 setup installed twice".to_string())
 }
+
+/// Settings zring applies with Mongrel2's default value only (its limits are constants).
+const FIXED_AT_DEFAULT: &[(&str, &str)] = &[
+    ("limits.url_path", "256"),
+    ("limits.host_name", "256"),
+    ("limits.dir_max_path", "256"),
+    ("limits.mime_ext_len", "128"),
+    ("limits.tick_timer", "10"),
+];
 
 /// Refuses flags that make no sense with `--m2-config` (checked before defaults apply).
 pub fn check_flags(c: &Config) -> Result<(), String> {
@@ -152,10 +157,14 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<String>, String> {
             .and_then(|m| u32::from_str_radix(m, 8).ok())
             .unwrap_or(0o600),
         no_clobber_xff: int("no_clobber_xff") != 0,
-        min_read_rate: int("limits.min_read_rate").max(0) as u64,
-        min_write_rate: int("limits.min_write_rate").max(0) as u64,
     };
-    let unsupported = settings::unsupported(st);
+    let mut unsupported = settings::unsupported(st);
+    // These zring applies at Mongrel2's default only: another value is named too.
+    for (key, default) in FIXED_AT_DEFAULT {
+        if config.setting(key).is_some_and(|v| v != *default) {
+            unsupported.push(key);
+        }
+    }
     let warning = (!unsupported.is_empty()).then(|| {
         format!(
             "{name}: settings zring does not implement (no effect): {}",
