@@ -6,7 +6,6 @@
 //! fan-out to 128 held clients, bad replies, fd counts, and an unchanged python3 handler.
 #[macro_use]
 mod common;
-#[allow(dead_code)]
 mod peers;
 
 use std::collections::HashMap;

@@ -100,7 +100,7 @@ pub fn check_flags(c: &Config) -> Result<(), String> {
                 .into(),
         );
     }
-    if c.tls_identities_dir != PathBuf::from(".") {
+    if c.tls_identities_dir.as_os_str() != "." {
         return Err("--m2-config excludes --tls-identities-dir: use the certdir setting".into());
     }
     Ok(())
