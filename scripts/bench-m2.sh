@@ -16,6 +16,7 @@ mkdir -p "$dir"/{logs,run,tmp}
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 PORT=18300 SEND=18301 RECV=18302
 cat >"$dir/m2.conf" <<CONF
 h = Handler(send_spec='tcp://127.0.0.1:$SEND', send_ident='b0b0b0b0-0000-4000-8000-000000000001',

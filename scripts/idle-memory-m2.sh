@@ -15,6 +15,7 @@ mkdir -p "$dir"/{logs,run,tmp}
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 PORT=18310 SEND=18311 RECV=18312
 cat >"$dir/m2.conf" <<CONF
 h = Handler(send_spec='tcp://127.0.0.1:$SEND', send_ident='b0b0b0b0-0000-4000-8000-000000000001',
