@@ -634,3 +634,29 @@ both_runtimes! {
         proc.stop();
     }
 }
+
+both_runtimes! {
+    min_ping_kills_idle_connections_as_register_cleanout(rt) {
+        // min_ping 1 s: an idle connection that moved few bytes is killed (3 of 3 > kill_limit
+        // 2), with a disconnect notice to its handler.
+        let z = Server::start(rt, "'limits.min_ping': 1, 'limits.tick_timer': 1");
+        let mut c = z.client();
+        c.write_all(b"GET /json/idle HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let id = frame_id(&z.json.frame());
+        let start = Instant::now();
+        assert!(read_to_close(&mut c).is_empty());
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "{took:?}");
+        let f = z.json.frame();
+        assert!(contains(&f, b"@*") && frame_id(&f) == id, "{}", String::from_utf8_lossy(&f));
+        drop(z);
+        // kill_limit 3: no combination is enough; the connection stays.
+        let z = Server::start(rt, "'limits.min_ping': 1, 'limits.tick_timer': 1, 'limits.kill_limit': 3");
+        let mut c = z.client();
+        c.write_all(b"GET /json/idle HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let id = frame_id(&z.json.frame());
+        std::thread::sleep(Duration::from_millis(2500));
+        z.json.reply(&id, &reply_ok("still here"));
+        assert!(contains(&read_until(&mut c, b"still here"), b"still here"));
+    }
+}

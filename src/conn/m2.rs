@@ -43,6 +43,12 @@ pub(crate) struct M2Conn {
     continued: bool,
     ws: Option<Box<M2Ws>>,
     upload: Option<Box<Upload>>,
+    /// Mongrel2's registration counters (src/register.c) for the rate checks: bytes and the
+    /// time (ms since the worker's epoch) of the last read and write.
+    bytes_read: u64,
+    bytes_written: u64,
+    last_read_ms: u64,
+    last_write_ms: u64,
 }
 
 /// An open Mongrel2 WebSocket: the handshake head every frame message repeats.
@@ -98,6 +104,10 @@ impl Conn {
             continued: false,
             ws: None,
             upload: None,
+            bytes_read: 0,
+            bytes_written: 0,
+            last_read_ms: 0,
+            last_write_ms: 0,
         }));
         // A head plus an inline body is read before anything goes to the handler.
         let inline = s.limits.content_length.min(64 << 20) as u32;
@@ -111,6 +121,13 @@ impl Conn {
 
     /// Bytes from the client (plaintext).
     pub(super) fn m2_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
+        let now_ms = cx
+            .now
+            .saturating_duration_since(cx.settings.epoch)
+            .as_millis() as u64;
+        let m = self.m2.as_mut().expect("m2");
+        m.bytes_read += data.len() as u64;
+        m.last_read_ms = now_ms;
         if self.spill.is_empty() {
             let n = self.m2_process(cx, data);
             if n < data.len() && self.state == State::Head {
@@ -138,16 +155,47 @@ impl Conn {
         }
     }
 
-    /// The idle timer (`limits.min_ping`) is about to close the connection.
+    /// The idle timer (`limits.min_ping`) fired. As Mongrel2's `Register_cleanout`: the
+    /// connection dies when more than `limits.kill_limit` of (idle past `min_ping`, read rate
+    /// under `min_read_rate`, write rate under `min_write_rate`) hold, rates being bytes over
+    /// seconds since the last read/write + 1; otherwise it is checked again a tick later.
     pub(super) fn m2_timeout(&mut self, cx: &mut Ctx) {
         let now_ms = cx
             .now
             .saturating_duration_since(cx.settings.epoch)
             .as_millis() as u64;
         let d = self.deadlines[Timer::Client as usize];
-        if d != 0 && d <= now_ms && self.state == State::Head {
-            self.m2_notice(cx);
+        if d == 0 || d > now_ms || self.state != State::Head {
+            return;
         }
+        let l = &setup().limits;
+        let m = self.m2.as_ref().expect("m2");
+        let rate = |bytes: u64, last: u64| bytes / (now_ms.saturating_sub(last) / 1000 + 1);
+        let mut kill = 1; // idle past min_ping
+        if l.min_read_rate != 0 && rate(m.bytes_read, m.last_read_ms) < l.min_read_rate {
+            kill += 1;
+        }
+        if l.min_write_rate != 0 && rate(m.bytes_written, m.last_write_ms) < l.min_write_rate {
+            kill += 1;
+        }
+        if kill <= l.kill_limit {
+            let at = cx.now + std::time::Duration::from_secs(l.tick_s);
+            self.set_timer(cx.settings, Timer::Client, at);
+            return;
+        }
+        self.m2_notice(cx);
+    }
+
+    /// A send completed: the deliver queue is empty again; count the bytes.
+    pub(super) fn m2_sent(&mut self, cx: &mut Ctx, n: usize) {
+        let now_ms = cx
+            .now
+            .saturating_duration_since(cx.settings.epoch)
+            .as_millis() as u64;
+        let m = self.m2.as_mut().expect("m2");
+        m.outstanding = 0;
+        m.bytes_written += n as u64;
+        m.last_write_ms = now_ms;
     }
 
     fn m2_notice(&mut self, cx: &mut Ctx) {

@@ -344,10 +344,10 @@ impl Conn {
             .sending
             .take()
             .expect("handle_sent without a send in flight");
-        cx.pool.give(buf);
-        if let Some(m) = self.m2.as_mut() {
-            m.outstanding = 0;
+        if self.m2.is_some() {
+            self.m2_sent(cx, buf.len());
         }
+        cx.pool.give(buf);
         self.credits_owed += body;
         self.touch_client(cx.now, cx.settings);
         if self.state == State::Session {

@@ -30,13 +30,13 @@ pub const KNOWN: &[(&str, Kind, &str, Support)] = &[
         "limits.min_read_rate",
         Kind::Int,
         "300",
-        Support::Unsupported,
+        Support::Implemented,
     ),
     (
         "limits.min_write_rate",
         Kind::Int,
         "300",
-        Support::Unsupported,
+        Support::Implemented,
     ),
     (
         "limits.content_length",
@@ -125,7 +125,7 @@ pub const KNOWN: &[(&str, Kind, &str, Support)] = &[
         "16384",
         Support::NotApplicable,
     ),
-    ("limits.kill_limit", Kind::Int, "2", Support::NotApplicable),
+    ("limits.kill_limit", Kind::Int, "2", Support::Implemented),
     (
         "superpoll.hot_dividend",
         Kind::Int,

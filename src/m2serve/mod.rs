@@ -28,6 +28,16 @@ pub struct Limits {
     pub temp_store_mode: u32,
     /// `no_clobber_xff`.
     pub no_clobber_xff: bool,
+    /// `limits.min_read_rate` / `limits.min_write_rate` (bytes/s, 0 = off) and
+    /// `limits.kill_limit`: an idle connection dies when more than `kill_limit` of
+    /// (idle past `min_ping`, read rate low, write rate low) hold (src/register.c).
+    pub min_read_rate: u64,
+    /// See `min_read_rate`.
+    pub min_write_rate: u64,
+    /// See `min_read_rate`.
+    pub kill_limit: u32,
+    /// `limits.tick_timer` (s): how often a spared idle connection is checked again.
+    pub tick_s: u64,
 }
 
 /// One served `Server`.
@@ -86,7 +96,6 @@ const FIXED_AT_DEFAULT: &[(&str, &str)] = &[
     ("limits.host_name", "256"),
     ("limits.dir_max_path", "256"),
     ("limits.mime_ext_len", "128"),
-    ("limits.tick_timer", "10"),
 ];
 
 /// Refuses flags that make no sense with `--m2-config` (checked before defaults apply).
@@ -157,6 +166,10 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<String>, String> {
             .and_then(|m| u32::from_str_radix(m, 8).ok())
             .unwrap_or(0o600),
         no_clobber_xff: int("no_clobber_xff") != 0,
+        min_read_rate: int("limits.min_read_rate").max(0) as u64,
+        min_write_rate: int("limits.min_write_rate").max(0) as u64,
+        kill_limit: int("limits.kill_limit").clamp(0, 3) as u32,
+        tick_s: int("limits.tick_timer").clamp(1, 3600) as u64,
     };
     let mut unsupported = settings::unsupported(st);
     // These zring applies at Mongrel2's default only: another value is named too.
