@@ -660,3 +660,40 @@ both_runtimes! {
         assert!(contains(&read_until(&mut c, b"still here"), b"still here"));
     }
 }
+
+both_runtimes! {
+    dir_routes_serve_files_safely(rt) {
+        let z = Server::start(rt, "'limits.content_length': 1024");
+        std::fs::write(z.dir.join("static/a.css"), "body{}\n").unwrap();
+        std::fs::write(z.dir.join("secret.txt"), "secret\n").unwrap();
+        std::os::unix::fs::symlink(z.dir.join("secret.txt"), z.dir.join("static/link.txt")).unwrap();
+        let get = |path: &str, method: &str| {
+            let mut c = z.client();
+            c.write_all(format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+            String::from_utf8_lossy(&read_to_close(&mut c)).into_owned()
+        };
+        let index = get("/static/", "GET");
+        assert!(index.starts_with("HTTP/1.1 200") && index.ends_with("index\n"), "{index}");
+        assert!(index.contains("Content-Type: text/html"), "{index}");
+        let css = get("/static/a.css", "GET");
+        assert!(css.contains("Content-Type: text/css") && css.ends_with("body{}\n"), "{css}");
+        let head = get("/static/a.css", "HEAD");
+        assert!(head.contains("Content-Length: 7") && head.ends_with("\r\n\r\n"), "{head}");
+        for escape in ["/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/link.txt", "/static/none"] {
+            let r = get(escape, "GET");
+            assert!(r.starts_with("HTTP/1.1 404") && !r.contains("secret"), "{escape}: {r}");
+        }
+        assert!(get("/static/a.css", "POST").starts_with("HTTP/1.1 405"));
+    }
+
+    flash_socket_messages_are_refused(rt) {
+        let z = Server::start(rt, "'limits.content_length': 1024");
+        for msg in [&b"@chat {\"type\":\"msg\"}\0"[..], b"<policy-file-request/>\0"] {
+            let mut c = z.client();
+            c.write_all(msg).unwrap();
+            let got = read_to_close(&mut c);
+            assert!(got.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&got));
+        }
+        assert_eq!(z.json.try_frame(Duration::from_millis(300)), None);
+    }
+}
