@@ -330,6 +330,27 @@ fn script(s: &Server) -> Transcript {
     s.json.reply(&id, b"");
     t.client("upload", read_to_close(&mut c));
     t.drain(s);
+    // A chunked body goes to the upload path too, whatever its size.
+    let mut c = s.client();
+    c.write_all(b"POST /up/chunked HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap();
+    let f = s.json.frame();
+    t.frame("json", &f);
+    let f2 = s.json.frame();
+    t.frame("json", &f2);
+    let text = String::from_utf8_lossy(&f2).into_owned();
+    if let Some(at) = text.find("/tmp/upload.") {
+        let stored = std::fs::read(&text[at..at + 18])
+            .or_else(|_| std::fs::read(s.dir.join(&text[at + 1..at + 18])));
+        let stored = stored.unwrap_or_default();
+        assert_eq!(stored, b"hello world", "the decoded body is stored");
+        t.client("chunked upload file", stored);
+        let _ = std::fs::remove_file(&text[at..at + 18]);
+    }
+    let id = frame_id(&f);
+    s.json.reply(&id, &reply_ok("stored"));
+    s.json.reply(&id, b"");
+    t.client("chunked upload", read_to_close(&mut c));
+    t.drain(s);
     // WebSocket: handshake, text, fragments with a ping between, binary, close.
     let mut c = s.client();
     c.write_all(b"GET /ws/chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: cBwMNtytxgTsJiW5ZNqhsA==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();

@@ -66,6 +66,8 @@ struct Upload {
     path: String,
     file: std::fs::File,
     left: u64,
+    /// A chunked body (Mongrel2's `content_len = -1`): decoded into the file.
+    chunked: Option<Box<http1::ChunkedDecoder>>,
 }
 
 fn setup() -> &'static Setup {
@@ -150,6 +152,7 @@ impl Conn {
     /// The client went away: tell the handler (Mongrel2 does, unless it closed the
     /// connection itself, which makes it drain here).
     pub(super) fn m2_eof(&mut self, cx: &mut Ctx) {
+        self.m2_abort_upload();
         if self.state == State::Head {
             self.m2_notice(cx);
         }
@@ -183,7 +186,15 @@ impl Conn {
             self.set_timer(cx.settings, Timer::Client, at);
             return;
         }
+        self.m2_abort_upload();
         self.m2_notice(cx);
+    }
+
+    /// An upload that will not complete: its file goes, as Mongrel2 unlinks it.
+    fn m2_abort_upload(&mut self) {
+        if let Some(up) = self.m2.as_mut().and_then(|m| m.upload.take()) {
+            let _ = std::fs::remove_file(&up.path);
+        }
     }
 
     /// A send completed: the deliver queue is empty again; count the bytes.
@@ -323,12 +334,8 @@ impl Conn {
             BodyKind::None => (0, false),
             BodyKind::Length(n) if n <= limit => (n, false),
             BodyKind::Length(n) => (n, true),
-            BodyKind::Chunked => {
-                // Mongrel2 sends chunked bodies to the upload path too; zring's upload
-                // writes raw Content-Length bodies only.
-                self.m2_fail(cx, 413);
-                return Some(input.len());
-            }
+            // Mongrel2 sends chunked bodies to the upload path whatever their size.
+            BodyKind::Chunked => (u64::MAX, true),
         };
         if upload && s.limits.temp_store.is_none() {
             self.m2_fail(cx, 413);
@@ -592,6 +599,7 @@ impl Conn {
             path,
             file,
             left: len,
+            chunked: (len == u64::MAX).then(Box::default),
         }));
         head_len
     }
@@ -600,14 +608,51 @@ impl Conn {
     fn m2_upload_feed(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
         let m = self.m2.as_mut().expect("m2");
         let up = m.upload.as_mut().expect("upload");
-        let n = (input.len() as u64).min(up.left) as usize;
-        if let Err(e) = up.file.write_all(&input[..n]) {
+        let (n, result) = match up.chunked.as_mut() {
+            None => {
+                let n = (input.len() as u64).min(up.left) as usize;
+                (n, up.file.write_all(&input[..n]).map(|_| n as u64))
+            }
+            Some(dec) => {
+                // Bounded: each step consumes input or ends the loop.
+                let mut used = 0;
+                let mut result = Ok(0);
+                while used < input.len() {
+                    match dec.decode(&input[used..]) {
+                        Err(_) => {
+                            result = Err(std::io::ErrorKind::InvalidData.into());
+                            break;
+                        }
+                        Ok(d) => {
+                            used += d.consumed;
+                            if let Some(data) = d.data {
+                                if let Err(e) = up.file.write_all(data) {
+                                    result = Err(e);
+                                    break;
+                                }
+                            }
+                            if d.done {
+                                result = Ok(up.left);
+                                break;
+                            }
+                            if d.consumed == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                (used, result)
+            }
+        };
+        let result = result.map(|done| {
+            up.left -= done;
+        });
+        if let Err(e) = result {
             crate::log!(crate::log::WARN, "m2", "upload {}: {e}", up.path);
-            m.upload = None;
+            self.m2_abort_upload();
             self.m2_fail(cx, 500);
             return input.len();
         }
-        up.left -= n as u64;
         if up.left == 0 {
             let up = m.upload.take().expect("upload");
             drop(up.file);
