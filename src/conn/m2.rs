@@ -19,8 +19,8 @@ use crate::m2config::{dir, Target};
 use crate::m2serve::Setup;
 use crate::proto::http1::{self, BodyKind, Version};
 use crate::proto::m2::{
-    encode_request, notice::encode_disconnect, request::ws_flags, split_target, HeaderTable,
-    Message, Request, Scheme, DELIVER_OUTSTANDING_MSGS,
+    encode_request, encode_stream_chunk, notice::encode_disconnect, request::ws_flags,
+    split_target, HeaderTable, Message, Request, Scheme, DELIVER_OUTSTANDING_MSGS,
 };
 use crate::proto::ws::{self, AcceptKey, Event, MessageKind};
 
@@ -43,6 +43,7 @@ pub(crate) struct M2Conn {
     continued: bool,
     ws: Option<Box<M2Ws>>,
     upload: Option<Box<Upload>>,
+    stream: Option<Box<UpStream>>,
     /// Mongrel2's registration counters (src/register.c) for the rate checks: bytes and the
     /// time (ms since the worker's epoch) of the last read and write.
     bytes_read: u64,
@@ -67,6 +68,19 @@ struct Upload {
     file: std::fs::File,
     left: u64,
     /// A chunked body (Mongrel2's `content_len = -1`): decoded into the file.
+    chunked: Option<Box<http1::ChunkedDecoder>>,
+}
+
+/// A body going to the handler as `upload.stream` messages, under its credits
+/// (src/upload.c `Upload_stream`).
+struct UpStream {
+    head: Vec<u8>,
+    /// Body bytes still to read (`u64::MAX` for a chunked body).
+    left: u64,
+    /// Body bytes sent so far: each message's `UPLOAD_STREAM`.
+    offset: u64,
+    /// Granted by `["ctl", {"credits": N}]`; may go negative, as in Mongrel2.
+    credits: i64,
     chunked: Option<Box<http1::ChunkedDecoder>>,
 }
 
@@ -106,6 +120,7 @@ impl Conn {
             continued: false,
             ws: None,
             upload: None,
+            stream: None,
             bytes_read: 0,
             bytes_written: 0,
             last_read_ms: 0,
@@ -258,7 +273,12 @@ impl Conn {
                 if c.keep_alive {
                     self.touch_client(cx.now, cx.settings);
                 }
-                // `credits` feed `upload.stream`, which zring does not implement.
+                if let (Some(n), Some(st)) =
+                    (c.credits, self.m2.as_mut().and_then(|m| m.stream.as_mut()))
+                {
+                    st.credits = st.credits.saturating_add(n);
+                    self.m2_pump(cx);
+                }
             }
             ReplyKind::Kill => self.close(cx),
             ReplyKind::Ignore => {}
@@ -272,6 +292,13 @@ impl Conn {
             let m = self.m2.as_ref().expect("m2");
             if m.upload.is_some() {
                 used += self.m2_upload_feed(cx, &input[used..]);
+                continue;
+            }
+            if m.stream.is_some() {
+                match self.m2_stream_feed(cx, &input[used..]) {
+                    0 => return used,
+                    n => used += n,
+                }
                 continue;
             }
             if m.ws.is_some() {
@@ -337,6 +364,12 @@ impl Conn {
             // Mongrel2 sends chunked bodies to the upload path whatever their size.
             BodyKind::Chunked => (u64::MAX, true),
         };
+        if upload && s.limits.stream {
+            let m = self.m2.as_mut().expect("m2");
+            m.continued = false;
+            m.handler = Some(hi);
+            return Some(self.m2_stream_start(cx, &req, found.pattern, hi, body_len, input));
+        }
         if upload && s.limits.temp_store.is_none() {
             self.m2_fail(cx, 413);
             return Some(input.len());
@@ -668,6 +701,161 @@ impl Conn {
             );
         }
         n
+    }
+
+    // ---- uploads (upload.stream) ----
+
+    /// Runs what waits in `spill` (body bytes that were waiting for credits).
+    fn m2_pump(&mut self, cx: &mut Ctx) {
+        if self.spill.is_empty() || self.state != State::Head {
+            return;
+        }
+        let mut input = std::mem::take(&mut self.spill);
+        let n = self.m2_process(cx, &mut input);
+        input.drain(..n);
+        if input.is_empty() || self.state != State::Head {
+            cx.pool.give(input);
+        } else {
+            self.spill = input;
+        }
+    }
+
+    /// The first `upload.stream` message: all headers, `UPLOAD_STREAM: 0`, and the body bytes
+    /// already here (Mongrel2 sends "whatever's there"; none for a chunked body).
+    fn m2_stream_start(
+        &mut self,
+        cx: &mut Ctx,
+        req: &http1::Request,
+        pattern: &str,
+        hi: u16,
+        len: u64,
+        input: &[u8],
+    ) -> usize {
+        let head_len = req.head_len;
+        let chunked = len == u64::MAX;
+        let avail = if chunked {
+            0
+        } else {
+            // Mongrel2's read buffer is `limits.content_length` bytes: no message is larger.
+            ((input.len() - head_len) as u64)
+                .min(len)
+                .min(setup().limits.content_length.max(1)) as usize
+        };
+        let done = !chunked && avail as u64 == len;
+        let mut extra: ArrayVec<(&[u8], &[u8]), 2> = ArrayVec::new();
+        extra.push((b"UPLOAD_STREAM", b"0"));
+        if done {
+            extra.push((b"UPLOAD_STREAM_DONE", b"1"));
+        }
+        let body = &input[head_len..head_len + avail];
+        self.m2_send(cx, req, pattern, hi, req.method.as_bytes(), &extra, body);
+        if !done {
+            self.m2.as_mut().expect("m2").stream = Some(Box::new(UpStream {
+                head: input[..head_len].to_vec(),
+                left: if chunked {
+                    u64::MAX
+                } else {
+                    len - avail as u64
+                },
+                offset: avail as u64,
+                credits: 0,
+                chunked: chunked.then(Box::default),
+            }));
+        }
+        head_len + avail
+    }
+
+    /// Later `upload.stream` messages, as credits allow; returns the bytes used (0: wait).
+    fn m2_stream_feed(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
+        let mut st = self.m2.as_mut().expect("m2").stream.take().expect("stream");
+        if st.credits <= 0 {
+            self.m2.as_mut().expect("m2").stream = Some(st);
+            return 0;
+        }
+        let (used, body, done): (usize, &[u8], bool) = match st.chunked.as_mut() {
+            None => {
+                // Mongrel2 reads exactly min(credits, left) bytes; wait for them unless the
+                // read buffer is full.
+                let want = (st.credits as u64)
+                    .min(st.left)
+                    .min(setup().limits.content_length.max(1));
+                let full = input.len() >= self.spill_max as usize / 2;
+                if (input.len() as u64) < want && !full {
+                    self.m2.as_mut().expect("m2").stream = Some(st);
+                    return 0;
+                }
+                let n = want.min(input.len() as u64) as usize;
+                st.left -= n as u64;
+                (n, &input[..n], st.left == 0)
+            }
+            Some(dec) => match dec.decode(input) {
+                Err(_) => {
+                    self.m2_fail(cx, 400);
+                    return input.len();
+                }
+                Ok(d) => (d.consumed, d.data.unwrap_or(b""), d.done),
+            },
+        };
+        if body.is_empty() && !done {
+            self.m2.as_mut().expect("m2").stream = Some(st);
+            return used;
+        }
+        let mut offset: ArrayVec<u8, 24> = ArrayVec::new();
+        let _ = write!(super::ArrayWriter(&mut offset), "{}", st.offset);
+        let mut extra: ArrayVec<(&[u8], &[u8]), 2> = ArrayVec::new();
+        extra.push((b"UPLOAD_STREAM", &offset));
+        if done {
+            extra.push((b"UPLOAD_STREAM_DONE", b"1"));
+        }
+        self.m2_send_chunk(cx, &st.head, &extra, body);
+        st.credits -= body.len() as i64;
+        st.offset += body.len() as u64;
+        if !done {
+            self.m2.as_mut().expect("m2").stream = Some(st);
+        }
+        used
+    }
+
+    /// An `upload.stream` message after the first: only the stream keys.
+    fn m2_send_chunk(&mut self, cx: &mut Ctx, head: &[u8], extra: &[(&[u8], &[u8])], body: &[u8]) {
+        let s = setup();
+        let Some(hi) = self.m2.as_ref().and_then(|m| m.handler) else {
+            return;
+        };
+        let handler = &s.handlers[hi as usize];
+        let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
+        let Ok(http1::Status::Complete(req)) =
+            http1::parse_request_limited(head, &mut headers, usize::MAX)
+        else {
+            return;
+        };
+        let request = Request {
+            method: req.method.as_bytes(),
+            version: version_text(req.version),
+            target: split_target(req.target.as_bytes()),
+            headers: &[],
+            pattern: None,
+            scheme: Scheme::Http,
+            remote_addr: b"",
+            header_count_max: s.limits.header_count,
+        };
+        let m = self.m2.as_ref().expect("m2");
+        let message = Message {
+            sender: handler.send_ident.as_bytes(),
+            conn_id: m.id,
+            protocol: handler.protocol,
+            request: &request,
+            extra,
+            body,
+        };
+        let mut data = Vec::with_capacity(128 + body.len());
+        if encode_stream_chunk(&message, &mut data).is_ok() {
+            cx.packets.push(OutPacket {
+                route: Route::M2(hi),
+                data,
+                expires: None,
+            });
+        }
     }
 
     // ---- Dir ----

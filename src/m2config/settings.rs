@@ -79,7 +79,7 @@ pub const KNOWN: &[(&str, Kind, &str, Support)] = &[
         "0600",
         Support::Implemented,
     ),
-    ("upload.stream", Kind::Int, "0", Support::Unsupported),
+    ("upload.stream", Kind::Int, "0", Support::Implemented),
     ("no_clobber_xff", Kind::Int, "0", Support::Implemented),
     (
         "download.flow_control",

@@ -28,6 +28,8 @@ pub struct Limits {
     pub temp_store_mode: u32,
     /// `no_clobber_xff`.
     pub no_clobber_xff: bool,
+    /// `upload.stream`: large bodies go to the handler in credit-driven messages.
+    pub stream: bool,
     /// `limits.min_read_rate` / `limits.min_write_rate` (bytes/s, 0 = off) and
     /// `limits.kill_limit`: an idle connection dies when more than `kill_limit` of
     /// (idle past `min_ping`, read rate low, write rate low) hold (src/register.c).
@@ -166,6 +168,7 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<String>, String> {
             .and_then(|m| u32::from_str_radix(m, 8).ok())
             .unwrap_or(0o600),
         no_clobber_xff: int("no_clobber_xff") != 0,
+        stream: int("upload.stream") != 0,
         min_read_rate: int("limits.min_read_rate").max(0) as u64,
         min_write_rate: int("limits.min_write_rate").max(0) as u64,
         kill_limit: int("limits.kill_limit").clamp(0, 3) as u32,
