@@ -771,9 +771,12 @@ fn stream_script(s: &Server) -> Transcript {
     std::thread::sleep(Duration::from_millis(300));
     t.drain(s); // nothing without credits
                 // Messages are at most limits.content_length bytes, as far as the credits go.
+                // (At least one frame follows each grant: wait for it however loaded the machine is.)
     x_reply(&s.json, &id, &credits(1500));
+    t.frame("json", &s.json.frame());
     t.drain(s);
     x_reply(&s.json, &id, &credits(2500));
+    t.frame("json", &s.json.frame());
     t.drain(s);
     s.json.reply(&id, &reply_ok("streamed"));
     s.json.reply(&id, b"");
@@ -787,6 +790,7 @@ fn stream_script(s: &Server) -> Transcript {
     let id = frame_id(&f);
     std::thread::sleep(Duration::from_millis(300));
     x_reply(&s.json, &id, &credits(100));
+    t.frame("json", &s.json.frame());
     t.drain(s);
     s.json.reply(&id, &reply_ok("chunks"));
     s.json.reply(&id, b"");
