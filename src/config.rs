@@ -67,6 +67,10 @@ pub struct Config {
     pub tls_handshake_timeout_ms: u64,
     /// zring: pin worker threads to cores.
     pub pin: bool,
+    /// `--m2-config FILE`: serve a Mongrel2 config instead of ZHTTP (see `m2serve`).
+    pub m2_config: Option<PathBuf>,
+    /// `--m2-server NAME`: the server of the Mongrel2 config to run (default: all).
+    pub m2_server: Option<String>,
 }
 
 impl Default for Config {
@@ -93,6 +97,8 @@ impl Default for Config {
             handler_wait_ms: limits::HANDLER_WAIT_MS_DEFAULT,
             tls_handshake_timeout_ms: limits::TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
             pin: true,
+            m2_config: None,
+            m2_server: None,
         }
     }
 }
@@ -141,6 +147,10 @@ OPTIONS (zring):
     --handler-wait <ms>             A request no handler takes within this time gets a 503 [default: 5000]
     --tls-handshake-timeout <ms>    A TLS client that has not finished its handshake by then is dropped [default: 10000]
     --no-pin                        Do not pin worker threads to cores
+
+OPTIONS (Mongrel2 mode; excludes --listen, --zclient-*, --tls-identities-dir):
+    --m2-config <file>              Serve a Mongrel2 config (m2sh syntax) with its handlers
+    --m2-server <name>              Only this server of the config (name or uuid) [default: all]
 ";
 
 /// Parses `args` (without the program name). The error is one line for the user.
@@ -200,6 +210,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
                 c.ipc_file_mode = Some(mode);
             }
             "--tls-identities-dir" => c.tls_identities_dir = PathBuf::from(value()?),
+            "--m2-config" => c.m2_config = Some(PathBuf::from(value()?)),
+            "--m2-server" => c.m2_server = Some(value()?),
             "--runtime" => {
                 c.runtime = match value()?.as_str() {
                     "auto" => RuntimeChoice::Auto,
@@ -213,6 +225,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
     }
     if sizes {
         return Ok(Action::Sizes);
+    }
+    if c.m2_config.is_some() || c.m2_server.is_some() {
+        crate::m2serve::check_flags(&c)?;
     }
     finish(&mut c)?;
     Ok(Action::Run(Box::new(c)))

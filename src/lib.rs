@@ -17,6 +17,7 @@ pub mod conn;
 pub mod limits;
 pub mod log;
 pub mod m2config;
+pub mod m2serve;
 pub mod proto;
 pub mod runtime;
 pub mod timer;

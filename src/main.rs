@@ -76,8 +76,12 @@ fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, S
         .collect()
 }
 
-fn run(cfg: Config) -> Result<(), String> {
+fn run(mut cfg: Config) -> Result<(), String> {
     raise_nofile_limit();
+    // Mongrel2 mode: the config file names the listeners, handlers and limits.
+    if let Some(warning) = zring::m2serve::prepare(&mut cfg)? {
+        zring::log!(log::WARN, "m2", "{warning}");
+    }
     let kind = choose_runtime(cfg.runtime)?;
     let mut fds = Vec::new();
     let mut infos = Vec::new();

@@ -18,6 +18,8 @@ use crate::proto::zhttp::{self, Kind};
 use crate::runtime::{Command, Driver};
 use crate::timer::Wheel;
 
+mod m2;
+
 /// What a worker knows of each listener (by index, as the runtime reports it).
 #[derive(Clone, Debug)]
 pub struct ListenerInfo {
@@ -362,6 +364,7 @@ impl Driver for Worker {
         }
         let conn = Conn::new(now, &self.settings, info.mode, info.tls.as_ref(), peer);
         let slot = self.conns.insert(conn) as u32;
+        m2::on_accept(self, listener, slot);
         assert!(
             (slot as usize) < self.modes.len(),
             "slab grew past its preallocated size"
@@ -389,6 +392,7 @@ impl Driver for Worker {
 
     fn handle_closed(&mut self, _now: Instant, slot: u32) {
         let conn = self.conns.remove(slot as usize);
+        m2::on_closed(&conn);
         assert!(
             conn.is_closed(),
             "runtime closed slot {slot} the connection did not close"
@@ -419,6 +423,7 @@ impl Driver for Worker {
             // Come back for the rest after this turn's I/O, for fairness.
             inbox.wake();
         }
+        m2::wake(self, now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {

@@ -19,6 +19,8 @@ use crate::limits;
 use crate::log;
 use crate::proto::zhttp;
 
+pub mod m2;
+
 /// A handler address (`from`), at most 64 bytes.
 pub type Addr = ArrayVec<u8, { limits::ADDRESS_BYTES_MAX }>;
 
@@ -31,6 +33,8 @@ pub enum Route {
     Router(Addr),
     /// A req-mode request: DEALER.
     Dealer,
+    /// Mongrel2 mode: a request for handler `n` (its PUSH socket).
+    M2(u16),
 }
 
 /// An encoded packet (`T` + tnetstring) on its way to a handler.
@@ -103,6 +107,8 @@ pub struct Inbox {
     pub wake_pending: AtomicBool,
     /// The worker's open connections, read by its peers to balance accepts.
     pub conns: AtomicUsize,
+    /// Mongrel2 replies for this worker (empty outside Mongrel2 mode).
+    pub m2: m2::Queue,
 }
 
 impl Inbox {
@@ -137,6 +143,7 @@ impl Shared {
                 wake: EventFd::new()?,
                 wake_pending: AtomicBool::new(false),
                 conns: AtomicUsize::new(0),
+                m2: Default::default(),
             });
         }
         Ok(Arc::new(Shared {
@@ -203,6 +210,7 @@ fn held_kind(r: &Route) -> usize {
         Route::Push => HELD_PUSH,
         Route::Router(_) => HELD_ROUTER,
         Route::Dealer => HELD_DEALER,
+        Route::M2(_) => HELD_PUSH,
     }
 }
 
@@ -251,6 +259,9 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config) -> Result<Sockets, String> {
         sub: None,
         dealer: None,
     };
+    if crate::m2serve::active() {
+        return Ok(s); // Mongrel2 mode: only the handlers' sockets (`m2`)
+    }
     let hwm = hwm(cfg);
     if want(Mode::Stream) {
         let push = ctx.socket(zmq::PUSH).map_err(zerr)?;
@@ -326,9 +337,11 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config) -> Result<Sockets, String> {
 pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<Bridge, String> {
     let ctx = zmq::Context::new();
     let sockets = open_sockets(&ctx, cfg)?;
+    let m2 = m2::open(&ctx, hwm(cfg))?;
     Ok(Bridge {
         _ctx: ctx,
         sockets,
+        m2,
         shared,
         batch: Vec::new(),
         held: Default::default(),
@@ -339,6 +352,8 @@ pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<Bridge, String> {
 pub struct Bridge {
     _ctx: zmq::Context,
     sockets: Sockets,
+    /// Mongrel2 mode's handler sockets.
+    m2: Option<m2::M2Sockets>,
     shared: Arc<Shared>,
     batch: Vec<OutPacket>,
     /// Packets a socket could not take yet (no handler connected, HWM reached), in order,
@@ -405,6 +420,9 @@ impl Bridge {
         }
         if let Some(s) = &self.sockets.push {
             items.push(s.as_poll_item(write(HELD_PUSH)));
+        }
+        if let Some(m) = &self.m2 {
+            m.poll_items(&mut items, read, !self.held[HELD_PUSH].is_empty());
         }
         // zmq_poll checks each socket's ZMQ_EVENTS before it blocks, so a message that
         // arrived while we were busy is not missed despite ZMQ_FD being edge-style.
@@ -479,6 +497,7 @@ impl Bridge {
                     .and_then(|_| s.send(&b""[..], zmq::SNDMORE | zmq::DONTWAIT))
                     .and_then(|_| s.send(&p.data[..], zmq::DONTWAIT))
             }),
+            Route::M2(h) => self.m2.as_ref().map(|m| m.send(*h, &p.data)),
         };
         match r {
             Some(Ok(())) | None => {
@@ -556,6 +575,9 @@ impl Bridge {
                 };
                 full = self.route(msg, offset, false);
             }
+        }
+        if let (Some(m), false) = (self.m2.as_mut(), full) {
+            full = m.deliver(&self.shared, &mut self.wake_pending);
         }
         for (w, pending) in self.wake_pending.iter_mut().enumerate() {
             if std::mem::take(pending) {

@@ -24,6 +24,7 @@ use crate::proto::zhttp::{self, Kind};
 use crate::runtime::Command;
 
 mod fanout;
+pub mod m2;
 pub mod pool;
 mod tls;
 mod ws;
@@ -167,6 +168,8 @@ pub struct Conn {
     /// permessage-deflate, when negotiated.
     deflate: Option<Box<ws::WsDeflate>>,
     wsf: ws::WsFlags,
+    /// Mongrel2 mode (`--m2-config`): see `m2.rs`.
+    m2: Option<Box<m2::M2Conn>>,
 }
 
 impl Conn {
@@ -219,6 +222,7 @@ impl Conn {
             ws: None,
             deflate: None,
             wsf: ws::WsFlags::default(),
+            m2: None,
         };
         match c.tls {
             Some(_) => c.tls_handshake_deadline(now, s),
@@ -300,6 +304,9 @@ impl Conn {
     /// Plaintext from the client (decrypted first on a TLS connection).
     fn recv_plain(&mut self, cx: &mut Ctx, data: &mut [u8]) {
         self.touch_client(cx.now, cx.settings);
+        if self.m2.is_some() {
+            return self.m2_recv(cx, data);
+        }
         if self.wsf.phase != ws::Phase::None {
             return self.ws_recv(cx, data);
         }
@@ -317,6 +324,9 @@ impl Conn {
 
     /// The client closed its side or the socket failed.
     pub fn handle_eof(&mut self, cx: &mut Ctx) {
+        if self.m2.is_some() {
+            self.m2_eof(cx);
+        }
         self.eof = true;
         match self.state {
             State::Closed => {}
@@ -336,6 +346,9 @@ impl Conn {
             .sending
             .take()
             .expect("handle_sent without a send in flight");
+        if self.m2.is_some() {
+            self.m2_sent(cx, buf.len());
+        }
         cx.pool.give(buf);
         self.credits_owed += body;
         self.touch_client(cx.now, cx.settings);
@@ -446,6 +459,9 @@ impl Conn {
 
     /// A deadline of this connection may have passed.
     pub fn handle_timeout(&mut self, cx: &mut Ctx) {
+        if self.m2.is_some() {
+            self.m2_timeout(cx);
+        }
         let now = cx.now;
         let now_ms = now.saturating_duration_since(cx.settings.epoch).as_millis() as u64;
         let due = |t: Timer, c: &Conn| {

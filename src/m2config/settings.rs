@@ -85,7 +85,7 @@ pub const KNOWN: &[(&str, Kind, &str, Support)] = &[
         "download.flow_control",
         Kind::Int,
         "0",
-        Support::Implemented,
+        Support::Unsupported,
     ),
     ("certdir", Kind::Str, "", Support::Implemented),
     ("server.daemonize", Kind::Int, "1", Support::NotApplicable),
@@ -125,7 +125,7 @@ pub const KNOWN: &[(&str, Kind, &str, Support)] = &[
         "16384",
         Support::NotApplicable,
     ),
-    ("limits.kill_limit", Kind::Int, "2", Support::NotApplicable),
+    ("limits.kill_limit", Kind::Int, "2", Support::Implemented),
     (
         "superpoll.hot_dividend",
         Kind::Int,

@@ -1,0 +1,930 @@
+//! A connection in Mongrel2 mode (`--m2-config`), as Mongrel2 1.12.2 runs one: read a
+//! request, route it (`m2config::route`), send it to the handler (`proto::m2`), and go
+//! straight back to reading the next request (Mongrel2's `Queueing: REQ_SENT -> Idle`):
+//! Mongrel2 never learns where a response ends. Handler replies are written raw, whenever
+//! they come; an empty one closes. A WebSocket upgrade is a `WEBSOCKET_HANDSHAKE` message;
+//! later client frames (reassembled, unmasked, RFC 6455 rules enforced by `proto::ws`) are
+//! `WEBSOCKET` messages. Large bodies go to an `upload.temp_store` file.
+//!
+//! The connection stays in `State::Head` while open; `Conn`'s TLS, buffers, draining and
+//! timers are reused as they are.
+use std::io::Write as _;
+
+use arrayvec::ArrayVec;
+
+use super::{Conn, Ctx, State, Timer};
+use crate::bridge::m2::{M2In, ReplyKind};
+use crate::bridge::{OutPacket, Route};
+use crate::m2config::{dir, Target};
+use crate::m2serve::Setup;
+use crate::proto::http1::{self, BodyKind, Version};
+use crate::proto::m2::{
+    encode_request, encode_stream_chunk, notice::encode_disconnect, request::ws_flags,
+    split_target, HeaderTable, Message, Request, Scheme, DELIVER_OUTSTANDING_MSGS,
+};
+use crate::proto::ws::{self, AcceptKey, Event, MessageKind};
+
+/// Mongrel2's cap on a WebSocket message (`MAX_WS_LENGTH`, never enforced by Mongrel2).
+pub const WS_MESSAGE_BYTES_MAX: u64 = 256 * 1024;
+/// Largest file a `Dir` route serves (read whole, blocking, in the worker: see docs).
+pub const DIR_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// Mongrel2 mode's per-connection state (boxed: ZHTTP connections pay 8 bytes).
+pub(crate) struct M2Conn {
+    server: u16,
+    /// The id handlers see: stable for the connection's life.
+    pub id: u32,
+    /// The handler the connection last talked to (gets the disconnect notice).
+    handler: Option<u16>,
+    table: HeaderTable,
+    /// Replies queued while a send is in flight (Mongrel2's deliver queue).
+    pub outstanding: u8,
+    /// `100 Continue` already sent for the request being read.
+    continued: bool,
+    ws: Option<Box<M2Ws>>,
+    upload: Option<Box<Upload>>,
+    stream: Option<Box<UpStream>>,
+    /// Mongrel2's registration counters (src/register.c) for the rate checks: bytes and the
+    /// time (ms since the worker's epoch) of the last read and write.
+    bytes_read: u64,
+    bytes_written: u64,
+    last_read_ms: u64,
+    last_write_ms: u64,
+}
+
+/// An open Mongrel2 WebSocket: the handshake head every frame message repeats.
+struct M2Ws {
+    session: ws::Session,
+    head: Vec<u8>,
+    /// First byte of the message being reassembled, and its payload so far.
+    first: u8,
+    message: Vec<u8>,
+}
+
+/// A body going to an `upload.temp_store` file.
+struct Upload {
+    head: Vec<u8>,
+    path: String,
+    file: std::fs::File,
+    left: u64,
+    /// A chunked body (Mongrel2's `content_len = -1`): decoded into the file.
+    chunked: Option<Box<http1::ChunkedDecoder>>,
+}
+
+/// A body going to the handler as `upload.stream` messages, under its credits
+/// (src/upload.c `Upload_stream`).
+struct UpStream {
+    head: Vec<u8>,
+    /// Body bytes still to read (`u64::MAX` for a chunked body).
+    left: u64,
+    /// Body bytes sent so far: each message's `UPLOAD_STREAM`.
+    offset: u64,
+    /// Granted by `["ctl", {"credits": N}]`; may go negative, as in Mongrel2.
+    credits: i64,
+    chunked: Option<Box<http1::ChunkedDecoder>>,
+}
+
+fn setup() -> &'static Setup {
+    crate::m2serve::get().expect("Mongrel2 connection outside Mongrel2 mode")
+}
+
+fn version_text(v: Version) -> &'static [u8] {
+    match v {
+        Version::Http10 => b"HTTP/1.0",
+        _ => b"HTTP/1.1",
+    }
+}
+
+/// Mongrel2's canned error responses (src/response.c), `Server` aside.
+fn canned(code: u16) -> &'static [u8] {
+    match code {
+        400 => b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 11\r\nServer: zring\r\n\r\nBad Request",
+        403 | 404 => b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 9\r\nServer: zring\r\n\r\nNot Found",
+        405 => b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 18\r\nServer: zring\r\n\r\nMethod Not Allowed",
+        413 => b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 16\r\nServer: zring\r\n\r\nEntity Too Large",
+        417 => b"HTTP/1.1 417 Expectation Failed\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 18\r\nServer: zring\r\n\r\nExpectation Failed",
+        _ => b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 21\r\nServer: zring\r\n\r\nInternal Server Error",
+    }
+}
+
+impl Conn {
+    /// Makes this a Mongrel2 connection of server `server` with id `id` (worker, at accept).
+    pub fn m2_attach(&mut self, server: u16, id: u32) {
+        let s = setup();
+        self.m2 = Some(Box::new(M2Conn {
+            server,
+            id,
+            handler: None,
+            table: HeaderTable::new(),
+            outstanding: 0,
+            continued: false,
+            ws: None,
+            upload: None,
+            stream: None,
+            bytes_read: 0,
+            bytes_written: 0,
+            last_read_ms: 0,
+            last_write_ms: 0,
+        }));
+        // A head plus an inline body is read before anything goes to the handler.
+        let inline = s.limits.content_length.min(64 << 20) as u32;
+        self.spill_max = self.spill_max.saturating_add(inline);
+    }
+
+    /// The Mongrel2 id, for the worker's id table.
+    pub fn m2_id(&self) -> Option<u32> {
+        self.m2.as_ref().map(|m| m.id)
+    }
+
+    /// Bytes from the client (plaintext).
+    pub(super) fn m2_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
+        let now_ms = cx
+            .now
+            .saturating_duration_since(cx.settings.epoch)
+            .as_millis() as u64;
+        let m = self.m2.as_mut().expect("m2");
+        m.bytes_read += data.len() as u64;
+        m.last_read_ms = now_ms;
+        if self.spill.is_empty() {
+            let n = self.m2_process(cx, data);
+            if n < data.len() && self.state == State::Head {
+                self.spill = cx.pool.take();
+                self.spill.extend_from_slice(&data[n..]);
+            }
+        } else {
+            self.spill.extend_from_slice(data);
+            let mut input = std::mem::take(&mut self.spill);
+            let n = self.m2_process(cx, &mut input);
+            input.drain(..n);
+            if input.is_empty() || self.state != State::Head {
+                cx.pool.give(input);
+            } else {
+                self.spill = input;
+            }
+        }
+    }
+
+    /// The client went away: tell the handler (Mongrel2 does, unless it closed the
+    /// connection itself, which makes it drain here).
+    pub(super) fn m2_eof(&mut self, cx: &mut Ctx) {
+        self.m2_abort_upload();
+        if self.state == State::Head {
+            self.m2_notice(cx);
+        }
+    }
+
+    /// The idle timer (`limits.min_ping`) fired. As Mongrel2's `Register_cleanout`: the
+    /// connection dies when more than `limits.kill_limit` of (idle past `min_ping`, read rate
+    /// under `min_read_rate`, write rate under `min_write_rate`) hold, rates being bytes over
+    /// seconds since the last read/write + 1; otherwise it is checked again a tick later.
+    pub(super) fn m2_timeout(&mut self, cx: &mut Ctx) {
+        let now_ms = cx
+            .now
+            .saturating_duration_since(cx.settings.epoch)
+            .as_millis() as u64;
+        let d = self.deadlines[Timer::Client as usize];
+        if d == 0 || d > now_ms || self.state != State::Head {
+            return;
+        }
+        let l = &setup().limits;
+        let m = self.m2.as_ref().expect("m2");
+        let rate = |bytes: u64, last: u64| bytes / (now_ms.saturating_sub(last) / 1000 + 1);
+        let mut kill = 1; // idle past min_ping
+        if l.min_read_rate != 0 && rate(m.bytes_read, m.last_read_ms) < l.min_read_rate {
+            kill += 1;
+        }
+        if l.min_write_rate != 0 && rate(m.bytes_written, m.last_write_ms) < l.min_write_rate {
+            kill += 1;
+        }
+        if kill <= l.kill_limit {
+            let at = cx.now + std::time::Duration::from_secs(l.tick_s);
+            self.set_timer(cx.settings, Timer::Client, at);
+            return;
+        }
+        self.m2_abort_upload();
+        self.m2_notice(cx);
+    }
+
+    /// An upload that will not complete: its file goes, as Mongrel2 unlinks it.
+    fn m2_abort_upload(&mut self) {
+        if let Some(up) = self.m2.as_mut().and_then(|m| m.upload.take()) {
+            let _ = std::fs::remove_file(&up.path);
+        }
+    }
+
+    /// A send completed: the deliver queue is empty again; count the bytes.
+    pub(super) fn m2_sent(&mut self, cx: &mut Ctx, n: usize) {
+        let now_ms = cx
+            .now
+            .saturating_duration_since(cx.settings.epoch)
+            .as_millis() as u64;
+        let m = self.m2.as_mut().expect("m2");
+        m.outstanding = 0;
+        m.bytes_written += n as u64;
+        m.last_write_ms = now_ms;
+    }
+
+    fn m2_notice(&mut self, cx: &mut Ctx) {
+        let Some(m) = self.m2.as_ref() else { return };
+        let Some(h) = m.handler else { return };
+        let handler = &setup().handlers[h as usize];
+        let mut data = Vec::with_capacity(96);
+        encode_disconnect(
+            &mut data,
+            handler.send_ident.as_bytes(),
+            m.id as i32,
+            handler.protocol,
+        );
+        cx.packets.push(OutPacket {
+            route: Route::M2(h),
+            data,
+            expires: None,
+        });
+    }
+
+    /// A handler reply naming this connection.
+    pub fn handle_m2_reply(&mut self, cx: &mut Ctx, pkt: &M2In) {
+        if self.state != State::Head {
+            return; // closing: Mongrel2 drops what comes for a dying connection
+        }
+        match pkt.kind {
+            ReplyKind::Data => {
+                if self.sending.is_some() {
+                    let m = self.m2.as_mut().expect("m2");
+                    m.outstanding += 1;
+                    if usize::from(m.outstanding) > DELIVER_OUTSTANDING_MSGS {
+                        crate::log!(
+                            crate::log::DEBUG,
+                            "m2",
+                            "connection {}: too many undelivered replies, dropped",
+                            m.id
+                        );
+                        return self.close(cx);
+                    }
+                }
+                let body = pkt.body();
+                self.write_out(cx, |out| out.extend_from_slice(body));
+            }
+            ReplyKind::Close => self.drain(cx),
+            ReplyKind::Control(c) => {
+                if c.cancel {
+                    return self.close(cx);
+                }
+                if c.keep_alive {
+                    self.touch_client(cx.now, cx.settings);
+                }
+                if let (Some(n), Some(st)) =
+                    (c.credits, self.m2.as_mut().and_then(|m| m.stream.as_mut()))
+                {
+                    st.credits = st.credits.saturating_add(n);
+                    self.m2_pump(cx);
+                }
+            }
+            ReplyKind::Kill => self.close(cx),
+            ReplyKind::Ignore => {}
+        }
+    }
+
+    /// Consumes what it can of `input`; returns the bytes used.
+    fn m2_process(&mut self, cx: &mut Ctx, input: &mut [u8]) -> usize {
+        let mut used = 0;
+        while used < input.len() && self.state == State::Head {
+            let m = self.m2.as_ref().expect("m2");
+            if m.upload.is_some() {
+                used += self.m2_upload_feed(cx, &input[used..]);
+                continue;
+            }
+            if m.stream.is_some() {
+                match self.m2_stream_feed(cx, &input[used..]) {
+                    0 => return used,
+                    n => used += n,
+                }
+                continue;
+            }
+            if m.ws.is_some() {
+                return used + self.m2_ws_feed(cx, &mut input[used..]);
+            }
+            match self.m2_request(cx, &input[used..]) {
+                Some(n) => used += n,
+                None => return used,
+            }
+        }
+        if self.state != State::Head {
+            return input.len();
+        }
+        used
+    }
+
+    fn m2_fail(&mut self, cx: &mut Ctx, code: u16) {
+        self.write_out(cx, |out| out.extend_from_slice(canned(code)));
+        self.drain(cx);
+    }
+
+    /// One request from `input`: `Some(bytes used)`, or `None` until more bytes come.
+    fn m2_request(&mut self, cx: &mut Ctx, input: &[u8]) -> Option<usize> {
+        let s = setup();
+        let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
+        let req = match http1::parse_request_limited(input, &mut headers, cx.settings.buffer_size) {
+            Ok(http1::Status::Partial) => return None,
+            Ok(http1::Status::Complete(r)) => r,
+            Err(e) => {
+                // Includes Flash's `@path {…}\0` / `<tag>\0` socket messages: refused.
+                let (code, _) = e.status();
+                self.m2_fail(cx, if code == 413 { 413 } else { 400 });
+                return Some(input.len());
+            }
+        };
+        let m = self.m2.as_mut().expect("m2");
+        let server = &s.servers[m.server as usize];
+        let target = split_target(req.target.as_bytes());
+        let host = req.host.map(crate::proto::m2::host_name);
+        let Some(found) = server.router.resolve(host, target.path) else {
+            self.m2_fail(cx, 404);
+            return Some(input.len());
+        };
+        let hi = match server.router.target(&server.server.hosts, &found) {
+            Target::Handler(h) => *h as u16,
+            Target::Dir(d) => {
+                let d = d.clone();
+                let prefix = found.prefix.to_owned();
+                let used = self.m2_dir(cx, &server.root, &d, &prefix, &req, target.path);
+                return Some(used.min(input.len()));
+            }
+            Target::Proxy(_) => {
+                self.m2_fail(cx, 404); // refused at config load; unreachable
+                return Some(input.len());
+            }
+        };
+        let head_len = req.head_len;
+        let limit = s.limits.content_length;
+        let (body_len, upload) = match req.body {
+            BodyKind::None => (0, false),
+            BodyKind::Length(n) if n <= limit => (n, false),
+            BodyKind::Length(n) => (n, true),
+            // Mongrel2 sends chunked bodies to the upload path whatever their size.
+            BodyKind::Chunked => (u64::MAX, true),
+        };
+        if upload && s.limits.stream {
+            let m = self.m2.as_mut().expect("m2");
+            m.continued = false;
+            m.handler = Some(hi);
+            return Some(self.m2_stream_start(cx, &req, found.pattern, hi, body_len, input));
+        }
+        if upload && s.limits.temp_store.is_none() {
+            self.m2_fail(cx, 413);
+            return Some(input.len());
+        }
+        let need = head_len as u64 + if upload { 0 } else { body_len };
+        if (input.len() as u64) < need {
+            let m = self.m2.as_mut().expect("m2");
+            if req.expect_continue && !m.continued {
+                m.continued = true;
+                self.write_out(cx, |out| {
+                    out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n")
+                });
+            }
+            return None;
+        }
+        let m = self.m2.as_mut().expect("m2");
+        if req.expect_continue && upload && !m.continued {
+            self.write_out(cx, |out| {
+                out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n")
+            });
+        }
+        let m = self.m2.as_mut().expect("m2");
+        m.continued = false;
+        m.handler = Some(hi);
+        if req.upgrade_websocket {
+            let Some(key) = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
+            else {
+                self.m2_fail(cx, 400);
+                return Some(input.len());
+            };
+            let accept = AcceptKey::from_key(key.value);
+            self.m2_send(
+                cx,
+                &req,
+                found.pattern,
+                hi,
+                b"WEBSOCKET_HANDSHAKE",
+                &[],
+                accept.as_bytes(),
+            );
+            let session = ws::Session::new(ws::SessionConfig {
+                message_bytes_max: WS_MESSAGE_BYTES_MAX,
+                compression: false,
+            });
+            self.m2.as_mut().expect("m2").ws = Some(Box::new(M2Ws {
+                session,
+                head: input[..head_len].to_vec(),
+                first: 0,
+                message: Vec::new(),
+            }));
+            return Some(head_len);
+        }
+        if upload {
+            return Some(self.m2_upload_start(cx, &req, found.pattern, hi, body_len, input));
+        }
+        let body = &input[head_len..head_len + body_len as usize];
+        self.m2_send(
+            cx,
+            &req,
+            found.pattern,
+            hi,
+            req.method.as_bytes(),
+            &[],
+            body,
+        );
+        Some(head_len + body_len as usize)
+    }
+
+    /// Encodes and queues one request message for handler `hi`.
+    #[allow(clippy::too_many_arguments)]
+    fn m2_send(
+        &mut self,
+        cx: &mut Ctx,
+        req: &http1::Request,
+        pattern: &str,
+        hi: u16,
+        method: &[u8],
+        extra: &[(&[u8], &[u8])],
+        body: &[u8],
+    ) {
+        let s = setup();
+        let handler = &s.handlers[hi as usize];
+        let mut remote: ArrayVec<u8, 64> = ArrayVec::new();
+        if let Some(p) = self.peer {
+            let _ = write!(super::ArrayWriter(&mut remote), "{}", p.ip());
+        }
+        let mut all: ArrayVec<(&[u8], &[u8]), 4> = ArrayVec::new();
+        if !s.limits.no_clobber_xff {
+            all.push((b"x-forwarded-for", &remote));
+        }
+        for e in extra.iter().take(3) {
+            all.push(*e);
+        }
+        let request = Request {
+            method,
+            version: version_text(req.version),
+            target: split_target(req.target.as_bytes()),
+            headers: req.headers,
+            pattern: Some(pattern.as_bytes()),
+            scheme: if self.tls.is_some() {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            },
+            remote_addr: &remote,
+            header_count_max: s.limits.header_count,
+        };
+        let m = self.m2.as_mut().expect("m2");
+        let message = Message {
+            sender: handler.send_ident.as_bytes(),
+            conn_id: m.id,
+            protocol: handler.protocol,
+            request: &request,
+            extra: &all,
+            body,
+        };
+        let mut data = Vec::with_capacity(512 + body.len());
+        if encode_request(&message, &mut m.table, &mut data).is_err() {
+            return self.m2_fail(cx, 400);
+        }
+        cx.packets.push(OutPacket {
+            route: Route::M2(hi),
+            data,
+            expires: None,
+        });
+    }
+
+    /// Re-parses a kept head (WebSocket handshake, upload) and sends a message built on it.
+    fn m2_resend(
+        &mut self,
+        cx: &mut Ctx,
+        head: &[u8],
+        method: Option<&[u8]>,
+        extra: &[(&[u8], &[u8])],
+        body: &[u8],
+    ) {
+        let s = setup();
+        let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
+        let Ok(http1::Status::Complete(req)) =
+            http1::parse_request_limited(head, &mut headers, usize::MAX)
+        else {
+            return;
+        };
+        let m = self.m2.as_ref().expect("m2");
+        let server = &s.servers[m.server as usize];
+        let target = split_target(req.target.as_bytes());
+        let host = req.host.map(crate::proto::m2::host_name);
+        let Some(found) = server.router.resolve(host, target.path) else {
+            return;
+        };
+        let Target::Handler(hi) = server.router.target(&server.server.hosts, &found) else {
+            return;
+        };
+        let method = method.unwrap_or(req.method.as_bytes());
+        self.m2_send(cx, &req, found.pattern, *hi as u16, method, extra, body);
+    }
+
+    // ---- WebSocket ----
+
+    fn m2_ws_feed(&mut self, cx: &mut Ctx, input: &mut [u8]) -> usize {
+        let mut wsx = self.m2.as_mut().expect("m2").ws.take().expect("ws");
+        let mut used = 0;
+        let mut failed = None;
+        // Bounded: the session yields each event once; `None` means the input is used up.
+        loop {
+            let step = match wsx.session.decode(&mut input[used..]) {
+                Ok(s) => s,
+                Err(e) => {
+                    failed = Some(e.close_code());
+                    break;
+                }
+            };
+            used += step.consumed;
+            let Some(event) = step.event else { break };
+            let mut send: Option<(u8, Vec<u8>)> = None;
+            match event {
+                Event::MessageStart { kind, .. } => {
+                    wsx.first = match kind {
+                        MessageKind::Text => 0x81,
+                        MessageKind::Binary => 0x82,
+                    };
+                    wsx.message.clear();
+                }
+                Event::Data(d) => wsx.message.extend_from_slice(d),
+                Event::MessageEnd => send = Some((wsx.first, std::mem::take(&mut wsx.message))),
+                Event::Ping(p) => send = Some((0x89, p.to_vec())),
+                Event::Pong(p) => send = Some((0x8A, p.to_vec())),
+                Event::Close { code, reason } => {
+                    let mut body = Vec::new();
+                    if let Some(c) = code {
+                        body.extend_from_slice(&c.to_be_bytes());
+                        body.extend_from_slice(reason.as_bytes());
+                    }
+                    send = Some((0x88, body));
+                }
+            }
+            if let Some((first, body)) = send {
+                let (flags, n) = ws_flags(first);
+                let head = std::mem::take(&mut wsx.head);
+                self.m2_resend(
+                    cx,
+                    &head,
+                    Some(b"WEBSOCKET"),
+                    &[(b"FLAGS", &flags[..n])],
+                    &body,
+                );
+                wsx.head = head;
+            }
+        }
+        self.m2.as_mut().expect("m2").ws = Some(wsx);
+        if let Some(code) = failed {
+            // zring enforces RFC 6455 where Mongrel2 does not: close with the reason.
+            self.write_out(cx, |out| ws::encode_close(out, code, ""));
+            self.drain(cx);
+            return input.len();
+        }
+        used
+    }
+
+    // ---- uploads (upload.temp_store) ----
+
+    fn m2_upload_start(
+        &mut self,
+        cx: &mut Ctx,
+        req: &http1::Request,
+        pattern: &str,
+        hi: u16,
+        len: u64,
+        input: &[u8],
+    ) -> usize {
+        let s = setup();
+        let template = s
+            .limits
+            .temp_store
+            .as_deref()
+            .unwrap_or("/tmp/upload.XXXXXX");
+        let (path, file) = match crate::m2serve::mkstemp(template, s.limits.temp_store_mode) {
+            Ok(x) => x,
+            Err(e) => {
+                crate::log!(crate::log::WARN, "m2", "upload.temp_store {template}: {e}");
+                self.m2_fail(cx, 500);
+                return input.len();
+            }
+        };
+        self.m2_send(
+            cx,
+            req,
+            pattern,
+            hi,
+            req.method.as_bytes(),
+            &[(b"x-mongrel2-upload-start", path.as_bytes())],
+            b"",
+        );
+        let head_len = req.head_len;
+        self.m2.as_mut().expect("m2").upload = Some(Box::new(Upload {
+            head: input[..head_len].to_vec(),
+            path,
+            file,
+            left: len,
+            chunked: (len == u64::MAX).then(Box::default),
+        }));
+        head_len
+    }
+
+    /// Writes body bytes to the upload file (blocking, at most one read's worth).
+    fn m2_upload_feed(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
+        let m = self.m2.as_mut().expect("m2");
+        let up = m.upload.as_mut().expect("upload");
+        let (n, result) = match up.chunked.as_mut() {
+            None => {
+                let n = (input.len() as u64).min(up.left) as usize;
+                (n, up.file.write_all(&input[..n]).map(|_| n as u64))
+            }
+            Some(dec) => {
+                // Bounded: each step consumes input or ends the loop.
+                let mut used = 0;
+                let mut result = Ok(0);
+                while used < input.len() {
+                    match dec.decode(&input[used..]) {
+                        Err(_) => {
+                            result = Err(std::io::ErrorKind::InvalidData.into());
+                            break;
+                        }
+                        Ok(d) => {
+                            used += d.consumed;
+                            if let Some(data) = d.data {
+                                if let Err(e) = up.file.write_all(data) {
+                                    result = Err(e);
+                                    break;
+                                }
+                            }
+                            if d.done {
+                                result = Ok(up.left);
+                                break;
+                            }
+                            if d.consumed == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                (used, result)
+            }
+        };
+        let result = result.map(|done| {
+            up.left -= done;
+        });
+        if let Err(e) = result {
+            crate::log!(crate::log::WARN, "m2", "upload {}: {e}", up.path);
+            self.m2_abort_upload();
+            self.m2_fail(cx, 500);
+            return input.len();
+        }
+        if up.left == 0 {
+            let up = m.upload.take().expect("upload");
+            drop(up.file);
+            self.m2_resend(
+                cx,
+                &up.head,
+                None,
+                &[
+                    (b"x-mongrel2-upload-start", up.path.as_bytes()),
+                    (b"x-mongrel2-upload-done", up.path.as_bytes()),
+                ],
+                b"",
+            );
+        }
+        n
+    }
+
+    // ---- uploads (upload.stream) ----
+
+    /// Runs what waits in `spill` (body bytes that were waiting for credits).
+    fn m2_pump(&mut self, cx: &mut Ctx) {
+        if self.spill.is_empty() || self.state != State::Head {
+            return;
+        }
+        let mut input = std::mem::take(&mut self.spill);
+        let n = self.m2_process(cx, &mut input);
+        input.drain(..n);
+        if input.is_empty() || self.state != State::Head {
+            cx.pool.give(input);
+        } else {
+            self.spill = input;
+        }
+    }
+
+    /// The first `upload.stream` message: all headers, `UPLOAD_STREAM: 0`, and the body bytes
+    /// already here (Mongrel2 sends "whatever's there"; none for a chunked body).
+    fn m2_stream_start(
+        &mut self,
+        cx: &mut Ctx,
+        req: &http1::Request,
+        pattern: &str,
+        hi: u16,
+        len: u64,
+        input: &[u8],
+    ) -> usize {
+        let head_len = req.head_len;
+        let chunked = len == u64::MAX;
+        let avail = if chunked {
+            0
+        } else {
+            // Mongrel2's read buffer is `limits.content_length` bytes: no message is larger.
+            ((input.len() - head_len) as u64)
+                .min(len)
+                .min(setup().limits.content_length.max(1)) as usize
+        };
+        let done = !chunked && avail as u64 == len;
+        let mut extra: ArrayVec<(&[u8], &[u8]), 2> = ArrayVec::new();
+        extra.push((b"UPLOAD_STREAM", b"0"));
+        if done {
+            extra.push((b"UPLOAD_STREAM_DONE", b"1"));
+        }
+        let body = &input[head_len..head_len + avail];
+        self.m2_send(cx, req, pattern, hi, req.method.as_bytes(), &extra, body);
+        if !done {
+            self.m2.as_mut().expect("m2").stream = Some(Box::new(UpStream {
+                head: input[..head_len].to_vec(),
+                left: if chunked {
+                    u64::MAX
+                } else {
+                    len - avail as u64
+                },
+                offset: avail as u64,
+                credits: 0,
+                chunked: chunked.then(Box::default),
+            }));
+        }
+        head_len + avail
+    }
+
+    /// Later `upload.stream` messages, as credits allow; returns the bytes used (0: wait).
+    fn m2_stream_feed(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
+        let mut st = self.m2.as_mut().expect("m2").stream.take().expect("stream");
+        if st.credits <= 0 {
+            self.m2.as_mut().expect("m2").stream = Some(st);
+            return 0;
+        }
+        let (used, body, done): (usize, &[u8], bool) = match st.chunked.as_mut() {
+            None => {
+                // Mongrel2 reads exactly min(credits, left) bytes; wait for them unless the
+                // read buffer is full.
+                let want = (st.credits as u64)
+                    .min(st.left)
+                    .min(setup().limits.content_length.max(1));
+                let full = input.len() >= self.spill_max as usize / 2;
+                if (input.len() as u64) < want && !full {
+                    self.m2.as_mut().expect("m2").stream = Some(st);
+                    return 0;
+                }
+                let n = want.min(input.len() as u64) as usize;
+                st.left -= n as u64;
+                (n, &input[..n], st.left == 0)
+            }
+            Some(dec) => match dec.decode(input) {
+                Err(_) => {
+                    self.m2_fail(cx, 400);
+                    return input.len();
+                }
+                Ok(d) => (d.consumed, d.data.unwrap_or(b""), d.done),
+            },
+        };
+        if body.is_empty() && !done {
+            self.m2.as_mut().expect("m2").stream = Some(st);
+            return used;
+        }
+        let mut offset: ArrayVec<u8, 24> = ArrayVec::new();
+        let _ = write!(super::ArrayWriter(&mut offset), "{}", st.offset);
+        let mut extra: ArrayVec<(&[u8], &[u8]), 2> = ArrayVec::new();
+        extra.push((b"UPLOAD_STREAM", &offset));
+        if done {
+            extra.push((b"UPLOAD_STREAM_DONE", b"1"));
+        }
+        self.m2_send_chunk(cx, &st.head, &extra, body);
+        st.credits -= body.len() as i64;
+        st.offset += body.len() as u64;
+        if !done {
+            self.m2.as_mut().expect("m2").stream = Some(st);
+        }
+        used
+    }
+
+    /// An `upload.stream` message after the first: only the stream keys.
+    fn m2_send_chunk(&mut self, cx: &mut Ctx, head: &[u8], extra: &[(&[u8], &[u8])], body: &[u8]) {
+        let s = setup();
+        let Some(hi) = self.m2.as_ref().and_then(|m| m.handler) else {
+            return;
+        };
+        let handler = &s.handlers[hi as usize];
+        let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
+        let Ok(http1::Status::Complete(req)) =
+            http1::parse_request_limited(head, &mut headers, usize::MAX)
+        else {
+            return;
+        };
+        let request = Request {
+            method: req.method.as_bytes(),
+            version: version_text(req.version),
+            target: split_target(req.target.as_bytes()),
+            headers: &[],
+            pattern: None,
+            scheme: Scheme::Http,
+            remote_addr: b"",
+            header_count_max: s.limits.header_count,
+        };
+        let m = self.m2.as_ref().expect("m2");
+        let message = Message {
+            sender: handler.send_ident.as_bytes(),
+            conn_id: m.id,
+            protocol: handler.protocol,
+            request: &request,
+            extra,
+            body,
+        };
+        let mut data = Vec::with_capacity(128 + body.len());
+        if encode_stream_chunk(&message, &mut data).is_ok() {
+            cx.packets.push(OutPacket {
+                route: Route::M2(hi),
+                data,
+                expires: None,
+            });
+        }
+    }
+
+    // ---- Dir ----
+
+    /// Serves a static file; returns the bytes of `input` used (the head).
+    fn m2_dir(
+        &mut self,
+        cx: &mut Ctx,
+        root: &std::path::Path,
+        d: &crate::m2config::Dir,
+        prefix: &str,
+        req: &http1::Request,
+        path: &[u8],
+    ) -> usize {
+        let mut rel = Vec::new();
+        if let Err(e) = dir::resolve(d, req.method.as_bytes(), prefix, path, &mut rel) {
+            self.m2_fail(cx, e.status());
+            return usize::MAX;
+        }
+        use std::os::unix::ffi::OsStrExt;
+        let base = root.join(d.base.trim_start_matches('/'));
+        let file = base.join(std::ffi::OsStr::from_bytes(&rel));
+        let (Ok(real_base), Ok(real)) = (base.canonicalize(), file.canonicalize()) else {
+            self.m2_fail(cx, 404);
+            return usize::MAX;
+        };
+        if !dir::is_within(&real_base, &real) {
+            self.m2_fail(cx, 404);
+            return usize::MAX;
+        }
+        let meta = match std::fs::metadata(&real) {
+            Ok(m) if m.is_file() && m.len() <= DIR_FILE_BYTES_MAX => m,
+            _ => {
+                self.m2_fail(cx, 404);
+                return usize::MAX;
+            }
+        };
+        let data = if req.method == "HEAD" {
+            Vec::new()
+        } else {
+            match std::fs::read(&real) {
+                Ok(d) => d,
+                Err(_) => {
+                    self.m2_fail(cx, 404);
+                    return usize::MAX;
+                }
+            }
+        };
+        let ctype = setup().mime.content_type(&rel, &d.default_ctype);
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let keep = req.keep_alive;
+        self.write_out(cx, |out| {
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nETag: {:x}-{:x}\r\nServer: zring\r\n{}\r\n",
+                meta.len(),
+                mtime,
+                meta.len(),
+                if keep { "" } else { "Connection: close\r\n" },
+            );
+            out.extend_from_slice(&data);
+        });
+        if !keep {
+            self.drain(cx);
+        }
+        req.head_len
+    }
+}
