@@ -285,8 +285,10 @@ impl Ring {
     }
 
     /// A TCP socket in a direct descriptor picked by the kernel (the CQE gives its index).
+    /// No `SOCK_CLOEXEC`: the kernel refuses it for direct descriptors (`EINVAL`), which
+    /// have no process fd to inherit anyway.
     pub fn socket(&mut self, domain: i32, user_data: u64) {
-        let entry = opcode::Socket::new(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        let entry = opcode::Socket::new(domain, libc::SOCK_STREAM, 0)
             .file_index(Some(DestinationSlot::auto_target()))
             .build()
             .user_data(user_data);
