@@ -13,6 +13,8 @@
 //! - keep-alive: the next request on the client connection for the same backend reuses the
 //!   backend connection; one for another route closes it and is routed as usual;
 //! - a response with `Connection: close` (or read until close) closes the client after it;
+//!   so does a request with `Connection: close` (Mongrel2 leaves that to the backend's
+//!   answer, which a backend that ignores it never gives);
 //! - connect failure, or the backend closing before a response head: Mongrel2's canned
 //!   `502 Bad Gateway` and close.
 //!
@@ -85,6 +87,8 @@ pub(crate) struct Proxy {
     head_request: bool,
     /// The backend said `Connection: close` (or HTTP/1.0 without keep-alive).
     close_after: bool,
+    /// The client asked for the connection to close after this response.
+    client_close: bool,
     /// Bytes of the current response already queued for the client.
     resp_bytes: u64,
 }
@@ -103,6 +107,7 @@ impl Proxy {
             resp: Resp::Idle,
             head_request: false,
             close_after: false,
+            client_close: false,
             resp_bytes: 0,
         }
     }
@@ -160,6 +165,7 @@ impl Conn {
         p.resp = Resp::Head(Vec::new());
         p.head_request = req.method == "HEAD";
         p.close_after = false;
+        p.client_close = !req.keep_alive;
         p.resp_bytes = 0;
         req.head_len
     }
@@ -371,7 +377,7 @@ impl Conn {
     fn m2_response_done(&mut self, cx: &mut Ctx) {
         let p = self.m2.as_mut().and_then(|m| m.proxy.as_mut()).expect("proxy");
         p.resp = Resp::Idle;
-        if p.close_after || !matches!(p.req, ReqBody::None) {
+        if p.close_after || p.client_close || !matches!(p.req, ReqBody::None) {
             // Mongrel2: `client->close` → REMOTE_CLOSE, which closes the client too.
             self.m2_proxy_drop();
             return self.drain(cx);
