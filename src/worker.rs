@@ -140,7 +140,13 @@ impl Worker {
     /// The client slot a backend slot serves (`None`: not a backend slot, or orphaned).
     fn backend_client(&self, slot: u32) -> Option<Option<u32>> {
         let i = (slot as usize).checked_sub(self.slots)?;
-        Some(self.backends.get(i).copied().flatten().filter(|&c| self.conns.contains(c as usize)))
+        Some(
+            self.backends
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|&c| self.conns.contains(c as usize)),
+        )
     }
 
     /// Upper bound on slots, for the runtime's tables.

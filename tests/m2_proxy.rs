@@ -35,7 +35,10 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 fn content_length(head: &[u8]) -> usize {
     let text = String::from_utf8_lossy(head).to_ascii_lowercase();
     text.lines()
-        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
         .unwrap_or(0)
 }
 
@@ -69,13 +72,19 @@ fn serve(mut s: TcpStream, seen: Arc<Mutex<Seen>>) {
         match path.as_str() {
             p if p.starts_with("/proxy/post") => {
                 let body = format!("got {} bytes", req.len() - (need - content_length(&req)));
-                let r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
                 if !w(&mut s, r.as_bytes()) {
                     return;
                 }
             }
             "/proxy/big" => {
-                if !w(&mut s, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") {
+                if !w(
+                    &mut s,
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                ) {
                     return;
                 }
                 let chunk = vec![b'x'; 65536];
@@ -99,7 +108,10 @@ fn serve(mut s: TcpStream, seen: Arc<Mutex<Seen>>) {
             }
             "/proxy/nothing" => return,
             "/proxy/eof" => {
-                let _ = w(&mut s, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close");
+                let _ = w(
+                    &mut s,
+                    b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close",
+                );
                 return;
             }
             _ => {
@@ -155,7 +167,11 @@ fn start(kind: &str, backend_port: u16) -> Zring {
     }
     std::fs::write(dir.join("static/index.html"), "index\n").unwrap();
     let ports = free_ports(2);
-    std::fs::write(dir.join("m2.conf"), config(ports[0], backend_port, ports[1])).unwrap();
+    std::fs::write(
+        dir.join("m2.conf"),
+        config(ports[0], backend_port, ports[1]),
+    )
+    .unwrap();
     let mut proc = if kind == "mongrel2" {
         let out = Command::new(peers::require_bin("m2sh"))
             .args(["load", "-config", "m2.conf", "-db", "config.sqlite"])
@@ -175,7 +191,14 @@ fn start(kind: &str, backend_port: u16) -> Zring {
         Proc::spawn(
             "zring",
             Command::new(env!("CARGO_BIN_EXE_zring"))
-                .args(["--m2-config", "m2.conf", "--runtime", kind, "--workers", "2"])
+                .args([
+                    "--m2-config",
+                    "m2.conf",
+                    "--runtime",
+                    kind,
+                    "--workers",
+                    "2",
+                ])
                 .args(["--log-level", "2"])
                 .current_dir(&dir.path),
             &dir.path,
@@ -227,7 +250,11 @@ fn read_to_close(c: &mut TcpStream) -> Vec<u8> {
 
 fn get(z: &Zring, path: &str) -> Vec<u8> {
     let mut c = z.client();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     read_to_close(&mut c)
 }
 
@@ -241,11 +268,18 @@ fn keep_alive_script(z: &Zring, seen: &Arc<Mutex<Seen>>) -> Vec<Vec<u8>> {
     let r = read_response(&mut c);
     assert!(r.starts_with(b"HTTP/1.1 200 OK\r\n") && r.ends_with(b"\r\n\r\nhello"));
     assert!(find(&r, b"X-Backend: yes").is_some());
-    c.write_all(b"POST /proxy/post HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\n\r\nhello=world")
-        .unwrap();
+    c.write_all(
+        b"POST /proxy/post HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\n\r\nhello=world",
+    )
+    .unwrap();
     let r = read_response(&mut c);
-    assert!(r.ends_with(b"got 11 bytes"), "{}", String::from_utf8_lossy(&r));
-    c.write_all(b"GET /proxy/b HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    assert!(
+        r.ends_with(b"got 11 bytes"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    c.write_all(b"GET /proxy/b HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
     assert!(read_response(&mut c).ends_with(b"hello"));
     // All three on one backend connection.
     assert_eq!(seen.lock().unwrap().connections, before + 1);

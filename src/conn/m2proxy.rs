@@ -144,11 +144,7 @@ impl Conn {
         let m = self.m2.as_mut().expect("m2");
         let p = m.proxy.get_or_insert_with(|| Box::new(Proxy::new(addr)));
         if p.phase == Phase::Wanted {
-            self.set_timer(
-                cx.settings,
-                Timer::Expiry,
-                cx.now + PROXY_CONNECT_TIMEOUT,
-            );
+            self.set_timer(cx.settings, Timer::Expiry, cx.now + PROXY_CONNECT_TIMEOUT);
         }
         let m = self.m2.as_mut().expect("m2");
         let p = m.proxy.as_mut().expect("proxy");
@@ -277,7 +273,11 @@ impl Conn {
             self.m2_proxy_drop();
             return self.m2_bad_gateway(cx);
         }
-        let p = self.m2.as_mut().and_then(|m| m.proxy.as_mut()).expect("proxy");
+        let p = self
+            .m2
+            .as_mut()
+            .and_then(|m| m.proxy.as_mut())
+            .expect("proxy");
         p.phase = Phase::Open;
     }
 
@@ -286,7 +286,11 @@ impl Conn {
         if !self.m2_is_backend(slot) {
             return;
         }
-        let p = self.m2.as_mut().and_then(|m| m.proxy.as_mut()).expect("proxy");
+        let p = self
+            .m2
+            .as_mut()
+            .and_then(|m| m.proxy.as_mut())
+            .expect("proxy");
         p.sending = false;
         // Room again for body bytes waiting in the client's buffer.
         self.m2_pump(cx);
@@ -300,12 +304,20 @@ impl Conn {
         let mut used = 0;
         // Bounded: each step consumes bytes or ends the loop.
         while used < data.len() {
-            let p = self.m2.as_mut().and_then(|m| m.proxy.as_mut()).expect("proxy");
+            let p = self
+                .m2
+                .as_mut()
+                .and_then(|m| m.proxy.as_mut())
+                .expect("proxy");
             if matches!(p.resp, Resp::Head(_)) {
                 match head_step(p, &data[used..]) {
                     HeadStep::Partial => return,
                     HeadStep::Bad => return self.m2_backend_broke(cx),
-                    HeadStep::Complete { used: n, head, done } => {
+                    HeadStep::Complete {
+                        used: n,
+                        head,
+                        done,
+                    } => {
                         used += n;
                         self.m2_forward(cx, &head);
                         if done {
@@ -315,7 +327,11 @@ impl Conn {
                     }
                 }
             }
-            let p = self.m2.as_mut().and_then(|m| m.proxy.as_mut()).expect("proxy");
+            let p = self
+                .m2
+                .as_mut()
+                .and_then(|m| m.proxy.as_mut())
+                .expect("proxy");
             match proxy_step(p, &data[used..]) {
                 Step::Used(0) => break,
                 Step::Used(n) => {
@@ -336,7 +352,11 @@ impl Conn {
         if !self.m2_is_backend(slot) {
             return;
         }
-        let p = self.m2.as_mut().and_then(|m| m.proxy.as_mut()).expect("proxy");
+        let p = self
+            .m2
+            .as_mut()
+            .and_then(|m| m.proxy.as_mut())
+            .expect("proxy");
         p.eof = true;
         match p.resp {
             Resp::Idle => self.m2_proxy_drop(), // idle keep-alive ended: reconnect next time
@@ -375,7 +395,11 @@ impl Conn {
     }
 
     fn m2_response_done(&mut self, cx: &mut Ctx) {
-        let p = self.m2.as_mut().and_then(|m| m.proxy.as_mut()).expect("proxy");
+        let p = self
+            .m2
+            .as_mut()
+            .and_then(|m| m.proxy.as_mut())
+            .expect("proxy");
         p.resp = Resp::Idle;
         if p.close_after || p.client_close || !matches!(p.req, ReqBody::None) {
             // Mongrel2: `client->close` → REMOTE_CLOSE, which closes the client too.
@@ -519,9 +543,12 @@ fn head_step(p: &mut Proxy, data: &[u8]) -> HeadStep {
             }
         }
     }
-    if version == 0 && keep_alive && !resp.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
-    }) {
+    if version == 0
+        && keep_alive
+        && !resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+        })
+    {
         close = false;
     }
     let mut head = std::mem::take(buf);
@@ -559,7 +586,7 @@ fn head_step(p: &mut Proxy, data: &[u8]) -> HeadStep {
 fn proxy_step(p: &mut Proxy, data: &[u8]) -> Step {
     match &mut p.resp {
         Resp::Idle => Step::Used(data.len()), // unasked-for bytes: dropped
-        Resp::Head(_) => Step::Bad, // handled by `head_step`
+        Resp::Head(_) => Step::Bad,           // handled by `head_step`
         Resp::Length(left) => {
             let n = (data.len() as u64).min(*left) as usize;
             *left -= n as u64;

@@ -691,7 +691,8 @@ impl<'d> Loop<'d> {
         s.open(u32::MAX, lane as u16);
         s.op_started();
         let ud = user_data::encode(Kind::Socket, s.generation, slot);
-        self.connect_addrs.insert(slot, Box::new(sys::RawAddr::new(addr)));
+        self.connect_addrs
+            .insert(slot, Box::new(sys::RawAddr::new(addr)));
         let domain = match addr {
             std::net::SocketAddr::V4(_) => libc::AF_INET,
             std::net::SocketAddr::V6(_) => libc::AF_INET6,
