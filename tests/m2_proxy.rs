@@ -259,7 +259,8 @@ fn get(z: &Zring, path: &str) -> Vec<u8> {
 }
 
 /// The keep-alive script; returns what the backend received (for the parity check).
-fn keep_alive_script(z: &Zring, seen: &Arc<Mutex<Seen>>) -> Vec<Vec<u8>> {
+fn keep_alive_script(z: &Zring, seen: &Arc<Mutex<Seen>>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut responses = Vec::new();
     let before = seen.lock().unwrap().connections;
     let first = seen.lock().unwrap().requests.len();
     let mut c = z.client();
@@ -268,6 +269,7 @@ fn keep_alive_script(z: &Zring, seen: &Arc<Mutex<Seen>>) -> Vec<Vec<u8>> {
     let r = read_response(&mut c);
     assert!(r.starts_with(b"HTTP/1.1 200 OK\r\n") && r.ends_with(b"\r\n\r\nhello"));
     assert!(find(&r, b"X-Backend: yes").is_some());
+    responses.push(r);
     c.write_all(
         b"POST /proxy/post HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\n\r\nhello=world",
     )
@@ -294,7 +296,7 @@ fn keep_alive_script(z: &Zring, seen: &Arc<Mutex<Seen>>) -> Vec<Vec<u8>> {
         got[1],
         b"POST /proxy/post HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\n\r\nhello=world"
     );
-    got
+    (got, responses)
 }
 
 both_runtimes! {
@@ -334,6 +336,17 @@ both_runtimes! {
         assert_eq!(out.stdout.len(), BIG);
         assert!(out.stdout.iter().all(|&b| b == b'x'));
 
+        // A 2 MiB upload, streamed to the backend under its bounds.
+        let body = z._dir.join("tmp/body");
+        std::fs::write(&body, vec![b'u'; 2 << 20]).unwrap();
+        let url = format!("http://127.0.0.1:{}/proxy/post", z.port);
+        let data = format!("@{}", body.display());
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "30", "-H", "Content-Type: application/octet-stream", "--data-binary", &data, &url])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("got {} bytes", 2 << 20));
+
         // Backend down, or closing before a response: Mongrel2's 502, then close.
         for path in ["/down/x", "/proxy/nothing"] {
             let r = get(&z, path);
@@ -362,7 +375,8 @@ both_runtimes! {
 }
 
 /// The same keep-alive script against Mongrel2 1.12.2 (CI installs `mongrel2-core`): the
-/// backend receives the same bytes from both.
+/// backend receives the same bytes from both, and the client the same responses; a dead
+/// backend gives the same 502 (apart from `Server`).
 #[test]
 fn proxy_parity_with_mongrel2() {
     let (bport, seen) = backend();
@@ -372,4 +386,17 @@ fn proxy_parity_with_mongrel2() {
     let z = start("epoll", bport);
     let from_z = keep_alive_script(&z, &seen);
     assert_eq!(from_m2, from_z);
+    drop(z);
+    let bad: Vec<String> = ["mongrel2", "epoll"]
+        .iter()
+        .map(|kind| {
+            let s = start(kind, bport);
+            let r = String::from_utf8_lossy(&get(&s, "/down/x")).into_owned();
+            r.lines()
+                .filter(|l| !l.starts_with("Server:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
+    assert_eq!(bad[0], bad[1]);
 }
