@@ -24,6 +24,10 @@
 //!   `handle_sent` comes in the next turn (never from inside `poll_command` draining), as
 //!   with io_uring. A failed send gives `handle_eof` (if not given yet) and then
 //!   `handle_sent` with the unwritten buffer.
+//! - **Connect** (`Command::Connect`, outbound): mio's non-blocking `TcpStream::connect`,
+//!   registered like an accepted socket; the first write readiness (or error) ends it:
+//!   `SO_ERROR` → `handle_connected`, then reads start. A connect that fails at once is
+//!   reported next turn (the slot then holds no socket; `Close` just forgets it).
 //! - **Close**: deregister, close, `handle_closed` at once (nothing is in flight).
 //! - **Wake/timer**: the wake eventfd is registered too (drained on each event);
 //!   `handle_wake` at most once per turn. The wait's timeout is the driver's deadline (mio
