@@ -20,6 +20,7 @@ use peers::{free_ports, wait_port, Proc, TempDir};
 
 const SERVER_UUID: &str = "f400bf85-4538-4f7a-8908-67e313d515c2";
 const BIG: usize = 4 << 20;
+const HUGE: usize = 64 << 20;
 
 /// What the backend saw: accepted connections and each request (head + body).
 #[derive(Default)]
@@ -80,7 +81,7 @@ fn serve(mut s: TcpStream, seen: Arc<Mutex<Seen>>) {
                     return;
                 }
             }
-            "/proxy/big" => {
+            "/proxy/big" | "/proxy/huge" => {
                 if !w(
                     &mut s,
                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -88,7 +89,8 @@ fn serve(mut s: TcpStream, seen: Arc<Mutex<Seen>>) {
                     return;
                 }
                 let chunk = vec![b'x'; 65536];
-                for _ in 0..BIG / chunk.len() {
+                let total = if path == "/proxy/huge" { HUGE } else { BIG };
+                for _ in 0..total / chunk.len() {
                     let mut c = format!("{:x}\r\n", chunk.len()).into_bytes();
                     c.extend_from_slice(&chunk);
                     c.extend_from_slice(b"\r\n");
@@ -335,6 +337,37 @@ both_runtimes! {
         let out = Command::new("curl").args(["-s", "--max-time", "30", &url]).output().unwrap();
         assert_eq!(out.stdout.len(), BIG);
         assert!(out.stdout.iter().all(|&b| b == b'x'));
+
+        // Backpressure: a client that does not read holds a 64 MiB response back at the
+        // backend; zring's memory stays bounded; then it all arrives.
+        let rss = |z: &Zring| {
+            let st = std::fs::read_to_string(format!("/proc/{}/status", z.proc.pid())).unwrap();
+            st.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap())
+                .unwrap()
+        };
+        let before = rss(&z);
+        let mut c = z.client();
+        c.write_all(b"GET /proxy/huge HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        let held = rss(&z);
+        assert!(held < before + 16 * 1024, "RSS grew from {before} kB to {held} kB");
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut tail = Vec::new();
+        while !tail.ends_with(b"0\r\n\r\n") {
+            let n = c
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("{e} after {total} bytes, tail {tail:?}"));
+            assert!(n > 0);
+            total += n;
+            tail.extend_from_slice(&buf[..n]);
+            let keep = tail.len().saturating_sub(8);
+            tail.drain(..keep);
+        }
+        assert!(total > HUGE, "{total}");
+        drop(c);
 
         // A 2 MiB upload, streamed to the backend under its bounds.
         let body = z._dir.join("tmp/body");
