@@ -61,6 +61,10 @@ pub struct Worker {
     sweep_cursor: usize,
     shutting_down: bool,
     slots: usize,
+    /// Outbound (Mongrel2 `Proxy`) connections: runtime slot `slots + i` is backend `i`,
+    /// holding the client slot it serves. Empty unless the config has `Proxy` routes.
+    backends: Vec<Option<u32>>,
+    backend_free: Vec<u32>,
 }
 
 fn mode_index(m: Mode) -> usize {
@@ -123,12 +127,31 @@ impl Worker {
             sweep_cursor: 0,
             shutting_down: false,
             slots,
+            backends: vec![None; backend_slots(slots)],
+            backend_free: (0..backend_slots(slots) as u32).rev().collect(),
         }
+    }
+
+    /// Backend slots in use.
+    fn backends_used(&self) -> usize {
+        self.backends.len() - self.backend_free.len()
+    }
+
+    /// The client slot a backend slot serves (`None`: not a backend slot, or orphaned).
+    fn backend_client(&self, slot: u32) -> Option<Option<u32>> {
+        let i = (slot as usize).checked_sub(self.slots)?;
+        Some(
+            self.backends
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|&c| self.conns.contains(c as usize)),
+        )
     }
 
     /// Upper bound on slots, for the runtime's tables.
     pub fn slots_max(&self) -> u32 {
-        (self.maxconn[0] + self.maxconn[1]) as u32
+        (self.maxconn[0] + self.maxconn[1] + self.backends.len()) as u32
     }
 
     /// Runs `f` on the slot's connection with a context, then collects its I/O and timer.
@@ -146,6 +169,28 @@ impl Worker {
             counter: &mut self.counter,
         };
         f(conn, &mut cx);
+        if let Some(addr) = conn.m2_backend_wanted() {
+            // At most one backend per client slot; backends also count against the
+            // connection limit (see `accepting`).
+            let b = self.backend_free.pop();
+            let conn = self.conns.get_mut(slot as usize).expect("live slot");
+            let mut cx = Ctx {
+                now,
+                settings: &self.settings,
+                slot,
+                packets: &mut self.packets,
+                pool: &mut self.pool,
+                handlers: &mut self.handlers,
+                counter: &mut self.counter,
+            };
+            let bslot = b.map(|i| self.slots as u32 + i);
+            conn.m2_backend_assign(&mut cx, bslot);
+            if let (Some(i), Some(bslot)) = (b, bslot) {
+                self.backends[i as usize] = Some(slot);
+                self.cmds.push_back(Command::Connect { slot: bslot, addr });
+            }
+        }
+        let conn = self.conns.get_mut(slot as usize).expect("live slot");
         let outbox_full = self.shared.outbox_full();
         conn.poll_io(slot, outbox_full, &mut self.cmds, &mut self.pool);
         self.wheel.set(slot, conn.deadline(&self.settings));
@@ -330,6 +375,15 @@ fn keep_alive_packet(s: &Settings, part: &[(Addr, u64, u32, u32)], _now: Instant
     }
 }
 
+/// Backend slots per worker: one per client slot when the Mongrel2 config has `Proxy`
+/// routes (each client has at most one backend), else none.
+fn backend_slots(client_slots: usize) -> usize {
+    match crate::m2serve::get() {
+        Some(s) if !s.proxies.is_empty() => client_slots,
+        _ => 0,
+    }
+}
+
 /// `W-S-N` with `N` in hex, as Condure formats ids.
 pub fn format_id(worker: u16, slot: u32, counter: u64) -> arrayvec::ArrayVec<u8, 40> {
     use std::io::Write;
@@ -379,19 +433,57 @@ impl Driver for Worker {
     }
 
     fn handle_recv(&mut self, now: Instant, slot: u32, data: &mut [u8]) {
+        if let Some(client) = self.backend_client(slot) {
+            if let Some(c) = client {
+                self.with_conn(now, c, |conn, cx| conn.m2_backend_recv(cx, slot, data));
+            }
+            return;
+        }
         self.with_conn(now, slot, |c, cx| c.handle_recv(cx, data));
     }
 
     fn handle_eof(&mut self, now: Instant, slot: u32) {
+        if let Some(client) = self.backend_client(slot) {
+            if let Some(c) = client {
+                self.with_conn(now, c, |conn, cx| conn.m2_backend_eof(cx, slot));
+            }
+            return;
+        }
         self.with_conn(now, slot, |c, cx| c.handle_eof(cx));
     }
 
     fn handle_sent(&mut self, now: Instant, slot: u32, buf: Vec<u8>) {
+        if let Some(client) = self.backend_client(slot) {
+            match client {
+                Some(c) => self.with_conn(now, c, |conn, cx| conn.m2_backend_sent(cx, slot, buf)),
+                None => self.pool.give(buf),
+            }
+            return;
+        }
         self.with_conn(now, slot, |c, cx| c.handle_sent(cx, buf));
     }
 
+    fn handle_connected(&mut self, now: Instant, slot: u32, result: std::io::Result<()>) {
+        if let Some(Some(c)) = self.backend_client(slot) {
+            if let Err(e) = &result {
+                crate::log!(crate::log::DEBUG, "m2", "proxy connect: {e}");
+            }
+            let ok = result.is_ok();
+            self.with_conn(now, c, |conn, cx| conn.m2_backend_connected(cx, slot, ok));
+        }
+    }
+
     fn handle_closed(&mut self, _now: Instant, slot: u32) {
+        if let Some(i) = (slot as usize).checked_sub(self.slots) {
+            self.backends[i] = None;
+            self.backend_free.push(i as u32);
+            return;
+        }
         let conn = self.conns.remove(slot as usize);
+        // Backend slots the connection did not get to close itself.
+        for b in conn.m2_backend_slots() {
+            self.cmds.push_back(Command::Close { slot: b });
+        }
         m2::on_closed(&conn);
         assert!(
             conn.is_closed(),
@@ -469,7 +561,7 @@ impl Driver for Worker {
     }
 
     fn accepting(&self) -> bool {
-        if self.shutting_down || self.conns.len() >= self.slots {
+        if self.shutting_down || self.conns.len() + self.backends_used() >= self.slots {
             return false;
         }
         // Workers share each listener. The kernel hands a connection to whichever worker's
@@ -487,7 +579,7 @@ impl Driver for Worker {
     }
 
     fn finished(&self) -> bool {
-        self.shutting_down && self.conns.is_empty()
+        self.shutting_down && self.conns.is_empty() && self.backends_used() == 0
     }
 }
 

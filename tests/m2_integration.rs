@@ -588,7 +588,7 @@ fn zring_exits(dir: &TempDir, args: &[&str]) -> (i32, String) {
 }
 
 #[test]
-fn config_errors_name_file_and_line_and_proxy_is_refused() {
+fn config_errors_name_file_and_line() {
     let dir = TempDir::new("m2i-cfg");
     let ports = free_ports(5);
     let good = config(&ports, "'limits.content_length': 1024");
@@ -601,20 +601,9 @@ fn config_errors_name_file_and_line_and_proxy_is_refused() {
         text.contains("bad.conf:1:") && text.contains("recv_spec"),
         "{text}"
     );
-    // Proxy routes are refused at load, naming the route.
-    let proxy = good.replace(
-        "'/up': json_handler,",
-        "'/up': json_handler, '/proxy': Proxy(addr='127.0.0.1', port=1),",
-    );
-    std::fs::write(dir.join("proxy.conf"), proxy).unwrap();
-    let (code, text) = zring_exits(&dir, &["--m2-config", "proxy.conf"]);
-    assert_ne!(code, 0);
-    assert!(
-        text.contains("Proxy routes") && text.contains("/proxy"),
-        "{text}"
-    );
     // ZHTTP flags do not mix with a Mongrel2 config.
-    let (code, text) = zring_exits(&dir, &["--m2-config", "proxy.conf", "--listen", "1234"]);
+    std::fs::write(dir.join("good.conf"), &good).unwrap();
+    let (code, text) = zring_exits(&dir, &["--m2-config", "good.conf", "--listen", "1234"]);
     assert_eq!(code, 2, "{text}");
     // An unknown server name.
     std::fs::write(dir.join("good.conf"), &good).unwrap();

@@ -42,6 +42,10 @@ pub(crate) struct M2Conn {
     /// `100 Continue` already sent for the request being read.
     continued: bool,
     ws: Option<Box<M2Ws>>,
+    /// The backend of `Proxy` routes (see `m2proxy`).
+    pub(super) proxy: Option<Box<super::m2proxy::Proxy>>,
+    /// Backend slots given up, to `Close` at the next `poll_io`.
+    pub(super) backend_close: ArrayVec<u32, 4>,
     upload: Option<Box<Upload>>,
     stream: Option<Box<UpStream>>,
     /// Mongrel2's registration counters (src/register.c) for the rate checks: bytes and the
@@ -101,6 +105,7 @@ fn canned(code: u16) -> &'static [u8] {
         400 => b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 11\r\nServer: zring\r\n\r\nBad Request",
         403 | 404 => b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 9\r\nServer: zring\r\n\r\nNot Found",
         405 => b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 18\r\nServer: zring\r\n\r\nMethod Not Allowed",
+        502 => b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 11\r\nServer: zring\r\n\r\nBad Gateway",
         413 => b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 16\r\nServer: zring\r\n\r\nEntity Too Large",
         417 => b"HTTP/1.1 417 Expectation Failed\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 18\r\nServer: zring\r\n\r\nExpectation Failed",
         _ => b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 21\r\nServer: zring\r\n\r\nInternal Server Error",
@@ -119,6 +124,8 @@ impl Conn {
             outstanding: 0,
             continued: false,
             ws: None,
+            proxy: None,
+            backend_close: ArrayVec::new(),
             upload: None,
             stream: None,
             bytes_read: 0,
@@ -289,6 +296,13 @@ impl Conn {
     fn m2_process(&mut self, cx: &mut Ctx, input: &mut [u8]) -> usize {
         let mut used = 0;
         while used < input.len() && self.state == State::Head {
+            if let Some(n) = self.m2_proxy_feed(&input[used..]) {
+                if n == 0 {
+                    return used;
+                }
+                used += n;
+                continue;
+            }
             let m = self.m2.as_ref().expect("m2");
             if m.upload.is_some() {
                 used += self.m2_upload_feed(cx, &input[used..]);
@@ -342,7 +356,13 @@ impl Conn {
             self.m2_fail(cx, 404);
             return Some(input.len());
         };
-        let hi = match server.router.target(&server.server.hosts, &found) {
+        let target_kind = server.router.target(&server.server.hosts, &found);
+        if !matches!(target_kind, Target::Proxy(_)) && m.proxy.is_some() {
+            // Another kind of route: the backend connection goes (Mongrel2's
+            // `proxy_exit_routing`).
+            self.m2_proxy_drop();
+        }
+        let hi = match target_kind {
             Target::Handler(h) => *h as u16,
             Target::Dir(d) => {
                 let d = d.clone();
@@ -350,9 +370,12 @@ impl Conn {
                 let used = self.m2_dir(cx, &server.root, &d, &prefix, &req, target.path);
                 return Some(used.min(input.len()));
             }
-            Target::Proxy(_) => {
-                self.m2_fail(cx, 404); // refused at config load; unreachable
-                return Some(input.len());
+            Target::Proxy(p) => {
+                let Some(addr) = s.proxy_addr(p) else {
+                    self.m2_fail(cx, 502); // resolved at load; unreachable
+                    return Some(input.len());
+                };
+                return Some(self.m2_proxy_start(cx, addr, &req, input));
             }
         };
         let head_len = req.head_len;
@@ -706,7 +729,7 @@ impl Conn {
     // ---- uploads (upload.stream) ----
 
     /// Runs what waits in `spill` (body bytes that were waiting for credits).
-    fn m2_pump(&mut self, cx: &mut Ctx) {
+    pub(super) fn m2_pump(&mut self, cx: &mut Ctx) {
         if self.spill.is_empty() || self.state != State::Head {
             return;
         }

@@ -25,6 +25,7 @@ use crate::runtime::Command;
 
 mod fanout;
 pub mod m2;
+mod m2proxy;
 pub mod pool;
 mod tls;
 mod ws;
@@ -485,6 +486,9 @@ impl Conn {
                 );
             }
         }
+        if due(Timer::Expiry, self) && self.m2.is_some() && self.m2_proxy_timeout(cx) {
+            return;
+        }
         if due(Timer::Expiry, self) {
             crate::log!(
                 crate::log::DEBUG,
@@ -533,6 +537,9 @@ impl Conn {
         cmds: &mut std::collections::VecDeque<Command>,
         pool: &mut Pool,
     ) {
+        if self.m2.is_some() {
+            self.m2_proxy_poll(cmds);
+        }
         if self.state == State::Closed {
             if !self.close_sent {
                 self.close_sent = true;

@@ -71,6 +71,18 @@ pub struct Setup {
     pub mime: MimeMap,
     /// Worker threads: connection ids are `n * workers + worker`.
     pub workers: u32,
+    /// `Proxy` backends (`addr`, `port`) and the address each resolved to at load.
+    pub proxies: Vec<(String, u16, std::net::SocketAddr)>,
+}
+
+impl Setup {
+    /// The resolved address of a `Proxy` target.
+    pub fn proxy_addr(&self, p: &m2config::Proxy) -> Option<std::net::SocketAddr> {
+        self.proxies
+            .iter()
+            .find(|(a, b, _)| *a == p.addr && *b == p.port)
+            .map(|x| x.2)
+    }
 }
 
 static SETUP: OnceLock<Setup> = OnceLock::new();
@@ -140,16 +152,29 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<String>, String> {
         })?],
         None => config.servers.iter().collect(),
     };
+    // Proxy backends are resolved once, here (the workers never block on DNS). Mongrel2
+    // resolves at each connect (`netdial`).
+    let mut proxies = Vec::new();
     for s in &chosen {
         for h in &s.hosts {
             for r in &h.routes {
                 if let Target::Proxy(p) = &r.target {
-                    return Err(format!(
-                        "{name}: server {:?}, host {:?}, route {:?}: Proxy routes ({}:{}) are not \
-                         supported by zring (no outbound connections); serve them with a handler \
-                         or a proxy in front",
-                        s.name, h.name, r.path, p.addr, p.port
-                    ));
+                    if proxies.iter().any(|(a, b, _)| *a == p.addr && *b == p.port) {
+                        continue;
+                    }
+                    use std::net::ToSocketAddrs;
+                    let addr = (p.addr.as_str(), p.port)
+                        .to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .ok_or_else(|| {
+                            format!(
+                                "{name}: server {:?}, host {:?}, route {:?}: cannot resolve Proxy \
+                                 address {}:{}",
+                                s.name, h.name, r.path, p.addr, p.port
+                            )
+                        })?;
+                    proxies.push((p.addr.clone(), p.port, addr));
                 }
             }
         }
@@ -243,6 +268,7 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<String>, String> {
         mime: MimeMap::new(&config.mimetypes),
         limits,
         workers: cfg.workers as u32,
+        proxies,
     })?;
     Ok(warning)
 }

@@ -25,6 +25,13 @@
 //!   kernel, it calls `handle_closed`, and only then may the driver reuse the slot.
 //! - `PauseRecv` stops reads for the slot (data already in flight may still be delivered:
 //!   the driver must accept it); `ResumeRecv` restarts them.
+//! - `Connect` opens an outbound TCP connection on a slot the driver picked itself (never
+//!   one `handle_accept` returned while it is in use). The runtime reports the outcome once
+//!   with `handle_connected`; only after `Ok` does it read the socket (`handle_recv`/
+//!   `handle_eof`) and accept `Send`/`Pause`/`Resume`/`ShutdownWrite`. After `Err` the slot
+//!   is still the driver's to `Close` (then `handle_closed`, as for any slot). `Close`
+//!   while connecting is allowed: no `handle_connected` follows, only `handle_closed`. The
+//!   runtime sets no connect timeout: the driver closes a slot that takes too long.
 //! - `handle_recv` data is only valid during the call; the driver copies what it must keep.
 //!   It is the driver's to modify in place (WebSocket unmasking does).
 use std::net::SocketAddr;
@@ -54,6 +61,12 @@ pub trait Driver {
     /// If the socket failed during the send, `handle_eof` (if not called yet) comes first
     /// and the buffer comes back unwritten: the driver should then close the slot.
     fn handle_sent(&mut self, now: Instant, slot: u32, buf: Vec<u8>);
+    /// The outbound connection of `slot` (from `Command::Connect`) is established (`Ok`)
+    /// or failed (`Err`: the driver must still `Close` the slot). Drivers that never issue
+    /// `Connect` never get this.
+    fn handle_connected(&mut self, now: Instant, slot: u32, result: std::io::Result<()>) {
+        let _ = (now, slot, result);
+    }
     /// The slot's socket is closed and nothing of it is left in flight: the slot is free.
     fn handle_closed(&mut self, now: Instant, slot: u32);
     /// The worker's wake-up fd fired: packets from the bridge may be waiting.
@@ -90,6 +103,8 @@ pub enum Command {
     ShutdownWrite { slot: u32 },
     /// Close the socket, cancelling anything in flight; `handle_closed` follows.
     Close { slot: u32 },
+    /// Open a TCP connection to `addr` on the (free) slot; `handle_connected` follows.
+    Connect { slot: u32, addr: SocketAddr },
 }
 
 /// Which event loop a worker runs.

@@ -74,6 +74,10 @@ pub enum Ev {
     Closed {
         slot: u32,
     },
+    Connected {
+        slot: u32,
+        ok: bool,
+    },
     Wake,
     Timeout {
         now: Instant,
@@ -267,6 +271,21 @@ impl Driver for TestDriver {
         self.flush(slot);
     }
 
+    fn handle_connected(&mut self, _now: Instant, slot: u32, result: io::Result<()>) {
+        let conn = self
+            .conns
+            .get_mut(&slot)
+            .expect("connected for an unknown slot");
+        assert!(!conn.closing, "handle_connected after Close");
+        if result.is_err() {
+            conn.eof = true;
+        }
+        self.state().events.push(Ev::Connected {
+            slot,
+            ok: result.is_ok(),
+        });
+    }
+
     fn handle_closed(&mut self, _now: Instant, slot: u32) {
         self.state().events.push(Ev::Closed { slot });
         let conn = self
@@ -296,6 +315,16 @@ impl Driver for TestDriver {
                         .get_mut(slot)
                         .expect("inject Close: unknown slot")
                         .closing = true;
+                }
+                Command::Connect { slot, .. } => {
+                    let i = self
+                        .free
+                        .iter()
+                        .position(|s| s == slot)
+                        .expect("inject Connect: slot in use");
+                    self.free.remove(i);
+                    assert!(self.conns.insert(*slot, ConnState::default()).is_none());
+                    self.state().received.insert(*slot, Vec::new());
                 }
                 _ => {}
             }

@@ -24,6 +24,10 @@
 //!   `handle_sent` comes in the next turn (never from inside `poll_command` draining), as
 //!   with io_uring. A failed send gives `handle_eof` (if not given yet) and then
 //!   `handle_sent` with the unwritten buffer.
+//! - **Connect** (`Command::Connect`, outbound): mio's non-blocking `TcpStream::connect`,
+//!   registered like an accepted socket; the first write readiness (or error) ends it:
+//!   `SO_ERROR` → `handle_connected`, then reads start. A connect that fails at once is
+//!   reported next turn (the slot then holds no socket; `Close` just forgets it).
 //! - **Close**: deregister, close, `handle_closed` at once (nothing is in flight).
 //! - **Wake/timer**: the wake eventfd is registered too (drained on each event);
 //!   `handle_wake` at most once per turn. The wait's timeout is the driver's deadline (mio
@@ -75,6 +79,8 @@ struct Conn {
     eof: bool,
     /// In `read_queue`: more may be readable without a new edge.
     read_queued: bool,
+    /// An outbound connect is in progress: the first write readiness ends it.
+    connecting: bool,
 }
 
 struct Loop<'d> {
@@ -97,6 +103,10 @@ struct Loop<'d> {
     fd_warned_at: Option<Instant>,
     woken: bool,
     peer: PeerStorage,
+    /// Connects that failed before or at registration, reported next turn.
+    connect_failed: Vec<(u32, io::Error)>,
+    /// Slots whose connect failed before a socket existed: `Close` only forgets them.
+    failed_placeholders: Vec<u32>,
     driver: &'d mut dyn Driver,
 }
 
@@ -135,6 +145,8 @@ pub fn run(setup: Setup, driver: &mut dyn Driver) -> io::Result<()> {
         fd_warned_at: None,
         woken: false,
         peer: PeerStorage::new(),
+        connect_failed: Vec::new(),
+        failed_placeholders: Vec::new(),
         driver,
     };
     if let Ok(limit) = sys::nofile_limit() {
@@ -160,6 +172,7 @@ impl Loop<'_> {
         loop {
             let now = Instant::now();
             self.deliver_sends(now);
+            self.deliver_connect_failures(now);
             self.handle_events(now);
             self.read_queued(now);
             self.accept(now);
@@ -187,6 +200,15 @@ impl Loop<'_> {
                 self.listener_ready[usize::MAX - 1 - token.0] = true;
             } else {
                 let slot = token.0 as u32;
+                if self.conns[slot as usize]
+                    .as_ref()
+                    .is_some_and(|c| c.connecting)
+                {
+                    if event.is_writable() || event.is_error() || event.is_write_closed() {
+                        self.connect_done(now, slot);
+                    }
+                    continue;
+                }
                 if event.is_writable() || event.is_error() {
                     self.write(now, slot);
                 }
@@ -377,6 +399,7 @@ impl Loop<'_> {
             paused: false,
             eof: false,
             read_queued: false,
+            connecting: false,
         });
         if registered.is_err() {
             // Out of kernel memory for the registration: the driver learns it as a failed
@@ -469,6 +492,75 @@ impl Loop<'_> {
                 self.close(slot);
                 self.driver.handle_closed(now, slot);
             }
+            Command::Connect { slot, addr } => self.connect(now, slot, addr),
+        }
+    }
+
+    /// Starts a non-blocking connect (mio); its first write readiness ends it.
+    fn connect(&mut self, now: Instant, slot: u32, addr: std::net::SocketAddr) {
+        assert!(
+            self.conns[slot as usize].is_none(),
+            "Connect on slot {slot} that is in use"
+        );
+        let stream = match mio::net::TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                // No socket: the slot holds a closed placeholder the driver `Close`s.
+                self.connect_failed.push((slot, e));
+                let _ = now;
+                return;
+            }
+        };
+        use std::os::fd::IntoRawFd;
+        // SAFETY: into_raw_fd hands over the only owner of the fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&fd.as_raw_fd()),
+            Token(slot as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        let failed = registered.err();
+        self.conns[slot as usize] = Some(Conn {
+            fd,
+            send: None,
+            send_offset: 0,
+            send_done: false,
+            send_failed: false,
+            paused: false,
+            eof: false,
+            read_queued: false,
+            connecting: failed.is_none(),
+        });
+        if let Some(e) = failed {
+            self.conns[slot as usize].as_mut().expect("just set").eof = true;
+            self.connect_failed.push((slot, e));
+        }
+    }
+
+    /// The connect of `slot` finished: `SO_ERROR` says how.
+    fn connect_done(&mut self, now: Instant, slot: u32) {
+        let conn = self.conns[slot as usize].as_mut().expect("connecting slot");
+        conn.connecting = false;
+        match sys::socket_error(conn.fd.as_raw_fd()) {
+            Ok(()) => {
+                self.driver.handle_connected(now, slot, Ok(()));
+                self.queue_read(slot);
+            }
+            Err(e) => {
+                conn.eof = true;
+                self.driver.handle_connected(now, slot, Err(e));
+            }
+        }
+    }
+
+    /// Connects that failed at once, reported on the next turn (never while commands run).
+    fn deliver_connect_failures(&mut self, now: Instant) {
+        for (slot, e) in std::mem::take(&mut self.connect_failed) {
+            if self.conns[slot as usize].is_none() {
+                // Failed before a socket existed: a placeholder that `Close` removes.
+                self.failed_placeholders.push(slot);
+            }
+            self.driver.handle_connected(now, slot, Err(e));
         }
     }
 
@@ -498,6 +590,10 @@ impl Loop<'_> {
 
     /// Deregisters and closes the slot's socket, dropping any unsent buffer.
     fn close(&mut self, slot: u32) {
+        if let Some(i) = self.failed_placeholders.iter().position(|&s| s == slot) {
+            self.failed_placeholders.swap_remove(i);
+            return;
+        }
         let conn = self.conns[slot as usize].take();
         let conn = conn.unwrap_or_else(|| panic!("Close for slot {slot} that is not open"));
         let _ = self
@@ -511,6 +607,7 @@ impl Loop<'_> {
         let accepting = self.accept_backoff_until.is_none() && self.driver.accepting();
         let busy = !self.read_queue.is_empty()
             || !self.sends_done.is_empty()
+            || !self.connect_failed.is_empty()
             || (accepting && self.listener_ready.iter().any(|&ready| ready));
         if busy {
             return Some(Duration::ZERO);

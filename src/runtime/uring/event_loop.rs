@@ -162,6 +162,11 @@ pub struct Loop<'d> {
     fatal: Option<io::Error>,
     /// `finished()` was seen: no more driver calls; everything is being closed.
     exiting: bool,
+    /// Where each connecting slot's `CONNECT` reads its address (boxed: unmoved while the
+    /// op is in the kernel; removed when the connect completes).
+    connect_addrs: std::collections::HashMap<u32, Box<sys::RawAddr>>,
+    /// Connects refused before reaching the kernel (no table room), reported next turn.
+    connect_failed: Vec<(u32, io::Error)>,
     driver: &'d mut dyn Driver,
 }
 
@@ -202,6 +207,8 @@ impl<'d> Loop<'d> {
             woken: false,
             fatal: None,
             exiting: false,
+            connect_addrs: std::collections::HashMap::new(),
+            connect_failed: Vec::new(),
             driver,
         })
     }
@@ -299,6 +306,8 @@ impl<'d> Loop<'d> {
             }
             Kind::RingNotify => self.on_ring_notify(index as usize, cqe.result()),
             Kind::RingNotifyCancel => self.lanes[0].ring.completed(),
+            Kind::Socket => self.on_socket(now, lane, ud, cqe.result()),
+            Kind::Connect => self.on_connect(now, lane, ud, cqe.result()),
             Kind::Probe => panic!("probe completion in the event loop"),
         }
     }
@@ -608,6 +617,9 @@ impl<'d> Loop<'d> {
 
     /// Wake-ups and timeouts, then every command the driver has.
     fn call_driver(&mut self, now: Instant) {
+        for (slot, e) in std::mem::take(&mut self.connect_failed) {
+            self.driver.handle_connected(now, slot, Err(e));
+        }
         if std::mem::take(&mut self.woken) {
             self.driver.handle_wake(now);
         }
@@ -619,11 +631,11 @@ impl<'d> Loop<'d> {
             self.driver.handle_timeout(now);
         }
         while let Some(command) = self.driver.poll_command() {
-            self.on_command(command);
+            self.on_command(now, command);
         }
     }
 
-    fn on_command(&mut self, command: Command) {
+    fn on_command(&mut self, now: Instant, command: Command) {
         match command {
             Command::Send { slot, buf } => self.start_send(slot, SendBuf::Owned(buf)),
             Command::SendShared { slot, buf } => self.start_send(slot, SendBuf::Shared(buf)),
@@ -657,7 +669,95 @@ impl<'d> Loop<'d> {
                 );
                 self.ring_of_lane(lane).shutdown_write(file, ud);
             }
-            Command::Close { slot } => self.close_slot(slot),
+            Command::Close { slot } => self.close_slot(slot, Some(now)),
+            Command::Connect { slot, addr } => self.connect(now, slot, addr),
+        }
+    }
+
+    /// `SOCKET` into a direct descriptor of the lowest ring with table room (its entry is
+    /// reserved now, so no accept can take it), then `CONNECT` once the socket exists.
+    fn connect(&mut self, now: Instant, slot: u32, addr: std::net::SocketAddr) {
+        let Some(lane) = self.lane_with_room(now) else {
+            // No table room: an open slot without a socket, failed, for the driver to close.
+            let s = &mut self.slots[slot as usize];
+            s.open(u32::MAX, 0);
+            s.eof = true;
+            let e = io::Error::from_raw_os_error(libc::EMFILE);
+            self.connect_failed.push((slot, e));
+            return;
+        };
+        self.lanes[lane].files_in_use += 1;
+        let s = &mut self.slots[slot as usize];
+        s.open(u32::MAX, lane as u16);
+        s.op_started();
+        let ud = user_data::encode(Kind::Socket, s.generation, slot);
+        self.connect_addrs
+            .insert(slot, Box::new(sys::RawAddr::new(addr)));
+        let domain = match addr {
+            std::net::SocketAddr::V4(_) => libc::AF_INET,
+            std::net::SocketAddr::V6(_) => libc::AF_INET6,
+        };
+        self.ring_of_lane(lane).socket(domain, ud);
+    }
+
+    fn on_socket(&mut self, now: Instant, lane: usize, ud: u64, result: i32) {
+        let slot = user_data::slot(ud);
+        let exiting = self.exiting;
+        let s = self.slot_of(lane, ud);
+        if result < 0 {
+            s.eof = true;
+            let open = s.state == State::Open && !exiting;
+            self.connect_addrs.remove(&slot);
+            self.file_closed(lane); // the reserved entry
+            self.slot_op_finished(now, lane, ud);
+            if open {
+                let e = io::Error::from_raw_os_error(-result);
+                self.driver.handle_connected(now, slot, Err(e));
+            }
+            return;
+        }
+        s.file = result as u32;
+        let generation = s.generation;
+        s.op_started();
+        if s.state != State::Open {
+            // Closed while the socket was made: close it (the reserved entry is freed by
+            // the close's completion).
+            self.connect_addrs.remove(&slot);
+            let file = result as u32;
+            let cud = user_data::encode(Kind::Close, generation, slot);
+            self.ring_of_lane(lane).close_file(file, cud);
+        } else {
+            let addr: *const sys::RawAddr = &**self
+                .connect_addrs
+                .get(&slot)
+                .expect("connecting slot has an address");
+            let cud = user_data::encode(Kind::Connect, generation, slot);
+            // SAFETY: the address is boxed in `connect_addrs` and removed only when this
+            // connect completes (or at `Drop`, which leaks it if ops remain).
+            unsafe { self.ring_of_lane(lane).connect(result as u32, addr, cud) };
+        }
+        self.slot_op_finished(now, lane, ud);
+    }
+
+    fn on_connect(&mut self, now: Instant, lane: usize, ud: u64, result: i32) {
+        let slot = user_data::slot(ud);
+        let exiting = self.exiting;
+        let s = self.slot_of(lane, ud);
+        let open = s.state == State::Open && !exiting;
+        if result < 0 {
+            s.eof = true;
+        }
+        self.connect_addrs.remove(&slot);
+        self.slot_op_finished(now, lane, ud);
+        if !open {
+            return;
+        }
+        if result < 0 {
+            let e = io::Error::from_raw_os_error(-result);
+            self.driver.handle_connected(now, slot, Err(e));
+        } else {
+            self.arm_recv(slot);
+            self.driver.handle_connected(now, slot, Ok(()));
         }
     }
 
@@ -681,9 +781,21 @@ impl<'d> Loop<'d> {
 
     /// Cancels everything on the slot's descriptor, then closes it; the slot frees itself
     /// when the last of those ops completes.
-    fn close_slot(&mut self, slot: u32) {
+    fn close_slot(&mut self, slot: u32, now: Option<Instant>) {
+        let connecting = self.connect_addrs.contains_key(&slot);
         let s = self.open_slot(slot);
         s.state = State::Closing;
+        if s.file == u32::MAX {
+            // An outbound connection without a descriptor yet: its `SOCKET` completion
+            // closes what it made; or one that never got one (failed): free now.
+            if !connecting {
+                s.free();
+                if let Some(now) = now.filter(|_| !self.exiting) {
+                    self.driver.handle_closed(now, slot);
+                }
+            }
+            return;
+        }
         let (file, generation, lane) = (s.file, s.generation, usize::from(s.lane));
         s.op_started();
         s.op_started();
@@ -782,6 +894,9 @@ impl<'d> Loop<'d> {
 
     /// How long the wait may last: to the driver's deadline or the end of an accept backoff.
     fn wait_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.connect_failed.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let deadline = match (self.driver.poll_timeout(), self.accept_backoff_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -838,7 +953,7 @@ impl<'d> Loop<'d> {
         }
         for slot in 0..self.slots.len() as u32 {
             if self.slots[slot as usize].state == State::Open {
-                self.close_slot(slot);
+                self.close_slot(slot, None);
             }
         }
         let give_up = Instant::now() + EXIT_WAIT;
@@ -895,6 +1010,7 @@ impl Drop for Loop<'_> {
         std::mem::forget(std::mem::take(&mut self.accepts));
         std::mem::forget(std::mem::take(&mut self.slots));
         std::mem::forget(std::mem::take(&mut self.notify_counts));
+        std::mem::forget(std::mem::take(&mut self.connect_addrs));
     }
 }
 

@@ -44,6 +44,15 @@
 //! - **Close**: `ASYNC_CANCEL` of every op on the fixed file, then `CLOSE` of the direct
 //!   descriptor (which frees the table entry); `handle_closed` once the slot's last op has
 //!   completed. Nothing but `handle_closed` is called for a slot after its `Close`.
+//! - **Connect** (`Command::Connect`, outbound): `IORING_OP_SOCKET` into a direct descriptor
+//!   the kernel picks (`IORING_FILE_INDEX_ALLOC`) in the lowest ring with table room, its
+//!   table entry reserved when the SQE is pushed (so no accept can take it); no
+//!   `SOCK_CLOEXEC` (refused with `EINVAL` for direct descriptors). Its CQE gives the
+//!   index; then `IORING_OP_CONNECT` on it, with the address boxed (`sys::RawAddr`) until the
+//!   CQE. Success arms the recv and calls `handle_connected(Ok)`; failure calls
+//!   `handle_connected(Err)` and the driver closes the slot. A `Close` before the socket
+//!   exists only marks the slot: the `SOCKET` completion closes what it made. No table room
+//!   at all: `EMFILE`, reported next turn.
 //! - **Wake**: a multishot `POLL_ADD` (in ring 0) on the wake eventfd; on each firing the
 //!   counter is read (drained) and `handle_wake` is called once per turn.
 //! - **Timer**: no timeout op: the wait itself carries the timeout

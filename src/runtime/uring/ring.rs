@@ -8,7 +8,7 @@ use std::time::Duration;
 use io_uring::types::{CancelBuilder, DestinationSlot, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
-use super::sys::PeerStorage;
+use super::sys::{self, PeerStorage};
 
 /// How the ring was set up (the first variant the kernel accepted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,6 +281,37 @@ impl Ring {
             .build()
             .user_data(user_data);
         // SAFETY: the entry points at no user memory.
+        unsafe { self.push(entry) }
+    }
+
+    /// A TCP socket in a direct descriptor picked by the kernel (the CQE gives its index).
+    /// No `SOCK_CLOEXEC`: the kernel refuses it for direct descriptors (`EINVAL`), which
+    /// have no process fd to inherit anyway.
+    pub fn socket(&mut self, domain: i32, user_data: u64) {
+        let entry = opcode::Socket::new(domain, libc::SOCK_STREAM, 0)
+            .file_index(Some(DestinationSlot::auto_target()))
+            .build()
+            .user_data(user_data);
+        // SAFETY: the entry points at no user memory.
+        unsafe { self.push(entry) }
+    }
+
+    /// Connects a direct descriptor to `addr`.
+    ///
+    /// # Safety
+    /// `addr` must stay valid and unmoved until the connect's CQE.
+    pub unsafe fn connect(&mut self, file: u32, addr: *const sys::RawAddr, user_data: u64) {
+        // SAFETY: the caller keeps `addr` valid; we only form raw pointers.
+        let (ptr, len) = unsafe {
+            (
+                std::ptr::addr_of!((*addr).storage).cast::<libc::sockaddr>(),
+                (*addr).len,
+            )
+        };
+        let entry = opcode::Connect::new(Fixed(file), ptr, len)
+            .build()
+            .user_data(user_data);
+        // SAFETY: the entry points at `addr` only, valid by the caller's contract.
         unsafe { self.push(entry) }
     }
 

@@ -4,7 +4,8 @@ use super::user_data::GENERATION_MASK;
 use crate::runtime::SendBuf;
 
 /// Most ops one slot can have in the kernel at once: recv, recv cancel, send, shutdown,
-/// slot cancel, close, and slack for a driver that shuts down twice.
+/// slot cancel, close, and slack for a driver that shuts down twice (a connect is one op
+/// at a time, before any of these).
 pub const OPS_PER_SLOT_MAX: u8 = 8;
 
 /// The runtime's bytes per slot (allocated for `slots_max` slots at start): keep it small,
@@ -41,6 +42,7 @@ pub struct Slot {
     pub recv_paused: bool,
     /// `handle_eof` was called: no more `handle_recv` for this connection.
     pub eof: bool,
+
     /// The driver's buffer of the current `Send`. Invariant: `Some` while a send of it is
     /// in the kernel (the kernel reads it), so it is never dropped or moved before the CQE.
     pub send: Option<SendBuf>,

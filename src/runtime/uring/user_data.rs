@@ -41,6 +41,10 @@ pub enum Kind {
     RingNotify = 13,
     /// Cancel of a `RingNotify` at exit; slot field = the ring's index.
     RingNotifyCancel = 14,
+    /// `IORING_OP_SOCKET` of an outbound connection, into a direct descriptor.
+    Socket = 15,
+    /// `IORING_OP_CONNECT` of an outbound connection.
+    Connect = 16,
 }
 
 const KIND_BITS: u32 = 8;
@@ -53,7 +57,7 @@ const KIND_SHIFT: u32 = SLOT_BITS + GENERATION_BITS;
 pub const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
 
 const _: () = assert!(KIND_BITS + GENERATION_BITS + SLOT_BITS == 64);
-const _: () = assert!(Kind::RingNotifyCancel as u64 >> KIND_BITS == 0);
+const _: () = assert!(Kind::Connect as u64 >> KIND_BITS == 0);
 
 impl Kind {
     fn from_bits(bits: u8) -> Kind {
@@ -72,6 +76,8 @@ impl Kind {
             12 => Kind::Probe,
             13 => Kind::RingNotify,
             14 => Kind::RingNotifyCancel,
+            15 => Kind::Socket,
+            16 => Kind::Connect,
             // Only values made by `encode` reach the kernel and come back.
             other => panic!("user_data with unknown op kind {other}"),
         }
