@@ -130,6 +130,8 @@ impl Harness {
                 Command::ShutdownWrite { .. } => {}
                 // Shared frames go only to plain connections (they would bypass the seal).
                 Command::SendShared { .. } => panic!("a shared frame for a TLS connection"),
+                // Outbound connects are Mongrel2 Proxy routes only; this is a ZHTTP listener.
+                Command::Connect { .. } => panic!("a connect from a ZHTTP connection"),
                 Command::PauseRecv { .. } | Command::ResumeRecv { .. } => {}
             }
         }
