@@ -6,7 +6,7 @@
 # io_uring sends; those pairs are closed before the server's clients connect, so the box
 # never holds more than N pairs).
 #
-#   scripts/fanout.sh --clients N [--rounds K] [--idle M] [--server zring|condure]
+#   scripts/fanout.sh --clients N [--rounds K] [--idle M] [--server zring|condure|mongrel2|zring-m2]
 #                     [--payload BYTES] [--rate CONNECTS_PER_SEC] [--results FILE]
 #                     [--dist FILE.csv] [--no-floor]
 #
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --results) RESULTS=$2; shift 2 ;;
     --dist) DIST=$2; shift 2 ;;
     --no-floor) FLOOR=; shift ;;
-    *) echo "usage: $0 --clients N [--rounds K] [--idle M] [--server zring|condure] [--payload B] [--rate R] [--results FILE] [--dist FILE] [--no-floor]" >&2; exit 2 ;;
+    *) echo "usage: $0 --clients N [--rounds K] [--idle M] [--server zring|condure|mongrel2|zring-m2] [--payload B] [--rate R] [--results FILE] [--dist FILE] [--no-floor]" >&2; exit 2 ;;
   esac
 done
 # shellcheck source=scripts/load-lib.sh

@@ -102,12 +102,58 @@ start_server() {
       condure --stream-maxconn "$maxconn" --listen "127.0.0.1:$port" --zclient-stream "$spec" \
         >"$LOAD_DIR/$name.log" 2>&1 &
       ;;
-    *) echo "unknown server $name (zring or condure)" >&2; return 1 ;;
+    mongrel2 | zring-m2)
+      start_m2 "$name" "$port" "$maxconn"
+      return
+      ;;
+    *) echo "unknown server $name (zring, condure, mongrel2 or zring-m2)" >&2; return 1 ;;
   esac
   SERVER_PID=$!
   LOAD_PIDS+=("$SERVER_PID")
   HANDLER_START=$(date +%s.%N) # its --stats lines count seconds from about here
   "$BIN/zring-example-handler" --stream "$spec" --stats "${STATS_SECS:-5}" >"$LOAD_DIR/handler.log" 2>&1 &
+  HANDLER_PID=$!
+  LOAD_PIDS+=("$HANDLER_PID")
+  wait_http "$port"
+}
+
+# start_m2 NAME PORT MAXCONN: Mongrel2 1.12.2 (NAME=mongrel2) or zring --m2-config
+# (NAME=zring-m2) serving one config that routes every path to examples/m2_handler.rs
+# (zring-m2-handler: hello, WebSocket echo, POST /broadcast to /ws/broadcast members).
+# Sets SERVER_PID and HANDLER_PID like start_server.
+start_m2() {
+  local name=$1 port=$2 maxconn=$3 send recv d="$LOAD_DIR/m2"
+  send=$(free_port) recv=$(free_port)
+  mkdir -p "$d"/{logs,run,tmp}
+  cat >"$d/m2.conf" <<CONF
+h = Handler(send_spec='tcp://127.0.0.1:$send', send_ident='b0b0b0b0-0000-4000-8000-000000000001',
+            recv_spec='tcp://127.0.0.1:$recv', recv_ident='')
+main = Server(uuid='b0b0b0b0-0000-4000-8000-0000000000aa', access_log='/logs/access.log',
+    error_log='/logs/error.log', chroot='./', default_host='localhost', name='main',
+    pid_file='/run/mongrel2.pid', bind_addr='127.0.0.1', port=$port,
+    hosts=[Host(name='localhost', routes={'/': h})])
+settings = {'server.daemonize': 0, 'superpoll.max_fd': $(( maxconn < 19000 ? maxconn : 19000 ))}
+servers = [main]
+CONF
+  local root
+  root=$(pwd)
+  case "$name" in
+    mongrel2)
+      command -v mongrel2 >/dev/null || { echo "mongrel2 is not installed" >&2; return 1; }
+      rm -f "$d/config.sqlite" "$d/run/mongrel2.pid"
+      (cd "$d" && LOGNAME=zring m2sh load -config m2.conf -db config.sqlite >/dev/null 2>&1)
+      (cd "$d" && exec mongrel2 config.sqlite b0b0b0b0-0000-4000-8000-0000000000aa) >"$LOAD_DIR/$name.log" 2>&1 &
+      ;;
+    zring-m2)
+      # shellcheck disable=SC2086
+      (cd "$d" && exec "$root/$BIN/zring" --m2-config m2.conf --runtime "${RUNTIME:-uring}" \
+        --workers "${WORKERS:-2}" ${ZRING_ARGS:-}) >"$LOAD_DIR/$name.log" 2>&1 &
+      ;;
+  esac
+  SERVER_PID=$!
+  LOAD_PIDS+=("$SERVER_PID")
+  HANDLER_START=$(date +%s.%N)
+  "$BIN/zring-m2-handler" "tcp://127.0.0.1:$send" "tcp://127.0.0.1:$recv" >"$LOAD_DIR/handler.log" 2>&1 &
   HANDLER_PID=$!
   LOAD_PIDS+=("$HANDLER_PID")
   wait_http "$port"
