@@ -2,7 +2,12 @@
 # A million idle WebSocket connections (or --clients N) held by one connection manager on
 # this box, with the example handler behind it and zring-load on the client side.
 #
-#   scripts/c1m.sh [--clients N] [--hold SECS] [--server zring|condure] [--rate R] [--results FILE]
+#   scripts/c1m.sh [--clients N] [--hold SECS] [--server zring|condure|mongrel2|zring-m2]
+#                  [--mode ws|http] [--settle SECS] [--rate R] [--results FILE]
+#
+# --mode http holds plain HTTP keep-alive clients instead (one GET /hello each, then idle).
+# --settle: seconds between the last client connecting and the RSS sample (default 2; zring
+# returns a burst's freed heap pages every 10 s, so 11 gives its steady figure).
 #
 # Prints one key=value line: connections held, time to connect them all, the server's user
 # RSS per connection (RSS growth / held), kernel slab per connection (growth of the socket
@@ -14,7 +19,7 @@
 # Env: SERVER, WORKERS, RUNTIME, ZRING_ARGS, PROFILE=debug, KEEP_LOGS=1, PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CLIENTS=1000000 HOLD= SERVER=${SERVER:-zring} RATE=20000 RESULTS=
+CLIENTS=1000000 HOLD= SERVER=${SERVER:-zring} RATE=20000 RESULTS= MODE=ws SETTLE=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --clients) CLIENTS=$2; shift 2 ;;
@@ -22,12 +27,21 @@ while [ $# -gt 0 ]; do
     --server) SERVER=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --results) RESULTS=$2; shift 2 ;;
-    *) echo "usage: $0 [--clients N] [--hold SECS] [--server zring|condure] [--rate R] [--results FILE]" >&2; exit 2 ;;
+    --mode) MODE=$2; shift 2 ;;
+    --settle) SETTLE=$2; shift 2 ;;
+    *) echo "usage: $0 [--clients N] [--hold SECS] [--server zring|condure|mongrel2|zring-m2] [--mode ws|http] [--settle S] [--rate R] [--results FILE]" >&2; exit 2 ;;
   esac
 done
 # The hold covers a full keep-alive cycle (zring and Condure visit every session every 45 s)
 # unless told otherwise.
 HOLD=${HOLD:-60}
+case "$MODE" in
+  ws) mode_args=(--mode ws --path /ws/broadcast) ;;
+  http) mode_args=(--mode http --http-get --path /hello) ;;
+  *) echo "--mode is ws or http" >&2; exit 2 ;;
+esac
+# The RSS sample is taken within the hold.
+[ "$HOLD" -gt "$SETTLE" ] || HOLD=$(( SETTLE + 1 ))
 # shellcheck source=scripts/load-lib.sh
 source scripts/load-lib.sh
 load_sysctls
@@ -40,8 +54,8 @@ slab0=$(slab_kb)
 sslab0=$(sock_slab_kb)
 
 max_secs=$(( CLIENTS / 150 + HOLD + 120 ))
-"$BIN/zring-load" --mode ws --clients "$CLIENTS" --rate "$RATE" --target "127.0.0.1:$PORT" \
-  --path /ws/broadcast --hold "$HOLD" --label "$SERVER" --max-secs "$max_secs" --connect-timeout 60 --inflight 128 \
+"$BIN/zring-load" "${mode_args[@]}" --clients "$CLIENTS" --rate "$RATE" --target "127.0.0.1:$PORT" \
+  --hold "$HOLD" --label "$SERVER" --max-secs "$max_secs" --connect-timeout 60 --inflight 128 \
   >"$LOAD_DIR/load.out" 2>"$LOAD_DIR/load.err" &
 load_pid=$!
 LOAD_PIDS+=("$load_pid")
@@ -49,7 +63,7 @@ LOAD_PIDS+=("$load_pid")
 # Wait (bounded by zring-load's own --max-secs) for every client to be settled.
 while kill -0 "$load_pid" 2>/dev/null && ! grep -q 'phase=connected' "$LOAD_DIR/load.err"; do sleep 0.5; done
 held_at=$(date +%s.%N)
-sleep 2 # let the last handshakes' buffers settle
+sleep "$SETTLE" # let the last handshakes' buffers settle
 rss1=$(rss_kb "$SERVER_PID")
 slab1=$(slab_kb)
 sslab1=$(sock_slab_kb)
@@ -76,7 +90,7 @@ read -r ka_pps ka_ids_ps < <(awk -v from="$held_rel" '
   END { if (got && s1 > s0) printf "%.1f %.0f\n", (p1 - p0) / (s1 - s0), (d1 - d0) / (s1 - s0); else print "na na" }' \
   "$LOAD_DIR/handler.log")
 per_conn() { awk -v a="$1" -v b="$2" -v n="$connected" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1024 / n; else print "na" }'; }
-out="test=c1m server=$SERVER clients=$CLIENTS held=$connected"
+out="test=c1m server=$SERVER mode=$MODE clients=$CLIENTS held=$connected"
 for k in failed connect_secs connect_rate; do v=$(pick "$k" "$line"); out+=" $k=${v:-na}"; done
 out+=" server_rss_kb=$rss1 server_rss_per_conn_b=$(per_conn "$rss0" "$rss1") slab_per_conn_b=$(per_conn "$sslab0" "$sslab1")"
 out+=" slab_total_per_conn_b=$(per_conn "$slab0" "$slab1")"

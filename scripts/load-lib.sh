@@ -159,6 +159,20 @@ CONF
   wait_http "$port"
 }
 
+# stop_server: ends the SERVER_PID and HANDLER_PID of start_server (bounded wait) and
+# forgets them, so load_cleanup never signals a pid the system may have reused.
+stop_server() {
+  local p q keep=()
+  for p in "$SERVER_PID" "$HANDLER_PID"; do kill "$p" 2>/dev/null || true; done
+  for p in "$SERVER_PID" "$HANDLER_PID"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  for q in "${LOAD_PIDS[@]}"; do [ "$q" = "$SERVER_PID" ] || [ "$q" = "$HANDLER_PID" ] || keep+=("$q"); done
+  LOAD_PIDS=("${keep[@]}")
+}
+
 # server_state NAME: "alive", or "crashed:<first error line>" (a crash is a result).
 server_state() {
   if kill -0 "$SERVER_PID" 2>/dev/null; then echo alive; return; fi
