@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # CI: the small versions of the load scripts (5,000 idle WebSockets, a 2,000-client fan-out
-# with its floor), checking that each runs and prints one parseable key=value line with the
+# with its floor, a 500-client zring/Condure/Mongrel2 comparison), checking that each runs and prints one parseable key=value line with the
 # figures it promises. Proves the tools work; the figures themselves are not judged here.
-# Uses the debug binaries `cargo test` already built (PROFILE=debug); ~40 s.
+# Uses the debug binaries `cargo test` already built (PROFILE=debug); ~100 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PROFILE=${PROFILE:-debug}
@@ -26,3 +26,31 @@ check c1m "$line" held connect_secs server_rss_per_conn_b slab_per_conn_b handle
 line=$(timeout 150 scripts/fanout.sh --clients 2000 --rounds 2 | tail -n 1)
 check fanout "$line" fanout_p50_ms fanout_p99_ms fanout_p100_ms floor_p100_ms ratio_p100
 [[ "$line" == *" fanout_missed=0 "* && "$line" == *" status=ok "* ]] || { echo "fanout: messages missed or failed" >&2; exit 1; }
+
+# The comparison at 500 clients, 1 s per throughput run, one fan-out round, zring beside
+# Condure and Mongrel2 (not zring-m2, for time): every cell is a number or a reported
+# failure (crashed:/failed:), and the table's key=value line parses. ~55 s.
+if command -v mongrel2 >/dev/null && command -v condure >/dev/null && command -v wrk >/dev/null; then
+  line=$(timeout 150 scripts/compare.sh --clients 500 --secs 1 --rounds 1 --hold 1 --settle 0 \
+    --servers zring,condure,mongrel2 | tail -n 1)
+  keys=()
+  for w in idle_http_b_per_conn idle_ws_b_per_conn fanout_p50_ms fanout_p99_ms fanout_p100_ms floor_p100_ms \
+    http_req_per_s ws_msgs_per_s; do
+    keys+=("${w}_zring" "${w}_condure" "${w}_mongrel2" "${w}_ratio_zring_condure" "${w}_ratio_zring_mongrel2")
+  done
+  check compare "$line" "${keys[@]}"
+  for tok in $line; do
+    case "$tok" in
+      test=* | clients=* | secs=* | rounds=* | *_ratio_*=*) ;;
+      *=crashed:* | *=failed:*) echo "compare: reported as a result: $tok" ;;
+      *)
+        [[ "${tok#*=}" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "compare: not a figure or a failure: $tok" >&2; exit 1; } ;;
+    esac
+  done
+  # zring itself must not fail any workload at this size.
+  for tok in $line; do
+    case "$tok" in *_zring=crashed:* | *_zring=failed:*) echo "compare: zring failed: $tok" >&2; exit 1 ;; esac
+  done
+else
+  echo "compare: skipped (needs mongrel2, condure and wrk)"
+fi
