@@ -28,9 +28,10 @@
 # heap every 10 s). A server that crashes or fails a workload gets that as its cell
 # (`crashed:<first log line>`, `failed:<why>`), never a script error.
 # Prints the table, then one key=value line (the last line): <workload>_<server>=value and
-# <workload>_ratio_<a>_<b>=ratio. --results appends every cell as a key=value line (and
-# c1m.sh's lines, for scripts/plot.py --results); --dist appends the fan-out distributions
-# (scripts/plot.py --dist). Sets sysctls for the run (scripts/load-lib.sh) and restores them.
+# <workload>_ratio_<a>_<b>=ratio. --results appends every cell as a key=value line, and
+# c1m.sh's and fanout.sh's own lines (rounds, drops, retransmits); scripts/plot.py --results
+# draws memory.svg and compare.svg from it. --dist appends the fan-out distributions
+# (scripts/plot.py --dist: fanout-latency.svg). Sets sysctls for the run (scripts/load-lib.sh) and restores them.
 # Env: PROFILE=debug (CI), WORKERS, KEEP_LOGS=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,8 +99,10 @@ done
 for s in "${servers[@]}"; do
   dist=()
   [ -n "$DIST" ] && dist=(--dist "$DIST")
+  [ -n "$RESULTS" ] && dist+=(--results "$RESULTS")
   line=$(timeout "$(secs_for $(( ROUNDS * 30 )))" scripts/fanout.sh --server "$s" --clients "$CLIENTS" --rounds "$ROUNDS" \
     "${dist[@]}" 2>"$LOAD_DIR/fanout.$s.err" | tail -n 1) || true
+  grep -E 'round [0-9]+:|FAILED' "$LOAD_DIR/fanout.$s.err" | sed "s/^/compare: $s: /" >&2 || true
   bad=$(verdict "$line" fanout_p100_ms)
   missed=$(pick fanout_missed "$line")
   if [ -z "$bad" ] && [ "${missed:-0}" != 0 ]; then bad="failed:missed_$missed"; fi

@@ -8,8 +8,14 @@
   -> fanout-latency.svg: p50 / p99 / p100 delivery latency against client count, one
      colour per server, the floor from the same runs in grey.
 --results: key=value lines as scripts/c1m.sh --results appends them (test=c1m server=...
-  held=... server_rss_per_conn_b=... slab_per_conn_b=...).
+  held=... server_rss_per_conn_b=... slab_per_conn_b=...; mode=http lines are drawn apart
+  as "<server> http").
   -> memory.svg: server user memory and kernel slab (MiB) against connections held.
+  If the file also has scripts/compare.sh --results lines (test=compare workload=...
+  server=... value=...): -> compare.svg, every workload's figures relative to zring's
+  (zring = 1), one bar per server; a crashed or failed cell is drawn as a label.
+  `scripts/compare.sh --results r.txt --dist d.csv` then `scripts/plot.py --results r.txt
+  --dist d.csv` draws all three from one comparison run.
 Where a run was repeated, the last line for a (server, clients) pair wins.
 """
 import argparse
@@ -17,6 +23,7 @@ import csv
 import math
 import os
 import sys
+from xml.sax.saxutils import escape
 
 W, H = 760, 460
 ML, MR, MT, MB = 80, 190, 50, 60
@@ -158,12 +165,15 @@ def memory_chart(path):
             except (KeyError, ValueError):
                 continue
             if held > 0:
-                rows[(kv.get("server", "?"), held)] = (user, slab)
+                server = kv.get("server", "?")
+                if kv.get("mode", "ws") != "ws":
+                    server += " " + kv["mode"]
+                rows[(server, held)] = (user, slab)
     if not rows:
         sys.exit(f"{path}: no test=c1m lines with figures")
     xs = [h for (_, h) in rows]
     ys = [v for pair in rows.values() for v in pair]
-    ch = Chart("Memory held by idle WebSocket connections", "connections held", "MiB",
+    ch = Chart("Memory held by idle connections (WebSocket unless marked)", "connections held", "MiB",
                xs + [0], ys)
     for server in sorted({s for (s, _) in rows}):
         pts = sorted((h, v) for (s, h), v in rows.items() if s == server)
@@ -171,6 +181,62 @@ def memory_chart(path):
         ch.line([(0, 0)] + [(h, k) for h, (_, k) in pts], color(server), "6,4", f"{server} kernel slab*")
     ch.legend.append(("* both ends of each loopback pair", "#fff", ""))
     return ch.svg()
+
+
+def compare_chart(path):
+    """Grouped horizontal bars: each workload's figure per server relative to zring's."""
+    cells, order, servers = {}, [], []
+    with open(path) as f:
+        for line in f:
+            kv = dict(t.split("=", 1) for t in line.split() if "=" in t)
+            if kv.get("test") != "compare" or "workload" not in kv:
+                continue
+            w, sv = kv["workload"], kv.get("server", "?")
+            if w not in order:
+                order.append(w)
+            if sv not in servers:
+                servers.append(sv)
+            cells[(w, sv)] = kv.get("value", "")
+    if not cells:
+        return None
+
+    def num(v):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+
+    rel = {}
+    for (w, sv), v in cells.items():
+        base = num(cells.get((w, "zring"), ""))
+        x = num(v)
+        rel[(w, sv)] = x / base if x is not None and base else None
+    # Bars past 4x zring's are clipped (their label still gives the ratio).
+    top = min(max([r for r in rel.values() if r is not None] + [1.0]), 4.0)
+    bh, gap, left, right = 14, 12, 230, 140
+    h = MT + len(order) * (len(servers) * bh + gap) + 40
+    plot_w = W - left - right
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{W}" height="{h}" fill="#fff"/>',
+           f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="14">zring, Condure, Mongrel2: each figure relative to zring\'s (zring = 1)</text>',
+           f'<text x="{W / 2}" y="38" text-anchor="middle" fill="#555">memory and latency: lower is better; req/s and msgs/s: higher is better</text>']
+    x1 = left + plot_w / top
+    out.append(f'<line x1="{x1:.1f}" y1="{MT - 4}" x2="{x1:.1f}" y2="{h - 30}" stroke="#999" stroke-dasharray="4,3"/>')
+    y = MT
+    for w in order:
+        out.append(f'<text x="{left - 8}" y="{y + len(servers) * bh / 2 + 4:.1f}" text-anchor="end">{w}</text>')
+        for sv in servers:
+            r, v = rel.get((w, sv)), cells.get((w, sv), "n/a")
+            if r is not None:
+                bw = max(plot_w * min(r, top) / top, 1)
+                out.append(f'<rect x="{left}" y="{y + 1}" width="{bw:.1f}" height="{bh - 2}" fill="{color(sv)}"/>')
+                out.append(f'<text x="{left + bw + 4:.1f}" y="{y + bh - 3}" fill="#333">{sv} {r:.2f} ({escape(v)})</text>')
+            else:
+                out.append(f'<text x="{left + 4}" y="{y + bh - 3}" fill="#c00">{sv}: {escape(v[:60])}</text>')
+            y += bh
+        y += gap
+    out.append("</svg>")
+    return "\n".join(out)
 
 
 def main():
@@ -192,6 +258,12 @@ def main():
         with open(out, "w") as f:
             f.write(memory_chart(a.results))
         print(out)
+        svg = compare_chart(a.results)
+        if svg:
+            out = os.path.join(a.out_dir, "compare.svg")
+            with open(out, "w") as f:
+                f.write(svg)
+            print(out)
 
 
 if __name__ == "__main__":
