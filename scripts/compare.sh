@@ -70,11 +70,12 @@ cell() {
   echo "compare: $1 $2 = $3" >&2
   [ -z "$RESULTS" ] || echo "test=compare workload=$1 server=$2 clients=$CLIENTS value=$3" >>"$RESULTS"
 }
-# verdict LINE KEYNEEDED: the failure of a sub-run as a cell value, or empty if it went well.
+# verdict LINE KEYNEEDED ERRFILE: the failure of a sub-run as a cell value, or empty if it
+# went well (a run that printed nothing: the last line of its stderr).
 verdict() {
   local st
   st=$(pick server_state "$1")
-  if [ -z "$1" ]; then echo "failed:no_output"
+  if [ -z "$1" ]; then echo "failed:$(tail -n 1 "$3" 2>/dev/null | tr -s ' \t=' '___' | cut -c1-80)"
   elif [ -n "$st" ] && [ "$st" != alive ]; then echo "$st"
   elif [ -z "$(pick "$2" "$1")" ] || [ "$(pick "$2" "$1")" = na ]; then echo "failed:$(pick status "$1")"
   fi
@@ -88,7 +89,7 @@ for mode in http ws; do
     [ -n "$RESULTS" ] && res=(--results "$RESULTS")
     line=$(timeout "$(secs_for $(( HOLD + SETTLE )))" scripts/c1m.sh --server "$s" --mode "$mode" --clients "$CLIENTS" \
       --hold "$HOLD" --settle "$SETTLE" "${res[@]}" 2>"$LOAD_DIR/c1m.$mode.$s.err" | tail -n 1) || true
-    bad=$(verdict "$line" server_rss_per_conn_b)
+    bad=$(verdict "$line" server_rss_per_conn_b "$LOAD_DIR/c1m.$mode.$s.err")
     held=$(pick held "$line")
     if [ -z "$bad" ] && [ "${held:-0}" != "$CLIENTS" ]; then bad="failed:held_${held:-0}_of_$CLIENTS"; fi
     cell "idle_${mode}_b_per_conn" "$s" "${bad:-$(pick server_rss_per_conn_b "$line")}"
@@ -103,7 +104,7 @@ for s in "${servers[@]}"; do
   line=$(timeout "$(secs_for $(( ROUNDS * 30 )))" scripts/fanout.sh --server "$s" --clients "$CLIENTS" --rounds "$ROUNDS" \
     "${dist[@]}" 2>"$LOAD_DIR/fanout.$s.err" | tail -n 1) || true
   grep -E 'round [0-9]+:|FAILED' "$LOAD_DIR/fanout.$s.err" | sed "s/^/compare: $s: /" >&2 || true
-  bad=$(verdict "$line" fanout_p100_ms)
+  bad=$(verdict "$line" fanout_p100_ms "$LOAD_DIR/fanout.$s.err")
   missed=$(pick fanout_missed "$line")
   if [ -z "$bad" ] && [ "${missed:-0}" != 0 ]; then bad="failed:missed_$missed"; fi
   for k in fanout_p50_ms fanout_p99_ms fanout_p100_ms floor_p100_ms; do

@@ -114,7 +114,7 @@ start_server() {
   "$BIN/zring-example-handler" --stream "$spec" --stats "${STATS_SECS:-5}" >"$LOAD_DIR/handler.log" 2>&1 &
   HANDLER_PID=$!
   LOAD_PIDS+=("$HANDLER_PID")
-  wait_http "$port"
+  wait_http "$port" || { echo "$name $(server_state "$name")" >&2; return 1; }
 }
 
 # start_m2 NAME PORT MAXCONN: Mongrel2 1.12.2 (NAME=mongrel2) or zring --m2-config
@@ -156,7 +156,7 @@ CONF
   "$BIN/zring-m2-handler" "tcp://127.0.0.1:$send" "tcp://127.0.0.1:$recv" >"$LOAD_DIR/handler.log" 2>&1 &
   HANDLER_PID=$!
   LOAD_PIDS+=("$HANDLER_PID")
-  wait_http "$port"
+  wait_http "$port" || { echo "$name $(server_state "$name")" >&2; return 1; }
 }
 
 # stop_server: ends the SERVER_PID and HANDLER_PID of start_server (bounded wait) and
@@ -176,9 +176,15 @@ stop_server() {
 # server_state NAME: "alive", or "crashed:<first error line>" (a crash is a result).
 server_state() {
   if kill -0 "$SERVER_PID" 2>/dev/null; then echo alive; return; fi
-  local why
-  why=$(grep -m1 -E 'panick|error|ERR|Abort|fatal' "$LOAD_DIR/$1.log" 2>/dev/null | tr -s ' \t' '__' | cut -c1-100 || true)
-  echo "crashed:${why:-exited}"
+  local why rc=0 how
+  # Its exit status: a $(...) subshell still has it if the process ended before the call.
+  wait "$SERVER_PID" 2>/dev/null || rc=$?
+  how="exit_$rc"
+  [ "$rc" -gt 128 ] && how="signal_$(kill -l $(( rc - 128 )) 2>/dev/null || echo $(( rc - 128 )))"
+  [ "$rc" = 127 ] && how=exited # not our child (or already reaped): status unknown
+  why=$(grep -m1 -E 'panick|error|ERR|Abort|fatal|unknown|invalid' "$LOAD_DIR/$1.log" 2>/dev/null || true)
+  why=$(tr -s ' \t' '__' <<<"$why" | cut -c1-100)
+  echo "crashed:$how${why:+:$why}"
 }
 
 # pick FIELD LINE: the value of FIELD in a key=value line (empty if absent).
