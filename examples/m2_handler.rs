@@ -58,7 +58,10 @@ fn parse(msg: &[u8]) -> Option<Req<'_>> {
 /// The string value of `"name"` in the JSON headers (no escapes needed for the keys used).
 fn header<'a>(headers: &'a [u8], name: &str) -> Option<&'a [u8]> {
     let key = format!("\"{name}\"");
-    let at = headers.windows(key.len()).position(|w| w == key.as_bytes())? + key.len();
+    let at = headers
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())?
+        + key.len();
     let rest = &headers[at..];
     let q = rest.iter().position(|&b| b == b'"')? + 1;
     let end = rest[q..].iter().position(|&b| b == b'"')?;
