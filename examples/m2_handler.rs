@@ -217,3 +217,45 @@ fn main() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests_and_headers() {
+        let h = br#"{"PATH":"/ws/broadcast","METHOD":"WEBSOCKET","FLAGS":"0x81"}"#;
+        let mut m = b"b0b0 42 /ws/broadcast ".to_vec();
+        m.extend_from_slice(format!("{}:", h.len()).as_bytes());
+        m.extend_from_slice(h);
+        m.extend_from_slice(b",2:hi,");
+        let r = parse(&m).expect("parsed");
+        assert_eq!(
+            (r.sender, r.id, r.path, r.body),
+            (&b"b0b0"[..], &b"42"[..], &b"/ws/broadcast"[..], &b"hi"[..])
+        );
+        assert_eq!(header(r.headers, "METHOD"), Some(&b"WEBSOCKET"[..]));
+        assert_eq!(header(r.headers, "FLAGS"), Some(&b"0x81"[..]));
+        assert!(parse(b"a 1 /x 9:{},0:,").is_none()); // header length past the end
+        assert!(parse(&m[..10]).is_none());
+    }
+
+    #[test]
+    fn server_frames_are_unmasked_with_the_right_length() {
+        assert_eq!(frame(1, b"hi"), b"\x81\x02hi");
+        let f = frame(1, &[b'x'; 200]);
+        assert_eq!(&f[..4], &[0x81, 126, 0, 200]);
+        let f = frame(2, &vec![0; 70_000]);
+        assert_eq!(&f[..2], &[0x82, 127]);
+        assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
+        assert_eq!(f.len(), 70_010);
+    }
+
+    #[test]
+    fn stamps_every_mark_and_builds_list_replies() {
+        assert_eq!(stamp(b"1 {ts} x{ts}", "17"), b"1 17 x17");
+        let mut out = Vec::new();
+        reply(&mut out, b"uuid", b"1 22 333", b"body");
+        assert_eq!(out, b"uuid 8:1 22 333, body");
+    }
+}
