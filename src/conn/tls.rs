@@ -53,18 +53,16 @@ impl TlsConn {
         plain: &mut Vec<u8>,
         pool: &mut Pool,
     ) -> Result<Vec<u8>, TlsError> {
-        let mut wire = std::mem::take(&mut self.wire);
-        if !plain.is_empty() {
-            if wire.capacity() == 0 {
-                wire = pool.take();
-            }
-            let sealed = self.session.encrypt(&mut self.tail, plain, &mut wire);
-            pool.give(std::mem::take(plain));
-            if let Err(e) = sealed {
-                pool.give(wire);
-                self.failed = true;
-                return Err(e);
-            }
+        if plain.is_empty() {
+            return Ok(std::mem::take(&mut self.wire));
+        }
+        let mut wire = self.take_wire(pool);
+        let sealed = self.session.encrypt(&mut self.tail, plain, &mut wire);
+        pool.give(std::mem::take(plain));
+        if let Err(e) = sealed {
+            pool.give(wire);
+            self.failed = true;
+            return Err(e);
         }
         Ok(wire)
     }
@@ -76,16 +74,21 @@ impl TlsConn {
             return None;
         }
         self.close_notify_sent = true;
-        let mut wire = std::mem::take(&mut self.wire);
-        if wire.capacity() == 0 {
-            wire = pool.take();
-        }
+        let mut wire = self.take_wire(pool);
         match self.session.close_notify(&mut self.tail, &mut wire) {
             Ok(()) => Some(wire),
             Err(_) => {
                 pool.give(wire);
                 None
             }
+        }
+    }
+
+    /// The pending records' buffer, or a pooled one to write records into.
+    fn take_wire(&mut self, pool: &mut Pool) -> Vec<u8> {
+        match std::mem::take(&mut self.wire) {
+            w if w.capacity() == 0 => pool.take(),
+            w => w,
         }
     }
 
@@ -100,9 +103,7 @@ impl Conn {
         let t = self.tls.as_mut().expect("tls_recv on a plain connection");
         let was_handshaking = t.session.is_handshaking();
         let mut plain = cx.pool.take();
-        if t.wire.capacity() == 0 {
-            t.wire = cx.pool.take();
-        }
+        t.wire = t.take_wire(cx.pool);
         let fed = if t.tail.is_empty() {
             let fed = t.session.feed(data, &mut plain, &mut t.wire);
             if let Ok(f) = &fed {
