@@ -125,6 +125,8 @@ struct Handler {
     sessions: HashMap<Vec<u8>, Session>,
     /// Ids of the `/ws/broadcast` sessions.
     members: HashSet<Vec<u8>>,
+    /// Ids of the `/stream` sessions, so `tick` does not walk every session each turn.
+    streams: HashSet<Vec<u8>>,
     out: Vec<u8>,
     stats: Stats,
 }
@@ -245,6 +247,7 @@ impl Handler {
     fn remove(&mut self, id: &[u8]) {
         self.sessions.remove(id);
         self.members.remove(id);
+        self.streams.remove(id);
     }
 
     fn first_packet(&mut self, d: &tnetstring::Dict, now: Instant) {
@@ -287,6 +290,7 @@ impl Handler {
             b"/stream" => {
                 self.respond(&id, 200, b"OK", b"text/plain", b"", true);
                 self.sessions.get_mut(&id).unwrap().stream_next = Some((0, now));
+                self.streams.insert(id.clone());
             }
             _ => self.finish(&id, 404, b"Not Found", b"not found\n"),
         }
@@ -641,10 +645,14 @@ impl Handler {
 
     /// Emits due stream chunks; returns the next time something is due.
     fn tick(&mut self, now: Instant) -> Option<Instant> {
+        if self.streams.is_empty() {
+            return None;
+        }
         let due: Vec<(Vec<u8>, u32)> = self
-            .sessions
+            .streams
             .iter()
-            .filter_map(|(id, s)| {
+            .filter_map(|id| {
+                let s = self.sessions.get(id)?;
                 s.stream_next
                     .filter(|(_, t)| *t <= now)
                     .map(|(n, _)| (id.clone(), n))
@@ -667,9 +675,12 @@ impl Handler {
                 s.stream_next = Some((n + 1, now + STREAM_INTERVAL));
             }
         }
-        self.sessions
-            .values()
-            .filter_map(|s| s.stream_next.map(|(_, t)| t))
+        let sessions = &self.sessions;
+        self.streams
+            .retain(|id| sessions.get(id).is_some_and(|s| s.stream_next.is_some()));
+        self.streams
+            .iter()
+            .filter_map(|id| sessions.get(id)?.stream_next.map(|(_, t)| t))
             .min()
     }
 
@@ -907,6 +918,7 @@ fn main() {
         me: me.into_bytes(),
         pub_sock,
         sessions: HashMap::new(),
+        streams: HashSet::new(),
         members: HashSet::new(),
         out: Vec::new(),
         stats: Stats::default(),

@@ -46,6 +46,16 @@ pub const BRIDGE_BATCH_PACKETS_MAX: usize = 256;
 /// Hold a PUSH packet that cannot be sent (no handler connected) and retry it this often.
 pub const BRIDGE_RETRY_MS: u64 = 50;
 
+/// Credits earned by a fan-out's frames (list-form packets) go back to the handler at once
+/// only when its budget for the connection is below half of what we offered (TCP's rule for
+/// window updates) or below its largest packet so far; otherwise they wait this long,
+/// collecting what later frames earn. A round to 100,000 clients then costs no credit
+/// packets while it goes out, and a client gets at most one per this interval. Frames for
+/// one id are credited per write, as Condure does. A handler that waits for a whole
+/// message's worth of credits waits at most this long, and only for a message larger than
+/// any before it; handlers that split messages to their credits (Pushpin) never wait.
+pub const CREDIT_RETURN_DELAY_MS: u64 = 1_000;
+
 /// A worker stops accepting while it holds more than this many connections above the least
 /// loaded worker, so connections spread over workers sharing one listener.
 pub const ACCEPT_BALANCE_SLACK: usize = 4;

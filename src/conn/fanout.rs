@@ -109,7 +109,7 @@ impl Conn {
             return false;
         }
         self.wsf.tx_open = p.more;
-        self.budget -= len;
+        self.spend_budget(len);
         // The send in flight; its body bytes earn credits back when it completes.
         self.sending = Some(len);
         self.ws_pump(cx);
@@ -140,6 +140,7 @@ mod tests {
     use crate::bridge::{Addr, OutPacket};
     use crate::config::Mode;
     use crate::conn::{Handlers, Pool, Settings};
+    use crate::limits;
     use crate::proto::tnetstring::Writer;
     use crate::proto::zhttp;
     use crate::runtime::Command;
@@ -307,12 +308,22 @@ mod tests {
             panic!("the queued copy goes out after the shared send");
         };
         assert_eq!(buf, b"\x81\x05hello");
-        // The shared frame's bytes earned their credits back.
-        let credits = world.packets.iter().any(|p| {
-            let text = String::from_utf8_lossy(&p.data);
-            text.contains("credit") && text.contains("1:5#")
-        });
-        assert!(credits, "credits for the shared frame returned");
+        world.with(&mut conn, |c, cx| c.handle_sent(cx, buf));
+        // The frames' bytes earned credits, held back while the handler has most of its
+        // budget (no packet per frame in a fan-out round), then returned together.
+        let credit_packet = |world: &World, n: &str| {
+            world.packets.iter().any(|p| {
+                let text = String::from_utf8_lossy(&p.data);
+                text.contains("credit") && text.contains(n)
+            })
+        };
+        assert!(!credit_packet(&world, "credits"), "credits held back");
+        world.now += Duration::from_millis(limits::CREDIT_RETURN_DELAY_MS);
+        world.with(&mut conn, |c, cx| c.handle_timeout(cx));
+        assert!(
+            credit_packet(&world, "2:10#"),
+            "both frames' credits returned in one packet"
+        );
     }
 
     #[test]

@@ -93,8 +93,10 @@ enum Timer {
     Expiry = 2,
     /// Lingering close.
     Linger = 3,
+    /// Credits owed to the handler that were held back (`limits::CREDIT_RETURN_DELAY_MS`).
+    Credit = 4,
 }
-const TIMERS: usize = 4;
+const TIMERS: usize = 5;
 
 /// How the request body arrives.
 #[derive(Debug)]
@@ -132,7 +134,11 @@ pub struct Conn {
     /// Response-body bytes the handler may still send before we return credits.
     budget: u64,
     /// Credits earned by bytes written to the client, not yet returned.
-    credits_owed: u64,
+    credits_owed: u32,
+    /// The largest body the handler has sent in one packet this session: credits go back at
+    /// once while its budget is below this, so a handler that waits for a whole message's
+    /// worth of credits is not held back by the delayed return.
+    packet_max: u32,
     body: Body,
     /// Decoded request body not yet sent (chunked bodies, and req mode's whole body).
     carry: Vec<u8>,
@@ -155,6 +161,11 @@ pub struct Conn {
     response_done: bool,
     body_done: bool,
     handoff: bool,
+    /// The handler's latest data packet for this session named many ids (a fan-out): the
+    /// credits its frames earn may be held back (`credits_earned`). Condure returns credits
+    /// per write, and zring does so too for packets to one id, but a broadcast handler
+    /// cannot pace on 100,000 credit packets and one round should not cost them.
+    fanout: bool,
     paused: bool,
     eof: bool,
     shutdown_sent: bool,
@@ -193,6 +204,7 @@ impl Conn {
             credits: 0,
             budget: 0,
             credits_owed: 0,
+            packet_max: 0,
             body: Body::None,
             carry: Vec::new(),
             spill: Vec::new(),
@@ -209,6 +221,7 @@ impl Conn {
             response_done: false,
             body_done: false,
             handoff: false,
+            fanout: false,
             paused: false,
             eof: false,
             shutdown_sent: false,
@@ -351,10 +364,16 @@ impl Conn {
             self.m2_sent(cx, buf.len());
         }
         cx.pool.give(buf);
-        self.credits_owed += body;
+        // At most what the handler sent under its budget, itself at most `--buffer-size`
+        // plus what was returned: well within u32.
+        self.credits_owed = self.credits_owed.saturating_add(body as u32);
         self.touch_client(cx.now, cx.settings);
         if self.state == State::Session {
-            self.return_credits(cx);
+            if self.fanout {
+                self.credits_earned(cx);
+            } else {
+                self.return_credits(cx);
+            }
             self.maybe_finish_request(cx);
         }
     }
@@ -416,6 +435,9 @@ impl Conn {
         }
         let p = &pkt.packet;
         let buf = pkt.buf();
+        if p.kind == Kind::Data {
+            self.fanout = p.ids.len() > 1;
+        }
         if let Some(seq) = seq {
             if seq != self.seq_in {
                 crate::log!(
@@ -484,6 +506,12 @@ impl Conn {
                     "Service Unavailable",
                     "No handler is available to answer this request.\n",
                 );
+            }
+        }
+        if due(Timer::Credit, self) {
+            self.clear_timer(Timer::Credit);
+            if self.state == State::Session {
+                self.return_credits(cx);
             }
         }
         if due(Timer::Expiry, self) && self.m2.is_some() && self.m2_proxy_timeout(cx) {
@@ -725,6 +753,9 @@ impl Conn {
         self.credits = 0;
         self.budget = cx.settings.buffer_size as u64;
         self.credits_owed = 0;
+        self.packet_max = 0;
+        self.fanout = false;
+        self.clear_timer(Timer::Credit);
         self.response_started = false;
         self.response_done = false;
         self.handoff = false;
@@ -990,15 +1021,40 @@ impl Conn {
         });
     }
 
+    /// Bytes written to the client for a fan-out earned credits: return them now if the
+    /// handler is running low, else later together with what later writes earn.
+    fn credits_earned(&mut self, cx: &mut Ctx) {
+        if self.credits_owed == 0 {
+            return;
+        }
+        let low = (cx.settings.buffer_size as u64 / 2).max(u64::from(self.packet_max));
+        if self.budget < low {
+            return self.return_credits(cx);
+        }
+        if self.deadlines[Timer::Credit as usize] == 0 {
+            self.set_timer(
+                cx.settings,
+                Timer::Credit,
+                cx.now + Duration::from_millis(limits::CREDIT_RETURN_DELAY_MS),
+            );
+        }
+    }
+
+    /// The handler sent `n` body bytes under its credits.
+    fn spend_budget(&mut self, n: u64) {
+        self.budget = self.budget.saturating_sub(n);
+        self.packet_max = self.packet_max.max(n.min(u64::from(u32::MAX)) as u32);
+    }
+
     fn return_credits(&mut self, cx: &mut Ctx) {
+        self.clear_timer(Timer::Credit);
         if self.credits_owed == 0 || self.response_done || self.handoff || self.handler.is_none() {
             return;
         }
-        let n = self.credits_owed.min(u64::from(u32::MAX));
-        self.credits_owed -= n;
-        self.budget += n;
+        let n = std::mem::take(&mut self.credits_owed);
+        self.budget += u64::from(n);
         self.send_packet(cx, |out, from, id, seq| {
-            zhttp::encode_credit(out, from, id, seq, n as u32)
+            zhttp::encode_credit(out, from, id, seq, n)
         });
     }
 
@@ -1081,7 +1137,7 @@ impl Conn {
             return self.close(cx);
         }
         if self.mode == Mode::Stream {
-            self.budget = self.budget.saturating_sub(body.len() as u64);
+            self.spend_budget(body.len() as u64);
         }
         self.write_body(cx, body);
         if !p.more || self.mode == Mode::Req {

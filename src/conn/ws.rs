@@ -197,7 +197,7 @@ impl Conn {
                     // A control frame carries at most 125 bytes; a longer handler payload is
                     // cut rather than breaking the framing.
                     let body = &body[..body.len().min(ws::CONTROL_PAYLOAD_BYTES_MAX)];
-                    self.budget = self.budget.saturating_sub(body.len() as u64);
+                    self.spend_budget(body.len() as u64);
                     self.write_out(cx, |out| ws::encode_frame(out, true, false, opcode, body));
                     self.out_body += body.len() as u64;
                 }
@@ -360,7 +360,7 @@ impl Conn {
         };
         let first = !self.wsf.tx_open;
         self.wsf.tx_open = p.more;
-        self.budget -= body.len() as u64;
+        self.spend_budget(body.len() as u64);
         if let Some(d) = self.deflate.as_mut() {
             // One compressed message per handler message; a fragment is flushed so it goes
             // out now. RSV1 marks the first frame only (RFC 7692 §6).
