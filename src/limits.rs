@@ -45,6 +45,12 @@ pub const SUB_RCVHWM_MIN: i32 = 100_000;
 pub const BRIDGE_BATCH_PACKETS_MAX: usize = 256;
 /// Hold a PUSH packet that cannot be sent (no handler connected) and retry it this often.
 pub const BRIDGE_RETRY_MS: u64 = 50;
+/// Least ZeroMQ high-water mark (messages) on the bridge's sockets, which otherwise are 5 %
+/// of `--req-maxconn` + `--stream-maxconn` as in Condure 1.9.1: what the default limits give
+/// (505), so a smaller limit does not shrink the queues to a few messages (105 at 2,000, 1 at
+/// 20) while the connections busy at once, not the limit, set what is in flight. Still a
+/// bound: a full handler pushes back after this many packets per pipe.
+pub const ZMQ_HWM_MIN: usize = 500;
 
 /// A worker stops accepting while it holds more than this many connections above the least
 /// loaded worker, so connections spread over workers sharing one listener.

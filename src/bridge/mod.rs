@@ -222,9 +222,13 @@ struct Sockets {
     dealer: Option<zmq::Socket>,
 }
 
+/// The high-water mark of the bridge's sockets: Condure 1.9.1's 5 % of all connections, but
+/// at least `ZMQ_HWM_MIN`. The messages in flight on a socket grow with the connections
+/// that are busy at once (an echo is two ROUTER packets: the message, then credits), not
+/// with the limit; and libzmq tells a writer about its reader's progress only every HWM/2
+/// messages, so a pipe takes about half its HWM before it reports full.
 fn hwm(cfg: &Config) -> i32 {
-    // Condure 1.9.1: 5% of all connections, at least 1. Bounded so a burst meets backpressure.
-    ((cfg.req_maxconn + cfg.stream_maxconn) / 20).clamp(1, 100_000) as i32
+    ((cfg.req_maxconn + cfg.stream_maxconn) / 20).clamp(limits::ZMQ_HWM_MIN, 100_000) as i32
 }
 
 fn attach(sock: &zmq::Socket, spec: &str, connect: bool, cfg: &Config) -> Result<(), String> {
@@ -649,3 +653,28 @@ impl Bridge {
 
 /// How long the bridge keeps retrying held packets at shutdown.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(stream_maxconn: usize, req_maxconn: usize) -> Config {
+        Config {
+            stream_maxconn,
+            req_maxconn,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn bridge_hwm_has_a_floor_and_follows_condure_above_it() {
+        // The defaults (10,000 + 100) keep Condure 1.9.1's 5 %.
+        assert_eq!(hwm(&Config::default()), 505);
+        assert_eq!(hwm(&cfg(100_000, 100)), 5_005);
+        // Small limits no longer shrink the queues to a few messages.
+        assert_eq!(hwm(&cfg(2_000, 100)), limits::ZMQ_HWM_MIN as i32);
+        assert_eq!(hwm(&cfg(20, 2)), limits::ZMQ_HWM_MIN as i32);
+        // Still bounded at the top.
+        assert_eq!(hwm(&cfg(9_000_000, 100)), 100_000);
+    }
+}
