@@ -117,10 +117,8 @@ done
 # instance for both.
 for s in "${servers[@]}"; do
   port=$(free_port)
-  # --stream-maxconn 10,000 (zring's and Condure's default, as scripts/bench-*.sh run them):
-  # the ZeroMQ HWMs are 5 % of it, and zring's WebSocket echo drops ~100x when the ROUTER
-  # HWM is small (--stream-maxconn 2,000: its bridge retries a ROUTER EAGAIN on a 50 ms
-  # timer), which would make this table measure that and nothing else.
+  # --stream-maxconn 10,000 (zring's and Condure's default, as scripts/bench-*.sh run them),
+  # so the ZeroMQ HWMs (5 % of it) are the ones every other benchmark ran with.
   if ! start_server "$s" "$port" 9000 2>"$LOAD_DIR/tp.$s.err"; then
     why=$(server_state "$s")
     [ "$why" = alive ] && why="failed:no_answer"

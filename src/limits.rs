@@ -43,8 +43,17 @@ pub const DISPATCH_TARGETS_PER_TURN_MAX: usize = 4096;
 pub const SUB_RCVHWM_MIN: i32 = 100_000;
 /// Packets the bridge moves per socket per turn before it polls the others.
 pub const BRIDGE_BATCH_PACKETS_MAX: usize = 256;
-/// Hold a PUSH packet that cannot be sent (no handler connected) and retry it this often.
+/// Retry held packets this often where socket readiness can't tell when they can go: first
+/// packets waiting for a handler to connect (they may expire), a ROUTER packet whose peer is
+/// at its HWM while another peer is writable. A ROUTER peer at its HWM otherwise wakes the
+/// bridge with POLLOUT the moment it drains (a timer there paced echo to ~600 msgs/s).
 pub const BRIDGE_RETRY_MS: u64 = 50;
+/// Least ZeroMQ high-water mark (messages) on the bridge's sockets, which otherwise are 5 %
+/// of `--req-maxconn` + `--stream-maxconn` as in Condure 1.9.1: what the default limits give
+/// (505), so a smaller limit does not shrink the queues to a few messages (105 at 2,000, 1 at
+/// 20) while the connections busy at once, not the limit, set what is in flight. Still a
+/// bound: a full handler pushes back after this many packets per pipe.
+pub const ZMQ_HWM_MIN: usize = 500;
 
 /// Credits earned by a fan-out's frames (list-form packets) go back to the handler at once
 /// only when its budget for the connection is below half of what we offered (TCP's rule for

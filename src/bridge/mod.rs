@@ -222,9 +222,13 @@ struct Sockets {
     dealer: Option<zmq::Socket>,
 }
 
+/// The high-water mark of the bridge's sockets: Condure 1.9.1's 5 % of all connections, but
+/// at least `ZMQ_HWM_MIN`. The messages in flight on a socket grow with the connections
+/// that are busy at once (an echo is two ROUTER packets: the message, then credits), not
+/// with the limit; and libzmq tells a writer about its reader's progress only every HWM/2
+/// messages, so a pipe takes about half its HWM before it reports full.
 fn hwm(cfg: &Config) -> i32 {
-    // Condure 1.9.1: 5% of all connections, at least 1. Bounded so a burst meets backpressure.
-    ((cfg.req_maxconn + cfg.stream_maxconn) / 20).clamp(1, 100_000) as i32
+    ((cfg.req_maxconn + cfg.stream_maxconn) / 20).clamp(limits::ZMQ_HWM_MIN, 100_000) as i32
 }
 
 fn attach(sock: &zmq::Socket, spec: &str, connect: bool, cfg: &Config) -> Result<(), String> {
@@ -249,7 +253,7 @@ fn attach(sock: &zmq::Socket, spec: &str, connect: bool, cfg: &Config) -> Result
     Ok(())
 }
 
-fn open_sockets(ctx: &zmq::Context, cfg: &Config) -> Result<Sockets, String> {
+fn open_sockets(ctx: &zmq::Context, cfg: &Config, hwm: i32) -> Result<Sockets, String> {
     use crate::config::Mode;
     let zerr = |e: zmq::Error| format!("zmq: {e}");
     let want = |m: Mode| cfg.listen.iter().any(|l| l.mode == m);
@@ -262,7 +266,6 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config) -> Result<Sockets, String> {
     if crate::m2serve::active() {
         return Ok(s); // Mongrel2 mode: only the handlers' sockets (`m2`)
     }
-    let hwm = hwm(cfg);
     if want(Mode::Stream) {
         let push = ctx.socket(zmq::PUSH).map_err(zerr)?;
         push.set_sndhwm(hwm).map_err(zerr)?;
@@ -335,9 +338,16 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config) -> Result<Sockets, String> {
 
 /// Opens the sockets (so bind errors surface at startup) and returns the bridge to run.
 pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<Bridge, String> {
+    start_with_hwm(cfg, shared, hwm(cfg))
+}
+
+/// As `start`, with `hwm` as every socket's high-water mark instead of `hwm(cfg)`: tests
+/// drive a socket to its HWM with a few packets.
+#[doc(hidden)]
+pub fn start_with_hwm(cfg: &Config, shared: Arc<Shared>, hwm: i32) -> Result<Bridge, String> {
     let ctx = zmq::Context::new();
-    let sockets = open_sockets(&ctx, cfg)?;
-    let m2 = m2::open(&ctx, hwm(cfg))?;
+    let sockets = open_sockets(&ctx, cfg, hwm)?;
+    let m2 = m2::open(&ctx, hwm)?;
     Ok(Bridge {
         _ctx: ctx,
         sockets,
@@ -379,8 +389,9 @@ impl Bridge {
                 break;
             }
             let inbox_full = self.deliver_inbound();
-            // Timed wake-ups only where readiness can't tell: a ROUTER peer that was at its
-            // HWM, a full inbox, held first packets that may expire, and the exit deadline.
+            // Timed wake-ups only where readiness can't tell: a ROUTER head waiting on one
+            // peer while another is writable (`router_pollout_useful`), a full inbox, held
+            // first packets that may expire, and the exit deadline.
             let timeout_ms = if self.held_len() > 0 || inbox_full || exiting {
                 limits::BRIDGE_RETRY_MS as i64
             } else {
@@ -392,14 +403,15 @@ impl Bridge {
     }
 
     fn poll(&mut self, timeout_ms: i64, inbox_full: bool) {
+        let router_pollout = self.router_pollout_useful();
         let read = if inbox_full {
             zmq::PollEvents::empty()
         } else {
             zmq::POLLIN
         };
         // A socket holding packets is also polled for POLLOUT, so they go the moment it can
-        // take them (libzmq acknowledges a pipe's reads lazily, so a busy PUSH can look full
-        // for a moment), rather than after a fixed retry delay.
+        // take them (libzmq acknowledges a pipe's reads lazily, every HWM/2 messages, so a
+        // busy socket looks full for a moment), rather than after a fixed retry delay.
         let write = |k: usize| {
             if self.held[k].is_empty() {
                 zmq::PollEvents::empty()
@@ -421,6 +433,9 @@ impl Bridge {
         if let Some(s) = &self.sockets.push {
             items.push(s.as_poll_item(write(HELD_PUSH)));
         }
+        if let (Some(s), true) = (&self.sockets.router, router_pollout) {
+            items.push(s.as_poll_item(zmq::POLLOUT));
+        }
         if let Some(m) = &self.m2 {
             m.poll_items(&mut items, read, !self.held[HELD_PUSH].is_empty());
         }
@@ -437,12 +452,7 @@ impl Bridge {
         // Retry what each socket held first, keeping order per socket. Held packets of one
         // socket (no handler yet on PUSH) never block another socket's packets.
         for k in 0..HELD_KINDS {
-            while let Some(p) = self.held[k].pop_front() {
-                if let Some(p) = self.send(p, now) {
-                    self.held[k].push_front(p);
-                    break;
-                }
-            }
+            self.flush_held(k, now);
         }
         for _ in 0..limits::BRIDGE_BATCH_PACKETS_MAX {
             if self.held_len() >= limits::BRIDGE_OUTBOX_PACKETS_MAX {
@@ -465,6 +475,43 @@ impl Bridge {
         }
         if self.shared.outbox_len.load(Ordering::Relaxed) > 0 {
             self.shared.wake_bridge();
+        }
+    }
+
+    /// True when ROUTER packets are held and polling the ROUTER for POLLOUT will tell when
+    /// they can go: libzmq raises it as soon as a peer's pipe drains below its HWM (the
+    /// reader's `activate_write`). With `ROUTER_MANDATORY` it reports POLLOUT while *any*
+    /// peer's pipe has room, so when the ROUTER is writable now the held head is retried
+    /// here; if it still meets EAGAIN it waits on another peer, POLLOUT would wake the
+    /// bridge at once, over and over, and the `BRIDGE_RETRY_MS` timer retries it instead.
+    fn router_pollout_useful(&mut self) -> bool {
+        loop {
+            let held = self.held[HELD_ROUTER].len();
+            let Some(s) = &self.sockets.router else {
+                return false;
+            };
+            if held == 0 {
+                return false;
+            }
+            match s.get_events() {
+                Ok(ev) if !ev.contains(zmq::POLLOUT) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            self.flush_held(HELD_ROUTER, Instant::now());
+            if self.held[HELD_ROUTER].len() == held {
+                return false;
+            }
+        }
+    }
+
+    /// Sends what socket kind `k` held, in order, until it takes no more.
+    fn flush_held(&mut self, k: usize, now: Instant) {
+        while let Some(p) = self.held[k].pop_front() {
+            if let Some(p) = self.send(p, now) {
+                self.held[k].push_front(p);
+                break;
+            }
         }
     }
 
@@ -512,8 +559,8 @@ impl Bridge {
                 }
                 None
             }
-            // ROUTER's EAGAIN for one peer would block every other packet behind it; Condure
-            // retries such sends later too. PUSH/DEALER EAGAIN means no handler yet.
+            // ROUTER EAGAIN: that peer's pipe is at its HWM (the packet waits for POLLOUT,
+            // `router_pollout_useful`). PUSH/DEALER EAGAIN: at the HWM, or no handler yet.
             Some(Err(zmq::Error::EAGAIN)) => Some(p),
             Some(Err(zmq::Error::EHOSTUNREACH)) => {
                 log!(
@@ -649,3 +696,28 @@ impl Bridge {
 
 /// How long the bridge keeps retrying held packets at shutdown.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(stream_maxconn: usize, req_maxconn: usize) -> Config {
+        Config {
+            stream_maxconn,
+            req_maxconn,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn bridge_hwm_has_a_floor_and_follows_condure_above_it() {
+        // The defaults (10,000 + 100) keep Condure 1.9.1's 5 %.
+        assert_eq!(hwm(&Config::default()), 505);
+        assert_eq!(hwm(&cfg(100_000, 100)), 5_005);
+        // Small limits no longer shrink the queues to a few messages.
+        assert_eq!(hwm(&cfg(2_000, 100)), limits::ZMQ_HWM_MIN as i32);
+        assert_eq!(hwm(&cfg(20, 2)), limits::ZMQ_HWM_MIN as i32);
+        // Still bounded at the top.
+        assert_eq!(hwm(&cfg(9_000_000, 100)), 100_000);
+    }
+}
