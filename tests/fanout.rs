@@ -138,3 +138,27 @@ both_runtimes! {
         drop(readers);
     }
 }
+
+/// Connections per ring for the mass-close test: the second ring of each worker closes
+/// ~2,500 connections at once, ~4 completions each, well past its 4,096-entry CQ.
+const MASS_FILES_PER_RING: &str = "2500";
+const MASS_CLIENTS: usize = 10_000;
+
+both_runtimes! {
+    // Goal: zring holding 10,000 WebSockets exits promptly on SIGTERM, each client told why
+    // (1001). With io_uring, the completions of closing a whole secondary ring overflow its
+    // CQ; they once stayed in the kernel's overflow list, unseen, and zring never exited.
+    sigterm_with_full_rings_exits(rt) {
+        let env = [("ZRING_URING_FILES_PER_RING", MASS_FILES_PER_RING)];
+        let mut srv = Stack::with_example_env(rt, &["--stream-maxconn", "12000"], &env);
+        let mut clients: Vec<Ws> = (0..MASS_CLIENTS)
+            .map(|_| Ws::connect(srv.port, "/ws"))
+            .collect();
+        let status = srv.zring.terminate(Duration::from_secs(30));
+        assert!(status.is_some(), "zring still running 30 s after SIGTERM");
+        for c in clients.iter_mut().step_by(97) {
+            let f = c.read_frame(Duration::from_secs(5)).expect("a close frame");
+            assert_eq!(f.close_code(), Some(1001));
+        }
+    }
+}

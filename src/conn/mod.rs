@@ -536,6 +536,9 @@ impl Conn {
 
     /// zring is shutting down: tell the handler (Condure sends cancels) and close.
     pub fn handle_shutdown(&mut self, cx: &mut Ctx) {
+        // Reading is over: what is queued is flushed, then the connection closes without
+        // lingering (a lingering `shutdown` per connection would hold up the exit).
+        self.eof = true;
         if self.state == State::Session && self.wsf.phase == ws::Phase::Open {
             // A WebSocket client is told why (1001), then the close drains as usual.
             return self.ws_fail(cx, crate::proto::ws::close_code::GOING_AWAY, "");

@@ -412,6 +412,13 @@ impl Conn {
     fn ws_finish(&mut self, cx: &mut Ctx) {
         self.response_done = true; // the session is over: no cancel
         self.keep_alive = false;
+        if self.wsf.close_received {
+            // Nothing may follow the client's close frame, so there is nothing to drain:
+            // close as soon as ours is flushed (RFC 6455 §7.1.1: the server closes the TCP
+            // connection first), without a lingering `shutdown`, which io_uring runs on a
+            // worker thread (a mass close would queue one per connection there).
+            self.eof = true;
+        }
         self.drain(cx);
     }
 

@@ -30,7 +30,7 @@ pub enum Kind {
     Shutdown = 8,
     /// Cancel of a slot's multishot recv (`PauseRecv`).
     RecvCancel = 9,
-    /// Cancel of everything on a slot's descriptor (`Close`).
+    /// Cancel of one of a slot's waiting ops (recv, send, connect) at `Close`.
     SlotCancel = 10,
     /// Close of a slot's direct descriptor.
     Close = 11,
