@@ -580,11 +580,22 @@ impl Handler {
     fn broadcast(&mut self, text: &[u8]) -> usize {
         let stamped = stamp(text);
         let text = &stamped[..];
-        let mut now: HashMap<Vec<u8>, Vec<(Vec<u8>, u32)>> = HashMap::new();
+        let Handler {
+            me,
+            pub_sock,
+            sessions,
+            members,
+            out,
+            stats,
+            ..
+        } = self;
+        // Ids for each connection manager, sent as soon as 128 are collected: the first
+        // packet leaves at once instead of after a pass over every member.
+        let mut batches: Vec<(Vec<u8>, Vec<(&[u8], u32)>)> = Vec::new();
         let mut queued = Vec::new();
         let mut count = 0;
-        for id in &self.members {
-            let Some(s) = self.sessions.get_mut(id) else {
+        for id in members.iter() {
+            let Some(s) = sessions.get_mut(id) else {
                 continue;
             };
             let Some(ws) = s.ws.as_mut() else { continue };
@@ -592,13 +603,7 @@ impl Handler {
                 continue;
             }
             count += 1;
-            if ws.queue.is_empty() && ws.credits >= text.len() as u64 {
-                ws.credits -= text.len() as u64;
-                now.entry(s.to.clone())
-                    .or_default()
-                    .push((id.clone(), s.seq));
-                s.seq += 1;
-            } else {
+            if !(ws.queue.is_empty() && ws.credits >= text.len() as u64) {
                 ws.queued += text.len();
                 ws.queue.push_back(Out::Msg {
                     binary: false,
@@ -606,36 +611,29 @@ impl Handler {
                     sent: 0,
                 });
                 queued.push(id.clone());
+                continue;
+            }
+            ws.credits -= text.len() as u64;
+            let seq = s.seq;
+            s.seq += 1;
+            let i = match batches.iter().position(|(to, _)| *to == s.to) {
+                Some(i) => i,
+                None => {
+                    batches.push((s.to.clone(), Vec::with_capacity(BROADCAST_IDS_MAX)));
+                    batches.len() - 1
+                }
+            };
+            let (to, ids) = &mut batches[i];
+            ids.push((id, seq));
+            if ids.len() == BROADCAST_IDS_MAX {
+                send_list(out, me, pub_sock, to, ids, text);
+                stats.out_packets += 1;
+                ids.clear();
             }
         }
-        for (to, ids) in now {
-            for chunk in ids.chunks(BROADCAST_IDS_MAX) {
-                self.out.clear();
-                self.out.extend_from_slice(&to);
-                self.out.extend_from_slice(b" T");
-                let mut w = Writer::new(&mut self.out);
-                w.begin_dict_sized(text.len() + chunk.len() * 40 + 64);
-                w.bytes(b"from");
-                w.bytes(&self.me);
-                w.bytes(b"id");
-                w.begin_list_sized(chunk.len() * 40);
-                for (id, seq) in chunk {
-                    w.begin_dict();
-                    w.bytes(b"id");
-                    w.bytes(id);
-                    w.bytes(b"seq");
-                    w.int(*seq as i64);
-                    w.end_dict();
-                }
-                w.end_list();
-                w.bytes(b"content-type");
-                w.bytes(b"text");
-                w.bytes(b"body");
-                w.bytes(text);
-                w.end_dict();
-                self.stats.out_packets += 1;
-                let _ = self.pub_sock.send(&self.out[..], 0);
-            }
+        for (to, ids) in batches.iter().filter(|(_, ids)| !ids.is_empty()) {
+            send_list(out, me, pub_sock, to, ids, text);
+            stats.out_packets += 1;
         }
         for id in queued {
             self.ws_flush(&id);
@@ -765,6 +763,42 @@ impl Handler {
 }
 
 /// `text` with every `{ts}` replaced by the current CLOCK_REALTIME in nanoseconds.
+/// One list-form text message to `ids` (at most `BROADCAST_IDS_MAX`) of connection manager
+/// `to`.
+fn send_list(
+    out: &mut Vec<u8>,
+    me: &[u8],
+    pub_sock: &zmq::Socket,
+    to: &[u8],
+    ids: &[(&[u8], u32)],
+    text: &[u8],
+) {
+    out.clear();
+    out.extend_from_slice(to);
+    out.extend_from_slice(b" T");
+    let mut w = Writer::new(out);
+    w.begin_dict_sized(text.len() + ids.len() * 40 + 64);
+    w.bytes(b"from");
+    w.bytes(me);
+    w.bytes(b"id");
+    w.begin_list_sized(ids.len() * 40);
+    for (id, seq) in ids {
+        w.begin_dict();
+        w.bytes(b"id");
+        w.bytes(id);
+        w.bytes(b"seq");
+        w.int(i64::from(*seq));
+        w.end_dict();
+    }
+    w.end_list();
+    w.bytes(b"content-type");
+    w.bytes(b"text");
+    w.bytes(b"body");
+    w.bytes(text);
+    w.end_dict();
+    let _ = pub_sock.send(&out[..], 0);
+}
+
 fn stamp(text: &[u8]) -> Vec<u8> {
     const MARK: &[u8] = b"{ts}";
     if !text.windows(MARK.len()).any(|w| w == MARK) {
