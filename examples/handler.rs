@@ -591,7 +591,7 @@ impl Handler {
         } = self;
         // Ids for each connection manager, sent as soon as 128 are collected: the first
         // packet leaves at once instead of after a pass over every member.
-        let mut batches: Vec<(Vec<u8>, Vec<(&[u8], u32)>)> = Vec::new();
+        let mut batches: Vec<Batch> = Vec::new();
         let mut queued = Vec::new();
         let mut count = 0;
         for id in members.iter() {
@@ -763,6 +763,9 @@ impl Handler {
 }
 
 /// `text` with every `{ts}` replaced by the current CLOCK_REALTIME in nanoseconds.
+/// A connection manager's address (`to`) and the ids (with their seq) collected for it.
+type Batch<'a> = (Vec<u8>, Vec<(&'a [u8], u32)>);
+
 /// One list-form text message to `ids` (at most `BROADCAST_IDS_MAX`) of connection manager
 /// `to`.
 fn send_list(
