@@ -195,6 +195,27 @@ both_runtimes! {
         assert!(stdout.contains("closed 1000"), "{stdout}");
     }
 
+    // Goal: after the WebSocket close handshake zring closes the TCP connection at once
+    // (the server closes first) and still ends the TLS session with close_notify, which a
+    // strict client (Python `ssl`, ragged EOFs not suppressed) checks.
+    wss_close_ends_with_close_notify(rt) {
+        let pki = Pki::new("wsclose");
+        pki.identity("ws.test", "ws.test", &["localhost"], false);
+        let (_s, ports) = tls_stack(rt, &pki, &["tls,default-cert=ws.test"], &[]);
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tls_clients/ws_close_notify.py");
+        let out = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(ports[0].to_string())
+            .arg(&pki.ca)
+            .output()
+            .expect("run ws_close_notify.py");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("close 1000"), "{stdout}");
+        assert!(stdout.contains("close_notify"), "{stdout}");
+    }
+
     rotation_keeps_clients(rt) {
         let pki = Pki::new("rot");
         let old = pki.identity("r.test", "r.test", &["r.test"], false);

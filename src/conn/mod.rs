@@ -598,6 +598,12 @@ impl Conn {
             cmds.push_back(Command::Send { slot, buf });
         }
         if self.sending.is_none() && self.state == State::Draining && self.eof {
+            if let Some(buf) = self.tls.as_mut().and_then(|t| t.close_notify(pool)) {
+                // No lingering, but TLS still ends with close_notify (RFC 8446 §6.1).
+                self.sending = Some(0);
+                cmds.push_back(Command::Send { slot, buf });
+                return;
+            }
             self.state = State::Closed;
             self.close_sent = true;
             cmds.push_back(Command::Close { slot });
