@@ -236,16 +236,50 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
-/// `setsockopt(IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)` on a direct descriptor, as an
-/// `IORING_OP_URING_CMD` (`SOCKET_URING_OP_SETSOCKOPT`, kernel ≥ 6.7): the bind then takes
-/// no port, and connect picks one unique per destination, so one source address serves
-/// ~64k connections to every server port.
+/// `setsockopt(IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)` on a direct descriptor: the bind
+/// then takes no port, and connect picks one unique per destination, so one source address
+/// serves ~64k connections to every server port.
 fn setsockopt_no_port(slot: u32) -> squeue::Entry {
+    setsockopt(
+        slot,
+        libc::IPPROTO_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+        (&ONE as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>(),
+    )
+}
+
+/// `SO_LINGER` {on, 0}: the close that follows resets the connection, so neither end stays
+/// in TIME_WAIT. The floor's pairs close this way: 100,000 TIME_WAIT entries left in the
+/// kernel's connection hash would slow every lookup during the fan-out measured next.
+static LINGER_RESET: libc::linger = libc::linger {
+    l_onoff: 1,
+    l_linger: 0,
+};
+
+fn setsockopt_linger_reset(slot: u32) -> squeue::Entry {
+    setsockopt(
+        slot,
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        (&LINGER_RESET as *const libc::linger).cast(),
+        std::mem::size_of::<libc::linger>(),
+    )
+}
+
+/// `setsockopt` on a direct descriptor, as an `IORING_OP_URING_CMD`
+/// (`SOCKET_URING_OP_SETSOCKOPT`, kernel ≥ 6.7). `value` must be static.
+fn setsockopt(
+    slot: u32,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: *const libc::c_void,
+    len: usize,
+) -> squeue::Entry {
     const SOCKET_URING_OP_SETSOCKOPT: u32 = 3;
-    let level_name =
-        (libc::IPPROTO_IP as u32 as u64) | ((libc::IP_BIND_ADDRESS_NO_PORT as u32 as u64) << 32);
+    let level_name = (level as u32 as u64) | ((name as u32 as u64) << 32);
     let mut cmd = [0u8; 16];
-    cmd[..8].copy_from_slice(&(&ONE as *const libc::c_int as u64).to_le_bytes());
+    cmd[..8].copy_from_slice(&(value as u64).to_le_bytes());
     let e = opcode::UringCmd16::new(types::Fixed(slot), SOCKET_URING_OP_SETSOCKOPT)
         .addr(Some(level_name))
         .cmd(cmd)
@@ -254,7 +288,7 @@ fn setsockopt_no_port(slot: u32) -> squeue::Entry {
     // file_index), so it is patched into the raw entry.
     // SAFETY: `Entry` is `repr(C)` over the 64-byte `io_uring_sqe`.
     let mut raw: [u8; 64] = unsafe { std::mem::transmute(e) };
-    raw[44..48].copy_from_slice(&(std::mem::size_of::<libc::c_int>() as u32).to_le_bytes());
+    raw[44..48].copy_from_slice(&(len as u32).to_le_bytes());
     // SAFETY: as above; any byte pattern is a valid SQE value.
     unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
 }
@@ -818,10 +852,15 @@ impl Ring {
         match self.spec.group {
             1 => {
                 for slot in 0..self.clients.len() as u32 {
-                    if matches!(
-                        self.clients[slot as usize].state,
-                        CONNECTING | HANDSHAKE | OPEN
-                    ) {
+                    let state = self.clients[slot as usize].state;
+                    if state == OPEN {
+                        let gen = self.clients[slot as usize].gen;
+                        let e = setsockopt_linger_reset(slot)
+                            .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
+                            .user_data(ud(OP_CANCEL, gen, slot));
+                        self.push(&e);
+                    }
+                    if matches!(state, CONNECTING | HANDSHAKE | OPEN) {
                         self.kill(slot);
                     }
                 }
