@@ -91,6 +91,23 @@ pub fn wait_port(port: u16) {
     panic!("port {port} never opened");
 }
 
+/// Waits (10 s at most) for `port` to accept; false if `proc` exits first.
+fn wait_port_while_running(port: u16, proc: &mut Proc) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Ok(Some(_)) = proc.0.try_wait() {
+            return false;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Ours, not another test's server that took the port: zring is still running.
+            std::thread::sleep(Duration::from_millis(50));
+            return !matches!(proc.0.try_wait(), Ok(Some(_)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("port {port} never opened");
+}
+
 /// zring plus the example handler, on one stream port and one req port.
 pub struct Stack {
     pub zring: Proc,
@@ -111,35 +128,47 @@ impl Stack {
     /// As `zring_only`, with extra environment variables for zring.
     pub fn zring_only_env(runtime: &str, extra: &[&str], env: &[(&str, &str)]) -> Stack {
         let dir = temp_dir(runtime);
-        let (port, req_port) = (free_port(), free_port());
         let base = format!("ipc://{}/zring", dir.display());
         let req = format!("ipc://{}/zring-req", dir.display());
-        let mut cmd = if runtime == "condure" {
-            Command::new("condure")
-        } else {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_zring"));
-            c.args(["--runtime", runtime]);
-            c
+        // `free_port` releases the port before zring binds it, and tests run in parallel:
+        // another may take it first. zring then exits (address in use): try new ports.
+        let mut attempt = 0;
+        let (zring, port, req_port) = loop {
+            attempt += 1;
+            let (port, req_port) = (free_port(), free_port());
+            let mut cmd = if runtime == "condure" {
+                Command::new("condure")
+            } else {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_zring"));
+                c.args(["--runtime", runtime]);
+                c
+            };
+            cmd.arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{req_port},req"))
+                .args([
+                    "--zclient-stream",
+                    &base,
+                    "--zclient-req",
+                    &req,
+                    "--log-level",
+                    "1",
+                    "--workers",
+                    "2",
+                ])
+                .args(extra)
+                .envs(env.iter().copied())
+                .stdout(Stdio::null());
+            let mut zring = Proc(cmd.spawn().expect("start zring"));
+            if wait_port_while_running(port, &mut zring) {
+                break (zring, port, req_port);
+            }
+            assert!(
+                attempt < 3,
+                "zring exited at start three times (ports taken?)"
+            );
         };
-        cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{req_port},req"))
-            .args([
-                "--zclient-stream",
-                &base,
-                "--zclient-req",
-                &req,
-                "--log-level",
-                "1",
-                "--workers",
-                "2",
-            ])
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null());
-        let zring = Proc(cmd.spawn().expect("start zring"));
-        wait_port(port);
         Stack {
             zring,
             handler: None,
