@@ -369,11 +369,7 @@ impl Conn {
         self.credits_owed = self.credits_owed.saturating_add(body as u32);
         self.touch_client(cx.now, cx.settings);
         if self.state == State::Session {
-            if self.fanout {
-                self.credits_earned(cx);
-            } else {
-                self.return_credits(cx);
-            }
+            self.credits_earned(cx);
             self.maybe_finish_request(cx);
         }
     }
@@ -1030,14 +1026,15 @@ impl Conn {
         });
     }
 
-    /// Bytes written to the client for a fan-out earned credits: return them now if the
-    /// handler is running low, else later together with what later writes earn.
+    /// Bytes written to the client earned credits: return them now (frames for one id, as
+    /// Condure; or the handler is running low), else, for a fan-out, later together with
+    /// what later frames earn.
     fn credits_earned(&mut self, cx: &mut Ctx) {
         if self.credits_owed == 0 {
             return;
         }
         let low = (cx.settings.buffer_size as u64 / 2).max(u64::from(self.packet_max));
-        if self.budget < low {
+        if !self.fanout || self.budget < low {
             return self.return_credits(cx);
         }
         if self.deadlines[Timer::Credit as usize] == 0 {

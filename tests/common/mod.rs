@@ -81,27 +81,31 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 pub fn wait_port(port: u16) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("port {port} never opened");
+    wait_port_until(port, None);
 }
 
 /// Waits (10 s at most) for `port` to accept; false if `proc` exits first.
 fn wait_port_while_running(port: u16, proc: &mut Proc) -> bool {
+    wait_port_until(port, Some(proc))
+}
+
+fn wait_port_until(port: u16, mut proc: Option<&mut Proc>) -> bool {
+    let exited = |p: &mut Option<&mut Proc>| {
+        p.as_mut()
+            .is_some_and(|p| matches!(p.0.try_wait(), Ok(Some(_))))
+    };
     let end = Instant::now() + Duration::from_secs(10);
     while Instant::now() < end {
-        if let Ok(Some(_)) = proc.0.try_wait() {
+        if exited(&mut proc) {
             return false;
         }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if proc.is_none() {
+                return true;
+            }
             // Ours, not another test's server that took the port: zring is still running.
             std::thread::sleep(Duration::from_millis(50));
-            return !matches!(proc.0.try_wait(), Ok(Some(_)));
+            return !exited(&mut proc);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
