@@ -265,49 +265,86 @@ pub fn read_all(s: &mut TcpStream) -> Vec<u8> {
     }
 }
 
-/// Reads one response (head and a Content-Length or chunked body) from `s`.
+/// Reads one response (head and a Content-Length or chunked body) from `s`;
+/// asserts nothing follows it (use `read_response_from` for pipelined responses).
 pub fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut data = Vec::new();
+    let mut pending = Vec::new();
+    let r = read_response_from(s, &mut pending);
+    assert!(
+        pending.is_empty(),
+        "{} bytes after the response (pipelined data?)",
+        pending.len()
+    );
+    r
+}
+
+/// Reads one response from `pending` and then `s`, leaving any bytes past it
+/// (the next pipelined response, which may share a segment) in `pending`.
+pub fn read_response_from(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let mut data = std::mem::take(pending);
     let mut buf = [0u8; 65536];
+    let mut fill = |data: &mut Vec<u8>, what: &str| {
+        let n = s
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read {what}: {e}"));
+        assert!(
+            n > 0,
+            "closed mid-{what}: {:?}",
+            String::from_utf8_lossy(data)
+        );
+        data.extend_from_slice(&buf[..n]);
+    };
     let head_end = loop {
         if let Some(i) = find(&data, b"\r\n\r\n") {
             break i + 4;
         }
-        let n = s.read(&mut buf).expect("read head");
-        assert!(
-            n > 0,
-            "closed before a full head: {:?}",
-            String::from_utf8_lossy(&data)
-        );
-        data.extend_from_slice(&buf[..n]);
+        fill(&mut data, "head");
     };
     let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-    let mut body = data[head_end..].to_vec();
     let lower = head.to_ascii_lowercase();
-    if let Some(cl) = lower
+    let (body, end) = if let Some(cl) = lower
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
     {
         let n: usize = cl.trim().parse().unwrap();
-        while body.len() < n {
-            let k = s.read(&mut buf).expect("read body");
-            assert!(k > 0, "closed mid-body");
-            body.extend_from_slice(&buf[..k]);
+        while data.len() < head_end + n {
+            fill(&mut data, "body");
         }
-        assert_eq!(
-            body.len(),
-            n,
-            "more bytes than Content-Length (pipelined data?)"
-        );
+        (data[head_end..head_end + n].to_vec(), head_end + n)
     } else if lower.contains("transfer-encoding: chunked") {
-        while find(&body, b"0\r\n\r\n").is_none() {
-            let k = s.read(&mut buf).expect("read chunks");
-            assert!(k > 0, "closed mid-chunks");
-            body.extend_from_slice(&buf[..k]);
-        }
-        body = dechunk(&body);
-    }
+        let end = loop {
+            if let Some(i) = chunked_end(&data[head_end..]) {
+                break head_end + i;
+            }
+            fill(&mut data, "chunks");
+        };
+        (dechunk(&data[head_end..end]), end)
+    } else {
+        // No framing (101, 204, 304, or close-delimited): callers read on.
+        (data[head_end..].to_vec(), data.len())
+    };
+    pending.extend_from_slice(&data[end..]);
     (head, body)
+}
+
+/// Length of a complete chunked body at the start of `b`, if it is all there.
+fn chunked_end(mut b: &[u8]) -> Option<usize> {
+    let total = b.len();
+    loop {
+        let i = find(b, b"\r\n")?;
+        let line = std::str::from_utf8(&b[..i]).expect("chunk size line");
+        let size =
+            usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).expect("chunk size");
+        b = &b[i + 2..];
+        if size == 0 {
+            // No trailers from zring: the last chunk ends with one CRLF.
+            return b.starts_with(b"\r\n").then(|| total - b.len() + 2);
+        }
+        if b.len() < size + 2 {
+            return None;
+        }
+        b = &b[size + 2..];
+    }
 }
 
 pub fn find(h: &[u8], n: &[u8]) -> Option<usize> {
