@@ -51,7 +51,7 @@
 //!
 //! Usage: zring-example-handler [--stream ipc://client] [--req ipc://client-req] [--id NAME]
 //!        [--stats SECS]
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use zring::proto::tnetstring::{self, Value, Writer};
@@ -119,12 +119,46 @@ enum Out {
     Close(Option<i64>, Vec<u8>),
 }
 
+/// The broadcast set, walked in join order: the order a subscriber list naturally has, and
+/// the order of the floor's sockets, so both write to the same sockets in the same order.
+#[derive(Default)]
+struct Members {
+    seq_of: HashMap<Vec<u8>, u64>,
+    by_seq: BTreeMap<u64, Vec<u8>>,
+    next: u64,
+}
+
+impl Members {
+    fn insert(&mut self, id: Vec<u8>) {
+        if self.seq_of.contains_key(&id) {
+            return;
+        }
+        self.seq_of.insert(id.clone(), self.next);
+        self.by_seq.insert(self.next, id);
+        self.next += 1;
+    }
+
+    fn remove(&mut self, id: &[u8]) {
+        if let Some(seq) = self.seq_of.remove(id) {
+            self.by_seq.remove(&seq);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.by_seq.values()
+    }
+}
+
 struct Handler {
     me: Vec<u8>,
     pub_sock: zmq::Socket,
     sessions: HashMap<Vec<u8>, Session>,
     /// Ids of the `/ws/broadcast` sessions.
-    members: HashSet<Vec<u8>>,
+    members: Members,
     /// Ids of the `/stream` sessions, so `tick` does not walk every session each turn.
     streams: HashSet<Vec<u8>>,
     out: Vec<u8>,
@@ -956,7 +990,7 @@ fn main() {
         pub_sock,
         sessions: HashMap::new(),
         streams: HashSet::new(),
-        members: HashSet::new(),
+        members: Members::default(),
         out: Vec::new(),
         stats: Stats::default(),
     };

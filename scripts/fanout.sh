@@ -8,7 +8,11 @@
 #
 #   scripts/fanout.sh --clients N [--rounds K] [--idle M] [--server zring|condure|mongrel2|zring-m2]
 #                     [--payload BYTES] [--rate CONNECTS_PER_SEC] [--results FILE]
-#                     [--dist FILE.csv] [--no-floor]
+#                     [--dist FILE.csv] [--no-floor] [--floor-threads K]
+#
+# --floor-threads K runs the floor's sender in K threads of its own (as a server's workers
+# are apart from its clients, so it pays for waking them); by default it sends from the
+# client threads themselves.
 #
 # --idle M adds M more WebSocket clients on /ws (not broadcast members) that stay connected
 # while the N members are fanned out to: the "100,000 of a million" case.
@@ -21,7 +25,7 @@
 # Env: SERVER, WORKERS, RUNTIME, ZRING_ARGS, PROFILE=debug, KEEP_LOGS=1, PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CLIENTS=2000 IDLE=0 ROUNDS=5 SERVER=${SERVER:-zring} PAYLOAD=64 RATE=20000 RESULTS= DIST= FLOOR=--floor-first
+CLIENTS=2000 IDLE=0 ROUNDS=5 SERVER=${SERVER:-zring} PAYLOAD=64 RATE=20000 RESULTS= DIST= FLOOR=--floor-first FLOOR_THREADS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --clients) CLIENTS=$2; shift 2 ;;
@@ -33,7 +37,8 @@ while [ $# -gt 0 ]; do
     --results) RESULTS=$2; shift 2 ;;
     --dist) DIST=$2; shift 2 ;;
     --no-floor) FLOOR=; shift ;;
-    *) echo "usage: $0 --clients N [--rounds K] [--idle M] [--server zring|condure|mongrel2|zring-m2] [--payload B] [--rate R] [--results FILE] [--dist FILE] [--no-floor]" >&2; exit 2 ;;
+    --floor-threads) FLOOR_THREADS=$2; shift 2 ;;
+    *) echo "usage: $0 --clients N [--rounds K] [--idle M] [--server zring|condure|mongrel2|zring-m2] [--payload B] [--rate R] [--results FILE] [--dist FILE] [--no-floor] [--floor-threads K]" >&2; exit 2 ;;
   esac
 done
 # shellcheck source=scripts/load-lib.sh
@@ -51,7 +56,7 @@ dist_args=()
 set +e
 line=$("$BIN/zring-load" --mode ws --clients "$TOTAL" --members "$CLIENTS" --rate "$RATE" --target "127.0.0.1:$PORT" \
   --path /ws/broadcast --fanout-trigger "http://127.0.0.1:$PORT/broadcast" --rounds "$ROUNDS" \
-  --payload "$PAYLOAD" $FLOOR --label "$SERVER" --max-secs "$max_secs" --connect-timeout 60 --inflight 128 \
+  --payload "$PAYLOAD" $FLOOR --floor-threads "$FLOOR_THREADS" --label "$SERVER" --max-secs "$max_secs" --connect-timeout 60 --inflight 128 \
   "${dist_args[@]}" 2>"$LOAD_DIR/load.err")
 rc=$?
 set -e
@@ -63,7 +68,7 @@ if [ -z "$line" ]; then
 fi
 keys=(connected failed fanout_p50_ms fanout_p99_ms fanout_p100_ms fanout_missed)
 out="test=fanout server=$SERVER clients=$CLIENTS idle=$IDLE rounds=$ROUNDS payload=$PAYLOAD"
-for k in "${keys[@]}" handler_sent floor_p50_ms floor_p99_ms floor_p100_ms ratio_p100 fanout_p100_median_ms floor_p100_median_ms ratio_p100_median fanout_p100_rounds_ms \
+for k in "${keys[@]}" handler_sent floor_threads floor_p50_ms floor_p99_ms floor_p100_ms ratio_p100 fanout_p100_median_ms floor_p100_median_ms ratio_p100_median fanout_p100_rounds_ms \
   floor_p100_rounds_ms fanout_backlog_drops fanout_retransmits floor_backlog_drops connect_secs client_bytes_per_conn status; do
   v=$(pick "$k" "$line")
   out+=" $k=${v:-na}"

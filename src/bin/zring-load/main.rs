@@ -16,7 +16,8 @@
 //!    loopback pairs to our own listener, and the same-sized frame written to every server
 //!    side with batched io_uring SENDs on registered files, measured by the same clients
 //!    (`--floor-first`: before phase 1, its pairs closed again, so the box never holds
-//!    more than N pairs);
+//!    more than N pairs; `--floor-threads K`: the sending side in K threads of its own, so
+//!    like a server it must wake the client threads, instead of sending from them);
 //! 4. hold the connections `--hold` seconds, then print one `key=value` line and exit
 //!    (non-zero when clients failed, missed a message, or a protocol error was seen).
 mod bufring;
@@ -57,6 +58,7 @@ struct Opts {
     payload: usize,
     floor: bool,
     floor_first: bool,
+    floor_threads: usize,
     label: String,
     dist: Option<String>,
     max_failed: u64,
@@ -70,7 +72,7 @@ fn usage(err: &str) -> ! {
          [--http-get] [--hold SECS] [--max-secs SECS] [--threads T] [--per-ring N] \
          [--inflight N] [--bufs N] [--buf-size BYTES] [--connect-timeout SECS] \
          [--fanout-trigger http://HOST:PORT/broadcast] [--rounds K] [--round-gap SECS] \
-         [--round-timeout SECS] [--payload BYTES] [--floor] [--floor-first] [--label NAME] [--dist FILE.csv] \
+         [--round-timeout SECS] [--payload BYTES] [--floor] [--floor-first] [--floor-threads K] [--label NAME] [--dist FILE.csv] \
          [--max-failed N]"
     );
     std::process::exit(2);
@@ -140,6 +142,7 @@ fn parse_opts() -> Opts {
         payload: 64,
         floor: false,
         floor_first: false,
+        floor_threads: 0,
         label: "server".into(),
         dist: None,
         max_failed: 0,
@@ -182,6 +185,7 @@ fn parse_opts() -> Opts {
                 o.floor = true;
                 o.floor_first = true
             }
+            "--floor-threads" => o.floor_threads = num(&a, val()),
             "--label" => o.label = val(),
             "--dist" => o.dist = Some(val()),
             "--max-failed" => o.max_failed = num(&a, val()),
@@ -219,8 +223,8 @@ fn parse_opts() -> Opts {
     if o.floor && o.mode == "http" {
         usage("--floor measures WebSocket frames: use it with --mode ws");
     }
-    if !(1..=64).contains(&o.threads) {
-        usage("--threads is 1 to 64");
+    if !(1..=64).contains(&o.threads) || o.floor_threads > 64 {
+        usage("--threads is 1 to 64, --floor-threads 0 to 64");
     }
     if !(1..=19_000).contains(&o.per_ring) {
         usage("--per-ring is 1 to 19000 (each ring's table is capped by RLIMIT_NOFILE)");
@@ -589,7 +593,16 @@ fn main() {
         plan(&mut specs, 1, floor_n, floor_n, o.per_ring, table);
         plan(&mut specs, 2, floor_n, floor_n, o.per_ring, table);
     }
-    let threads = o.threads.min(specs.len());
+    // The floor's sending side (group 2) goes to threads of its own with --floor-threads,
+    // as a server's workers are apart from its clients; else it shares the client threads.
+    let (client_specs, floor_specs): (Vec<RingSpec>, Vec<RingSpec>) = if o.floor_threads > 0 {
+        specs.iter().partition(|s| s.group != 2)
+    } else {
+        (specs.clone(), Vec::new())
+    };
+    let client_threads = o.threads.min(client_specs.len()).max(1);
+    let floor_threads = o.floor_threads.min(floor_specs.len());
+    let threads = client_threads + floor_threads;
     let cfg = Config {
         mode,
         http_get: o.http_get,
@@ -601,7 +614,7 @@ fn main() {
         bufs: o.bufs,
         buf_size: o.buf_size,
         inflight: o.inflight,
-        rate_per_thread: o.rate / threads as f64,
+        rate_per_thread: o.rate / client_threads as f64,
     };
     let sh = Arc::new(Shared::new(cfg, threads).unwrap_or_else(|e| {
         eprintln!("zring-load: eventfd: {e}");
@@ -610,8 +623,11 @@ fn main() {
     let dl = Deadline(Instant::now() + Duration::from_secs_f64(o.max_secs));
     let rss0 = rss_kb();
     let mut per_thread: Vec<Vec<RingSpec>> = vec![Vec::new(); threads];
-    for (i, s) in specs.iter().enumerate() {
-        per_thread[i % threads].push(*s);
+    for (i, s) in client_specs.iter().enumerate() {
+        per_thread[i % client_threads].push(*s);
+    }
+    for (i, s) in floor_specs.iter().enumerate() {
+        per_thread[client_threads + i % floor_threads].push(*s);
     }
     for (t, specs) in per_thread.into_iter().enumerate() {
         let sh = sh.clone();
@@ -629,11 +645,12 @@ fn main() {
     }
     let rss_rings = rss_kb();
     let mut out = format!(
-        "mode={} label={} clients={} threads={} rings={} ring_table={}",
+        "mode={} label={} clients={} threads={} floor_threads={} rings={} ring_table={}",
         o.mode,
         o.label,
         o.clients,
-        threads,
+        client_threads,
+        floor_threads,
         specs.len(),
         table
     );
