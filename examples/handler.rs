@@ -51,10 +51,14 @@
 //!
 //! Usage: zring-example-handler [--stream ipc://client] [--req ipc://client-req] [--id NAME]
 //!        [--stats SECS]
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use zring::proto::tnetstring::{self, Value, Writer};
+
+#[path = "members.rs"]
+mod members;
+use members::Members;
 
 const STREAM_CHUNKS: u32 = 5;
 const STREAM_INTERVAL: Duration = Duration::from_millis(100);
@@ -117,40 +121,6 @@ enum Out {
     },
     Pong(Vec<u8>),
     Close(Option<i64>, Vec<u8>),
-}
-
-/// The broadcast set, walked in join order: the order a subscriber list naturally has, and
-/// the order of the floor's sockets, so both write to the same sockets in the same order.
-#[derive(Default)]
-struct Members {
-    seq_of: HashMap<Vec<u8>, u64>,
-    by_seq: BTreeMap<u64, Vec<u8>>,
-    next: u64,
-}
-
-impl Members {
-    fn insert(&mut self, id: Vec<u8>) {
-        if self.seq_of.contains_key(&id) {
-            return;
-        }
-        self.seq_of.insert(id.clone(), self.next);
-        self.by_seq.insert(self.next, id);
-        self.next += 1;
-    }
-
-    fn remove(&mut self, id: &[u8]) {
-        if let Some(seq) = self.seq_of.remove(id) {
-            self.by_seq.remove(&seq);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.by_seq.len()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Vec<u8>> {
-        self.by_seq.values()
-    }
 }
 
 struct Handler {

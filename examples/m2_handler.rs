@@ -16,7 +16,10 @@
 //! * disconnect notices (`METHOD` `JSON`, `{"type":"disconnect"}`) leave the broadcast set.
 //!
 //!     zring-m2-handler SEND_SPEC RECV_SPEC
-use std::collections::HashSet;
+#[allow(dead_code)] // len() is for the ZHTTP handler's stats
+#[path = "members.rs"]
+mod members;
+use members::Members;
 
 /// Ids per broadcast reply (as the example ZHTTP handler's list-form packets).
 const IDS_PER_REPLY: usize = 128;
@@ -130,7 +133,7 @@ fn main() {
     publ.connect(&recv).expect("connect recv_spec");
     let mut out = Vec::with_capacity(256);
     // Broadcast members, by connection id (decimal, as Mongrel2 sends it).
-    let mut members: HashSet<Vec<u8>> = HashSet::new();
+    let mut members = Members::default();
     loop {
         let msg = match pull.recv_msg(0) {
             Ok(m) => m,
