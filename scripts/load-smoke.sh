@@ -27,6 +27,11 @@ line=$(timeout 150 scripts/fanout.sh --clients 2000 --rounds 2 | tail -n 1)
 check fanout "$line" fanout_p50_ms fanout_p99_ms fanout_p100_ms floor_p100_ms ratio_p100
 [[ "$line" == *" fanout_missed=0 "* && "$line" == *" status=ok "* ]] || { echo "fanout: messages missed or failed" >&2; exit 1; }
 
+# The floor's sender in a thread of its own (--floor-threads), one round.
+line=$(timeout 150 scripts/fanout.sh --clients 2000 --rounds 1 --floor-threads 1 | tail -n 1)
+check fanout "$line" fanout_p100_ms floor_p100_ms ratio_p100
+[[ "$line" == *" floor_threads=1 "* && "$line" == *" status=ok "* ]] || { echo "fanout --floor-threads 1: failed" >&2; exit 1; }
+
 # The comparison at 500 clients, 1 s per throughput run, one fan-out round, zring beside
 # Condure and Mongrel2 (not zring-m2, for time): every cell is a number or a reported
 # failure (crashed:/failed:), and the table's key=value line parses. ~55 s.
