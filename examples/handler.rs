@@ -718,16 +718,7 @@ impl Handler {
                 w.bytes(b"from");
                 w.bytes(&self.me);
                 w.bytes(b"id");
-                w.begin_list_sized(chunk.len() * 40);
-                for (id, seq) in chunk {
-                    w.begin_dict();
-                    w.bytes(b"id");
-                    w.bytes(id);
-                    w.bytes(b"seq");
-                    w.int(*seq as i64);
-                    w.end_dict();
-                }
-                w.end_list();
+                write_ids(&mut w, chunk.iter().map(|(id, seq)| (&id[..], *seq)));
                 w.bytes(b"type");
                 w.bytes(b"keep-alive");
                 w.end_dict();
@@ -768,6 +759,20 @@ impl Handler {
 
 /// `text` with every `{ts}` replaced by the current CLOCK_REALTIME in nanoseconds.
 /// A connection manager's address (`to`) and the ids (with their seq) collected for it.
+/// The list form of `id`: one `{id, seq}` dict per target.
+fn write_ids<'a>(w: &mut Writer, ids: impl ExactSizeIterator<Item = (&'a [u8], u32)>) {
+    w.begin_list_sized(ids.len() * 40);
+    for (id, seq) in ids {
+        w.begin_dict();
+        w.bytes(b"id");
+        w.bytes(id);
+        w.bytes(b"seq");
+        w.int(i64::from(seq));
+        w.end_dict();
+    }
+    w.end_list();
+}
+
 type Batch<'a> = (Vec<u8>, Vec<(&'a [u8], u32)>);
 
 /// One list-form text message to `ids` (at most `BROADCAST_IDS_MAX`) of connection manager
@@ -788,16 +793,7 @@ fn send_list(
     w.bytes(b"from");
     w.bytes(me);
     w.bytes(b"id");
-    w.begin_list_sized(ids.len() * 40);
-    for (id, seq) in ids {
-        w.begin_dict();
-        w.bytes(b"id");
-        w.bytes(id);
-        w.bytes(b"seq");
-        w.int(i64::from(*seq));
-        w.end_dict();
-    }
-    w.end_list();
+    write_ids(&mut w, ids.iter().copied());
     w.bytes(b"content-type");
     w.bytes(b"text");
     w.bytes(b"body");

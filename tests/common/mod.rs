@@ -312,13 +312,12 @@ pub fn read_response_from(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, 
         }
         (data[head_end..head_end + n].to_vec(), head_end + n)
     } else if lower.contains("transfer-encoding: chunked") {
-        let end = loop {
-            if let Some(i) = chunked_end(&data[head_end..]) {
-                break head_end + i;
+        loop {
+            if let Some((body, n)) = chunked(&data[head_end..]) {
+                break (body, head_end + n);
             }
             fill(&mut data, "chunks");
-        };
-        (dechunk(&data[head_end..end]), end)
+        }
     } else {
         // No framing (101, 204, 304, or close-delimited): callers read on.
         (data[head_end..].to_vec(), data.len())
@@ -327,50 +326,34 @@ pub fn read_response_from(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, 
     (head, body)
 }
 
-/// Length of a complete chunked body at the start of `b`, if it is all there.
-fn chunked_end(mut b: &[u8]) -> Option<usize> {
-    let total = b.len();
-    loop {
-        let i = find(b, b"\r\n")?;
-        let line = std::str::from_utf8(&b[..i]).expect("chunk size line");
-        let size =
-            usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).expect("chunk size");
-        b = &b[i + 2..];
-        if size == 0 {
-            // No trailers from zring: the last chunk ends with one CRLF.
-            return b.starts_with(b"\r\n").then(|| total - b.len() + 2);
-        }
-        if b.len() < size + 2 {
-            return None;
-        }
-        b = &b[size + 2..];
-    }
-}
-
 pub fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
 }
 
-pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+/// The body of a whole chunked message (no trailers).
+pub fn dechunk(b: &[u8]) -> Vec<u8> {
+    chunked(b).expect("a complete chunked body").0
+}
+
+/// A complete chunked body at the start of `b`, if it is all there: the body, and how many
+/// bytes of `b` it took (no trailers from zring: the last chunk ends with one CRLF).
+fn chunked(b: &[u8]) -> Option<(Vec<u8>, usize)> {
     let mut out = Vec::new();
+    let mut at = 0;
     loop {
-        let i = find(b, b"\r\n").expect("chunk size line");
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&b[..i])
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .trim(),
-            16,
-        )
-        .unwrap();
-        b = &b[i + 2..];
-        if size == 0 {
-            return out;
+        let i = at + find(&b[at..], b"\r\n")?;
+        let line = std::str::from_utf8(&b[at..i]).expect("chunk size line");
+        let size =
+            usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).expect("chunk size");
+        at = i + 2;
+        if b.len() < at + size + 2 {
+            return None;
         }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
+        if size == 0 {
+            return b[at..].starts_with(b"\r\n").then_some((out, at + 2));
+        }
+        out.extend_from_slice(&b[at..at + size]);
+        at += size + 2;
     }
 }
 
