@@ -298,7 +298,8 @@ impl<'d> Loop<'d> {
             }
             Kind::Recv => self.on_recv(now, lane, ud, cqe),
             Kind::Send => self.on_send(now, lane, ud, cqe.result()),
-            Kind::Shutdown | Kind::SlotCancel => self.slot_op_finished(now, lane, ud),
+            Kind::Shutdown => self.on_shutdown(now, lane, ud),
+            Kind::SlotCancel => self.slot_op_finished(now, lane, ud),
             Kind::RecvCancel => self.slot_op_finished(now, lane, ud),
             Kind::Close => {
                 self.file_closed(lane);
@@ -361,6 +362,22 @@ impl<'d> Loop<'d> {
         if !self.exiting {
             self.driver.handle_closed(now, user_data::slot(ud));
         }
+    }
+
+    /// A `SHUTDOWN` ended (its result does not matter: the driver reads on until EOF or
+    /// closes). If the slot's `CLOSE` waited for it, that close goes now.
+    fn on_shutdown(&mut self, now: Instant, lane: usize, ud: u64) {
+        let s = self.slot_of(lane, ud);
+        assert!(s.shutdowns > 0, "shutdown completion without a shutdown");
+        s.shutdowns -= 1;
+        if s.shutdowns == 0 && s.close_deferred {
+            s.close_deferred = false;
+            s.op_started();
+            let (file, generation, slot) = (s.file, s.generation, user_data::slot(ud));
+            self.ring_of_lane(lane)
+                .close_file(file, user_data::encode(Kind::Close, generation, slot));
+        }
+        self.slot_op_finished(now, lane, ud);
     }
 
     fn file_closed(&mut self, lane: usize) {
@@ -485,10 +502,11 @@ impl<'d> Loop<'d> {
     fn push_send(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
         let buf = s.send.as_ref().expect("send without a buffer").bytes();
-        assert!(s.send_offset < buf.len() || buf.is_empty());
-        let rest = &buf[s.send_offset..];
-        // One SQE covers at most u32::MAX bytes; the rest goes as a short write would.
-        let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+        let offset = s.send_offset as usize;
+        assert!(offset < buf.len() || buf.is_empty());
+        let rest = &buf[offset..];
+        // Fits: `start_send` refused buffers of 4 GiB or more.
+        let len = rest.len() as u32;
         let (ptr, file, lane) = (rest.as_ptr(), s.file, usize::from(s.lane));
         s.op_started();
         let ud = user_data::encode(Kind::Send, s.generation, slot);
@@ -517,11 +535,12 @@ impl<'d> Loop<'d> {
         }
         let retry = result == -libc::EINTR || result == -libc::EAGAIN;
         if result > 0 {
-            s.send_offset += result as usize;
-            assert!(s.send_offset <= len, "kernel sent more than asked");
+            s.send_offset += result as u32;
+            assert!(s.send_offset as usize <= len, "kernel sent more than asked");
         }
-        let failed = (result < 0 && !retry) || (result == 0 && s.send_offset < len);
-        if !failed && s.send_offset < len {
+        let written = s.send_offset as usize;
+        let failed = (result < 0 && !retry) || (result == 0 && written < len);
+        if !failed && written < len {
             // Short write: send the rest (the old op is done, the new one starts).
             self.slot_op_finished(now, lane, ud);
             self.push_send(slot);
@@ -662,6 +681,7 @@ impl<'d> Loop<'d> {
             Command::ShutdownWrite { slot } => {
                 let s = self.open_slot(slot);
                 s.op_started();
+                s.shutdowns += 1;
                 let (file, lane, ud) = (
                     s.file,
                     usize::from(s.lane),
@@ -764,6 +784,10 @@ impl<'d> Loop<'d> {
     fn start_send(&mut self, slot: u32, buf: SendBuf) {
         let s = self.open_slot(slot);
         assert!(s.send.is_none(), "second Send in flight on slot {slot}");
+        assert!(
+            u32::try_from(buf.bytes().len()).is_ok(),
+            "send of 4 GiB or more on slot {slot}"
+        );
         s.send = Some(buf);
         s.send_offset = 0;
         self.push_send(slot);
@@ -812,7 +836,14 @@ impl<'d> Loop<'d> {
             let target = user_data::encode(kind, generation, slot);
             self.ring_of_lane(lane).cancel_op(target, cancel);
         }
-        self.slots[slot as usize].op_started();
+        let s = &mut self.slots[slot as usize];
+        if s.shutdowns > 0 {
+            // The shutdown resolves the descriptor late (on an io-wq thread): closing now
+            // could let it shut down the next connection given this table entry.
+            s.close_deferred = true;
+            return;
+        }
+        s.op_started();
         self.ring_of_lane(lane)
             .close_file(file, user_data::encode(Kind::Close, generation, slot));
     }

@@ -40,14 +40,22 @@ pub struct Slot {
     pub recv_cancelling: bool,
     /// The driver paused reading.
     pub recv_paused: bool,
+    /// `SHUTDOWN`s in the kernel. The kernel always runs one on an io-wq thread and only
+    /// then looks up the direct descriptor, so the slot's `CLOSE` must wait for them: a
+    /// `CLOSE` first frees the table entry, the next accept takes it, and the late shutdown
+    /// hits that new connection (its response never leaves).
+    pub shutdowns: u8,
+    /// `Close` came while `shutdowns > 0`: the last shutdown's completion closes the file.
+    pub close_deferred: bool,
     /// `handle_eof` was called: no more `handle_recv` for this connection.
     pub eof: bool,
 
     /// The driver's buffer of the current `Send`. Invariant: `Some` while a send of it is
     /// in the kernel (the kernel reads it), so it is never dropped or moved before the CQE.
     pub send: Option<SendBuf>,
-    /// Bytes of `send` already written.
-    pub send_offset: usize,
+    /// Bytes of `send` already written. A `u32` (send buffers are bounded far below 4 GiB:
+    /// `start_send` asserts it) keeps the slot within its 48 bytes.
+    pub send_offset: u32,
 }
 
 impl Slot {
@@ -61,6 +69,8 @@ impl Slot {
             recv_armed: false,
             recv_cancelling: false,
             recv_paused: false,
+            shutdowns: 0,
+            close_deferred: false,
             eof: false,
             send: None,
             send_offset: 0,
@@ -107,6 +117,7 @@ impl Slot {
         assert_eq!(self.state, State::Closing);
         assert_eq!(self.in_flight, 0, "slot freed with ops in flight");
         assert!(!self.recv_armed);
+        assert!(self.shutdowns == 0 && !self.close_deferred);
         self.state = State::Free;
         self.send = None;
         self.generation = (self.generation + 1) & GENERATION_MASK;
