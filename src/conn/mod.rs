@@ -28,6 +28,8 @@ pub mod m2;
 mod m2proxy;
 pub mod pool;
 mod tls;
+#[cfg(test)]
+mod tests;
 mod ws;
 pub use fanout::SharedFrame;
 pub use pool::{Handlers, Pool};
