@@ -27,9 +27,9 @@ mod fanout;
 pub mod m2;
 mod m2proxy;
 pub mod pool;
-mod tls;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod ws;
 pub use fanout::SharedFrame;
 pub use pool::{Handlers, Pool};

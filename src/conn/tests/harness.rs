@@ -57,6 +57,10 @@ pub const RECV_PIECE_BYTES: usize = 4096;
 pub const DRIVE_STEPS_MAX: usize = 200;
 /// The worker's timer wheel tick: no deadline fires more often than this.
 const WHEEL_TICK: Duration = Duration::from_millis(10);
+/// How late after a deadline the clock is read. Never 0: a wheel bucket holding an entry a
+/// rotation ahead reports its own start as the next deadline, and at exactly that
+/// microsecond `handle_timeout` cannot move past it (a real clock is past it within 1 µs).
+const WAKE_LATENESS: Duration = Duration::from_micros(1);
 
 /// One client, named by the order it connected (slots are reused; clients are not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +152,10 @@ impl ToHandler {
 
     /// The value of header `name` (case-insensitive), if present once or more.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let found = self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
+        let found = self
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name));
         found.map(|(_, v)| v.as_str())
     }
 
@@ -199,7 +206,8 @@ impl ToHandler {
                     for h in v.as_list().expect("a header list").iter() {
                         let mut pair = h.as_list().expect("a header pair").iter();
                         let name = text(pair.next().expect("name"));
-                        let value = String::from_utf8_lossy(pair.next().unwrap().as_bytes().unwrap());
+                        let value =
+                            String::from_utf8_lossy(pair.next().unwrap().as_bytes().unwrap());
                         out.headers.push((name, value.into_owned()));
                     }
                 }
@@ -249,6 +257,8 @@ enum Field {
 /// A handler packet's fields after `from`, `id` and `seq`, in the order they are added.
 #[derive(Clone, Debug, Default)]
 pub struct Reply {
+    /// `from`; `None`: [`HANDLER`]. Req mode sends none (see [`Harness::reply_req`]).
+    from: Option<String>,
     fields: Vec<(&'static str, Field)>,
 }
 
@@ -273,6 +283,12 @@ impl Reply {
     /// `type: credit` granting `n`.
     pub fn credit(n: i64) -> Reply {
         Reply::kind("credit").int("credits", n)
+    }
+
+    /// Sent by another handler (`from`), as after a handoff.
+    pub fn from_handler(mut self, from: &str) -> Reply {
+        self.from = Some(from.to_owned());
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Reply {
@@ -313,16 +329,29 @@ impl Reply {
 
     /// `"<instance> T{from, id(s), seq, fields…}"`: a SUB message as the bridge reads it.
     fn encode(&self, ids: &[(&str, u32)]) -> Vec<u8> {
-        let mut out = format!("{INSTANCE} T").into_bytes();
-        let mut w = Writer::new(&mut out);
+        let mut out = format!("{INSTANCE} ").into_bytes();
+        let from = self.from.as_deref().unwrap_or(HANDLER);
+        let ids: Vec<(&str, Option<u32>)> = ids.iter().map(|(i, s)| (*i, Some(*s))).collect();
+        self.encode_into(&mut out, Some(from), &ids);
+        out
+    }
+
+    /// `T{[from,] id(s)[, seq], fields…}`.
+    fn encode_into(&self, out: &mut Vec<u8>, from: Option<&str>, ids: &[(&str, Option<u32>)]) {
+        out.push(b'T');
+        let mut w = Writer::new(out);
         w.begin_dict();
-        w.bytes(b"from");
-        w.bytes(HANDLER.as_bytes());
+        if let Some(from) = from {
+            w.bytes(b"from");
+            w.bytes(from.as_bytes());
+        }
         w.bytes(b"id");
         if let [(id, seq)] = ids {
             w.bytes(id.as_bytes());
-            w.bytes(b"seq");
-            w.int(i64::from(*seq));
+            if let Some(seq) = seq {
+                w.bytes(b"seq");
+                w.int(i64::from(*seq));
+            }
         } else {
             w.begin_list();
             for (id, seq) in ids {
@@ -330,7 +359,7 @@ impl Reply {
                 w.bytes(b"id");
                 w.bytes(id.as_bytes());
                 w.bytes(b"seq");
-                w.int(i64::from(*seq));
+                w.int(i64::from(seq.expect("list-form ids carry a seq")));
                 w.end_dict();
             }
             w.end_list();
@@ -355,7 +384,6 @@ impl Reply {
         }
         w.end_dict();
         w.finish();
-        out
     }
 }
 
@@ -460,8 +488,17 @@ impl Harness {
 
     // ---- clients ----
 
-    /// A client connects to `listener`; the worker must take it.
+    /// A client connects to `listener`; the worker must take it. On [`TLS`] it speaks TLS.
     pub fn connect_to(&mut self, listener: usize) -> Client {
+        self.connect_with(listener, listener == TLS)
+    }
+
+    /// A client that speaks raw bytes to `listener`, even on [`TLS`].
+    pub fn connect_raw(&mut self, listener: usize) -> Client {
+        self.connect_with(listener, false)
+    }
+
+    fn connect_with(&mut self, listener: usize, speaks_tls: bool) -> Client {
         let n = self.sockets.len();
         let peer: SocketAddr = format!("127.0.0.1:{}", 40_000 + n).parse().unwrap();
         let now = self.now();
@@ -473,7 +510,7 @@ impl Harness {
             self.sockets.iter().all(|s| s.slot != Some(slot)),
             "slot {slot} handed out while still in use"
         );
-        let tls = (listener == TLS).then(|| {
+        let tls = speaks_tls.then(|| {
             let name = ServerName::try_from("localhost").unwrap();
             ClientConnection::new(tls_configs().1.clone(), name).unwrap()
         });
@@ -658,18 +695,30 @@ impl Harness {
         self.drive();
     }
 
-    /// What the bridge does with a SUB message: decode once, queue for the worker its ids
-    /// name, wake it.
+    /// A req-mode handler answers request `id` on the DEALER: no `from`, no `seq`.
+    pub fn reply_req(&mut self, id: &str, reply: Reply) {
+        let mut msg = Vec::new();
+        reply.encode_into(&mut msg, None, &[(id, None)]);
+        self.queue(msg, 0, true);
+        self.drive();
+    }
+
+    /// What the bridge does with a SUB message: split off the address, then `queue`.
     fn deliver(&mut self, msg: &[u8]) {
         let (address, payload) = zhttp::split_address(msg).expect("an address prefix");
         assert_eq!(address, INSTANCE.as_bytes());
         let offset = msg.len() - payload.len();
-        let packet = zhttp::decode(payload).expect("a valid handler packet");
+        self.queue(msg.to_vec(), offset, false);
+    }
+
+    /// Decode once, queue for the worker the ids name, wake it (`bridge::Bridge::route`).
+    fn queue(&mut self, msg: Vec<u8>, offset: usize, req: bool) {
+        let packet = zhttp::decode(&msg[offset..]).expect("a valid handler packet");
         let item = Arc::new(InPacket {
             msg: zmq::Message::from(msg),
             offset,
             packet,
-            req: false,
+            req,
         });
         for (id, _) in item.packet.ids.iter() {
             assert_eq!(worker_of(id.get(item.buf())), Some(0), "an id of worker 0");
@@ -693,23 +742,28 @@ impl Harness {
                 return;
             }
         }
-        panic!("the worker did not settle within {steps} turns");
+        let timeout = self.worker.poll_timeout().map(|t| t - self.base);
+        panic!(
+            "the worker did not settle within {steps} turns (at {:?}, next deadline {timeout:?})",
+            self.elapsed
+        );
     }
 
     /// Moves simulated time forward by `by`, waking the worker at every deadline it asked
-    /// for on the way (as a runtime's timer would), then at the end.
+    /// for on the way (as a runtime's timer would), then at the end. Each wake-up reads the
+    /// clock [`WAKE_LATENESS`] after the deadline, as a runtime always does.
     pub fn advance(&mut self, by: Duration) {
         let target = self.elapsed + by;
         let wakes_max = (by.as_nanos() / WHEEL_TICK.as_nanos()) as usize + 10;
         for _ in 0..wakes_max {
             let next = self.worker.poll_timeout().map(|t| t - self.base);
             match next {
-                Some(t) if t <= target => {
-                    self.elapsed = self.elapsed.max(t);
+                Some(t) if t + WAKE_LATENESS <= target => {
+                    self.elapsed = self.elapsed.max(t + WAKE_LATENESS);
                     self.drive();
                 }
                 _ => {
-                    self.elapsed = target;
+                    self.elapsed = target + WAKE_LATENESS;
                     self.drive();
                     return;
                 }
