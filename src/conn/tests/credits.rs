@@ -17,12 +17,19 @@ fn request_body_flows_only_under_handler_credits() {
     assert_eq!(head.credits, Some(8192));
     h.assert_no_packet(); // nothing before the handler's first packet
     assert_eq!(h.ios(c), [Io::PauseRecv], "the body past the buffer waits");
+    assert!(h.is_paused(c));
+    assert_eq!(
+        h.undelivered(c),
+        0,
+        "the last piece was read before the pause"
+    );
     h.reply(&mut s, Reply::credit(4000));
     let p = h.packet();
     assert_eq!((p.seq(), p.body.len(), p.more), (1, 4000, true));
     assert_eq!(p.body, body[..4000]);
     h.assert_no_packet();
     assert_eq!(h.ios(c), [Io::PauseRecv, Io::ResumeRecv]);
+    assert!(!h.is_paused(c));
     h.reply(&mut s, Reply::credit(6000));
     let p = h.packet();
     assert_eq!((p.seq(), p.body.len(), p.more), (2, 6000, false));

@@ -286,7 +286,7 @@ impl Reply {
     }
 
     /// Sent by another handler (`from`), as after a handoff.
-    pub fn from_handler(mut self, from: &str) -> Reply {
+    pub fn sent_by(mut self, from: &str) -> Reply {
         self.from = Some(from.to_owned());
         self
     }
@@ -928,10 +928,4 @@ fn queue_pieces(input: &mut VecDeque<Vec<u8>>, bytes: &[u8]) {
     for piece in bytes.chunks(RECV_PIECE_BYTES) {
         input.push_back(piece.to_vec());
     }
-}
-
-/// The body of a response in `text` after its head (`\r\n\r\n`).
-pub fn body_of(text: &str) -> &str {
-    let at = text.find("\r\n\r\n").expect("a response head");
-    &text[at + 4..]
 }

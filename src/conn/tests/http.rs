@@ -18,6 +18,7 @@ fn first_packet_and_response() {
     assert_eq!(req.method, "GET");
     assert_eq!(req.uri, "http://example.com/a");
     assert_eq!(req.headers, [("Host".to_owned(), "example.com".to_owned())]);
+    assert_eq!(req.header("host"), Some("example.com"));
     assert_eq!(req.credits, Some(8192));
     assert!(req.stream);
     assert!(!req.more);
@@ -82,6 +83,7 @@ fn connection_close_shuts_down_then_closes() {
         "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye"
     );
     assert_eq!(h.ios(c), [Io::ShutdownWrite]);
+    assert!(h.is_shut_down(c));
     assert!(
         !h.is_closed(c),
         "lingering: reading until the client closes"

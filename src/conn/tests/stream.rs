@@ -88,7 +88,7 @@ fn websocket_handoff_to_another_handler() {
     h.write(c, &masked(0x1, b"two"));
     h.advance(Duration::from_secs(50));
     h.assert_no_packet();
-    h.reply(&mut s, Reply::kind("keep-alive").from_handler("h2"));
+    h.reply(&mut s, Reply::kind("keep-alive").sent_by("h2"));
     let p = h.packet();
     assert_eq!((p.body.as_slice(), p.seq()), (&b"two"[..], 3));
     assert!(matches!(&p.route, Route::Router(a) if &a[..] == b"h2"));
