@@ -180,7 +180,9 @@ impl Shared {
         self.outbox_len.load(Ordering::Relaxed) >= limits::BRIDGE_OUTBOX_PACKETS_MAX
     }
 
-    fn take_outbox(&self, into: &mut Vec<OutPacket>) {
+    /// Takes every queued batch (the bridge thread; the in-process harness of
+    /// `conn::tests` reads the outbox the same way).
+    pub(crate) fn take_outbox(&self, into: &mut Vec<OutPacket>) {
         // Cleared before looking: a batch queued after this point wakes the bridge again.
         self.bridge_wake_pending.store(false, Ordering::SeqCst);
         let mut q = self.outbox.lock().unwrap();

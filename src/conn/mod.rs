@@ -27,6 +27,8 @@ mod fanout;
 pub mod m2;
 mod m2proxy;
 pub mod pool;
+#[cfg(test)]
+mod tests;
 mod tls;
 mod ws;
 pub use fanout::SharedFrame;
