@@ -227,10 +227,28 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
         return Ok(Action::Sizes);
     }
     if c.m2_config.is_some() || c.m2_server.is_some() {
-        crate::m2serve::check_flags(&c)?;
+        check_m2_flags(&c)?;
     }
     finish(&mut c)?;
     Ok(Action::Run(Box::new(c)))
+}
+
+/// Refuses flags that make no sense with `--m2-config` (checked before defaults apply):
+/// the Mongrel2 config names the ports, handlers and certificates.
+fn check_m2_flags(c: &Config) -> Result<(), String> {
+    if c.m2_config.is_none() {
+        return Err("--m2-server needs --m2-config".into());
+    }
+    if !c.listen.is_empty() || !c.zclient_stream.is_empty() || !c.zclient_req.is_empty() {
+        return Err(
+            "--m2-config excludes --listen and --zclient-*: the config names the ports and handlers"
+                .into(),
+        );
+    }
+    if c.tls_identities_dir.as_os_str() != "." {
+        return Err("--m2-config excludes --tls-identities-dir: use the certdir setting".into());
+    }
+    Ok(())
 }
 
 fn finish(c: &mut Config) -> Result<(), String> {

@@ -7,6 +7,8 @@ pub const HEADERS_MAX: usize = 64;
 pub const URI_BYTES_MAX: usize = 4096;
 /// ZHTTP `from` and `id` bytes: Condure's limit.
 pub const ADDRESS_BYTES_MAX: usize = 64;
+/// A client's address as text (`ip` of `ip:port`, at most 45 bytes for IPv6) in packets.
+pub const PEER_TEXT_BYTES_MAX: usize = 64;
 /// Ids per list-form packet: Condure's batch size for keep-alives and cancels.
 pub const PACKET_IDS_MAX: usize = 128;
 /// Workers: Condure's limit.

@@ -79,9 +79,15 @@ fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, S
 fn run(mut cfg: Config) -> Result<(), String> {
     raise_nofile_limit();
     // Mongrel2 mode: the config file names the listeners, handlers and limits.
-    if let Some(warning) = zring::m2serve::prepare(&mut cfg)? {
-        zring::log!(log::WARN, "m2", "{warning}");
-    }
+    let m2 = match zring::m2serve::prepare(&mut cfg)? {
+        Some(p) => {
+            if let Some(warning) = p.warning {
+                zring::log!(log::WARN, "m2", "{warning}");
+            }
+            Some(p.setup)
+        }
+        None => None,
+    };
     let kind = choose_runtime(cfg.runtime)?;
     let mut fds = Vec::new();
     let mut infos = Vec::new();
@@ -100,14 +106,15 @@ fn run(mut cfg: Config) -> Result<(), String> {
     // Signals go to a dedicated wait, not to whichever thread happens to run.
     let signals = block_signals();
     let shared = bridge::Shared::new(cfg.workers).map_err(|e| format!("eventfd: {e}"))?;
-    let bridge = bridge::start(&cfg, shared.clone())?;
+    let bridge = bridge::start(&cfg, m2.clone(), shared.clone())?;
     let bridge_thread = std::thread::Builder::new()
         .name("bridge".into())
         .spawn(move || bridge.run())
         .map_err(|e| e.to_string())?;
     let mut workers = Vec::new();
     for i in 0..cfg.workers {
-        let h = zring::worker::spawn(i, &cfg, (fds.clone(), infos.clone()), shared.clone(), kind)
+        let listeners = (fds.clone(), infos.clone());
+        let h = zring::worker::spawn(i, &cfg, m2.clone(), listeners, shared.clone(), kind)
             .map_err(|e| format!("spawning worker {i}: {e}"))?;
         workers.push(h);
     }

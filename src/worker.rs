@@ -12,7 +12,7 @@ use slab::Slab;
 
 use crate::bridge::{Addr, InPacket, OutPacket, Route, Shared};
 use crate::config::{Config, Mode};
-use crate::conn::{Conn, Ctx, Handlers, Pool, Settings, SharedFrame};
+use crate::conn::{Conn, ConnId, Ctx, HandlerPacket, Handlers, Pool, Settings, SharedFrame};
 use crate::limits;
 use crate::proto::zhttp::{self, Kind};
 use crate::runtime::{Command, Driver};
@@ -65,6 +65,8 @@ pub struct Worker {
     /// holding the client slot it serves. Empty unless the config has `Proxy` routes.
     backends: Vec<Option<u32>>,
     backend_free: Vec<u32>,
+    /// Mongrel2 mode: connection ids of this worker's open connections.
+    m2_ids: m2::Ids,
 }
 
 fn mode_index(m: Mode) -> usize {
@@ -81,6 +83,7 @@ impl Worker {
     pub fn new(
         index: usize,
         cfg: &Config,
+        m2: Option<Arc<crate::m2serve::Setup>>,
         listeners: Vec<ListenerInfo>,
         shared: Arc<Shared>,
         now: Instant,
@@ -88,6 +91,7 @@ impl Worker {
         let share = |n: usize| n.div_ceil(cfg.workers).max(1);
         let maxconn = [share(cfg.stream_maxconn), share(cfg.req_maxconn)];
         let slots = maxconn[0] + maxconn[1];
+        let backends = backend_slots(m2.as_deref(), slots);
         Worker {
             index: index as u16,
             settings: Settings {
@@ -104,6 +108,7 @@ impl Worker {
                 compression: cfg.compression,
                 deflate: Default::default(),
                 epoch: now,
+                m2,
             },
             listeners,
             conns: Slab::with_capacity(slots),
@@ -127,8 +132,9 @@ impl Worker {
             sweep_cursor: 0,
             shutting_down: false,
             slots,
-            backends: vec![None; backend_slots(slots)],
-            backend_free: (0..backend_slots(slots) as u32).rev().collect(),
+            backends: vec![None; backends],
+            backend_free: (0..backends as u32).rev().collect(),
+            m2_ids: m2::Ids::default(),
         }
     }
 
@@ -216,6 +222,10 @@ impl Worker {
     /// `budget` lasts. True when the packet is done.
     fn dispatch(&mut self, now: Instant, pkt: &InPacket, budget: &mut usize) -> bool {
         let buf = pkt.buf();
+        let pkt = HandlerPacket {
+            packet: &pkt.packet,
+            buf,
+        };
         let ids = &pkt.packet.ids;
         // One frame for every target of a list-form data packet (built once per packet at
         // most, usually once per broadcast).
@@ -225,7 +235,12 @@ impl Worker {
         };
         let frame = frame.filter(|_| pkt.packet.kind == Kind::Data);
         for (i, (id, seq)) in ids.iter().enumerate().skip(self.dispatch_pos) {
-            let Some((w, slot, counter)) = parse_id(id.get(buf)) else {
+            let Some(ConnId {
+                worker: w,
+                slot,
+                counter,
+            }) = ConnId::parse(id.get(buf))
+            else {
                 continue;
             };
             if w != self.index {
@@ -258,7 +273,7 @@ impl Worker {
         &mut self,
         now: Instant,
         slot: u32,
-        pkt: &InPacket,
+        pkt: HandlerPacket<'_>,
         seq: Option<u32>,
         frame: &SharedFrame,
     ) {
@@ -349,10 +364,14 @@ impl Worker {
 }
 
 fn keep_alive_packet(s: &Settings, part: &[(Addr, u64, u32, u32)], _now: Instant) -> OutPacket {
-    let mut ids: arrayvec::ArrayVec<(arrayvec::ArrayVec<u8, 40>, u32), { limits::PACKET_IDS_MAX }> =
-        arrayvec::ArrayVec::new();
-    for (_, counter, seq, slot) in part {
-        ids.push((format_id(s.worker, *slot, *counter), *seq));
+    let mut ids: arrayvec::ArrayVec<_, { limits::PACKET_IDS_MAX }> = arrayvec::ArrayVec::new();
+    for &(_, counter, seq, slot) in part {
+        let id = ConnId {
+            worker: s.worker,
+            slot,
+            counter,
+        };
+        ids.push((id.encode(), seq));
     }
     let mut data = Vec::with_capacity(64 + 32 * ids.len());
     if ids.len() == 1 {
@@ -377,31 +396,11 @@ fn keep_alive_packet(s: &Settings, part: &[(Addr, u64, u32, u32)], _now: Instant
 
 /// Backend slots per worker: one per client slot when the Mongrel2 config has `Proxy`
 /// routes (each client has at most one backend), else none.
-fn backend_slots(client_slots: usize) -> usize {
-    match crate::m2serve::get() {
+fn backend_slots(m2: Option<&crate::m2serve::Setup>, client_slots: usize) -> usize {
+    match m2 {
         Some(s) if !s.proxies.is_empty() => client_slots,
         _ => 0,
     }
-}
-
-/// `W-S-N` with `N` in hex, as Condure formats ids.
-pub fn format_id(worker: u16, slot: u32, counter: u64) -> arrayvec::ArrayVec<u8, 40> {
-    use std::io::Write;
-    let mut buf = [0u8; 40];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{worker}-{slot}-{counter:x}");
-    let n = cur.position() as usize;
-    arrayvec::ArrayVec::try_from(&buf[..n]).expect("fits")
-}
-
-/// Parses `W-S-N`.
-pub fn parse_id(id: &[u8]) -> Option<(u16, u32, u64)> {
-    let s = std::str::from_utf8(id).ok()?;
-    let mut it = s.splitn(3, '-');
-    let w = it.next()?.parse().ok()?;
-    let slot = it.next()?.parse().ok()?;
-    let counter = u64::from_str_radix(it.next()?, 16).ok()?;
-    Some((w, slot, counter))
 }
 
 impl Driver for Worker {
@@ -484,7 +483,7 @@ impl Driver for Worker {
         for b in conn.m2_backend_slots() {
             self.cmds.push_back(Command::Close { slot: b });
         }
-        m2::on_closed(&conn);
+        m2::on_closed(self, &conn);
         assert!(
             conn.is_closed(),
             "runtime closed slot {slot} the connection did not close"
@@ -588,6 +587,7 @@ impl Driver for Worker {
 pub fn spawn(
     index: usize,
     cfg: &Config,
+    m2: Option<Arc<crate::m2serve::Setup>>,
     listeners: (Vec<std::os::fd::RawFd>, Vec<ListenerInfo>),
     shared: Arc<Shared>,
     kind: crate::runtime::Kind,
@@ -599,7 +599,8 @@ pub fn spawn(
             if cfg.pin {
                 pin_to_cpu(index);
             }
-            let mut worker = Worker::new(index, &cfg, listeners.1, shared.clone(), Instant::now());
+            let now = Instant::now();
+            let mut worker = Worker::new(index, &cfg, m2, listeners.1, shared.clone(), now);
             let setup = crate::runtime::Setup {
                 listeners: listeners.0,
                 wake_fd: shared.inboxes[index].wake.fd(),

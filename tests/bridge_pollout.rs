@@ -23,7 +23,7 @@ fn bridge_router_at_hwm_wakes_on_pollout() {
         ..Config::default()
     };
     let shared = Shared::new(1).unwrap();
-    let b = bridge::start_with_hwm(&cfg, shared.clone(), 1).expect("bridge sockets");
+    let b = bridge::start_with_hwm(&cfg, None, shared.clone(), 1).expect("bridge sockets");
     let bridge_thread = std::thread::spawn(move || b.run());
 
     // The handler's side of the ROUTER: identity "h", and a receive HWM of 1 too.

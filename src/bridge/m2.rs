@@ -13,22 +13,9 @@ use crate::log;
 use crate::m2serve::Setup;
 use crate::proto::m2::notice::encode_disconnect;
 use crate::proto::m2::reply::{conn_id, mongrel2_int_id};
-use crate::proto::m2::{parse_extended, parse_reply, Control, Extended};
+use crate::proto::m2::{parse_extended, parse_reply, Extended};
 
-/// What a reply asks of each connection it names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyKind {
-    /// Write the body raw.
-    Data,
-    /// Empty body: close.
-    Close,
-    /// `["ctl", {…}]`.
-    Control(Control),
-    /// `ctl` with no dict, or a key no plugin handles: Mongrel2 disconnects.
-    Kill,
-    /// An extended body that does not parse: dropped for live ids.
-    Ignore,
-}
+pub use crate::proto::m2::ReplyKind;
 
 /// A handler reply, decoded once and shared by the workers it names.
 pub struct M2In {
@@ -61,15 +48,12 @@ struct HandlerSockets {
 
 /// The Mongrel2 sockets, owned by the bridge thread.
 pub struct M2Sockets {
-    setup: &'static Setup,
+    setup: Arc<Setup>,
     handlers: Vec<HandlerSockets>,
 }
 
-/// Binds every handler's sockets (`None` outside Mongrel2 mode).
-pub fn open(ctx: &zmq::Context, hwm: i32) -> Result<Option<M2Sockets>, String> {
-    let Some(setup) = crate::m2serve::get() else {
-        return Ok(None);
-    };
+/// Binds every handler's sockets.
+pub fn open(ctx: &zmq::Context, setup: Arc<Setup>, hwm: i32) -> Result<M2Sockets, String> {
     let zerr = |what: &str, spec: &str, e: zmq::Error| format!("zmq {what} {spec}: {e}");
     let mut handlers = Vec::new();
     for h in &setup.handlers {
@@ -95,7 +79,7 @@ pub fn open(ctx: &zmq::Context, hwm: i32) -> Result<Option<M2Sockets>, String> {
         );
         handlers.push(HandlerSockets { push, sub });
     }
-    Ok(Some(M2Sockets { setup, handlers }))
+    Ok(M2Sockets { setup, handlers })
 }
 
 /// Mongrel2 retries a bind 10 times, 1 s apart (a restarted server's port may linger).

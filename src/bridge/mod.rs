@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use arrayvec::ArrayVec;
 
 use crate::config::Config;
+use crate::conn::ConnId;
 use crate::limits;
 use crate::log;
+use crate::m2serve::Setup;
 use crate::proto::zhttp;
 
 pub mod m2;
@@ -192,16 +194,6 @@ impl Shared {
     }
 }
 
-/// The worker a session id belongs to: ids are `W-S-N`.
-pub fn worker_of(id: &[u8]) -> Option<usize> {
-    let dash = id.iter().position(|&b| b == b'-')?;
-    let w = std::str::from_utf8(&id[..dash]).ok()?;
-    if w.is_empty() || w.len() > 4 || !w.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    w.parse().ok()
-}
-
 const HELD_KINDS: usize = 3;
 const HELD_PUSH: usize = 0;
 const HELD_ROUTER: usize = 1;
@@ -255,7 +247,8 @@ fn attach(sock: &zmq::Socket, spec: &str, connect: bool, cfg: &Config) -> Result
     Ok(())
 }
 
-fn open_sockets(ctx: &zmq::Context, cfg: &Config, hwm: i32) -> Result<Sockets, String> {
+/// The ZHTTP sockets (none in Mongrel2 mode: `m2`, whose handlers have their own).
+fn open_sockets(ctx: &zmq::Context, cfg: &Config, m2: bool, hwm: i32) -> Result<Sockets, String> {
     use crate::config::Mode;
     let zerr = |e: zmq::Error| format!("zmq: {e}");
     let want = |m: Mode| cfg.listen.iter().any(|l| l.mode == m);
@@ -265,7 +258,7 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config, hwm: i32) -> Result<Sockets, S
         sub: None,
         dealer: None,
     };
-    if crate::m2serve::active() {
+    if m2 {
         return Ok(s); // Mongrel2 mode: only the handlers' sockets (`m2`)
     }
     if want(Mode::Stream) {
@@ -339,17 +332,22 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config, hwm: i32) -> Result<Sockets, S
 }
 
 /// Opens the sockets (so bind errors surface at startup) and returns the bridge to run.
-pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<Bridge, String> {
-    start_with_hwm(cfg, shared, hwm(cfg))
+pub fn start(cfg: &Config, m2: Option<Arc<Setup>>, shared: Arc<Shared>) -> Result<Bridge, String> {
+    start_with_hwm(cfg, m2, shared, hwm(cfg))
 }
 
 /// As `start`, with `hwm` as every socket's high-water mark instead of `hwm(cfg)`: tests
 /// drive a socket to its HWM with a few packets.
 #[doc(hidden)]
-pub fn start_with_hwm(cfg: &Config, shared: Arc<Shared>, hwm: i32) -> Result<Bridge, String> {
+pub fn start_with_hwm(
+    cfg: &Config,
+    m2: Option<Arc<Setup>>,
+    shared: Arc<Shared>,
+    hwm: i32,
+) -> Result<Bridge, String> {
     let ctx = zmq::Context::new();
-    let sockets = open_sockets(&ctx, cfg, hwm)?;
-    let m2 = m2::open(&ctx, hwm)?;
+    let sockets = open_sockets(&ctx, cfg, m2.is_some(), hwm)?;
+    let m2 = m2.map(|setup| m2::open(&ctx, setup, hwm)).transpose()?;
     Ok(Bridge {
         _ctx: ctx,
         sockets,
@@ -663,7 +661,7 @@ impl Bridge {
         let mut targets = [false; 64];
         let mut extra: Vec<usize> = Vec::new();
         for (id, _) in item.packet.ids.iter() {
-            match worker_of(id.get(buf)) {
+            match ConnId::worker_of(id.get(buf)) {
                 Some(w) if w < self.shared.inboxes.len() => {
                     if w < targets.len() {
                         targets[w] = true;

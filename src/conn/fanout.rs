@@ -18,8 +18,7 @@
 //! handler"). No target ever waits for another.
 use std::sync::Arc;
 
-use super::{ws, Conn, Ctx, State};
-use crate::bridge::InPacket;
+use super::{ws, Conn, Ctx, HandlerPacket, State};
 use crate::proto::ws::{self as wsproto, Opcode};
 use crate::proto::zhttp::{ContentType, Kind};
 
@@ -35,12 +34,15 @@ impl SharedFrame {
     /// The frame for a data packet with more than one id; `None` for anything else (it goes
     /// the ordinary way). `cache` is the frame of the previous packet: reused when the
     /// bytes would be the same, replaced otherwise.
-    pub fn for_packet(pkt: &InPacket, cache: &mut Option<SharedFrame>) -> Option<SharedFrame> {
+    pub fn for_packet(
+        pkt: HandlerPacket<'_>,
+        cache: &mut Option<SharedFrame>,
+    ) -> Option<SharedFrame> {
         let p = &pkt.packet;
         if p.kind != Kind::Data || p.ids.len() < 2 {
             return None;
         }
-        let body = p.body.get(pkt.buf());
+        let body = p.body.get(pkt.buf);
         let opcode = match p.content_type {
             Some(ContentType::Binary) => Opcode::Binary,
             _ => Opcode::Text,
@@ -81,7 +83,7 @@ impl Conn {
     pub fn handle_packet_shared(
         &mut self,
         cx: &mut Ctx,
-        pkt: &InPacket,
+        pkt: HandlerPacket<'_>,
         seq: Option<u32>,
         frame: &SharedFrame,
     ) -> bool {
@@ -131,110 +133,31 @@ impl Conn {
     }
 }
 
+// What a connection does with a shared frame is tested through the worker, in
+// `conn::tests::fanout`; here only which packets make one, and its bytes.
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-    use std::time::{Duration, Instant};
-
     use super::*;
-    use crate::bridge::{Addr, OutPacket};
-    use crate::config::Mode;
-    use crate::conn::{Handlers, Pool, Settings};
-    use crate::limits;
     use crate::proto::tnetstring::Writer;
     use crate::proto::zhttp;
-    use crate::runtime::Command;
 
-    const SLOT: u32 = 5;
     const ID: &[u8] = b"0-5-1";
 
-    struct World {
-        settings: Settings,
-        packets: Vec<OutPacket>,
-        pool: Pool,
-        handlers: Handlers,
-        counter: u64,
-        cmds: VecDeque<Command>,
-        now: Instant,
+    fn decode(raw: &[u8]) -> zhttp::Packet {
+        zhttp::decode(raw).expect("valid packet")
     }
 
-    impl World {
-        fn new() -> World {
-            let now = Instant::now();
-            World {
-                settings: Settings {
-                    instance_id: Addr::try_from(&b"zring-test"[..]).unwrap(),
-                    worker: 0,
-                    buffer_size: 8192,
-                    body_buffer_size: 100_000,
-                    req_timeout: Duration::from_secs(30),
-                    stream_timeout: Duration::from_secs(1800),
-                    handler_wait: Duration::from_secs(5),
-                    tls_handshake_timeout: Duration::from_secs(10),
-                    messages_max: 100,
-                    compression: false,
-                    deflate: Default::default(),
-                    epoch: now,
-                },
-                packets: Vec::new(),
-                pool: Pool::default(),
-                handlers: Handlers::default(),
-                counter: 0,
-                cmds: VecDeque::new(),
-                now,
-            }
-        }
-
-        fn with<R>(&mut self, conn: &mut Conn, f: impl FnOnce(&mut Conn, &mut Ctx) -> R) -> R {
-            let mut cx = Ctx {
-                now: self.now,
-                settings: &self.settings,
-                slot: SLOT,
-                packets: &mut self.packets,
-                pool: &mut self.pool,
-                handlers: &mut self.handlers,
-                counter: &mut self.counter,
-            };
-            let r = f(conn, &mut cx);
-            conn.poll_io(SLOT, false, &mut self.cmds, &mut self.pool);
-            r
-        }
-
-        /// A connection with an open WebSocket session (handshake done, 101 written).
-        fn open_ws(&mut self) -> Conn {
-            let mut conn = Conn::new(self.now, &self.settings, Mode::Stream, None, None);
-            let mut req = b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
-                Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                Sec-WebSocket-Version: 13\r\n\r\n"
-                .to_vec();
-            self.with(&mut conn, |c, cx| c.handle_recv(cx, &mut req));
-            let accept = handler_packet(ID, 0, |w| {
-                w.bytes(b"code");
-                w.int(101);
-                w.bytes(b"reason");
-                w.bytes(b"Switching Protocols");
-                w.bytes(b"credits");
-                w.int(100_000);
-            });
-            self.with(&mut conn, |c, cx| c.handle_packet(cx, &accept, Some(0)));
-            let Some(Command::Send { buf, .. }) = self.cmds.pop_front() else {
-                panic!("the 101 goes out");
-            };
-            assert!(buf.starts_with(b"HTTP/1.1 101"));
-            self.with(&mut conn, |c, cx| c.handle_sent(cx, buf));
-            self.cmds.clear();
-            self.packets.clear();
-            conn
-        }
+    fn view<'a>(raw: &'a [u8], packet: &'a zhttp::Packet) -> HandlerPacket<'a> {
+        HandlerPacket { packet, buf: raw }
     }
 
     /// A handler packet (`T` + dict) for `id`, with `fields` added.
-    fn handler_packet(id: &[u8], seq: u32, fields: impl FnOnce(&mut Writer)) -> InPacket {
+    fn handler_packet(id: &[u8], seq: u32, fields: impl FnOnce(&mut Writer)) -> Vec<u8> {
         list_packet(&[(id, seq)], fields)
     }
 
     /// A handler packet for several ids (list form when more than one).
-    fn list_packet(ids: &[(&[u8], u32)], fields: impl FnOnce(&mut Writer)) -> InPacket {
+    fn list_packet(ids: &[(&[u8], u32)], fields: impl FnOnce(&mut Writer)) -> Vec<u8> {
         let mut out = b"T".to_vec();
         let mut w = Writer::new(&mut out);
         w.begin_dict();
@@ -260,108 +183,7 @@ mod tests {
         fields(&mut w);
         w.end_dict();
         w.finish();
-        let packet = zhttp::decode(&out).expect("valid packet");
-        InPacket {
-            msg: zmq::Message::from(&out[..]),
-            offset: 0,
-            packet,
-            req: false,
-        }
-    }
-
-    fn broadcast(seq: u32, body: &[u8]) -> InPacket {
-        list_packet(&[(ID, seq), (b"1-9-3", 0)], |w| {
-            w.bytes(b"body");
-            w.bytes(body);
-        })
-    }
-
-    #[test]
-    fn shared_frame_then_copies_behind_a_send_in_flight() {
-        let mut world = World::new();
-        let mut conn = world.open_ws();
-        let mut cache = None;
-        let first = broadcast(1, b"hello");
-        let frame = SharedFrame::for_packet(&first, &mut cache).expect("list-form data");
-        assert_eq!(&frame.bytes()[..], b"\x81\x05hello");
-        let took = world.with(&mut conn, |c, cx| {
-            c.handle_packet_shared(cx, &first, Some(1), &frame)
-        });
-        assert!(took, "an idle open WebSocket takes the shared frame");
-        assert!(
-            world.cmds.is_empty(),
-            "nothing of its own: the caller sends"
-        );
-
-        // Same payload: the same buffer, not a new one.
-        let second = broadcast(2, b"hello");
-        let again = SharedFrame::for_packet(&second, &mut cache).unwrap();
-        assert!(Arc::ptr_eq(again.bytes(), frame.bytes()));
-        // The shared send is still in flight: this one is copied behind it, in order.
-        let took = world.with(&mut conn, |c, cx| {
-            c.handle_packet_shared(cx, &second, Some(2), &again)
-        });
-        assert!(!took);
-        assert!(world.cmds.is_empty(), "one send in flight at a time");
-        world.with(&mut conn, |c, cx| c.handle_sent(cx, Vec::new()));
-        let Some(Command::Send { buf, .. }) = world.cmds.pop_front() else {
-            panic!("the queued copy goes out after the shared send");
-        };
-        assert_eq!(buf, b"\x81\x05hello");
-        world.with(&mut conn, |c, cx| c.handle_sent(cx, buf));
-        // The frames' bytes earned credits, held back while the handler has most of its
-        // budget (no packet per frame in a fan-out round), then returned together.
-        let credit_packet = |world: &World, n: &str| {
-            world.packets.iter().any(|p| {
-                let text = String::from_utf8_lossy(&p.data);
-                text.contains("credit") && text.contains(n)
-            })
-        };
-        assert!(!credit_packet(&world, "credits"), "credits held back");
-        world.now += Duration::from_millis(limits::CREDIT_RETURN_DELAY_MS);
-        world.with(&mut conn, |c, cx| c.handle_timeout(cx));
-        assert!(
-            credit_packet(&world, "2:10#"),
-            "both frames' credits returned in one packet"
-        );
-    }
-
-    #[test]
-    fn shared_frame_respects_seq_and_credits() {
-        let mut world = World::new();
-        let mut conn = world.open_ws();
-        let mut cache = None;
-        // Wrong seq: the session fails as on the ordinary path (502 is not possible after
-        // the 101; the connection closes).
-        let bad = broadcast(7, b"x");
-        let frame = SharedFrame::for_packet(&bad, &mut cache).unwrap();
-        let took = world.with(&mut conn, |c, cx| {
-            c.handle_packet_shared(cx, &bad, Some(7), &frame)
-        });
-        assert!(!took);
-        assert!(
-            world
-                .cmds
-                .iter()
-                .all(|c| !matches!(c, Command::SendShared { .. })),
-            "nothing shared to a failed session"
-        );
-
-        // More than the handler's budget (our initial credits, --buffer-size): dropped
-        // with 1011, as Condure drops it.
-        let mut world = World::new();
-        let mut conn = world.open_ws();
-        let big = vec![b'a'; world.settings.buffer_size + 1];
-        let over = broadcast(1, &big);
-        let frame = SharedFrame::for_packet(&over, &mut cache).unwrap();
-        let took = world.with(&mut conn, |c, cx| {
-            c.handle_packet_shared(cx, &over, Some(1), &frame)
-        });
-        assert!(!took);
-        let Some(Command::Send { buf, .. }) = world.cmds.pop_front() else {
-            panic!("a close frame goes out");
-        };
-        assert_eq!(&buf[..4], b"\x88\x02\x03\xf3", "close 1011");
+        out
     }
 
     #[test]
@@ -371,21 +193,21 @@ mod tests {
             w.bytes(b"body");
             w.bytes(b"x");
         });
-        assert!(SharedFrame::for_packet(&one, &mut cache).is_none());
+        assert!(SharedFrame::for_packet(view(&one, &decode(&one)), &mut cache).is_none());
         let credit = list_packet(&[(ID, 1), (b"0-6-1", 0)], |w| {
             w.bytes(b"type");
             w.bytes(b"credit");
             w.bytes(b"credits");
             w.int(10);
         });
-        assert!(SharedFrame::for_packet(&credit, &mut cache).is_none());
+        assert!(SharedFrame::for_packet(view(&credit, &decode(&credit)), &mut cache).is_none());
         let binary = list_packet(&[(ID, 1), (b"0-6-1", 0)], |w| {
             w.bytes(b"content-type");
             w.bytes(b"binary");
             w.bytes(b"body");
             w.bytes(b"\x00\x01");
         });
-        let frame = SharedFrame::for_packet(&binary, &mut cache).unwrap();
+        let frame = SharedFrame::for_packet(view(&binary, &decode(&binary)), &mut cache).unwrap();
         assert_eq!(&frame.bytes()[..], b"\x82\x02\x00\x01");
     }
 }

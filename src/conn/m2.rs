@@ -13,14 +13,13 @@ use std::io::Write as _;
 use arrayvec::ArrayVec;
 
 use super::{Conn, Ctx, State, Timer};
-use crate::bridge::m2::{M2In, ReplyKind};
 use crate::bridge::{OutPacket, Route};
 use crate::m2config::{dir, Target};
 use crate::m2serve::Setup;
 use crate::proto::http1::{self, BodyKind, Version};
 use crate::proto::m2::{
     encode_request, encode_stream_chunk, notice::encode_disconnect, request::ws_flags,
-    split_target, HeaderTable, Message, Request, Scheme, DELIVER_OUTSTANDING_MSGS,
+    split_target, HeaderTable, Message, ReplyKind, Request, Scheme, DELIVER_OUTSTANDING_MSGS,
 };
 use crate::proto::ws::{self, AcceptKey, Event, MessageKind};
 
@@ -88,8 +87,14 @@ struct UpStream {
     chunked: Option<Box<http1::ChunkedDecoder>>,
 }
 
-fn setup() -> &'static Setup {
-    crate::m2serve::get().expect("Mongrel2 connection outside Mongrel2 mode")
+/// The Mongrel2 setup, for as long as the worker's settings live (not tied to the borrow
+/// of `cx`). Present: a Mongrel2 connection exists only in Mongrel2 mode.
+fn setup<'a>(cx: &Ctx<'a>) -> &'a Setup {
+    let settings: &'a super::Settings = cx.settings;
+    settings
+        .m2
+        .as_deref()
+        .expect("Mongrel2 connection outside Mongrel2 mode")
 }
 
 fn version_text(v: Version) -> &'static [u8] {
@@ -114,8 +119,7 @@ fn canned(code: u16) -> &'static [u8] {
 
 impl Conn {
     /// Makes this a Mongrel2 connection of server `server` with id `id` (worker, at accept).
-    pub fn m2_attach(&mut self, server: u16, id: u32) {
-        let s = setup();
+    pub fn m2_attach(&mut self, s: &Setup, server: u16, id: u32) {
         self.m2 = Some(Box::new(M2Conn {
             server,
             id,
@@ -193,7 +197,7 @@ impl Conn {
         if d == 0 || d > now_ms || self.state != State::Head {
             return;
         }
-        let l = &setup().limits;
+        let l = &setup(cx).limits;
         let m = self.m2.as_ref().expect("m2");
         let rate = |bytes: u64, last: u64| bytes / (now_ms.saturating_sub(last) / 1000 + 1);
         let mut kill = 1; // idle past min_ping
@@ -234,7 +238,7 @@ impl Conn {
     fn m2_notice(&mut self, cx: &mut Ctx) {
         let Some(m) = self.m2.as_ref() else { return };
         let Some(h) = m.handler else { return };
-        let handler = &setup().handlers[h as usize];
+        let handler = &setup(cx).handlers[h as usize];
         let mut data = Vec::with_capacity(96);
         encode_disconnect(
             &mut data,
@@ -249,12 +253,12 @@ impl Conn {
         });
     }
 
-    /// A handler reply naming this connection.
-    pub fn handle_m2_reply(&mut self, cx: &mut Ctx, pkt: &M2In) {
+    /// A handler reply naming this connection: what it asks, and its raw body.
+    pub fn handle_m2_reply(&mut self, cx: &mut Ctx, kind: ReplyKind, body: &[u8]) {
         if self.state != State::Head {
             return; // closing: Mongrel2 drops what comes for a dying connection
         }
-        match pkt.kind {
+        match kind {
             ReplyKind::Data => {
                 if self.sending.is_some() {
                     let m = self.m2.as_mut().expect("m2");
@@ -269,7 +273,6 @@ impl Conn {
                         return self.close(cx);
                     }
                 }
-                let body = pkt.body();
                 self.write_out(cx, |out| out.extend_from_slice(body));
             }
             ReplyKind::Close => self.drain(cx),
@@ -336,7 +339,7 @@ impl Conn {
 
     /// One request from `input`: `Some(bytes used)`, or `None` until more bytes come.
     fn m2_request(&mut self, cx: &mut Ctx, input: &[u8]) -> Option<usize> {
-        let s = setup();
+        let s = setup(cx);
         let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
         let req = match http1::parse_request_limited(input, &mut headers, cx.settings.buffer_size) {
             Ok(http1::Status::Partial) => return None,
@@ -476,9 +479,9 @@ impl Conn {
         extra: &[(&[u8], &[u8])],
         body: &[u8],
     ) {
-        let s = setup();
+        let s = setup(cx);
         let handler = &s.handlers[hi as usize];
-        let mut remote: ArrayVec<u8, 64> = ArrayVec::new();
+        let mut remote: ArrayVec<u8, { crate::limits::PEER_TEXT_BYTES_MAX }> = ArrayVec::new();
         if let Some(p) = self.peer {
             let _ = write!(super::ArrayWriter(&mut remote), "{}", p.ip());
         }
@@ -532,7 +535,7 @@ impl Conn {
         extra: &[(&[u8], &[u8])],
         body: &[u8],
     ) {
-        let s = setup();
+        let s = setup(cx);
         let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
         let Ok(http1::Status::Complete(req)) =
             http1::parse_request_limited(head, &mut headers, usize::MAX)
@@ -626,7 +629,7 @@ impl Conn {
         len: u64,
         input: &[u8],
     ) -> usize {
-        let s = setup();
+        let s = setup(cx);
         let template = s
             .limits
             .temp_store
@@ -762,7 +765,7 @@ impl Conn {
             // Mongrel2's read buffer is `limits.content_length` bytes: no message is larger.
             ((input.len() - head_len) as u64)
                 .min(len)
-                .min(setup().limits.content_length.max(1)) as usize
+                .min(setup(cx).limits.content_length.max(1)) as usize
         };
         let done = !chunked && avail as u64 == len;
         let mut extra: ArrayVec<(&[u8], &[u8]), 2> = ArrayVec::new();
@@ -801,7 +804,7 @@ impl Conn {
                 // read buffer is full.
                 let want = (st.credits as u64)
                     .min(st.left)
-                    .min(setup().limits.content_length.max(1));
+                    .min(setup(cx).limits.content_length.max(1));
                 let full = input.len() >= self.spill_max as usize / 2;
                 if (input.len() as u64) < want && !full {
                     self.m2.as_mut().expect("m2").stream = Some(st);
@@ -841,7 +844,7 @@ impl Conn {
 
     /// An `upload.stream` message after the first: only the stream keys.
     fn m2_send_chunk(&mut self, cx: &mut Ctx, head: &[u8], extra: &[(&[u8], &[u8])], body: &[u8]) {
-        let s = setup();
+        let s = setup(cx);
         let Some(hi) = self.m2.as_ref().and_then(|m| m.handler) else {
             return;
         };
@@ -927,7 +930,7 @@ impl Conn {
                 }
             }
         };
-        let ctype = setup().mime.content_type(&rel, &d.default_ctype);
+        let ctype = setup(cx).mime.content_type(&rel, &d.default_ctype);
         let mtime = meta
             .modified()
             .ok()

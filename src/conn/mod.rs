@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 
-use crate::bridge::{Addr, InPacket, OutPacket, Route};
+use crate::bridge::{Addr, OutPacket, Route};
 use crate::config::Mode;
 use crate::limits;
 use crate::proto::http1::{self, BodyKind, ChunkedDecoder, Version};
@@ -24,6 +24,7 @@ use crate::proto::zhttp::{self, Kind};
 use crate::runtime::Command;
 
 mod fanout;
+mod id;
 pub mod m2;
 mod m2proxy;
 pub mod pool;
@@ -32,6 +33,7 @@ mod tests;
 mod tls;
 mod ws;
 pub use fanout::SharedFrame;
+pub use id::{ConnId, CONN_ID_BYTES_MAX};
 pub use pool::{Handlers, Pool};
 
 /// Heap bytes of a WebSocket's decoder, held only mid-frame or mid-message (`--sizes`).
@@ -55,6 +57,16 @@ pub struct Settings {
     pub deflate: crate::proto::ws_deflate::Config,
     /// The instant connection deadlines count from (the worker's start).
     pub epoch: Instant,
+    /// Mongrel2 mode (`--m2-config`): the loaded config; `None` in ZHTTP mode.
+    pub m2: Option<Arc<crate::m2serve::Setup>>,
+}
+
+/// A handler packet as a connection sees it: the decoded fields, whose spans index `buf`.
+/// (The bridge's `InPacket` owns the ZeroMQ message; connections only borrow this view.)
+#[derive(Clone, Copy)]
+pub struct HandlerPacket<'a> {
+    pub packet: &'a zhttp::Packet,
+    pub buf: &'a [u8],
 }
 
 /// Everything a `handle_*` call may touch besides the connection itself.
@@ -290,13 +302,14 @@ impl Conn {
         }
     }
 
-    /// Writes the session id `W-S-N` into `buf`.
-    fn id(&self, s: &Settings, slot: u32) -> ArrayVec<u8, 40> {
-        let mut id = ArrayVec::new();
-        use std::io::Write;
-        let mut w = ArrayWriter(&mut id);
-        let _ = write!(w, "{}-{}-{:x}", s.worker, slot, self.counter);
-        id
+    /// The current session's id, as it goes on the wire.
+    fn id(&self, s: &Settings, slot: u32) -> ArrayVec<u8, CONN_ID_BYTES_MAX> {
+        ConnId {
+            worker: s.worker,
+            slot,
+            counter: self.counter,
+        }
+        .encode()
     }
 
     // ---- inputs ----
@@ -377,7 +390,7 @@ impl Conn {
     }
 
     /// A handler packet naming this connection's session (`seq` from the packet's id entry).
-    pub fn handle_packet(&mut self, cx: &mut Ctx, pkt: &InPacket, seq: Option<u32>) {
+    pub fn handle_packet(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>, seq: Option<u32>) {
         if !self.accept_packet(cx, pkt, seq) {
             return;
         }
@@ -427,12 +440,12 @@ impl Conn {
     /// What every handler packet for the session does first: drop it if the session is
     /// over, check its `seq` (failing the session if it is wrong), follow the handler's
     /// address, and refresh the session's timers. False when the packet goes no further.
-    fn accept_packet(&mut self, cx: &mut Ctx, pkt: &InPacket, seq: Option<u32>) -> bool {
+    fn accept_packet(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>, seq: Option<u32>) -> bool {
         if self.state != State::Session {
             return false; // the session ended; a late packet is dropped as Condure does
         }
         let p = &pkt.packet;
-        let buf = pkt.buf();
+        let buf = pkt.buf;
         if p.kind == Kind::Data {
             self.fanout = p.ids.len() > 1;
         }
@@ -813,7 +826,7 @@ impl Conn {
         for h in req.headers {
             headers.push((h.name.as_bytes(), h.value));
         }
-        let mut peer_text: ArrayVec<u8, 64> = ArrayVec::new();
+        let mut peer_text: ArrayVec<u8, { limits::PEER_TEXT_BYTES_MAX }> = ArrayVec::new();
         let peer = self.peer.map(|p| {
             use std::io::Write;
             let _ = write!(ArrayWriter(&mut peer_text), "{}", p.ip());
@@ -1077,9 +1090,9 @@ impl Conn {
 
     // ---- response side ----
 
-    fn handle_data(&mut self, cx: &mut Ctx, pkt: &InPacket) {
+    fn handle_data(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
         let p = &pkt.packet;
-        let buf = pkt.buf();
+        let buf = pkt.buf;
         let body = p.body.get(buf);
         if self.response_done {
             return;

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use arrayvec::ArrayVec;
 
-use super::{Conn, Ctx, State, Timer};
-use crate::bridge::InPacket;
+use super::{Conn, Ctx, HandlerPacket, State, Timer};
 use crate::limits;
 use crate::proto::http1;
 use crate::proto::ws::{self, AcceptKey, Event, MessageKind, Opcode, Utf8Validator};
@@ -149,9 +148,9 @@ impl Conn {
     }
 
     /// A handler packet for a WebSocket session (the common checks are done).
-    pub(super) fn ws_packet(&mut self, cx: &mut Ctx, pkt: &InPacket) {
+    pub(super) fn ws_packet(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
         let p = &pkt.packet;
-        let buf = pkt.buf();
+        let buf = pkt.buf;
         match p.kind {
             // Any packet ends a handoff (the caller cleared it): resume reading the client.
             Kind::KeepAlive => self.ws_pump(cx),
@@ -223,9 +222,9 @@ impl Conn {
     /// The handler's answer to the upgrade: a 101 opens the WebSocket; any other status is
     /// sent as a plain HTTP response and the connection closes (Condure would switch to
     /// WebSocket framing whatever the status; the client could not know what it got).
-    fn ws_accept(&mut self, cx: &mut Ctx, pkt: &InPacket) {
+    fn ws_accept(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
         let p = &pkt.packet;
-        let buf = pkt.buf();
+        let buf = pkt.buf;
         if p.code != Some(101) {
             return self.ws_reject(cx, pkt);
         }
@@ -264,9 +263,9 @@ impl Conn {
 
     /// Sends the handler's refusal (`error`/`rejected`, or a non-101 response) as plain
     /// HTTP without any upgrade headers, then closes.
-    fn ws_reject(&mut self, cx: &mut Ctx, pkt: &InPacket) {
+    fn ws_reject(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
         let p = &pkt.packet;
-        let buf = pkt.buf();
+        let buf = pkt.buf;
         let Some(code) = p.code.filter(|c| (200..=999).contains(c)).map(|c| c as u16) else {
             return self.fail(
                 cx,
@@ -323,9 +322,9 @@ impl Conn {
     }
 
     /// A data packet from the handler: one frame to the client.
-    fn ws_handler_message(&mut self, cx: &mut Ctx, pkt: &InPacket) {
+    fn ws_handler_message(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
         let p = &pkt.packet;
-        let body = p.body.get(pkt.buf());
+        let body = p.body.get(pkt.buf);
         if let Some(c) = p.credits {
             self.credits += u64::from(c);
         }

@@ -1,12 +1,11 @@
 //! Mongrel2 mode: `zring --m2-config FILE [--m2-server NAME]` serves a Mongrel2 config with
 //! its handlers unchanged. This module turns the parsed config (`m2config`) into what the
-//! runtime needs: listeners (plain or TLS) for `Config`, and one process-wide, read-only
-//! [`Setup`] the workers (`conn::m2`, `worker::m2`) and the bridge (`bridge::m2`) consult.
-//!
-//! Mongrel2 mode is process-wide: it excludes the ZHTTP flags (`--listen`, `--zclient-*`,
-//! `--tls-identities-dir`), so one global setup is enough and no shared struct grows a field.
+//! runtime needs: listeners (plain or TLS) for `Config`, and one read-only [`Setup`],
+//! built at start and handed (an `Arc`) to the workers (`conn::m2`, `worker::m2`, through
+//! `conn::Settings`) and the bridge (`bridge::m2`). Nothing here is global: tests build a
+//! `Setup` and run Mongrel2 connections in-process beside ZHTTP ones.
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use crate::config::{Config, Listen, ListenAddr, Mode};
 use crate::m2config::mime::MimeMap;
@@ -85,25 +84,6 @@ impl Setup {
     }
 }
 
-static SETUP: OnceLock<Setup> = OnceLock::new();
-
-/// The Mongrel2 setup, when zring runs in Mongrel2 mode.
-pub fn get() -> Option<&'static Setup> {
-    SETUP.get()
-}
-
-/// True in Mongrel2 mode.
-pub fn active() -> bool {
-    SETUP.get().is_some()
-}
-
-/// Installs a setup (tests that drive workers in-process use this too).
-pub fn install(setup: Setup) -> Result<(), String> {
-    SETUP
-        .set(setup)
-        .map_err(|_| "Mongrel2 setup installed twice".to_string())
-}
-
 /// Settings zring applies with Mongrel2's default value only (its limits are constants).
 const FIXED_AT_DEFAULT: &[(&str, &str)] = &[
     ("limits.url_path", "256"),
@@ -112,26 +92,16 @@ const FIXED_AT_DEFAULT: &[(&str, &str)] = &[
     ("limits.mime_ext_len", "128"),
 ];
 
-/// Refuses flags that make no sense with `--m2-config` (checked before defaults apply).
-pub fn check_flags(c: &Config) -> Result<(), String> {
-    if c.m2_config.is_none() {
-        return Err("--m2-server needs --m2-config".into());
-    }
-    if !c.listen.is_empty() || !c.zclient_stream.is_empty() || !c.zclient_req.is_empty() {
-        return Err(
-            "--m2-config excludes --listen and --zclient-*: the config names the ports and handlers"
-                .into(),
-        );
-    }
-    if c.tls_identities_dir.as_os_str() != "." {
-        return Err("--m2-config excludes --tls-identities-dir: use the certdir setting".into());
-    }
-    Ok(())
+/// What [`prepare`] gives back in Mongrel2 mode: the setup to hand to the workers and the
+/// bridge, and the warning line (if any) to log.
+pub struct Prepared {
+    pub setup: Arc<Setup>,
+    pub warning: Option<String>,
 }
 
-/// Loads the config named by `cfg.m2_config`, installs the [`Setup`] and rewrites `cfg`'s
-/// listeners and limits from it. Returns the warning line (if any) to log.
-pub fn prepare(cfg: &mut Config) -> Result<Option<String>, String> {
+/// Loads the config named by `cfg.m2_config` (`None` outside Mongrel2 mode), rewrites
+/// `cfg`'s listeners and limits from it, and returns the [`Setup`] built from it.
+pub fn prepare(cfg: &mut Config) -> Result<Option<Prepared>, String> {
     let Some(path) = cfg.m2_config.clone() else {
         return Ok(None);
     };
@@ -261,7 +231,7 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<String>, String> {
     cfg.req_maxconn = 0;
     // The request head plus an inline body must fit one connection's read buffer.
     cfg.buffer_size = cfg.buffer_size.max(8192);
-    install(Setup {
+    let setup = Arc::new(Setup {
         servers,
         listener_server,
         handlers: config.handlers.clone(),
@@ -269,8 +239,8 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<String>, String> {
         limits,
         workers: cfg.workers as u32,
         proxies,
-    })?;
-    Ok(warning)
+    });
+    Ok(Some(Prepared { setup, warning }))
 }
 
 /// `mkstemp(3)` with Mongrel2's template, then `fchmod` to `upload.temp_store_mode`.

@@ -34,10 +34,10 @@ pub use response::{
     encode_last_chunk, encode_response_head, Framing, ResponseBody, ResponseContext, ResponseHead,
 };
 
-/// Header fields per request: Condure's limit. More gives [`Error::TooManyHeaders`] (431).
-pub const HEADERS_MAX: usize = 64;
-/// Bytes of a request-target: Condure's limit on `uri`. More gives [`Error::UriTooLong`] (414).
-pub const URI_BYTES_MAX: usize = 4096;
+/// Header fields per request (more gives [`Error::TooManyHeaders`], 431) and bytes of a
+/// request-target (more gives [`Error::UriTooLong`], 414): Condure's limits, defined once
+/// in `limits`.
+pub use crate::limits::{HEADERS_MAX, URI_BYTES_MAX};
 /// Head size limit used by [`parse_request`]: Condure's default `--buffer-size`, which the
 /// whole request head must fit in.
 pub const HEAD_BYTES_MAX_DEFAULT: usize = 8192;

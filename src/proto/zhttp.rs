@@ -23,18 +23,18 @@ use super::tnetstring::{self, Dict, List, Value, Writer};
 
 /// Most ids in one list-form packet, in either direction (Condure's `IDS_MAX`). Incoming
 /// packets with more are rejected; [`encode_multi`] writes at most this many.
-pub const IDS_MAX: usize = 128;
+pub const IDS_MAX: usize = crate::limits::PACKET_IDS_MAX;
 
-/// Most headers in one packet (Condure's `HEADERS_MAX`).
-pub const HEADERS_MAX: usize = 64;
+/// Most headers in one packet (Condure's `HEADERS_MAX`), defined once in `limits`.
+pub use crate::limits::HEADERS_MAX;
 
 /// Longest session id accepted from a handler. Condure keeps handler addresses in 64 bytes
 /// and its own ids are far shorter, so a longer id can match no session.
-pub const ID_BYTES_MAX: usize = 64;
+pub const ID_BYTES_MAX: usize = crate::limits::ADDRESS_BYTES_MAX;
 
 /// Longest `from` accepted from a handler: Condure keeps the reply address in 64 bytes and
 /// drops the session on a longer one.
-pub const FROM_BYTES_MAX: usize = 64;
+pub const FROM_BYTES_MAX: usize = crate::limits::ADDRESS_BYTES_MAX;
 
 /// Longest receiver address before the space in a SUB message (`"<address> T..."`). The
 /// address is zring's own instance id, so it is bounded like `from`.

@@ -2,9 +2,8 @@
 //!
 //! Ids are `n * workers + worker` (so the bridge knows a reply's worker from the id alone),
 //! at most `i32::MAX` (Mongrel2 prints them with `%d`), unique among this worker's open
-//! connections, and never reused before the counter wraps. The id → slot table is
-//! thread-local: each worker is one thread, and the `Worker` struct stays as it is.
-use std::cell::RefCell;
+//! connections, and never reused before the counter wraps. The id → slot table is the
+//! worker's own (`Worker::m2_ids`).
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,52 +15,47 @@ use crate::conn::Conn;
 use crate::limits;
 use crate::proto::m2::notice::encode_disconnect;
 
+/// Mongrel2 connection id → slot, for the worker's open connections.
 #[derive(Default)]
-struct Ids {
+pub(super) struct Ids {
     slots: HashMap<u32, u32>,
     next: u32,
 }
 
-thread_local! {
-    static IDS: RefCell<Ids> = RefCell::default();
-}
-
 /// A new connection on `listener` got `slot`: give it its server and id.
 pub(super) fn on_accept(w: &mut Worker, listener: usize, slot: u32) {
-    let Some(setup) = crate::m2serve::get() else {
+    let Some(setup) = w.settings.m2.as_deref() else {
         return;
     };
     let workers = setup.workers.max(1);
     let server = setup.listener_server.get(listener).copied().unwrap_or(0);
-    let id = IDS.with(|ids| {
-        let mut ids = ids.borrow_mut();
-        loop {
-            ids.next = ids.next.wrapping_add(1);
-            let id = u64::from(ids.next) * u64::from(workers) + u64::from(w.index);
-            if id > i32::MAX as u64 {
-                ids.next = 0;
-                continue;
-            }
-            let id = id as u32;
-            if let std::collections::hash_map::Entry::Vacant(e) = ids.slots.entry(id) {
-                e.insert(slot);
-                return id;
-            }
+    let ids = &mut w.m2_ids;
+    let id = loop {
+        ids.next = ids.next.wrapping_add(1);
+        let id = u64::from(ids.next) * u64::from(workers) + u64::from(w.index);
+        if id > i32::MAX as u64 {
+            ids.next = 0;
+            continue;
         }
-    });
-    w.conns[slot as usize].m2_attach(server, id);
+        let id = id as u32;
+        if let std::collections::hash_map::Entry::Vacant(e) = ids.slots.entry(id) {
+            e.insert(slot);
+            break id;
+        }
+    };
+    w.conns[slot as usize].m2_attach(setup, server, id);
 }
 
 /// The slot's connection is gone: its id names nobody now.
-pub(super) fn on_closed(conn: &Conn) {
+pub(super) fn on_closed(w: &mut Worker, conn: &Conn) {
     if let Some(id) = conn.m2_id() {
-        IDS.with(|ids| ids.borrow_mut().slots.remove(&id));
+        w.m2_ids.slots.remove(&id);
     }
 }
 
 /// Delivers the replies the bridge queued for this worker.
 pub(super) fn wake(w: &mut Worker, now: Instant) {
-    let Some(setup) = crate::m2serve::get() else {
+    let Some(setup) = w.settings.m2.clone() else {
         return;
     };
     let batch: Vec<Arc<M2In>> = {
@@ -80,9 +74,11 @@ pub(super) fn wake(w: &mut Worker, now: Instant) {
             if id % workers != u32::from(w.index) {
                 continue;
             }
-            match IDS.with(|ids| ids.borrow().slots.get(&id).copied()) {
+            match w.m2_ids.slots.get(&id).copied() {
                 Some(slot) if w.conns.contains(slot as usize) => {
-                    w.with_conn(now, slot, |c, cx| c.handle_m2_reply(cx, &pkt));
+                    w.with_conn(now, slot, |c, cx| {
+                        c.handle_m2_reply(cx, pkt.kind, pkt.body())
+                    });
                 }
                 _ => {
                     // Mongrel2 answers a reply to a closed or unknown id with a disconnect

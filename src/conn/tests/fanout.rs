@@ -74,3 +74,33 @@ fn a_target_with_a_send_in_flight_gets_a_copy_in_order() {
     assert_eq!(h.sends(c1), (3, 1));
     assert_eq!(h.sends(c2), (3, 2));
 }
+
+#[test]
+fn a_list_packet_with_a_wrong_seq_fails_that_session_only() {
+    // Goal: the shared path checks seq as the ordinary one does: the target whose seq is
+    // wrong gets no frame and its connection ends (shut down: no 502 after a 101); the
+    // other target gets the frame.
+    let mut h = Harness::new();
+    let (c1, mut s1) = open(&mut h, 1000);
+    let (c2, mut s2) = open(&mut h, 1000);
+    s1.seq += 5;
+    h.reply_many(&mut [&mut s1, &mut s2], Reply::data(b"x"));
+    assert_eq!(h.read(c2), b"\x81\x01x");
+    assert_eq!(h.read(c1), b"");
+    assert!(h.is_shut_down(c1), "the session with the wrong seq ends");
+    assert_eq!(h.sends(c1), (1, 0), "only the 101 went out");
+}
+
+#[test]
+fn a_list_packet_over_the_budget_closes_with_1011() {
+    // Goal: a fan-out frame larger than the handler's budget for a target (our initial
+    // credits, --buffer-size) is not sent; that target is failed with 1011 as Condure does.
+    let mut h = Harness::new();
+    let (c1, mut s1) = open(&mut h, 1000);
+    let (c2, mut s2) = open(&mut h, 1000);
+    let big = vec![b'a'; 8193];
+    h.reply_many(&mut [&mut s1, &mut s2], Reply::data(&big));
+    for c in [c1, c2] {
+        assert_eq!(h.read(c), b"\x88\x02\x03\xf3", "close 1011");
+    }
+}

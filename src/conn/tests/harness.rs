@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
-use crate::bridge::{worker_of, InPacket, OutPacket, Route, Shared};
+use crate::bridge::{InPacket, OutPacket, Route, Shared};
 use crate::config::{Config, Mode};
+use crate::conn::ConnId;
 use crate::proto::tnetstring::{self, Value, Writer};
 use crate::proto::zhttp;
 use crate::runtime::{Command, Driver};
@@ -469,7 +470,7 @@ impl Harness {
                 tls: Some(tls_configs().0.clone()),
             },
         ];
-        let worker = Worker::new(0, &cfg, listeners, shared.clone(), base);
+        let worker = Worker::new(0, &cfg, None, listeners, shared.clone(), base);
         Harness {
             worker,
             shared,
@@ -721,7 +722,11 @@ impl Harness {
             req,
         });
         for (id, _) in item.packet.ids.iter() {
-            assert_eq!(worker_of(id.get(item.buf())), Some(0), "an id of worker 0");
+            assert_eq!(
+                ConnId::worker_of(id.get(item.buf())),
+                Some(0),
+                "an id of worker 0"
+            );
         }
         let inbox = &self.shared.inboxes[0];
         inbox.queue.lock().unwrap().push_back(item);

@@ -15,7 +15,9 @@ pub mod reply;
 pub mod request;
 
 pub use hash_order::HeaderTable;
-pub use reply::{parse_extended, parse_reply, Control, Extended, ExtendedError, Reply, ReplyError};
+pub use reply::{
+    parse_extended, parse_reply, Control, Extended, ExtendedError, Reply, ReplyError, ReplyKind,
+};
 pub use request::{
     encode_request, encode_stream_chunk, host_name, split_target, EncodeError, Message, Protocol,
     Request, Scheme, Target,

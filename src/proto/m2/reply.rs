@@ -299,3 +299,18 @@ fn control(dict: Dict<'_>) -> Control {
         cancel: dict.get(b"cancel").is_some(),
     }
 }
+
+/// What a reply asks of each connection it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// Write the body raw.
+    Data,
+    /// Empty body: close.
+    Close,
+    /// `["ctl", {…}]`.
+    Control(Control),
+    /// `ctl` with no dict, or a key no plugin handles: Mongrel2 disconnects.
+    Kill,
+    /// An extended body that does not parse: dropped for live ids.
+    Ignore,
+}
