@@ -12,7 +12,9 @@ use slab::Slab;
 
 use crate::bridge::{Addr, InPacket, OutPacket, Route, Shared};
 use crate::config::{Config, Mode};
-use crate::conn::{Conn, ConnId, Ctx, HandlerPacket, Handlers, Pool, Settings, SharedFrame};
+use crate::conn::{
+    Conn, ConnId, Ctx, HandlerPacket, Handlers, Output, Pool, Settings, SharedFrame,
+};
 use crate::limits;
 use crate::proto::zhttp::{self, Kind};
 use crate::runtime::{Command, Driver};
@@ -40,6 +42,8 @@ pub struct Worker {
     wheel: Wheel,
     cmds: VecDeque<Command>,
     packets: Vec<OutPacket>,
+    /// A connection's outputs while the worker carries them out (reused: no allocation).
+    outputs: Vec<Output>,
     pool: Pool,
     handlers: Handlers,
     counter: u64,
@@ -118,6 +122,7 @@ impl Worker {
             wheel: Wheel::new(now, slots),
             cmds: VecDeque::new(),
             packets: Vec::new(),
+            outputs: Vec::new(),
             pool: Pool::default(),
             handlers: Handlers::default(),
             counter: 0,
@@ -160,46 +165,64 @@ impl Worker {
         (self.maxconn[0] + self.maxconn[1] + self.backends.len()) as u32
     }
 
-    /// Runs `f` on the slot's connection with a context, then collects its I/O and timer.
+    /// Runs `f` on the slot's connection with a context, then carries out what the
+    /// connection asks (its outputs, in order; see `conn`'s contract) and re-arms its timer.
     fn with_conn(&mut self, now: Instant, slot: u32, f: impl FnOnce(&mut Conn, &mut Ctx)) {
+        let mut out = std::mem::take(&mut self.outputs);
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             panic!("event for free slot {slot}");
         };
+        let paused = self.shared.outbox_full();
         let mut cx = Ctx {
             now,
             settings: &self.settings,
             slot,
-            packets: &mut self.packets,
             pool: &mut self.pool,
             handlers: &mut self.handlers,
             counter: &mut self.counter,
+            out: &mut out,
         };
         f(conn, &mut cx);
-        if let Some(addr) = conn.m2_backend_wanted() {
+        conn.flush(&mut cx, paused);
+        // Bounded: a connection asks for a backend once per `Proxy` request, and the
+        // answer's flush asks for none.
+        let mut rounds = 0;
+        loop {
+            let mut backend = None;
+            for o in out.drain(..) {
+                match o {
+                    Output::Packet(p) => self.packets.push(p),
+                    Output::Io(c) => self.cmds.push_back(c),
+                    Output::Backend(addr) => backend = Some(addr),
+                }
+            }
+            let Some(addr) = backend else { break };
+            rounds += 1;
+            assert!(rounds <= 2, "a connection asked for backends in a loop");
             // At most one backend per client slot; backends also count against the
             // connection limit (see `accepting`).
             let b = self.backend_free.pop();
+            let bslot = b.map(|i| self.slots as u32 + i);
+            if let (Some(i), Some(bslot)) = (b, bslot) {
+                self.backends[i as usize] = Some(slot);
+                self.cmds.push_back(Command::Connect { slot: bslot, addr });
+            }
             let conn = self.conns.get_mut(slot as usize).expect("live slot");
             let mut cx = Ctx {
                 now,
                 settings: &self.settings,
                 slot,
-                packets: &mut self.packets,
                 pool: &mut self.pool,
                 handlers: &mut self.handlers,
                 counter: &mut self.counter,
+                out: &mut out,
             };
-            let bslot = b.map(|i| self.slots as u32 + i);
-            conn.m2_backend_assign(&mut cx, bslot);
-            if let (Some(i), Some(bslot)) = (b, bslot) {
-                self.backends[i as usize] = Some(slot);
-                self.cmds.push_back(Command::Connect { slot: bslot, addr });
-            }
+            conn.handle_backend_slot(&mut cx, bslot);
+            conn.flush(&mut cx, paused);
         }
-        let conn = self.conns.get_mut(slot as usize).expect("live slot");
-        let outbox_full = self.shared.outbox_full();
-        conn.poll_io(slot, outbox_full, &mut self.cmds, &mut self.pool);
-        self.wheel.set(slot, conn.deadline(&self.settings));
+        self.outputs = out;
+        let conn = &self.conns[slot as usize];
+        self.wheel.set(slot, conn.poll_timeout(&self.settings));
     }
 
     /// Dispatches inbox packets until the inbox is empty or `DISPATCH_TARGETS_PER_TURN_MAX`
@@ -259,42 +282,14 @@ impl Worker {
                 continue; // stale id: the session ended, the slot may hold another
             }
             match &frame {
-                Some(f) => self.packet_shared(now, slot, pkt, seq, f),
+                Some(f) => {
+                    self.with_conn(now, slot, |c, cx| c.handle_packet_shared(cx, pkt, seq, f))
+                }
                 None => self.with_conn(now, slot, |c, cx| c.handle_packet(cx, pkt, seq)),
             }
         }
         self.dispatch_pos = 0;
         true
-    }
-
-    /// As `with_conn(handle_packet)`, for a fan-out target: the shared frame's send goes
-    /// before whatever the connection asks for next.
-    fn packet_shared(
-        &mut self,
-        now: Instant,
-        slot: u32,
-        pkt: HandlerPacket<'_>,
-        seq: Option<u32>,
-        frame: &SharedFrame,
-    ) {
-        let conn = self.conns.get_mut(slot as usize).expect("live slot");
-        let mut cx = Ctx {
-            now,
-            settings: &self.settings,
-            slot,
-            packets: &mut self.packets,
-            pool: &mut self.pool,
-            handlers: &mut self.handlers,
-            counter: &mut self.counter,
-        };
-        if conn.handle_packet_shared(&mut cx, pkt, seq, frame) {
-            // One reference count per target, no copy: the runtime drops it on completion.
-            let buf = frame.bytes().clone();
-            self.cmds.push_back(Command::SendShared { slot, buf });
-        }
-        let outbox_full = self.shared.outbox_full();
-        conn.poll_io(slot, outbox_full, &mut self.cmds, &mut self.pool);
-        self.wheel.set(slot, conn.deadline(&self.settings));
     }
 
     fn sweep_keep_alives(&mut self, now: Instant) {
@@ -427,14 +422,14 @@ impl Driver for Worker {
         self.publish_load();
         self.wake_least_loaded();
         self.wheel
-            .set(slot, self.conns[slot as usize].deadline(&self.settings));
+            .set(slot, self.conns[slot as usize].poll_timeout(&self.settings));
         Some(slot)
     }
 
     fn handle_recv(&mut self, now: Instant, slot: u32, data: &mut [u8]) {
         if let Some(client) = self.backend_client(slot) {
             if let Some(c) = client {
-                self.with_conn(now, c, |conn, cx| conn.m2_backend_recv(cx, slot, data));
+                self.with_conn(now, c, |conn, cx| conn.handle_backend_recv(cx, slot, data));
             }
             return;
         }
@@ -444,7 +439,7 @@ impl Driver for Worker {
     fn handle_eof(&mut self, now: Instant, slot: u32) {
         if let Some(client) = self.backend_client(slot) {
             if let Some(c) = client {
-                self.with_conn(now, c, |conn, cx| conn.m2_backend_eof(cx, slot));
+                self.with_conn(now, c, |conn, cx| conn.handle_backend_eof(cx, slot));
             }
             return;
         }
@@ -454,7 +449,9 @@ impl Driver for Worker {
     fn handle_sent(&mut self, now: Instant, slot: u32, buf: Vec<u8>) {
         if let Some(client) = self.backend_client(slot) {
             match client {
-                Some(c) => self.with_conn(now, c, |conn, cx| conn.m2_backend_sent(cx, slot, buf)),
+                Some(c) => {
+                    self.with_conn(now, c, |conn, cx| conn.handle_backend_sent(cx, slot, buf))
+                }
                 None => self.pool.give(buf),
             }
             return;
@@ -468,7 +465,9 @@ impl Driver for Worker {
                 crate::log!(crate::log::DEBUG, "m2", "proxy connect: {e}");
             }
             let ok = result.is_ok();
-            self.with_conn(now, c, |conn, cx| conn.m2_backend_connected(cx, slot, ok));
+            self.with_conn(now, c, |conn, cx| {
+                conn.handle_backend_connected(cx, slot, ok)
+            });
         }
     }
 
@@ -480,7 +479,7 @@ impl Driver for Worker {
         }
         let conn = self.conns.remove(slot as usize);
         // Backend slots the connection did not get to close itself.
-        for b in conn.m2_backend_slots() {
+        for b in conn.backend_slots() {
             self.cmds.push_back(Command::Close { slot: b });
         }
         m2::on_closed(self, &conn);

@@ -18,9 +18,12 @@
 //! handler"). No target ever waits for another.
 use std::sync::Arc;
 
-use super::{ws, Conn, Ctx, HandlerPacket, State};
+use super::transport::Transport;
+use super::ws::{self, WsSession};
+use super::{Ctx, HandlerPacket};
 use crate::proto::ws::{self as wsproto, Opcode};
 use crate::proto::zhttp::{ContentType, Kind};
+use crate::runtime::Command;
 
 /// A frame shared by all eligible targets of a packet (and reused by following packets
 /// with the same payload and flags: a broadcast of 100,000 ids is ~800 packets).
@@ -75,61 +78,68 @@ impl SharedFrame {
     }
 }
 
-impl Conn {
-    /// A handler packet that `frame` was built from. Returns true when this connection
-    /// takes the shared frame: the caller must then issue `Command::SendShared` with
-    /// `frame.bytes()` for this slot *before* the commands of `poll_io`. Otherwise the
-    /// packet was handled as by [`Conn::handle_packet`] (copied into `out`, or refused).
+impl WsSession {
+    /// A data packet that `frame` was built from, for this open WebSocket. When the frame is
+    /// exactly what this connection would write now, it takes it: the `SendShared` of
+    /// `frame` goes out (before anything this connection asks for next). True when the
+    /// packet was handled here (taken, or refused by the checks every packet passes);
+    /// false when nothing happened and the caller handles it the ordinary way (copied into
+    /// `out`).
     pub fn handle_packet_shared(
         &mut self,
+        t: &mut Transport,
         cx: &mut Ctx,
         pkt: HandlerPacket<'_>,
         seq: Option<u32>,
         frame: &SharedFrame,
     ) -> bool {
-        if !self.takes_shared_frame() {
-            self.handle_packet(cx, pkt, seq);
+        if !self.takes_shared_frame(t) {
             return false;
         }
-        if !self.accept_packet(cx, pkt, seq) {
-            return false;
+        if !self.z.accept_packet(t, cx, pkt, seq) {
+            return true; // refused (and failed) as the ordinary path would
         }
-        // From here as `ws_handler_message` for a data packet on an open WebSocket, with
-        // the frame sent from the shared buffer instead of written into `out`.
-        let p = &pkt.packet;
+        // From here as `handler_message` for a data packet on an open WebSocket, with the
+        // frame sent from the shared buffer instead of written into `out`.
+        let p = pkt.packet;
         if let Some(c) = p.credits {
-            self.credits += u64::from(c);
+            self.z.credits += u64::from(c);
         }
         let len = frame.payload_len();
-        if len > self.budget {
+        if len > self.z.budget {
             crate::log!(
                 crate::log::DEBUG,
                 "conn",
                 "received too much data from handler"
             );
-            self.ws_fail(cx, wsproto::close_code::INTERNAL_ERROR, "");
-            return false;
+            self.fail(t, cx, wsproto::close_code::INTERNAL_ERROR, "");
+            return true;
         }
-        self.wsf.tx_open = p.more;
-        self.spend_budget(len);
+        self.flags.tx_open = p.more;
+        self.z.spend_budget(len);
+        // One reference count per target, no copy: the runtime drops it on completion.
+        cx.io(Command::SendShared {
+            slot: cx.slot,
+            buf: frame.bytes().clone(),
+        });
         // The send in flight; its body bytes earn credits back when it completes.
-        self.sending = Some(len);
-        self.ws_pump(cx);
+        t.sending = Some(len);
+        self.pump(t, cx);
         true
     }
 
     /// Whether the shared frame is exactly what this connection would write now, with
     /// nothing of its own output before it.
-    fn takes_shared_frame(&self) -> bool {
-        self.state == State::Session
-            && self.wsf.phase == ws::Phase::Open
-            && self.tls.is_none()
+    fn takes_shared_frame(&self, t: &Transport) -> bool {
+        t.is_open()
+            && self.flags.phase == ws::Phase::Open
+            && t.tls.is_none()
             && self.deflate.is_none()
-            && !self.wsf.tx_open
-            && !self.wsf.close_sent
-            && self.wsf.frames_over == 0
-            && self.sending.is_none()
-            && self.out.is_empty()
+            && !self.flags.tx_open
+            && !self.flags.close_sent
+            && self.flags.frames_over == 0
+            && t.sending.is_none()
+            && t.out.is_empty()
     }
 }
 

@@ -6,13 +6,14 @@
 //! later client frames (reassembled, unmasked, RFC 6455 rules enforced by `proto::ws`) are
 //! `WEBSOCKET` messages. Large bodies go to an `upload.temp_store` file.
 //!
-//! The connection stays in `State::Head` while open; `Conn`'s TLS, buffers, draining and
-//! timers are reused as they are.
+//! The Mongrel2 session lives as long as its connection; the connection's `Transport`
+//! (TLS, buffers, draining, timers) is the same as for ZHTTP.
 use std::io::Write as _;
 
 use arrayvec::ArrayVec;
 
-use super::{Conn, Ctx, State, Timer};
+use super::transport::{Timer, Transport};
+use super::Ctx;
 use crate::bridge::{OutPacket, Route};
 use crate::m2config::{dir, Target};
 use crate::m2serve::Setup;
@@ -28,8 +29,10 @@ pub const WS_MESSAGE_BYTES_MAX: u64 = 256 * 1024;
 /// Largest file a `Dir` route serves (read whole, blocking, in the worker: see docs).
 pub const DIR_FILE_BYTES_MAX: u64 = 1 << 20;
 
-/// Mongrel2 mode's per-connection state (boxed: ZHTTP connections pay 8 bytes).
-pub(crate) struct M2Conn {
+/// A Mongrel2 connection's session (boxed in `Session::M2`). Invariants: at most one of
+/// `ws`, `upload`, `stream` is `Some` (what the bytes after a request head are); `proxy` is
+/// the connection's backend for `Proxy` routes (its own slot, see `m2proxy`).
+pub(super) struct M2Conn {
     server: u16,
     /// The id handlers see: stable for the connection's life.
     pub id: u32,
@@ -117,10 +120,14 @@ fn canned(code: u16) -> &'static [u8] {
     }
 }
 
-impl Conn {
-    /// Makes this a Mongrel2 connection of server `server` with id `id` (worker, at accept).
-    pub fn m2_attach(&mut self, s: &Setup, server: u16, id: u32) {
-        self.m2 = Some(Box::new(M2Conn {
+impl M2Conn {
+    /// The session of a Mongrel2 connection of server `server` with id `id` (the worker's,
+    /// at accept).
+    pub(super) fn new(t: &mut Transport, s: &Setup, server: u16, id: u32) -> Box<M2Conn> {
+        // A head plus an inline body is read before anything goes to the handler.
+        let inline = s.limits.content_length.min(64 << 20) as u32;
+        t.spill_max = t.spill_max.saturating_add(inline);
+        Box::new(M2Conn {
             server,
             id,
             handler: None,
@@ -136,51 +143,43 @@ impl Conn {
             bytes_written: 0,
             last_read_ms: 0,
             last_write_ms: 0,
-        }));
-        // A head plus an inline body is read before anything goes to the handler.
-        let inline = s.limits.content_length.min(64 << 20) as u32;
-        self.spill_max = self.spill_max.saturating_add(inline);
-    }
-
-    /// The Mongrel2 id, for the worker's id table.
-    pub fn m2_id(&self) -> Option<u32> {
-        self.m2.as_ref().map(|m| m.id)
+        })
     }
 
     /// Bytes from the client (plaintext).
-    pub(super) fn m2_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
+    pub(super) fn recv(&mut self, t: &mut Transport, cx: &mut Ctx, data: &mut [u8]) {
         let now_ms = cx
             .now
             .saturating_duration_since(cx.settings.epoch)
             .as_millis() as u64;
-        let m = self.m2.as_mut().expect("m2");
+        let m = &mut *self;
         m.bytes_read += data.len() as u64;
         m.last_read_ms = now_ms;
-        if self.spill.is_empty() {
-            let n = self.m2_process(cx, data);
-            if n < data.len() && self.state == State::Head {
-                self.spill = cx.pool.take();
-                self.spill.extend_from_slice(&data[n..]);
+        if t.spill.is_empty() {
+            let n = self.process(t, cx, data);
+            if n < data.len() && t.is_open() {
+                t.spill = cx.pool.take();
+                t.spill.extend_from_slice(&data[n..]);
             }
         } else {
-            self.spill.extend_from_slice(data);
-            let mut input = std::mem::take(&mut self.spill);
-            let n = self.m2_process(cx, &mut input);
+            t.spill.extend_from_slice(data);
+            let mut input = std::mem::take(&mut t.spill);
+            let n = self.process(t, cx, &mut input);
             input.drain(..n);
-            if input.is_empty() || self.state != State::Head {
+            if input.is_empty() || !t.is_open() {
                 cx.pool.give(input);
             } else {
-                self.spill = input;
+                t.spill = input;
             }
         }
     }
 
     /// The client went away: tell the handler (Mongrel2 does, unless it closed the
     /// connection itself, which makes it drain here).
-    pub(super) fn m2_eof(&mut self, cx: &mut Ctx) {
-        self.m2_abort_upload();
-        if self.state == State::Head {
-            self.m2_notice(cx);
+    pub(super) fn eof(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        self.abort_upload();
+        if t.is_open() {
+            self.notice(cx);
         }
     }
 
@@ -188,17 +187,16 @@ impl Conn {
     /// connection dies when more than `limits.kill_limit` of (idle past `min_ping`, read rate
     /// under `min_read_rate`, write rate under `min_write_rate`) hold, rates being bytes over
     /// seconds since the last read/write + 1; otherwise it is checked again a tick later.
-    pub(super) fn m2_timeout(&mut self, cx: &mut Ctx) {
+    pub(super) fn timeout(&mut self, t: &mut Transport, cx: &mut Ctx) {
         let now_ms = cx
             .now
             .saturating_duration_since(cx.settings.epoch)
             .as_millis() as u64;
-        let d = self.deadlines[Timer::Client as usize];
-        if d == 0 || d > now_ms || self.state != State::Head {
+        if !t.due(cx.settings, cx.now, Timer::Client) || !t.is_open() {
             return;
         }
         let l = &setup(cx).limits;
-        let m = self.m2.as_ref().expect("m2");
+        let m = &*self;
         let rate = |bytes: u64, last: u64| bytes / (now_ms.saturating_sub(last) / 1000 + 1);
         let mut kill = 1; // idle past min_ping
         if l.min_read_rate != 0 && rate(m.bytes_read, m.last_read_ms) < l.min_read_rate {
@@ -209,34 +207,34 @@ impl Conn {
         }
         if kill <= l.kill_limit {
             let at = cx.now + std::time::Duration::from_secs(l.tick_s);
-            self.set_timer(cx.settings, Timer::Client, at);
+            t.set_timer(cx.settings, Timer::Client, at);
             return;
         }
-        self.m2_abort_upload();
-        self.m2_notice(cx);
+        self.abort_upload();
+        self.notice(cx);
     }
 
     /// An upload that will not complete: its file goes, as Mongrel2 unlinks it.
-    fn m2_abort_upload(&mut self) {
-        if let Some(up) = self.m2.as_mut().and_then(|m| m.upload.take()) {
+    fn abort_upload(&mut self) {
+        if let Some(up) = self.upload.take() {
             let _ = std::fs::remove_file(&up.path);
         }
     }
 
     /// A send completed: the deliver queue is empty again; count the bytes.
-    pub(super) fn m2_sent(&mut self, cx: &mut Ctx, n: usize) {
+    pub(super) fn sent(&mut self, cx: &mut Ctx, n: usize) {
         let now_ms = cx
             .now
             .saturating_duration_since(cx.settings.epoch)
             .as_millis() as u64;
-        let m = self.m2.as_mut().expect("m2");
+        let m = &mut *self;
         m.outstanding = 0;
         m.bytes_written += n as u64;
         m.last_write_ms = now_ms;
     }
 
-    fn m2_notice(&mut self, cx: &mut Ctx) {
-        let Some(m) = self.m2.as_ref() else { return };
+    fn notice(&self, cx: &mut Ctx) {
+        let m = self;
         let Some(h) = m.handler else { return };
         let handler = &setup(cx).handlers[h as usize];
         let mut data = Vec::with_capacity(96);
@@ -246,7 +244,7 @@ impl Conn {
             m.id as i32,
             handler.protocol,
         );
-        cx.packets.push(OutPacket {
+        cx.packet(OutPacket {
             route: Route::M2(h),
             data,
             expires: None,
@@ -254,14 +252,20 @@ impl Conn {
     }
 
     /// A handler reply naming this connection: what it asks, and its raw body.
-    pub fn handle_m2_reply(&mut self, cx: &mut Ctx, kind: ReplyKind, body: &[u8]) {
-        if self.state != State::Head {
+    pub(super) fn handle_reply(
+        &mut self,
+        t: &mut Transport,
+        cx: &mut Ctx,
+        kind: ReplyKind,
+        body: &[u8],
+    ) {
+        if !t.is_open() {
             return; // closing: Mongrel2 drops what comes for a dying connection
         }
         match kind {
             ReplyKind::Data => {
-                if self.sending.is_some() {
-                    let m = self.m2.as_mut().expect("m2");
+                if t.sending.is_some() {
+                    let m = &mut *self;
                     m.outstanding += 1;
                     if usize::from(m.outstanding) > DELIVER_OUTSTANDING_MSGS {
                         crate::log!(
@@ -270,75 +274,73 @@ impl Conn {
                             "connection {}: too many undelivered replies, dropped",
                             m.id
                         );
-                        return self.close(cx);
+                        return t.close(cx.pool);
                     }
                 }
-                self.write_out(cx, |out| out.extend_from_slice(body));
+                t.write_out(cx.pool, |out| out.extend_from_slice(body));
             }
-            ReplyKind::Close => self.drain(cx),
+            ReplyKind::Close => t.drain(cx),
             ReplyKind::Control(c) => {
                 if c.cancel {
-                    return self.close(cx);
+                    return t.close(cx.pool);
                 }
                 if c.keep_alive {
-                    self.touch_client(cx.now, cx.settings);
+                    t.touch_client(cx.now, cx.settings, true);
                 }
-                if let (Some(n), Some(st)) =
-                    (c.credits, self.m2.as_mut().and_then(|m| m.stream.as_mut()))
-                {
+                if let (Some(n), Some(st)) = (c.credits, self.stream.as_mut()) {
                     st.credits = st.credits.saturating_add(n);
-                    self.m2_pump(cx);
+                    self.pump(t, cx);
                 }
             }
-            ReplyKind::Kill => self.close(cx),
+            ReplyKind::Kill => t.close(cx.pool),
             ReplyKind::Ignore => {}
         }
     }
 
     /// Consumes what it can of `input`; returns the bytes used.
-    fn m2_process(&mut self, cx: &mut Ctx, input: &mut [u8]) -> usize {
+    fn process(&mut self, t: &mut Transport, cx: &mut Ctx, input: &mut [u8]) -> usize {
         let mut used = 0;
-        while used < input.len() && self.state == State::Head {
-            if let Some(n) = self.m2_proxy_feed(&input[used..]) {
+        while used < input.len() && t.is_open() {
+            if let Some(n) = self.proxy_feed(&input[used..]) {
                 if n == 0 {
                     return used;
                 }
                 used += n;
                 continue;
             }
-            let m = self.m2.as_ref().expect("m2");
+            let m = &*self;
             if m.upload.is_some() {
-                used += self.m2_upload_feed(cx, &input[used..]);
+                used += self.upload_feed(t, cx, &input[used..]);
                 continue;
             }
             if m.stream.is_some() {
-                match self.m2_stream_feed(cx, &input[used..]) {
+                match self.stream_feed(t, cx, &input[used..]) {
                     0 => return used,
                     n => used += n,
                 }
                 continue;
             }
             if m.ws.is_some() {
-                return used + self.m2_ws_feed(cx, &mut input[used..]);
+                return used + self.ws_feed(t, cx, &mut input[used..]);
             }
-            match self.m2_request(cx, &input[used..]) {
+            match self.request(t, cx, &input[used..]) {
                 Some(n) => used += n,
                 None => return used,
             }
         }
-        if self.state != State::Head {
+        if !t.is_open() {
             return input.len();
         }
         used
     }
 
-    fn m2_fail(&mut self, cx: &mut Ctx, code: u16) {
-        self.write_out(cx, |out| out.extend_from_slice(canned(code)));
-        self.drain(cx);
+    fn fail(&mut self, t: &mut Transport, cx: &mut Ctx, code: u16) {
+        t.write_out(cx.pool, |out| out.extend_from_slice(canned(code)));
+        t.drain(cx);
     }
 
     /// One request from `input`: `Some(bytes used)`, or `None` until more bytes come.
-    fn m2_request(&mut self, cx: &mut Ctx, input: &[u8]) -> Option<usize> {
+    fn request(&mut self, t: &mut Transport, cx: &mut Ctx, input: &[u8]) -> Option<usize> {
         let s = setup(cx);
         let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
         let req = match http1::parse_request_limited(input, &mut headers, cx.settings.buffer_size) {
@@ -347,38 +349,38 @@ impl Conn {
             Err(e) => {
                 // Includes Flash's `@path {…}\0` / `<tag>\0` socket messages: refused.
                 let (code, _) = e.status();
-                self.m2_fail(cx, if code == 413 { 413 } else { 400 });
+                self.fail(t, cx, if code == 413 { 413 } else { 400 });
                 return Some(input.len());
             }
         };
-        let m = self.m2.as_mut().expect("m2");
+        let m = &mut *self;
         let server = &s.servers[m.server as usize];
         let target = split_target(req.target.as_bytes());
         let host = req.host.map(crate::proto::m2::host_name);
         let Some(found) = server.router.resolve(host, target.path) else {
-            self.m2_fail(cx, 404);
+            self.fail(t, cx, 404);
             return Some(input.len());
         };
         let target_kind = server.router.target(&server.server.hosts, &found);
         if !matches!(target_kind, Target::Proxy(_)) && m.proxy.is_some() {
             // Another kind of route: the backend connection goes (Mongrel2's
             // `proxy_exit_routing`).
-            self.m2_proxy_drop();
+            self.proxy_drop();
         }
         let hi = match target_kind {
             Target::Handler(h) => *h as u16,
             Target::Dir(d) => {
                 let d = d.clone();
                 let prefix = found.prefix.to_owned();
-                let used = self.m2_dir(cx, &server.root, &d, &prefix, &req, target.path);
+                let used = self.dir(t, cx, &server.root, &d, &prefix, &req, target.path);
                 return Some(used.min(input.len()));
             }
             Target::Proxy(p) => {
                 let Some(addr) = s.proxy_addr(p) else {
-                    self.m2_fail(cx, 502); // resolved at load; unreachable
+                    self.fail(t, cx, 502); // resolved at load; unreachable
                     return Some(input.len());
                 };
-                return Some(self.m2_proxy_start(cx, addr, &req, input));
+                return Some(self.proxy_start(t, cx, addr, &req, input));
             }
         };
         let head_len = req.head_len;
@@ -391,33 +393,33 @@ impl Conn {
             BodyKind::Chunked => (u64::MAX, true),
         };
         if upload && s.limits.stream {
-            let m = self.m2.as_mut().expect("m2");
+            let m = &mut *self;
             m.continued = false;
             m.handler = Some(hi);
-            return Some(self.m2_stream_start(cx, &req, found.pattern, hi, body_len, input));
+            return Some(self.stream_start(t, cx, &req, found.pattern, hi, body_len, input));
         }
         if upload && s.limits.temp_store.is_none() {
-            self.m2_fail(cx, 413);
+            self.fail(t, cx, 413);
             return Some(input.len());
         }
         let need = head_len as u64 + if upload { 0 } else { body_len };
         if (input.len() as u64) < need {
-            let m = self.m2.as_mut().expect("m2");
+            let m = &mut *self;
             if req.expect_continue && !m.continued {
                 m.continued = true;
-                self.write_out(cx, |out| {
+                t.write_out(cx.pool, |out| {
                     out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n")
                 });
             }
             return None;
         }
-        let m = self.m2.as_mut().expect("m2");
+        let m = &mut *self;
         if req.expect_continue && upload && !m.continued {
-            self.write_out(cx, |out| {
+            t.write_out(cx.pool, |out| {
                 out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n")
             });
         }
-        let m = self.m2.as_mut().expect("m2");
+        let m = &mut *self;
         m.continued = false;
         m.handler = Some(hi);
         if req.upgrade_websocket {
@@ -426,11 +428,12 @@ impl Conn {
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
             else {
-                self.m2_fail(cx, 400);
+                self.fail(t, cx, 400);
                 return Some(input.len());
             };
             let accept = AcceptKey::from_key(key.value);
-            self.m2_send(
+            self.send(
+                t,
                 cx,
                 &req,
                 found.pattern,
@@ -443,7 +446,7 @@ impl Conn {
                 message_bytes_max: WS_MESSAGE_BYTES_MAX,
                 compression: false,
             });
-            self.m2.as_mut().expect("m2").ws = Some(Box::new(M2Ws {
+            self.ws = Some(Box::new(M2Ws {
                 session,
                 head: input[..head_len].to_vec(),
                 first: 0,
@@ -452,10 +455,11 @@ impl Conn {
             return Some(head_len);
         }
         if upload {
-            return Some(self.m2_upload_start(cx, &req, found.pattern, hi, body_len, input));
+            return Some(self.upload_start(t, cx, &req, found.pattern, hi, body_len, input));
         }
         let body = &input[head_len..head_len + body_len as usize];
-        self.m2_send(
+        self.send(
+            t,
             cx,
             &req,
             found.pattern,
@@ -469,8 +473,9 @@ impl Conn {
 
     /// Encodes and queues one request message for handler `hi`.
     #[allow(clippy::too_many_arguments)]
-    fn m2_send(
+    fn send(
         &mut self,
+        t: &mut Transport,
         cx: &mut Ctx,
         req: &http1::Request,
         pattern: &str,
@@ -482,7 +487,7 @@ impl Conn {
         let s = setup(cx);
         let handler = &s.handlers[hi as usize];
         let mut remote: ArrayVec<u8, { crate::limits::PEER_TEXT_BYTES_MAX }> = ArrayVec::new();
-        if let Some(p) = self.peer {
+        if let Some(p) = t.peer {
             let _ = write!(super::ArrayWriter(&mut remote), "{}", p.ip());
         }
         let mut all: ArrayVec<(&[u8], &[u8]), 4> = ArrayVec::new();
@@ -498,7 +503,7 @@ impl Conn {
             target: split_target(req.target.as_bytes()),
             headers: req.headers,
             pattern: Some(pattern.as_bytes()),
-            scheme: if self.tls.is_some() {
+            scheme: if t.tls.is_some() {
                 Scheme::Https
             } else {
                 Scheme::Http
@@ -506,7 +511,7 @@ impl Conn {
             remote_addr: &remote,
             header_count_max: s.limits.header_count,
         };
-        let m = self.m2.as_mut().expect("m2");
+        let m = &mut *self;
         let message = Message {
             sender: handler.send_ident.as_bytes(),
             conn_id: m.id,
@@ -517,9 +522,9 @@ impl Conn {
         };
         let mut data = Vec::with_capacity(512 + body.len());
         if encode_request(&message, &mut m.table, &mut data).is_err() {
-            return self.m2_fail(cx, 400);
+            return self.fail(t, cx, 400);
         }
-        cx.packets.push(OutPacket {
+        cx.packet(OutPacket {
             route: Route::M2(hi),
             data,
             expires: None,
@@ -527,8 +532,9 @@ impl Conn {
     }
 
     /// Re-parses a kept head (WebSocket handshake, upload) and sends a message built on it.
-    fn m2_resend(
+    fn resend(
         &mut self,
+        t: &mut Transport,
         cx: &mut Ctx,
         head: &[u8],
         method: Option<&[u8]>,
@@ -542,7 +548,7 @@ impl Conn {
         else {
             return;
         };
-        let m = self.m2.as_ref().expect("m2");
+        let m = &*self;
         let server = &s.servers[m.server as usize];
         let target = split_target(req.target.as_bytes());
         let host = req.host.map(crate::proto::m2::host_name);
@@ -553,13 +559,13 @@ impl Conn {
             return;
         };
         let method = method.unwrap_or(req.method.as_bytes());
-        self.m2_send(cx, &req, found.pattern, *hi as u16, method, extra, body);
+        self.send(t, cx, &req, found.pattern, *hi as u16, method, extra, body);
     }
 
     // ---- WebSocket ----
 
-    fn m2_ws_feed(&mut self, cx: &mut Ctx, input: &mut [u8]) -> usize {
-        let mut wsx = self.m2.as_mut().expect("m2").ws.take().expect("ws");
+    fn ws_feed(&mut self, t: &mut Transport, cx: &mut Ctx, input: &mut [u8]) -> usize {
+        let mut wsx = self.ws.take().expect("ws");
         let mut used = 0;
         let mut failed = None;
         // Bounded: the session yields each event once; `None` means the input is used up.
@@ -598,7 +604,8 @@ impl Conn {
             if let Some((first, body)) = send {
                 let (flags, n) = ws_flags(first);
                 let head = std::mem::take(&mut wsx.head);
-                self.m2_resend(
+                self.resend(
+                    t,
                     cx,
                     &head,
                     Some(b"WEBSOCKET"),
@@ -608,11 +615,11 @@ impl Conn {
                 wsx.head = head;
             }
         }
-        self.m2.as_mut().expect("m2").ws = Some(wsx);
+        self.ws = Some(wsx);
         if let Some(code) = failed {
             // zring enforces RFC 6455 where Mongrel2 does not: close with the reason.
-            self.write_out(cx, |out| ws::encode_close(out, code, ""));
-            self.drain(cx);
+            t.write_out(cx.pool, |out| ws::encode_close(out, code, ""));
+            t.drain(cx);
             return input.len();
         }
         used
@@ -620,8 +627,10 @@ impl Conn {
 
     // ---- uploads (upload.temp_store) ----
 
-    fn m2_upload_start(
+    #[allow(clippy::too_many_arguments)] // the route's parts, and the connection's
+    fn upload_start(
         &mut self,
+        t: &mut Transport,
         cx: &mut Ctx,
         req: &http1::Request,
         pattern: &str,
@@ -639,11 +648,12 @@ impl Conn {
             Ok(x) => x,
             Err(e) => {
                 crate::log!(crate::log::WARN, "m2", "upload.temp_store {template}: {e}");
-                self.m2_fail(cx, 500);
+                self.fail(t, cx, 500);
                 return input.len();
             }
         };
-        self.m2_send(
+        self.send(
+            t,
             cx,
             req,
             pattern,
@@ -653,7 +663,7 @@ impl Conn {
             b"",
         );
         let head_len = req.head_len;
-        self.m2.as_mut().expect("m2").upload = Some(Box::new(Upload {
+        self.upload = Some(Box::new(Upload {
             head: input[..head_len].to_vec(),
             path,
             file,
@@ -664,8 +674,8 @@ impl Conn {
     }
 
     /// Writes body bytes to the upload file (blocking, at most one read's worth).
-    fn m2_upload_feed(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
-        let m = self.m2.as_mut().expect("m2");
+    fn upload_feed(&mut self, t: &mut Transport, cx: &mut Ctx, input: &[u8]) -> usize {
+        let m = &mut *self;
         let up = m.upload.as_mut().expect("upload");
         let (n, result) = match up.chunked.as_mut() {
             None => {
@@ -708,14 +718,15 @@ impl Conn {
         });
         if let Err(e) = result {
             crate::log!(crate::log::WARN, "m2", "upload {}: {e}", up.path);
-            self.m2_abort_upload();
-            self.m2_fail(cx, 500);
+            self.abort_upload();
+            self.fail(t, cx, 500);
             return input.len();
         }
         if up.left == 0 {
             let up = m.upload.take().expect("upload");
             drop(up.file);
-            self.m2_resend(
+            self.resend(
+                t,
                 cx,
                 &up.head,
                 None,
@@ -732,24 +743,26 @@ impl Conn {
     // ---- uploads (upload.stream) ----
 
     /// Runs what waits in `spill` (body bytes that were waiting for credits).
-    pub(super) fn m2_pump(&mut self, cx: &mut Ctx) {
-        if self.spill.is_empty() || self.state != State::Head {
+    pub(super) fn pump(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        if t.spill.is_empty() || !t.is_open() {
             return;
         }
-        let mut input = std::mem::take(&mut self.spill);
-        let n = self.m2_process(cx, &mut input);
+        let mut input = std::mem::take(&mut t.spill);
+        let n = self.process(t, cx, &mut input);
         input.drain(..n);
-        if input.is_empty() || self.state != State::Head {
+        if input.is_empty() || !t.is_open() {
             cx.pool.give(input);
         } else {
-            self.spill = input;
+            t.spill = input;
         }
     }
 
     /// The first `upload.stream` message: all headers, `UPLOAD_STREAM: 0`, and the body bytes
     /// already here (Mongrel2 sends "whatever's there"; none for a chunked body).
-    fn m2_stream_start(
+    #[allow(clippy::too_many_arguments)] // the route's parts, and the connection's
+    fn stream_start(
         &mut self,
+        t: &mut Transport,
         cx: &mut Ctx,
         req: &http1::Request,
         pattern: &str,
@@ -774,9 +787,9 @@ impl Conn {
             extra.push((b"UPLOAD_STREAM_DONE", b"1"));
         }
         let body = &input[head_len..head_len + avail];
-        self.m2_send(cx, req, pattern, hi, req.method.as_bytes(), &extra, body);
+        self.send(t, cx, req, pattern, hi, req.method.as_bytes(), &extra, body);
         if !done {
-            self.m2.as_mut().expect("m2").stream = Some(Box::new(UpStream {
+            self.stream = Some(Box::new(UpStream {
                 head: input[..head_len].to_vec(),
                 left: if chunked {
                     u64::MAX
@@ -792,10 +805,10 @@ impl Conn {
     }
 
     /// Later `upload.stream` messages, as credits allow; returns the bytes used (0: wait).
-    fn m2_stream_feed(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
-        let mut st = self.m2.as_mut().expect("m2").stream.take().expect("stream");
+    fn stream_feed(&mut self, t: &mut Transport, cx: &mut Ctx, input: &[u8]) -> usize {
+        let mut st = self.stream.take().expect("stream");
         if st.credits <= 0 {
-            self.m2.as_mut().expect("m2").stream = Some(st);
+            self.stream = Some(st);
             return 0;
         }
         let (used, body, done): (usize, &[u8], bool) = match st.chunked.as_mut() {
@@ -805,9 +818,9 @@ impl Conn {
                 let want = (st.credits as u64)
                     .min(st.left)
                     .min(setup(cx).limits.content_length.max(1));
-                let full = input.len() >= self.spill_max as usize / 2;
+                let full = input.len() >= t.spill_max as usize / 2;
                 if (input.len() as u64) < want && !full {
-                    self.m2.as_mut().expect("m2").stream = Some(st);
+                    self.stream = Some(st);
                     return 0;
                 }
                 let n = want.min(input.len() as u64) as usize;
@@ -816,14 +829,14 @@ impl Conn {
             }
             Some(dec) => match dec.decode(input) {
                 Err(_) => {
-                    self.m2_fail(cx, 400);
+                    self.fail(t, cx, 400);
                     return input.len();
                 }
                 Ok(d) => (d.consumed, d.data.unwrap_or(b""), d.done),
             },
         };
         if body.is_empty() && !done {
-            self.m2.as_mut().expect("m2").stream = Some(st);
+            self.stream = Some(st);
             return used;
         }
         let mut offset: ArrayVec<u8, 24> = ArrayVec::new();
@@ -833,19 +846,19 @@ impl Conn {
         if done {
             extra.push((b"UPLOAD_STREAM_DONE", b"1"));
         }
-        self.m2_send_chunk(cx, &st.head, &extra, body);
+        self.send_chunk(cx, &st.head, &extra, body);
         st.credits -= body.len() as i64;
         st.offset += body.len() as u64;
         if !done {
-            self.m2.as_mut().expect("m2").stream = Some(st);
+            self.stream = Some(st);
         }
         used
     }
 
     /// An `upload.stream` message after the first: only the stream keys.
-    fn m2_send_chunk(&mut self, cx: &mut Ctx, head: &[u8], extra: &[(&[u8], &[u8])], body: &[u8]) {
+    fn send_chunk(&mut self, cx: &mut Ctx, head: &[u8], extra: &[(&[u8], &[u8])], body: &[u8]) {
         let s = setup(cx);
-        let Some(hi) = self.m2.as_ref().and_then(|m| m.handler) else {
+        let Some(hi) = self.handler else {
             return;
         };
         let handler = &s.handlers[hi as usize];
@@ -865,7 +878,7 @@ impl Conn {
             remote_addr: b"",
             header_count_max: s.limits.header_count,
         };
-        let m = self.m2.as_ref().expect("m2");
+        let m = &*self;
         let message = Message {
             sender: handler.send_ident.as_bytes(),
             conn_id: m.id,
@@ -876,7 +889,7 @@ impl Conn {
         };
         let mut data = Vec::with_capacity(128 + body.len());
         if encode_stream_chunk(&message, &mut data).is_ok() {
-            cx.packets.push(OutPacket {
+            cx.packet(OutPacket {
                 route: Route::M2(hi),
                 data,
                 expires: None,
@@ -887,8 +900,10 @@ impl Conn {
     // ---- Dir ----
 
     /// Serves a static file; returns the bytes of `input` used (the head).
-    fn m2_dir(
+    #[allow(clippy::too_many_arguments)] // the route's parts, and the connection's
+    fn dir(
         &mut self,
+        t: &mut Transport,
         cx: &mut Ctx,
         root: &std::path::Path,
         d: &crate::m2config::Dir,
@@ -898,24 +913,24 @@ impl Conn {
     ) -> usize {
         let mut rel = Vec::new();
         if let Err(e) = dir::resolve(d, req.method.as_bytes(), prefix, path, &mut rel) {
-            self.m2_fail(cx, e.status());
+            self.fail(t, cx, e.status());
             return usize::MAX;
         }
         use std::os::unix::ffi::OsStrExt;
         let base = root.join(d.base.trim_start_matches('/'));
         let file = base.join(std::ffi::OsStr::from_bytes(&rel));
         let (Ok(real_base), Ok(real)) = (base.canonicalize(), file.canonicalize()) else {
-            self.m2_fail(cx, 404);
+            self.fail(t, cx, 404);
             return usize::MAX;
         };
         if !dir::is_within(&real_base, &real) {
-            self.m2_fail(cx, 404);
+            self.fail(t, cx, 404);
             return usize::MAX;
         }
         let meta = match std::fs::metadata(&real) {
             Ok(m) if m.is_file() && m.len() <= DIR_FILE_BYTES_MAX => m,
             _ => {
-                self.m2_fail(cx, 404);
+                self.fail(t, cx, 404);
                 return usize::MAX;
             }
         };
@@ -925,7 +940,7 @@ impl Conn {
             match std::fs::read(&real) {
                 Ok(d) => d,
                 Err(_) => {
-                    self.m2_fail(cx, 404);
+                    self.fail(t, cx, 404);
                     return usize::MAX;
                 }
             }
@@ -937,7 +952,7 @@ impl Conn {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         let keep = req.keep_alive;
-        self.write_out(cx, |out| {
+        t.write_out(cx.pool, |out| {
             let _ = write!(
                 out,
                 "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nETag: {:x}-{:x}\r\nServer: zring\r\n{}\r\n",
@@ -949,7 +964,7 @@ impl Conn {
             out.extend_from_slice(&data);
         });
         if !keep {
-            self.drain(cx);
+            t.drain(cx);
         }
         req.head_len
     }

@@ -29,7 +29,9 @@ use std::net::SocketAddr;
 use arrayvec::ArrayVec;
 use std::time::Duration;
 
-use super::{Conn, Ctx, State, Timer};
+use super::m2::M2Conn;
+use super::transport::{Link, Timer, Transport};
+use super::Ctx;
 use crate::proto::http1::ChunkedDecoder;
 use crate::runtime::Command;
 
@@ -72,7 +74,7 @@ enum Resp {
 }
 
 /// A client connection's backend (boxed in `M2Conn`).
-pub(crate) struct Proxy {
+pub(super) struct Proxy {
     addr: SocketAddr,
     slot: Option<u32>,
     phase: Phase,
@@ -123,30 +125,30 @@ enum Step {
     Bad,
 }
 
-impl Conn {
+impl M2Conn {
     /// A request for a `Proxy` route: `input` holds at least its head (`head_len` bytes).
     /// Returns the bytes used (the head).
-    pub(super) fn m2_proxy_start(
+    pub(super) fn proxy_start(
         &mut self,
+        t: &mut Transport,
         cx: &mut Ctx,
         addr: SocketAddr,
         req: &crate::proto::http1::Request,
         input: &[u8],
     ) -> usize {
-        let m = self.m2.as_mut().expect("m2");
         // Another backend, or a dead connection to this one: let it go (Mongrel2's
         // `proxy_exit_routing` closes it too).
-        if let Some(p) = m.proxy.as_ref() {
+        if let Some(p) = self.proxy.as_ref() {
             if p.addr != addr || p.eof {
-                self.m2_proxy_drop();
+                self.proxy_drop();
             }
         }
-        let m = self.m2.as_mut().expect("m2");
+        let m = &mut *self;
         let p = m.proxy.get_or_insert_with(|| Box::new(Proxy::new(addr)));
         if p.phase == Phase::Wanted {
-            self.set_timer(cx.settings, Timer::Expiry, cx.now + PROXY_CONNECT_TIMEOUT);
+            t.set_timer(cx.settings, Timer::Expiry, cx.now + PROXY_CONNECT_TIMEOUT);
         }
-        let m = self.m2.as_mut().expect("m2");
+        let m = &mut *self;
         let p = m.proxy.as_mut().expect("proxy");
         if p.to_backend.capacity() == 0 {
             p.to_backend = cx.pool.take();
@@ -169,8 +171,8 @@ impl Conn {
     /// Feeds request body bytes (or waits). Returns `Some(bytes used)` while a proxied
     /// request or its response is in progress (`Some(0)`: wait), `None` when the connection
     /// may read its next request.
-    pub(super) fn m2_proxy_feed(&mut self, input: &[u8]) -> Option<usize> {
-        let p = self.m2.as_mut()?.proxy.as_mut()?;
+    pub(super) fn proxy_feed(&mut self, input: &[u8]) -> Option<usize> {
+        let p = self.proxy.as_mut()?;
         let room = PROXY_QUEUE_BYTES.saturating_sub(p.to_backend.len());
         let n = match &mut p.req {
             ReqBody::None => {
@@ -220,27 +222,26 @@ impl Conn {
     }
 
     /// Backend slots this connection still holds (the worker closes them if the client
-    /// slot goes without `poll_io` having done it).
-    pub fn m2_backend_slots(&self) -> ArrayVec<u32, 5> {
+    /// slot goes without `flush` having done it).
+    pub(super) fn backend_slots(&self) -> ArrayVec<u32, 5> {
         let mut v = ArrayVec::new();
-        if let Some(m) = self.m2.as_ref() {
-            v.extend(m.backend_close.iter().copied());
-            if let Some(s) = m.proxy.as_ref().and_then(|p| p.slot) {
-                v.push(s);
-            }
+        v.extend(self.backend_close.iter().copied());
+        if let Some(s) = self.proxy.as_ref().and_then(|p| p.slot) {
+            v.push(s);
         }
         v
     }
 
-    /// The worker's question after each event: does this connection want a backend slot?
-    pub fn m2_backend_wanted(&self) -> Option<SocketAddr> {
-        let p = self.m2.as_ref()?.proxy.as_ref()?;
-        (p.phase == Phase::Wanted && self.state != State::Closed).then_some(p.addr)
+    /// Whether this connection wants a backend slot (asked once per want: the worker
+    /// answers with `backend_assign` before anything else happens).
+    pub(super) fn backend_wanted(&self, t: &Transport) -> Option<SocketAddr> {
+        let p = self.proxy.as_ref()?;
+        (p.phase == Phase::Wanted && t.link != Link::Closed).then_some(p.addr)
     }
 
     /// The worker's answer: the slot it will connect (`None`: no backend slot free).
-    pub fn m2_backend_assign(&mut self, cx: &mut Ctx, slot: Option<u32>) {
-        let Some(p) = self.m2.as_mut().and_then(|m| m.proxy.as_mut()) else {
+    pub(super) fn backend_assign(&mut self, t: &mut Transport, cx: &mut Ctx, slot: Option<u32>) {
+        let Some(p) = self.proxy.as_mut() else {
             return;
         };
         match slot {
@@ -250,189 +251,166 @@ impl Conn {
             }
             None => {
                 crate::log!(crate::log::WARN, "m2", "proxy: no backend slot free");
-                self.m2.as_mut().expect("m2").proxy = None;
-                self.m2_bad_gateway(cx);
+                self.proxy = None;
+                self.bad_gateway(t, cx);
             }
         }
     }
 
     /// Whether `slot` is this connection's current backend.
-    fn m2_is_backend(&self, slot: u32) -> bool {
-        self.m2
-            .as_ref()
-            .and_then(|m| m.proxy.as_ref())
-            .is_some_and(|p| p.slot == Some(slot))
+    fn is_backend(&self, slot: u32) -> bool {
+        self.proxy.as_ref().is_some_and(|p| p.slot == Some(slot))
     }
 
-    pub fn m2_backend_connected(&mut self, cx: &mut Ctx, slot: u32, ok: bool) {
-        if !self.m2_is_backend(slot) {
+    pub(super) fn backend_connected(
+        &mut self,
+        t: &mut Transport,
+        cx: &mut Ctx,
+        slot: u32,
+        ok: bool,
+    ) {
+        if !self.is_backend(slot) {
             return;
         }
-        self.clear_timer(Timer::Expiry);
+        t.clear_timer(Timer::Expiry);
         if !ok {
-            self.m2_proxy_drop();
-            return self.m2_bad_gateway(cx);
+            self.proxy_drop();
+            return self.bad_gateway(t, cx);
         }
-        let p = self
-            .m2
-            .as_mut()
-            .and_then(|m| m.proxy.as_mut())
-            .expect("proxy");
+        let p = self.proxy.as_mut().expect("proxy");
         p.phase = Phase::Open;
     }
 
-    pub fn m2_backend_sent(&mut self, cx: &mut Ctx, slot: u32, buf: Vec<u8>) {
+    pub(super) fn backend_sent(
+        &mut self,
+        t: &mut Transport,
+        cx: &mut Ctx,
+        slot: u32,
+        buf: Vec<u8>,
+    ) {
         cx.pool.give(buf);
-        if !self.m2_is_backend(slot) {
+        if !self.is_backend(slot) {
             return;
         }
-        let p = self
-            .m2
-            .as_mut()
-            .and_then(|m| m.proxy.as_mut())
-            .expect("proxy");
+        let p = self.proxy.as_mut().expect("proxy");
         p.sending = false;
         // Room again for body bytes waiting in the client's buffer.
-        self.m2_pump(cx);
+        self.pump(t, cx);
     }
 
     /// Bytes from the backend: forwarded to the client up to the response's end.
-    pub fn m2_backend_recv(&mut self, cx: &mut Ctx, slot: u32, data: &[u8]) {
-        if !self.m2_is_backend(slot) || self.state != State::Head {
+    pub(super) fn backend_recv(&mut self, t: &mut Transport, cx: &mut Ctx, slot: u32, data: &[u8]) {
+        if !self.is_backend(slot) || !t.is_open() {
             return;
         }
         let mut used = 0;
         // Bounded: each step consumes bytes or ends the loop.
         while used < data.len() {
-            let p = self
-                .m2
-                .as_mut()
-                .and_then(|m| m.proxy.as_mut())
-                .expect("proxy");
+            let p = self.proxy.as_mut().expect("proxy");
             if matches!(p.resp, Resp::Head(_)) {
                 match head_step(p, &data[used..]) {
                     HeadStep::Partial => return,
-                    HeadStep::Bad => return self.m2_backend_broke(cx),
+                    HeadStep::Bad => return self.backend_broke(t, cx),
                     HeadStep::Complete {
                         used: n,
                         head,
                         done,
                     } => {
                         used += n;
-                        self.m2_forward(cx, &head);
+                        self.forward(t, cx, &head);
                         if done {
-                            return self.m2_response_done(cx);
+                            return self.response_done(t, cx);
                         }
                         continue;
                     }
                 }
             }
-            let p = self
-                .m2
-                .as_mut()
-                .and_then(|m| m.proxy.as_mut())
-                .expect("proxy");
+            let p = self.proxy.as_mut().expect("proxy");
             match proxy_step(p, &data[used..]) {
                 Step::Used(0) => break,
                 Step::Used(n) => {
-                    self.m2_forward(cx, &data[used..used + n]);
+                    self.forward(t, cx, &data[used..used + n]);
                     used += n;
                 }
                 Step::Done(n) => {
-                    self.m2_forward(cx, &data[used..used + n]);
-                    return self.m2_response_done(cx);
+                    self.forward(t, cx, &data[used..used + n]);
+                    return self.response_done(t, cx);
                 }
-                Step::Bad => return self.m2_backend_broke(cx),
+                Step::Bad => return self.backend_broke(t, cx),
             }
         }
     }
 
     /// The backend closed (or failed).
-    pub fn m2_backend_eof(&mut self, cx: &mut Ctx, slot: u32) {
-        if !self.m2_is_backend(slot) {
+    pub(super) fn backend_eof(&mut self, t: &mut Transport, cx: &mut Ctx, slot: u32) {
+        if !self.is_backend(slot) {
             return;
         }
-        let p = self
-            .m2
-            .as_mut()
-            .and_then(|m| m.proxy.as_mut())
-            .expect("proxy");
+        let p = self.proxy.as_mut().expect("proxy");
         p.eof = true;
         match p.resp {
-            Resp::Idle => self.m2_proxy_drop(), // idle keep-alive ended: reconnect next time
+            Resp::Idle => self.proxy_drop(), // idle keep-alive ended: reconnect next time
             Resp::ToClose => {
-                self.m2_proxy_drop();
-                self.drain(cx);
+                self.proxy_drop();
+                t.drain(cx);
             }
-            _ => self.m2_backend_broke(cx),
+            _ => self.backend_broke(t, cx),
         }
     }
 
     /// Connect timeout (`Timer::Expiry` while connecting).
-    pub(super) fn m2_proxy_timeout(&mut self, cx: &mut Ctx) -> bool {
-        let connecting = self
-            .m2
-            .as_ref()
-            .and_then(|m| m.proxy.as_ref())
-            .is_some_and(|p| p.phase != Phase::Open);
+    pub(super) fn proxy_timeout(&mut self, t: &mut Transport, cx: &mut Ctx) -> bool {
+        let connecting = self.proxy.as_ref().is_some_and(|p| p.phase != Phase::Open);
         if !connecting {
             return false;
         }
-        self.clear_timer(Timer::Expiry);
-        self.m2_proxy_drop();
-        self.m2_bad_gateway(cx);
+        t.clear_timer(Timer::Expiry);
+        self.proxy_drop();
+        self.bad_gateway(t, cx);
         true
     }
 
-    fn m2_forward(&mut self, cx: &mut Ctx, bytes: &[u8]) {
+    fn forward(&mut self, t: &mut Transport, cx: &mut Ctx, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        if let Some(p) = self.m2.as_mut().and_then(|m| m.proxy.as_mut()) {
+        if let Some(p) = self.proxy.as_mut() {
             p.resp_bytes += bytes.len() as u64;
         }
-        self.write_out(cx, |out| out.extend_from_slice(bytes));
+        t.write_out(cx.pool, |out| out.extend_from_slice(bytes));
     }
 
-    fn m2_response_done(&mut self, cx: &mut Ctx) {
-        let p = self
-            .m2
-            .as_mut()
-            .and_then(|m| m.proxy.as_mut())
-            .expect("proxy");
+    fn response_done(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        let p = self.proxy.as_mut().expect("proxy");
         p.resp = Resp::Idle;
         if p.close_after || p.client_close || !matches!(p.req, ReqBody::None) {
             // Mongrel2: `client->close` → REMOTE_CLOSE, which closes the client too.
-            self.m2_proxy_drop();
-            return self.drain(cx);
+            self.proxy_drop();
+            return t.drain(cx);
         }
         // The next pipelined request, if any.
-        self.m2_pump(cx);
+        self.pump(t, cx);
     }
 
     /// The backend failed mid-request: 502 if the client got nothing yet, else close.
-    fn m2_backend_broke(&mut self, cx: &mut Ctx) {
-        let started = self
-            .m2
-            .as_ref()
-            .and_then(|m| m.proxy.as_ref())
-            .is_some_and(|p| p.resp_bytes > 0);
-        self.m2_proxy_drop();
+    fn backend_broke(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        let started = self.proxy.as_ref().is_some_and(|p| p.resp_bytes > 0);
+        self.proxy_drop();
         if started {
-            self.drain(cx);
+            t.drain(cx);
         } else {
-            self.m2_bad_gateway(cx);
+            self.bad_gateway(t, cx);
         }
     }
 
-    fn m2_bad_gateway(&mut self, cx: &mut Ctx) {
-        self.write_out(cx, |out| out.extend_from_slice(BAD_GATEWAY));
-        self.drain(cx);
+    fn bad_gateway(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        t.write_out(cx.pool, |out| out.extend_from_slice(BAD_GATEWAY));
+        t.drain(cx);
     }
 
     /// Forgets the backend; its slot is closed by the next `poll_io`.
-    pub(super) fn m2_proxy_drop(&mut self) {
-        let Some(m) = self.m2.as_mut() else { return };
+    pub(super) fn proxy_drop(&mut self) {
+        let m = &mut *self;
         if let Some(p) = m.proxy.take() {
             if let Some(slot) = p.slot {
                 m.backend_close.push(slot);
@@ -440,17 +418,13 @@ impl Conn {
         }
     }
 
-    /// Backend commands (part of `poll_io`, before the client's own send).
-    pub(super) fn m2_proxy_poll(&mut self, cmds: &mut std::collections::VecDeque<Command>) {
+    /// Backend commands (part of the connection's `flush`, before the client's own send).
+    pub(super) fn proxy_flush(&mut self, t: &Transport, cx: &mut Ctx) {
         // A client that is going no longer needs its backend.
-        let closed = self.state != State::Head;
+        let closed = !t.is_open();
         // The client's output waits only while a send is in flight.
-        let out_len = if self.sending.is_some() {
-            self.out.len()
-        } else {
-            0
-        };
-        let Some(m) = self.m2.as_mut() else { return };
+        let out_len = if t.sending.is_some() { t.out.len() } else { 0 };
+        let m = &mut *self;
         if closed {
             if let Some(p) = m.proxy.take() {
                 if let Some(slot) = p.slot {
@@ -459,7 +433,7 @@ impl Conn {
             }
         }
         for slot in m.backend_close.drain(..) {
-            cmds.push_back(Command::Close { slot });
+            cx.io(Command::Close { slot });
         }
         let Some(p) = m.proxy.as_mut() else { return };
         let Some(slot) = p.slot else { return };
@@ -469,12 +443,12 @@ impl Conn {
         if !p.sending && !p.to_backend.is_empty() {
             p.sending = true;
             let buf = std::mem::take(&mut p.to_backend);
-            cmds.push_back(Command::Send { slot, buf });
+            cx.io(Command::Send { slot, buf });
         }
         let want_pause = out_len >= PROXY_QUEUE_BYTES;
         if want_pause != p.paused && !p.eof {
             p.paused = want_pause;
-            cmds.push_back(if want_pause {
+            cx.io(if want_pause {
                 Command::PauseRecv { slot }
             } else {
                 Command::ResumeRecv { slot }

@@ -1,13 +1,29 @@
-//! One client connection's life, sans-IO: request head → ZHTTP session with a handler →
-//! request body under the handler's credits → response (streamed, returning credits as it
-//! is written) → next request on the same connection, or close. No sockets, threads or
-//! clocks here: the worker feeds bytes, handler packets and `now`, and drains the I/O
-//! commands and packets this produces. The same code runs under both runtimes, the tests,
-//! the fuzzers and the benches.
+//! One client connection's life, sans-IO. No sockets, threads or clocks here: the worker
+//! feeds bytes, handler packets and `now`, and carries out what comes back. The same code
+//! runs under both runtimes, the tests, the fuzzers and the benches.
 //!
-//! Inputs are `handle_*`; after every input the worker calls [`Conn::poll_io`] to collect
-//! I/O commands and re-arms the slot's timer from [`Conn::deadline`]. Packets to handlers
-//! go straight into the caller's batch (`Ctx::packets`).
+//! # Shape
+//! A [`Conn`] is a protocol-neutral shell, [`transport::Transport`] (the socket's state as
+//! the connection sees it: open, draining, lingering, closed; TLS; buffers; the send in
+//! flight; timers), holding one [`Session`]: what the bytes mean right now.
+//! - `Idle`: ZHTTP, between requests: reading the next request head.
+//! - `Http` ([`http::HttpExchange`]): one request with its ZHTTP handler, body under the
+//!   handler's credits, response framed and credited back; then `Idle` again or drain.
+//! - `Ws` ([`ws::WsSession`]): an upgrade and the WebSocket that follows, to the end.
+//! - `M2` ([`m2::M2Conn`]): a Mongrel2 connection for its whole life, with its `Proxy`
+//!   backend (`m2proxy`) when a route needs one.
+//!
+//! HTTP exchanges and WebSocket sessions share their ZHTTP part ([`zhttp::ZhttpSession`]:
+//! id, seq, credits, the handler's address, failure rules).
+//!
+//! # Contract with the worker
+//! Inputs are the `handle_*` methods. Every output goes, in the order produced, into
+//! `Ctx::out` as an [`Output`]: packets for handlers, I/O commands for the runtime, and a
+//! Mongrel2 proxy's request for a backend slot. After each input the worker calls
+//! [`Conn::flush`] (which emits the I/O the connection's state calls for: the next send,
+//! shutdown or close, pause or resume), then carries out `out` in order (answering
+//! `Output::Backend` with [`Conn::handle_backend_slot`] and flushing again), then re-arms
+//! the slot's timer from [`Conn::poll_timeout`].
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -20,10 +36,12 @@ use crate::bridge::{Addr, OutPacket, Route};
 use crate::config::Mode;
 use crate::limits;
 use crate::proto::http1::{self, BodyKind, ChunkedDecoder, Version};
-use crate::proto::zhttp::{self, Kind};
+use crate::proto::m2::ReplyKind;
+use crate::proto::zhttp;
 use crate::runtime::Command;
 
 mod fanout;
+mod http;
 mod id;
 pub mod m2;
 mod m2proxy;
@@ -31,10 +49,18 @@ pub mod pool;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod transport;
 mod ws;
+mod zhttp_session;
 pub use fanout::SharedFrame;
 pub use id::{ConnId, CONN_ID_BYTES_MAX};
 pub use pool::{Handlers, Pool};
+
+use http::{HttpExchange, Next};
+use m2::M2Conn;
+use transport::{Link, Timer, Transport};
+use ws::WsSession;
+use zhttp_session::ZhttpSession;
 
 /// Heap bytes of a WebSocket's decoder, held only mid-frame or mid-message (`--sizes`).
 pub const WS_DECODER_BYTES: usize = std::mem::size_of::<ws::WsRx>();
@@ -69,133 +95,54 @@ pub struct HandlerPacket<'a> {
     pub buf: &'a [u8],
 }
 
+/// What a connection asks of the world, in the order the worker must carry it out.
+#[must_use]
+#[derive(Debug)]
+pub enum Output {
+    /// A packet for a handler, through the bridge.
+    Packet(OutPacket),
+    /// An I/O command for the runtime (for this connection's slot, or its backend's).
+    Io(Command),
+    /// A Mongrel2 `Proxy` route needs a backend connection to this address: the worker
+    /// picks a slot, issues the `Connect`, and answers with `Conn::handle_backend_slot`.
+    Backend(SocketAddr),
+}
+
 /// Everything a `handle_*` call may touch besides the connection itself.
 pub struct Ctx<'a> {
     pub now: Instant,
     pub settings: &'a Settings,
     pub slot: u32,
-    pub packets: &'a mut Vec<OutPacket>,
     pub pool: &'a mut Pool,
     pub handlers: &'a mut Handlers,
     /// The worker's request counter (the `N` of new session ids).
     pub counter: &'a mut u64,
+    /// Where the connection's outputs go, in order.
+    pub out: &'a mut Vec<Output>,
 }
 
-/// Where a connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Reading a request head (or idle between requests).
-    Head,
-    /// A request is with a handler.
-    Session,
-    /// The last response is queued; flush, then shut down writing and linger.
-    Draining,
-    /// Writing is shut down; read and discard until the peer closes or the linger ends.
-    Lingering,
-    /// `Close` was issued; waiting for the runtime's `handle_closed`.
-    Closed,
+impl Ctx<'_> {
+    /// Queues a packet for a handler.
+    fn packet(&mut self, p: OutPacket) {
+        self.out.push(Output::Packet(p));
+    }
 }
 
-/// Deadlines a connection may have; the slot's timer is the earliest.
-#[derive(Clone, Copy)]
-enum Timer {
-    /// Client inactivity (stream) or the whole cycle (req).
-    Client = 0,
-    /// No handler has taken the request yet: 503 when it fires.
-    HandlerWait = 1,
-    /// No packet from the handler for 60 s: drop the session.
-    Expiry = 2,
-    /// Lingering close.
-    Linger = 3,
-    /// Credits owed to the handler that were held back (`limits::CREDIT_RETURN_DELAY_MS`).
-    Credit = 4,
-}
-const TIMERS: usize = 5;
-
-/// How the request body arrives.
-#[derive(Debug)]
-enum Body {
-    None,
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>),
-    /// The chunked body is fully decoded; `carry` holds what is not sent yet.
-    ChunkedDone,
+/// What the connection's bytes mean now (see the module's docs). Illegal combinations of
+/// protocol state are unrepresentable: each variant holds only its own.
+enum Session {
+    /// ZHTTP between requests. `Version`: the last request's, for an error response to
+    /// what follows it.
+    Idle(Version),
+    Http(HttpExchange),
+    Ws(WsSession),
+    M2(Box<M2Conn>),
 }
 
-/// The response being written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    CloseDelimited,
-    None,
-}
-
+/// A client connection: the shell and its session.
 pub struct Conn {
-    mode: Mode,
-    /// The TLS session of a connection on a tls listener.
-    tls: Option<Box<tls::TlsConn>>,
-    peer: Option<SocketAddr>,
-    state: State,
-    /// Per-worker request counter: the `N` of the session id `W-S-N`.
-    counter: u64,
-    seq_out: u32,
-    seq_in: u32,
-    /// The handler that owns the session: the `from` of its latest packet.
-    handler: Option<Arc<Addr>>,
-    /// Request-body bytes the handler has granted.
-    credits: u64,
-    /// Response-body bytes the handler may still send before we return credits.
-    budget: u64,
-    /// Credits earned by bytes written to the client, not yet returned.
-    credits_owed: u32,
-    /// The largest body the handler has sent in one packet this session: credits go back at
-    /// once while its budget is below this, so a handler that waits for a whole message's
-    /// worth of credits is not held back by the delayed return.
-    packet_max: u32,
-    body: Body,
-    /// Decoded request body not yet sent (chunked bodies, and req mode's whole body).
-    carry: Vec<u8>,
-    /// Received bytes not consumed yet: a partial head, body past the credits, or the next
-    /// pipelined request. Invariant: empty (no capacity) while the connection is idle.
-    spill: Vec<u8>,
-    /// Bytes for the client not yet handed to the runtime.
-    out: Vec<u8>,
-    /// Response-body bytes in `out` (credits to return once written).
-    out_body: u64,
-    /// Response-body bytes in the send in flight; `Some` while a send is in flight.
-    sending: Option<u64>,
-    framing: Framing,
-    version: Version,
-    keep_alive: bool,
-    head_request: bool,
-    expect_continue: bool,
-    handler_seen: bool,
-    response_started: bool,
-    response_done: bool,
-    body_done: bool,
-    handoff: bool,
-    /// The handler's latest data packet for this session named many ids (a fan-out): the
-    /// credits its frames earn may be held back (`credits_earned`). Condure returns credits
-    /// per write, and zring does so too for packets to one id, but a broadcast handler
-    /// cannot pace on 100,000 credit packets and one round should not cost them.
-    fanout: bool,
-    paused: bool,
-    eof: bool,
-    shutdown_sent: bool,
-    close_sent: bool,
-    /// Received bytes kept before reading pauses: one request head (stream), or a head and
-    /// a whole body (req).
-    spill_max: u32,
-    /// Milliseconds since `Settings::epoch`, 0 when unset.
-    deadlines: [u64; TIMERS],
-    /// WebSocket decoder and handshake state; `None` for HTTP and for an idle WebSocket.
-    ws: Option<Box<ws::WsRx>>,
-    /// permessage-deflate, when negotiated.
-    deflate: Option<Box<ws::WsDeflate>>,
-    wsf: ws::WsFlags,
-    /// Mongrel2 mode (`--m2-config`): see `m2.rs`.
-    m2: Option<Box<m2::M2Conn>>,
+    t: Transport,
+    session: Session,
 }
 
 impl Conn {
@@ -207,109 +154,75 @@ impl Conn {
         peer: Option<SocketAddr>,
     ) -> Conn {
         let mut c = Conn {
-            mode,
-            tls: tls.map(tls::TlsConn::new),
-            peer,
-            state: State::Head,
-            counter: 0,
-            seq_out: 0,
-            seq_in: 0,
-            handler: None,
-            credits: 0,
-            budget: 0,
-            credits_owed: 0,
-            packet_max: 0,
-            body: Body::None,
-            carry: Vec::new(),
-            spill: Vec::new(),
-            out: Vec::new(),
-            out_body: 0,
-            sending: None,
-            framing: Framing::None,
-            version: Version::Http11,
-            keep_alive: false,
-            head_request: false,
-            expect_continue: false,
-            handler_seen: false,
-            response_started: false,
-            response_done: false,
-            body_done: false,
-            handoff: false,
-            fanout: false,
-            paused: false,
-            eof: false,
-            shutdown_sent: false,
-            close_sent: false,
-            spill_max: (s.buffer_size
-                + if mode == Mode::Req {
-                    s.body_buffer_size
-                } else {
-                    0
-                }) as u32,
-            deadlines: [0; TIMERS],
-            ws: None,
-            deflate: None,
-            wsf: ws::WsFlags::default(),
-            m2: None,
+            t: Transport::new(s, mode, tls.map(tls::TlsConn::new), peer),
+            session: Session::Idle(Version::Http11),
         };
-        match c.tls {
-            Some(_) => c.tls_handshake_deadline(now, s),
-            None => c.touch_client(now, s),
+        match c.t.tls {
+            Some(_) => c.t.tls_handshake_deadline(now, s),
+            None => c.t.touch_client(now, s, true),
         }
         c
     }
 
+    /// Makes this a Mongrel2 connection of server `server` with id `id` (the worker, at
+    /// accept).
+    pub fn m2_attach(&mut self, setup: &crate::m2serve::Setup, server: u16, id: u32) {
+        self.session = Session::M2(M2Conn::new(&mut self.t, setup, server, id));
+    }
+
+    /// The Mongrel2 id, for the worker's id table.
+    pub fn m2_id(&self) -> Option<u32> {
+        match &self.session {
+            Session::M2(m) => Some(m.id),
+            _ => None,
+        }
+    }
+
     /// True once `Close` was issued: the slot waits for `handle_closed`.
     pub fn is_closed(&self) -> bool {
-        self.state == State::Closed
+        self.t.link == Link::Closed
     }
 
-    /// The counter part of the current session id, when a session is open.
+    /// The counter part of the current session id, while a ZHTTP session is open.
     pub fn session_counter(&self) -> Option<u64> {
-        (self.state == State::Session).then_some(self.counter)
-    }
-
-    pub fn deadline(&self, s: &Settings) -> Option<Instant> {
-        if self.state == State::Closed {
+        if !self.t.is_open() {
             return None;
         }
-        let ms = self.deadlines.iter().filter(|&&d| d != 0).min()?;
-        Some(s.epoch + Duration::from_millis(*ms))
-    }
-
-    fn set_timer(&mut self, s: &Settings, t: Timer, at: Instant) {
-        // Whole milliseconds since the worker's epoch, rounded up so it never fires early;
-        // half the size of an `Instant`. At least 1, since 0 means unset.
-        let us = at.saturating_duration_since(s.epoch).as_micros();
-        self.deadlines[t as usize] = (us.div_ceil(1000) as u64).max(1);
-    }
-
-    fn clear_timer(&mut self, t: Timer) {
-        self.deadlines[t as usize] = 0;
-    }
-
-    fn touch_client(&mut self, now: Instant, s: &Settings) {
-        if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
-            return; // the handshake deadline stands
-        }
-        let d = match self.mode {
-            Mode::Stream => s.stream_timeout,
-            Mode::Req => s.req_timeout,
-        };
-        // req mode times the whole cycle: only (re)start it between requests.
-        if self.mode == Mode::Stream || self.state == State::Head {
-            self.set_timer(s, Timer::Client, now + d);
+        match &self.session {
+            Session::Http(x) => Some(x.z.counter),
+            Session::Ws(w) => Some(w.z.counter),
+            _ => None,
         }
     }
 
-    /// The current session's id, as it goes on the wire.
-    fn id(&self, s: &Settings, slot: u32) -> ArrayVec<u8, CONN_ID_BYTES_MAX> {
-        ConnId {
-            worker: s.worker,
-            slot,
-            counter: self.counter,
+    /// When the worker must call `handle_timeout` next.
+    pub fn poll_timeout(&self, s: &Settings) -> Option<Instant> {
+        self.t.deadline(s)
+    }
+
+    /// The ZHTTP session's shared part, while one is open.
+    fn zhttp(&mut self) -> Option<&mut ZhttpSession> {
+        match &mut self.session {
+            Session::Http(x) => Some(&mut x.z),
+            Session::Ws(w) => Some(&mut w.z),
+            _ => None,
         }
-        .encode()
+    }
+
+    /// Restarts the client's inactivity timer.
+    fn touch_client(&mut self, cx: &Ctx) {
+        let between = self.t.is_open() && matches!(self.session, Session::Idle(_));
+        self.t.touch_client(cx.now, cx.settings, between);
+    }
+
+    /// Tells the handler of an open ZHTTP session that the client is gone.
+    fn cancel_session(&mut self, cx: &mut Ctx) {
+        let Conn { t, session } = self;
+        match session {
+            Session::Http(x) => x.z.cancel(t, cx),
+            Session::Ws(w) => w.z.cancel(t, cx),
+            _ => {}
+        }
     }
 
     // ---- inputs ----
@@ -318,13 +231,10 @@ impl Conn {
     pub fn handle_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
         // Closed: the runtime may still deliver this batch's reads before it runs `Close`.
         // Lingering/Draining: the response that ends the connection is queued; discard.
-        if matches!(
-            self.state,
-            State::Closed | State::Lingering | State::Draining
-        ) {
+        if !self.t.is_open() {
             return;
         }
-        if self.tls.is_some() {
+        if self.t.tls.is_some() {
             return self.tls_recv(cx, data);
         }
         self.recv_plain(cx, data);
@@ -332,39 +242,37 @@ impl Conn {
 
     /// Plaintext from the client (decrypted first on a TLS connection).
     fn recv_plain(&mut self, cx: &mut Ctx, data: &mut [u8]) {
-        self.touch_client(cx.now, cx.settings);
-        if self.m2.is_some() {
-            return self.m2_recv(cx, data);
+        self.touch_client(cx);
+        let Conn { t, session } = self;
+        match session {
+            Session::M2(m) => return m.recv(t, cx, data),
+            Session::Ws(w) => return w.recv(t, cx, data),
+            Session::Idle(_) | Session::Http(_) => {}
         }
-        if self.wsf.phase != ws::Phase::None {
-            return self.ws_recv(cx, data);
-        }
-        if self.spill.is_empty() {
+        if self.t.spill.is_empty() {
             let n = self.process(cx, data);
-            if n < data.len() && self.state != State::Closed {
-                self.spill = cx.pool.take();
-                self.spill.extend_from_slice(&data[n..]);
+            if n < data.len() && self.t.link != Link::Closed {
+                self.t.spill = cx.pool.take();
+                self.t.spill.extend_from_slice(&data[n..]);
             }
         } else {
-            self.spill.extend_from_slice(data);
+            self.t.spill.extend_from_slice(data);
             self.reprocess(cx);
         }
     }
 
     /// The client closed its side or the socket failed.
     pub fn handle_eof(&mut self, cx: &mut Ctx) {
-        if self.m2.is_some() {
-            self.m2_eof(cx);
+        if let Session::M2(m) = &mut self.session {
+            m.eof(&mut self.t, cx);
         }
-        self.eof = true;
-        match self.state {
-            State::Closed => {}
-            State::Lingering => self.close(cx),
-            State::Draining => {} // keep flushing; close when done
-            State::Head => self.close(cx),
-            State::Session => {
-                self.cancel(cx);
-                self.close(cx);
+        self.t.eof = true;
+        match self.t.link {
+            Link::Closed | Link::Draining => {} // draining: keep flushing; close when done
+            Link::Lingering => self.t.close(cx.pool),
+            Link::Open => {
+                self.cancel_session(cx);
+                self.t.close(cx.pool);
             }
         }
     }
@@ -372,176 +280,129 @@ impl Conn {
     /// The runtime wrote the last `Send` completely.
     pub fn handle_sent(&mut self, cx: &mut Ctx, buf: Vec<u8>) {
         let body = self
+            .t
             .sending
             .take()
             .expect("handle_sent without a send in flight");
-        if self.m2.is_some() {
-            self.m2_sent(cx, buf.len());
+        if let Session::M2(m) = &mut self.session {
+            m.sent(cx, buf.len());
         }
         cx.pool.give(buf);
-        // At most what the handler sent under its budget, itself at most `--buffer-size`
-        // plus what was returned: well within u32.
-        self.credits_owed = self.credits_owed.saturating_add(body as u32);
-        self.touch_client(cx.now, cx.settings);
-        if self.state == State::Session {
-            self.credits_earned(cx);
-            self.maybe_finish_request(cx);
+        if let Some(z) = self.zhttp() {
+            // At most what the handler sent under its budget, itself at most
+            // `--buffer-size` plus what was returned: well within u32.
+            z.credits_owed = z.credits_owed.saturating_add(body as u32);
+        }
+        self.touch_client(cx);
+        let Conn { t, session } = self;
+        let next = match session {
+            Session::Http(x) => x.sent(t, cx),
+            Session::Ws(w) if t.is_open() => {
+                w.z.credits_earned(t, cx);
+                Next::Stay
+            }
+            _ => Next::Stay,
+        };
+        if next == Next::NextRequest {
+            self.next_request(cx);
         }
     }
 
     /// A handler packet naming this connection's session (`seq` from the packet's id entry).
     pub fn handle_packet(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>, seq: Option<u32>) {
-        if !self.accept_packet(cx, pkt, seq) {
-            return;
-        }
-        if self.wsf.phase != ws::Phase::None {
-            return self.ws_packet(cx, pkt);
-        }
-        let p = &pkt.packet;
-        match p.kind {
-            Kind::Data => self.handle_data(cx, pkt),
-            Kind::Credit => {
-                self.credits += u64::from(p.credits.unwrap_or(0));
-                self.pump(cx);
+        let Conn { t, session } = self;
+        let next = match session {
+            Session::Http(x) => x.handle_packet(t, cx, pkt, seq),
+            Session::Ws(w) => {
+                w.handle_packet(t, cx, pkt, seq);
+                Next::Stay
             }
-            Kind::KeepAlive => {}
-            Kind::HandoffStart => {
-                self.send_packet(cx, |out, from, id, seq| {
-                    zhttp::encode_control(out, from, id, seq, Kind::HandoffProceed)
-                });
-                self.handoff = true;
-            }
-            Kind::Cancel | Kind::Error => {
-                // The handler ended the session itself: nothing goes back to it (no
-                // handler address means `cancel` sends nothing).
-                self.handler = None;
-                if self.response_started {
-                    self.close(cx);
-                } else {
-                    self.fail_no_response(cx);
-                }
-            }
-            _ => {
-                crate::log!(
-                    crate::log::DEBUG,
-                    "conn",
-                    "ignoring {:?} on an HTTP session",
-                    p.kind
-                );
-            }
+            // The session ended; a late packet is dropped as Condure does.
+            Session::Idle(_) | Session::M2(_) => Next::Stay,
+        };
+        if next == Next::NextRequest {
+            self.next_request(cx);
         }
-        if let Some(c) = p.credits.filter(|_| p.kind == Kind::Data) {
-            self.credits += u64::from(c);
-            self.pump(cx);
-        }
-        self.maybe_finish_request(cx);
     }
 
-    /// What every handler packet for the session does first: drop it if the session is
-    /// over, check its `seq` (failing the session if it is wrong), follow the handler's
-    /// address, and refresh the session's timers. False when the packet goes no further.
-    fn accept_packet(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>, seq: Option<u32>) -> bool {
-        if self.state != State::Session {
-            return false; // the session ended; a late packet is dropped as Condure does
-        }
-        let p = &pkt.packet;
-        let buf = pkt.buf;
-        if p.kind == Kind::Data {
-            self.fanout = p.ids.len() > 1;
-        }
-        if let Some(seq) = seq {
-            if seq != self.seq_in {
-                crate::log!(
-                    crate::log::DEBUG,
-                    "conn",
-                    "bad seq {seq}, expected {}",
-                    self.seq_in
-                );
-                // Packets were lost or reordered: the session can't go on. The handler
-                // caused it, so no cancel goes back; the client keeps what was queued.
-                self.handler = None;
-                self.fail(
-                    cx,
-                    502,
-                    "Bad Gateway",
-                    "The handler's packets arrived out of order.\n",
-                );
-                return false;
+    /// A handler data packet for many ids, from which `frame` was built: an open WebSocket
+    /// that can take the shared frame as it is sends it from there (no copy); anything else
+    /// handles the packet as `handle_packet` does.
+    pub fn handle_packet_shared(
+        &mut self,
+        cx: &mut Ctx,
+        pkt: HandlerPacket<'_>,
+        seq: Option<u32>,
+        frame: &SharedFrame,
+    ) {
+        if let Session::Ws(w) = &mut self.session {
+            if w.handle_packet_shared(&mut self.t, cx, pkt, seq, frame) {
+                return;
             }
         }
-        self.seq_in = self.seq_in.wrapping_add(1);
-        if let Some(from) = p.from {
-            let from = from.get(buf);
-            if self.handler.as_deref().map(|a| &a[..]) != Some(from) {
-                self.handler = cx.handlers.intern(from);
-            }
+        self.handle_packet(cx, pkt, seq);
+    }
+
+    /// A Mongrel2 handler reply naming this connection: what it asks, and its raw body.
+    pub fn handle_m2_reply(&mut self, cx: &mut Ctx, kind: ReplyKind, body: &[u8]) {
+        if let Session::M2(m) = &mut self.session {
+            m.handle_reply(&mut self.t, cx, kind, body);
         }
-        if !self.handler_seen {
-            self.handler_seen = true;
-            self.clear_timer(Timer::HandlerWait);
-        }
-        if self.mode == Mode::Stream {
-            self.set_timer(
-                cx.settings,
-                Timer::Expiry,
-                cx.now + Duration::from_millis(limits::SESSION_EXPIRY_MS),
-            );
-        }
-        self.handoff = false;
-        true
     }
 
     /// A deadline of this connection may have passed.
     pub fn handle_timeout(&mut self, cx: &mut Ctx) {
-        if self.m2.is_some() {
-            self.m2_timeout(cx);
+        let (s, now) = (cx.settings, cx.now);
+        let Conn { t, session } = self;
+        if let Session::M2(m) = session {
+            m.timeout(t, cx);
         }
-        let now = cx.now;
-        let now_ms = now.saturating_duration_since(cx.settings.epoch).as_millis() as u64;
-        let due = |t: Timer, c: &Conn| {
-            let d = c.deadlines[t as usize];
-            d != 0 && d <= now_ms
-        };
-        if due(Timer::Linger, self) {
-            return self.close(cx);
+        if t.due(s, now, Timer::Linger) {
+            return t.close(cx.pool);
         }
-        if due(Timer::HandlerWait, self) {
-            self.clear_timer(Timer::HandlerWait);
-            if self.state == State::Session && self.wsf.phase == ws::Phase::Open {
-                return self.ws_close_wait_expired(cx);
-            }
-            if self.state == State::Session && !self.handler_seen {
-                return self.fail(
-                    cx,
-                    503,
-                    "Service Unavailable",
-                    "No handler is available to answer this request.\n",
-                );
-            }
-        }
-        if due(Timer::Credit, self) {
-            self.clear_timer(Timer::Credit);
-            if self.state == State::Session {
-                self.return_credits(cx);
+        if t.due(s, now, Timer::HandlerWait) {
+            t.clear_timer(Timer::HandlerWait);
+            match session {
+                Session::Ws(w) if t.is_open() && w.flags.phase == ws::Phase::Open => {
+                    return w.close_wait_expired(t, cx);
+                }
+                Session::Http(HttpExchange { z, .. }) | Session::Ws(WsSession { z, .. })
+                    if t.is_open() && !z.handler_seen =>
+                {
+                    return z.fail(
+                        t,
+                        cx,
+                        503,
+                        "Service Unavailable",
+                        "No handler is available to answer this request.\n",
+                    );
+                }
+                _ => {}
             }
         }
-        if due(Timer::Expiry, self) && self.m2.is_some() && self.m2_proxy_timeout(cx) {
-            return;
+        if t.due(s, now, Timer::Credit) {
+            t.clear_timer(Timer::Credit);
+            if let (true, Some(z)) = (t.is_open(), zhttp_of(session)) {
+                z.return_credits(t, cx);
+            }
         }
-        if due(Timer::Expiry, self) {
+        if t.due(s, now, Timer::Expiry) {
+            if let Session::M2(m) = session {
+                if m.proxy_timeout(t, cx) {
+                    return;
+                }
+            }
             crate::log!(
                 crate::log::DEBUG,
                 "conn",
                 "session expired: no packet from the handler for 60 s"
             );
-            return self.close(cx);
+            return t.close(cx.pool);
         }
-        if due(Timer::Client, self) {
-            self.clear_timer(Timer::Client);
-            if self.state == State::Session {
-                self.cancel(cx);
-            }
-            self.close(cx);
+        if t.due(s, now, Timer::Client) {
+            t.clear_timer(Timer::Client);
+            self.cancel_session(cx);
+            self.t.close(cx.pool);
         }
     }
 
@@ -549,126 +410,136 @@ impl Conn {
     pub fn handle_shutdown(&mut self, cx: &mut Ctx) {
         // Reading is over: what is queued is flushed, then the connection closes without
         // lingering (a lingering `shutdown` per connection would hold up the exit).
-        self.eof = true;
-        if self.state == State::Session && self.wsf.phase == ws::Phase::Open {
-            // A WebSocket client is told why (1001), then the close drains as usual.
-            return self.ws_fail(cx, crate::proto::ws::close_code::GOING_AWAY, "");
+        self.t.eof = true;
+        if let Session::Ws(w) = &mut self.session {
+            if self.t.is_open() && w.flags.phase == ws::Phase::Open {
+                // A WebSocket client is told why (1001), then the close drains as usual.
+                let code = crate::proto::ws::close_code::GOING_AWAY;
+                return w.fail(&mut self.t, cx, code, "");
+            }
         }
-        if self.state == State::Session {
-            self.cancel(cx);
-        }
-        self.close(cx);
+        self.cancel_session(cx);
+        self.t.close(cx.pool);
     }
 
     /// Returns the keep-alive this session owes its handler, consuming a `seq`.
     pub fn keep_alive(&mut self) -> Option<(&Addr, u64, u32)> {
-        if self.state != State::Session || self.handoff || self.mode != Mode::Stream {
-            return None;
-        }
-        let addr: &Addr = self.handler.as_ref()?;
-        let seq = self.seq_out;
-        self.seq_out += 1;
-        Some((addr, self.counter, seq))
+        let Conn { t, session } = self;
+        zhttp_of(session)?.keep_alive(t)
     }
 
-    /// Collects the I/O commands this connection needs now.
-    pub fn poll_io(
-        &mut self,
-        slot: u32,
-        paused_by_worker: bool,
-        cmds: &mut std::collections::VecDeque<Command>,
-        pool: &mut Pool,
-    ) {
-        if self.m2.is_some() {
-            self.m2_proxy_poll(cmds);
-        }
-        if self.state == State::Closed {
-            if !self.close_sent {
-                self.close_sent = true;
-                cmds.push_back(Command::Close { slot });
-            }
-            return;
-        }
-        let wire_pending = self.tls.as_ref().is_some_and(|t| t.has_wire());
-        if self.sending.is_none() && (!self.out.is_empty() || wire_pending) {
-            let buf = match self.tls.as_mut() {
-                None => std::mem::take(&mut self.out),
-                Some(t) => match t.seal(&mut self.out, pool) {
-                    Ok(wire) => wire,
-                    Err(e) => {
-                        crate::log!(crate::log::DEBUG, "tls", "{e}: closing");
-                        self.close_with(pool);
-                        self.close_sent = true;
-                        cmds.push_back(Command::Close { slot });
-                        return;
-                    }
-                },
-            };
-            self.ws_sending();
-            self.sending = Some(std::mem::take(&mut self.out_body));
-            cmds.push_back(Command::Send { slot, buf });
-        }
-        if self.sending.is_none() && self.state == State::Draining && self.eof {
-            if let Some(buf) = self.tls.as_mut().and_then(|t| t.close_notify(pool)) {
-                // No lingering, but TLS still ends with close_notify (RFC 8446 §6.1).
-                self.sending = Some(0);
-                cmds.push_back(Command::Send { slot, buf });
-                return;
-            }
-            self.state = State::Closed;
-            self.close_sent = true;
-            cmds.push_back(Command::Close { slot });
-            return;
-        }
-        if self.sending.is_none() && self.state == State::Draining && !self.shutdown_sent {
-            if let Some(buf) = self.tls.as_mut().and_then(|t| t.close_notify(pool)) {
-                // TLS ends with close_notify before the TCP shutdown (RFC 8446 §6.1).
-                self.sending = Some(0);
-                cmds.push_back(Command::Send { slot, buf });
-                return;
-            }
-            self.shutdown_sent = true;
-            self.state = State::Lingering;
-            cmds.push_back(Command::ShutdownWrite { slot });
-        }
-        let want_pause = paused_by_worker || self.spill.len() >= self.spill_max as usize;
-        if want_pause != self.paused && !self.eof {
-            self.paused = want_pause;
-            cmds.push_back(if want_pause {
-                Command::PauseRecv { slot }
-            } else {
-                Command::ResumeRecv { slot }
-            });
+    // ---- Mongrel2 proxy backends ----
+
+    /// Backend slots this connection still holds (the worker closes them if the client
+    /// slot goes without `flush` having done it).
+    pub fn backend_slots(&self) -> ArrayVec<u32, 5> {
+        match &self.session {
+            Session::M2(m) => m.backend_slots(),
+            _ => ArrayVec::new(),
         }
     }
 
-    // ---- request side ----
+    /// The worker's answer to `Output::Backend`: the slot it connects (`None`: none free).
+    pub fn handle_backend_slot(&mut self, cx: &mut Ctx, slot: Option<u32>) {
+        if let Session::M2(m) = &mut self.session {
+            m.backend_assign(&mut self.t, cx, slot);
+        }
+    }
+
+    pub fn handle_backend_connected(&mut self, cx: &mut Ctx, slot: u32, ok: bool) {
+        if let Session::M2(m) = &mut self.session {
+            m.backend_connected(&mut self.t, cx, slot, ok);
+        }
+    }
+
+    pub fn handle_backend_sent(&mut self, cx: &mut Ctx, slot: u32, buf: Vec<u8>) {
+        match &mut self.session {
+            Session::M2(m) => m.backend_sent(&mut self.t, cx, slot, buf),
+            _ => cx.pool.give(buf),
+        }
+    }
+
+    pub fn handle_backend_recv(&mut self, cx: &mut Ctx, slot: u32, data: &[u8]) {
+        if let Session::M2(m) = &mut self.session {
+            m.backend_recv(&mut self.t, cx, slot, data);
+        }
+    }
+
+    pub fn handle_backend_eof(&mut self, cx: &mut Ctx, slot: u32) {
+        if let Session::M2(m) = &mut self.session {
+            m.backend_eof(&mut self.t, cx, slot);
+        }
+    }
+
+    // ---- output ----
+
+    /// Emits the I/O this connection's state calls for now (see the module's contract).
+    /// `paused_by_worker`: the worker's outbox is full, so reading pauses.
+    pub fn flush(&mut self, cx: &mut Ctx, paused_by_worker: bool) {
+        if let Session::M2(m) = &mut self.session {
+            m.proxy_flush(&self.t, cx);
+            if let Some(addr) = m.backend_wanted(&self.t) {
+                cx.out.push(Output::Backend(addr));
+            }
+        }
+        let sent = self.t.flush(cx, paused_by_worker);
+        if let (true, Session::Ws(w)) = (sent, &mut self.session) {
+            w.frames_sent();
+        }
+    }
+
+    // ---- ZHTTP requests ----
+
+    /// The response is written and the connection is kept: read the next request.
+    fn next_request(&mut self, cx: &mut Ctx) {
+        let version = match &self.session {
+            Session::Http(x) => x.z.version,
+            _ => Version::Http11,
+        };
+        self.session = Session::Idle(version);
+        self.t.clear_timer(Timer::HandlerWait);
+        self.t.clear_timer(Timer::Expiry);
+        self.touch_client(cx);
+        if !self.t.spill.is_empty() {
+            self.reprocess(cx); // the next pipelined request
+        }
+    }
 
     fn reprocess(&mut self, cx: &mut Ctx) {
-        let mut input = std::mem::take(&mut self.spill);
+        let mut input = std::mem::take(&mut self.t.spill);
         let n = self.process(cx, &input);
         input.drain(..n);
-        if input.is_empty() || self.state == State::Closed {
+        if input.is_empty() || self.t.link == Link::Closed {
             cx.pool.give(input);
         } else {
-            self.spill = input;
+            self.t.spill = input;
         }
     }
 
-    /// Consumes what it can of `input`; returns the bytes consumed.
+    /// Consumes what it can of `input` (heads, and bodies under the credits); returns the
+    /// bytes consumed.
     fn process(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
         let mut used = 0;
-        // Bounded: each turn either consumes input or changes state, and a request ends only
+        // Bounded: each turn consumes input or starts an exchange, and an exchange ends only
         // after its response, which needs an outside event.
         loop {
-            let before = (used, self.state);
-            match self.state {
-                State::Head => used += self.parse_head(cx, &input[used..]),
-                State::Session => used += self.feed_body(cx, &input[used..]),
-                _ => return input.len(), // draining: the rest is discarded
+            if !self.t.is_open() {
+                return input.len(); // draining: the rest is discarded
             }
-            if (used, self.state) == before || used == input.len() && self.state != State::Head {
-                return used;
+            let Conn { t, session } = self;
+            match session {
+                Session::Idle(_) => {
+                    let n = self.parse_head(cx, &input[used..]);
+                    if n == 0 && matches!(self.session, Session::Idle(_)) {
+                        return used;
+                    }
+                    used += n;
+                }
+                Session::Http(x) => return used + x.feed(t, cx, &input[used..]),
+                // What follows an upgrade head is frames: they wait in `spill` until the
+                // handler accepts the upgrade.
+                Session::Ws(_) => return used,
+                Session::M2(_) => unreachable!("Mongrel2 connections read through m2"),
             }
             if used == input.len() {
                 return used;
@@ -676,6 +547,8 @@ impl Conn {
         }
     }
 
+    /// A request head from `input` (and, in req mode, its whole body): starts the exchange
+    /// and returns the bytes it took; 0 until the head (and body) are all here.
     fn parse_head(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
         if input.is_empty() {
             return 0;
@@ -686,12 +559,12 @@ impl Conn {
             Ok(http1::Status::Complete(r)) => r,
             Err(e) => {
                 let (code, reason) = e.status();
-                self.fail(cx, code, reason, &format!("{reason}\n"));
+                self.fail_idle(cx, code, reason, &format!("{reason}\n"));
                 return input.len();
             }
         };
         let head_len = req.head_len;
-        if self.mode == Mode::Stream || req.upgrade_websocket {
+        if self.t.mode == Mode::Stream || req.upgrade_websocket {
             self.start_request(cx, &req, b"");
             return head_len;
         }
@@ -701,7 +574,7 @@ impl Conn {
         let rest = &input[head_len..];
         match req.body {
             BodyKind::Length(n) if n > limit as u64 => {
-                self.fail(
+                self.fail_idle(
                     cx,
                     413,
                     "Payload Too Large",
@@ -749,7 +622,7 @@ impl Conn {
                     }
                     Ok(false) => 0,
                     Err((code, reason)) => {
-                        self.fail(cx, code, reason, &format!("{reason}\n"));
+                        self.fail_idle(cx, code, reason, &format!("{reason}\n"));
                         input.len()
                     }
                 };
@@ -759,55 +632,53 @@ impl Conn {
         }
     }
 
-    fn start_request(&mut self, cx: &mut Ctx, req: &http1::Request, body: &[u8]) {
-        self.version = req.version;
-        self.keep_alive = req.keep_alive;
-        self.head_request = req.method == "HEAD";
-        self.expect_continue = req.expect_continue && req.version == Version::Http11;
-        *cx.counter += 1;
-        self.counter = *cx.counter;
-        self.seq_out = 0;
-        self.seq_in = 0;
-        self.handler = None;
-        self.handler_seen = false;
-        self.credits = 0;
-        self.budget = cx.settings.buffer_size as u64;
-        self.credits_owed = 0;
-        self.packet_max = 0;
-        self.fanout = false;
-        self.clear_timer(Timer::Credit);
-        self.response_started = false;
-        self.response_done = false;
-        self.handoff = false;
-        self.body = match req.body {
-            BodyKind::None => Body::None,
-            BodyKind::Length(0) => Body::None,
-            BodyKind::Length(n) => Body::Length(n),
-            BodyKind::Chunked => Body::Chunked(Box::default()),
+    /// An error response to input that starts no exchange, then drain.
+    fn fail_idle(&mut self, cx: &mut Ctx, code: u16, reason: &str, body: &str) {
+        let version = match self.session {
+            Session::Idle(v) => v,
+            _ => Version::Http11,
         };
-        self.body_done = matches!(self.body, Body::None);
-        self.ws = None;
-        self.deflate = None;
-        self.wsf = ws::WsFlags::default();
-        if req.upgrade_websocket {
-            if self.mode == Mode::Req {
+        zhttp_session::write_error(&mut self.t, cx, version, code, reason, body);
+        self.t.drain(cx);
+    }
+
+    /// A request head was read: its exchange (or WebSocket session) starts, and its first
+    /// packet goes to a handler.
+    fn start_request(&mut self, cx: &mut Ctx, req: &http1::Request, body: &[u8]) {
+        self.t.clear_timer(Timer::Credit);
+        let z = ZhttpSession::new(cx, req.version);
+        let websocket = req.upgrade_websocket;
+        let mut deflate = false;
+        if websocket {
+            if self.t.mode == Mode::Req {
                 // Condure's answer, word for word.
-                return self.fail(
+                self.session = Session::Idle(req.version);
+                return self.fail_idle(
                     cx,
                     400,
                     "Bad Request",
                     "WebSockets not supported on req mode interface.\n",
                 );
             }
-            self.state = State::Session; // so a refusal drains like any response
-            if !self.ws_begin(cx, req) {
+            let mut w = WsSession::new(z);
+            let ok = w.begin(&mut self.t, cx, req);
+            deflate = w.deflate.is_some();
+            self.session = Session::Ws(w);
+            if !ok {
                 return;
             }
-            self.body = Body::None;
-        }
-        if let Body::Length(n) = self.body {
-            if self.mode == Mode::Req && n > cx.settings.body_buffer_size as u64 {
-                return self.fail(
+        } else {
+            let x = HttpExchange::new(z, req);
+            let too_big = x.body_length().is_some_and(|n| {
+                self.t.mode == Mode::Req && n > cx.settings.body_buffer_size as u64
+            });
+            self.session = Session::Http(x);
+            if too_big {
+                let Session::Http(x) = &mut self.session else {
+                    unreachable!()
+                };
+                return x.z.fail(
+                    &mut self.t,
                     cx,
                     413,
                     "Payload Too Large",
@@ -816,32 +687,41 @@ impl Conn {
             }
         }
         let mut uri: ArrayVec<u8, { limits::URI_BYTES_MAX + 300 }> = ArrayVec::new();
-        build_uri(
-            &mut uri,
-            self.tls.is_some(),
-            req,
-            self.wsf.phase != ws::Phase::None,
-        );
+        build_uri(&mut uri, self.t.tls.is_some(), req, websocket);
         let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
         for h in req.headers {
             headers.push((h.name.as_bytes(), h.value));
         }
         let mut peer_text: ArrayVec<u8, { limits::PEER_TEXT_BYTES_MAX }> = ArrayVec::new();
-        let peer = self.peer.map(|p| {
+        let peer = self.t.peer.map(|p| {
             use std::io::Write;
             let _ = write!(ArrayWriter(&mut peer_text), "{}", p.ip());
             p.port()
         });
         let peer = peer.map(|port| (&peer_text[..], port));
-        self.state = State::Session;
-        self.set_timer(
+        let now = cx.now;
+        self.t.set_timer(
             cx.settings,
             Timer::HandlerWait,
-            cx.now + cx.settings.handler_wait,
+            now + cx.settings.handler_wait,
         );
-        if self.mode == Mode::Req {
-            let id = self.id(cx.settings, cx.slot);
-            let mut data = Vec::with_capacity(512);
+        let expires = Some(now + cx.settings.handler_wait);
+        let mode = self.t.mode;
+        let Conn { session, .. } = self;
+        let (z, body_done) = match session {
+            Session::Http(x) => {
+                if mode == Mode::Req {
+                    x.body_sent_whole();
+                }
+                let done = x.body_done();
+                (&mut x.z, done)
+            }
+            Session::Ws(w) => (&mut w.z, true),
+            _ => unreachable!("a request starts an HTTP exchange or a WebSocket session"),
+        };
+        let id = z.id(cx);
+        let mut data = Vec::with_capacity(512);
+        if mode == Mode::Req {
             zhttp::encode_req_request(
                 &mut data,
                 &id,
@@ -851,17 +731,13 @@ impl Conn {
                 body,
                 peer,
             );
-            cx.packets.push(OutPacket {
+            cx.packet(OutPacket {
                 route: Route::Dealer,
                 data,
-                expires: Some(cx.now + cx.settings.handler_wait),
+                expires,
             });
-            self.body_done = true;
-            self.body = Body::None;
             return;
         }
-        let id = self.id(cx.settings, cx.slot);
-        let mut data = Vec::with_capacity(512);
         zhttp::encode_request_head(
             &mut data,
             &zhttp::RequestHead {
@@ -872,448 +748,32 @@ impl Conn {
                 uri: &uri,
                 headers: &headers,
                 // Condure offers 3/4 of its buffer when deflate is on (inflated data grows).
-                credits: if self.deflate.is_some() {
+                credits: if deflate {
                     (cx.settings.buffer_size * 3 / 4) as u32
                 } else {
                     cx.settings.buffer_size as u32
                 },
-                stream: self.wsf.phase == ws::Phase::None,
-                more: !self.body_done,
+                stream: !websocket,
+                more: !body_done,
                 body: b"",
                 peer,
             },
         );
-        self.seq_out = 1;
-        cx.packets.push(OutPacket {
+        z.seq_out = 1;
+        cx.packet(OutPacket {
             route: Route::Push,
             data,
-            expires: Some(cx.now + cx.settings.handler_wait),
+            expires,
         });
     }
 }
 
-impl Conn {
-    // ---- request body (stream mode) ----
-
-    /// Takes request-body bytes from `input` as far as the handler's credits allow.
-    fn feed_body(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
-        if self.body_done {
-            return 0; // pipelined input waits for the response
-        }
-        match &mut self.body {
-            Body::None | Body::ChunkedDone => 0,
-            Body::Length(_) => self.pump_length(cx, input),
-            Body::Chunked(_) => {
-                let used = self.decode_chunked(cx, input);
-                self.pump(cx);
-                used
-            }
-        }
-    }
-
-    fn pump_length(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
-        let Body::Length(remaining) = self.body else {
-            return 0;
-        };
-        if !self.may_send_body() {
-            return 0;
-        }
-        let n = remaining.min(self.credits).min(input.len() as u64);
-        if n == 0 {
-            return 0;
-        }
-        let left = remaining - n;
-        self.credits -= n;
-        self.body = if left == 0 {
-            Body::None
-        } else {
-            Body::Length(left)
-        };
-        self.body_done = left == 0;
-        let chunk = &input[..n as usize];
-        self.send_packet(cx, |out, from, id, seq| {
-            zhttp::encode_body(out, from, id, seq, chunk, left > 0)
-        });
-        n as usize
-    }
-
-    /// Decodes the next chunk's data (or the end of the body) into `carry`. One chunk at a
-    /// time, and only once `carry` is sent: Condure forwards each chunk as its own packet.
-    fn decode_chunked(&mut self, cx: &mut Ctx, input: &[u8]) -> usize {
-        if !self.carry.is_empty() || !self.may_send_body() {
-            return 0;
-        }
-        let Body::Chunked(decoder) = &mut self.body else {
-            return 0;
-        };
-        let mut used = 0;
-        // Bounded: each step consumes input or ends the loop.
-        while used < input.len() {
-            match decoder.decode(&input[used..]) {
-                Err(e) => {
-                    let (code, reason) = e.status();
-                    self.fail(cx, code, reason, &format!("{reason}\n"));
-                    return input.len();
-                }
-                Ok(d) => {
-                    used += d.consumed;
-                    if let Some(data) = d.data.filter(|d| !d.is_empty()) {
-                        if self.carry.capacity() == 0 {
-                            self.carry = cx.pool.take();
-                        }
-                        self.carry.extend_from_slice(data);
-                    }
-                    if d.done {
-                        self.body = Body::ChunkedDone;
-                        break;
-                    }
-                    if d.consumed == 0 || !self.carry.is_empty() {
-                        break;
-                    }
-                }
-            }
-        }
-        used
-    }
-
-    fn may_send_body(&self) -> bool {
-        // Condure waits for the handler's first packet (its address and credits) before
-        // sending any body, and sends nothing while a handoff is pending.
-        self.state == State::Session && self.handler.is_some() && !self.handoff
-    }
-
-    /// Sends decoded chunked body from `carry` under the credits; the last packet has no `more`.
-    fn pump(&mut self, cx: &mut Ctx) {
-        if self.expect_continue && self.credits > 0 && !self.response_started && !self.body_done {
-            self.expect_continue = false;
-            self.write_out(cx, http1::encode_continue);
-        }
-        if !self.may_send_body() || self.body_done {
-            return;
-        }
-        match self.body {
-            // Body bytes wait in `spill`; let `reprocess` feed them.
-            Body::Length(n) if n > 0 && !self.spill.is_empty() => self.reprocess(cx),
-            Body::Chunked(_) | Body::ChunkedDone => {
-                // Each chunk goes with `more` (split further if credits are short); the end
-                // of the body is a packet of its own without body or `more`, as Condure.
-                let n = (self.carry.len() as u64).min(self.credits) as usize;
-                if n > 0 {
-                    self.credits -= n as u64;
-                    let carry = std::mem::take(&mut self.carry);
-                    self.send_packet(cx, |out, from, id, seq| {
-                        zhttp::encode_body(out, from, id, seq, &carry[..n], true)
-                    });
-                    self.carry = carry;
-                    self.carry.drain(..n);
-                    if self.carry.is_empty() {
-                        cx.pool.give(std::mem::take(&mut self.carry));
-                    }
-                }
-                if matches!(self.body, Body::ChunkedDone) && self.carry.is_empty() {
-                    self.send_packet(cx, |out, from, id, seq| {
-                        zhttp::encode_body(out, from, id, seq, b"", false)
-                    });
-                    self.body_done = true;
-                    self.body = Body::None;
-                } else if self.carry.is_empty() && !self.spill.is_empty() {
-                    self.reprocess(cx);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Encodes one packet for this session's handler (ROUTER) with the next `seq`.
-    fn send_packet(&mut self, cx: &mut Ctx, f: impl FnOnce(&mut Vec<u8>, &[u8], &[u8], u32)) {
-        // The address is copied into the route; no need to touch the Arc's count.
-        let Some(addr) = self.handler.as_deref().cloned() else {
-            return;
-        };
-        let id = self.id(cx.settings, cx.slot);
-        let mut data = Vec::with_capacity(512);
-        f(&mut data, &cx.settings.instance_id, &id, self.seq_out);
-        self.seq_out += 1;
-        cx.packets.push(OutPacket {
-            route: Route::Router(addr),
-            data,
-            expires: None,
-        });
-    }
-
-    /// Bytes written to the client earned credits: return them now (frames for one id, as
-    /// Condure; or the handler is running low), else, for a fan-out, later together with
-    /// what later frames earn.
-    fn credits_earned(&mut self, cx: &mut Ctx) {
-        if self.credits_owed == 0 {
-            return;
-        }
-        let low = (cx.settings.buffer_size as u64 / 2).max(u64::from(self.packet_max));
-        if !self.fanout || self.budget < low {
-            return self.return_credits(cx);
-        }
-        if self.deadlines[Timer::Credit as usize] == 0 {
-            self.set_timer(
-                cx.settings,
-                Timer::Credit,
-                cx.now + Duration::from_millis(limits::CREDIT_RETURN_DELAY_MS),
-            );
-        }
-    }
-
-    /// The handler sent `n` body bytes under its credits.
-    fn spend_budget(&mut self, n: u64) {
-        self.budget = self.budget.saturating_sub(n);
-        self.packet_max = self.packet_max.max(n.min(u64::from(u32::MAX)) as u32);
-    }
-
-    fn return_credits(&mut self, cx: &mut Ctx) {
-        self.clear_timer(Timer::Credit);
-        if self.credits_owed == 0 || self.response_done || self.handoff || self.handler.is_none() {
-            return;
-        }
-        let n = std::mem::take(&mut self.credits_owed);
-        self.budget += u64::from(n);
-        self.send_packet(cx, |out, from, id, seq| {
-            zhttp::encode_credit(out, from, id, seq, n)
-        });
-    }
-
-    /// Tells the handler the client is gone (only if it has claimed the session: Condure).
-    fn cancel(&mut self, cx: &mut Ctx) {
-        if self.state == State::Session && !self.response_done && self.mode == Mode::Stream {
-            self.send_packet(cx, |out, from, id, seq| {
-                zhttp::encode_control(out, from, id, seq, Kind::Cancel)
-            });
-        }
-    }
-
-    // ---- response side ----
-
-    fn handle_data(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
-        let p = &pkt.packet;
-        let buf = pkt.buf;
-        let body = p.body.get(buf);
-        if self.response_done {
-            return;
-        }
-        if !self.response_started {
-            let Some(code) = p.code.filter(|c| (100..=999).contains(c)).map(|c| c as u16) else {
-                return self.fail(
-                    cx,
-                    502,
-                    "Bad Gateway",
-                    "The handler sent a response without a status.\n",
-                );
-            };
-            let more = p.more && self.mode == Mode::Stream;
-            let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
-            for (n, v) in &p.headers {
-                headers.push((n.get(buf), v.get(buf)));
-            }
-            let reason = p.reason.map(|r| r.get(buf)).unwrap_or(b"");
-            // Body still unread means this connection cannot carry another request.
-            let context = http1::ResponseContext {
-                version: self.version,
-                head_request: self.head_request,
-                keep_alive: self.keep_alive && (self.body_done || self.mode == Mode::Req),
-            };
-            let Ok(framing) =
-                http1::choose_framing(context, code, &headers, more, body.len() as u64)
-            else {
-                return self.fail_invalid_response(cx);
-            };
-            self.keep_alive = framing.keep_alive;
-            self.framing = match framing.body {
-                _ if !framing.send_body => Framing::None,
-                http1::ResponseBody::Length(n) => Framing::Length(n),
-                http1::ResponseBody::Chunked => Framing::Chunked,
-                http1::ResponseBody::CloseDelimited => Framing::CloseDelimited,
-                http1::ResponseBody::None => Framing::None,
-            };
-            let head = http1::ResponseHead {
-                version: self.version,
-                code,
-                reason,
-                headers: &headers,
-                body: framing.body,
-                keep_alive: framing.keep_alive,
-            };
-            let mut written = true;
-            self.write_out(cx, |out| {
-                written = http1::encode_response_head(out, &head).is_ok()
-            });
-            if !written {
-                return self.fail_invalid_response(cx);
-            }
-            self.response_started = true;
-        } else if p.more && body.len() as u64 > self.budget {
-            // Only streamed packets are held to the credits: a final packet is already in
-            // memory whole, and handlers commonly send a whole response in one packet.
-            crate::log!(
-                crate::log::DEBUG,
-                "conn",
-                "received too much data from handler"
-            );
-            return self.close(cx);
-        }
-        if self.mode == Mode::Stream {
-            self.spend_budget(body.len() as u64);
-        }
-        self.write_body(cx, body);
-        if !p.more || self.mode == Mode::Req {
-            self.end_body(cx);
-            self.response_done = true;
-            self.clear_timer(Timer::Expiry);
-        }
-    }
-
-    fn write_body(&mut self, cx: &mut Ctx, body: &[u8]) {
-        if body.is_empty() {
-            return;
-        }
-        match self.framing {
-            Framing::None => {}
-            Framing::Length(left) => {
-                // A handler that sends more than its Content-Length would corrupt the stream.
-                let n = (body.len() as u64).min(left);
-                self.framing = Framing::Length(left - n);
-                self.write_out(cx, |out| out.extend_from_slice(&body[..n as usize]));
-            }
-            Framing::Chunked => self.write_out(cx, |out| http1::encode_chunk(out, body)),
-            Framing::CloseDelimited => self.write_out(cx, |out| out.extend_from_slice(body)),
-        }
-        self.out_body += body.len() as u64;
-    }
-
-    fn end_body(&mut self, cx: &mut Ctx) {
-        match self.framing {
-            Framing::Chunked => self.write_out(cx, http1::encode_last_chunk),
-            Framing::Length(left) if left > 0 => self.keep_alive = false, // short body: close
-            _ => {}
-        }
-    }
-
-    fn write_out(&mut self, cx: &mut Ctx, f: impl FnOnce(&mut Vec<u8>)) {
-        if self.out.capacity() == 0 {
-            self.out = cx.pool.take();
-        }
-        f(&mut self.out);
-    }
-
-    /// After a response is complete and written: reuse the connection or close it.
-    fn maybe_finish_request(&mut self, cx: &mut Ctx) {
-        if self.state != State::Session
-            || !self.response_done
-            || self.sending.is_some()
-            || !self.out.is_empty()
-        {
-            return;
-        }
-        if !self.keep_alive || !self.body_done || self.eof {
-            return self.drain(cx);
-        }
-        self.state = State::Head;
-        self.clear_timer(Timer::HandlerWait);
-        self.clear_timer(Timer::Expiry);
-        self.touch_client(cx.now, cx.settings);
-        if !self.spill.is_empty() {
-            self.reprocess(cx); // the next pipelined request
-        }
-    }
-
-    /// 502 for a handler response zring cannot write (bad status, headers or framing).
-    fn fail_invalid_response(&mut self, cx: &mut Ctx) {
-        self.fail(
-            cx,
-            502,
-            "Bad Gateway",
-            "The handler sent an invalid response.\n",
-        );
-    }
-
-    /// 502 for a handler that ended the session (cancel, error) before any response.
-    fn fail_no_response(&mut self, cx: &mut Ctx) {
-        self.fail(
-            cx,
-            502,
-            "Bad Gateway",
-            "The handler ended the request without a response.\n",
-        );
-    }
-
-    /// Answers with an error response (unless a response already started) and closes.
-    fn fail(&mut self, cx: &mut Ctx, code: u16, reason: &str, body: &str) {
-        if self.state == State::Session && !self.handler_seen {
-            // Nobody claimed the request; nothing to cancel.
-        } else if self.state == State::Session && !self.response_done {
-            self.cancel(cx);
-        }
-        if self.response_started {
-            // Too late for a status: deliver what was queued, then close, so the client
-            // sees a truncated response rather than losing bytes it was already owed.
-            return self.drain(cx);
-        }
-        let version = self.version;
-        self.write_out(cx, |out| {
-            http1::encode_error_response(out, version, code, reason.as_bytes(), body.as_bytes())
-        });
-        self.response_started = true;
-        self.response_done = true;
-        self.drain(cx);
-    }
-
-    /// Flush what is queued, then shut down writing and linger before closing.
-    fn drain(&mut self, cx: &mut Ctx) {
-        if matches!(
-            self.state,
-            State::Closed | State::Draining | State::Lingering
-        ) {
-            return;
-        }
-        if self.eof {
-            // The client will not read a lingering close; flush and close.
-            self.state = State::Draining;
-            self.set_timer(
-                cx.settings,
-                Timer::Linger,
-                cx.now + Duration::from_millis(limits::LINGER_MS),
-            );
-            return;
-        }
-        self.state = State::Draining;
-        self.clear_timer(Timer::HandlerWait);
-        self.clear_timer(Timer::Expiry);
-        self.set_timer(
-            cx.settings,
-            Timer::Linger,
-            cx.now + Duration::from_millis(limits::LINGER_MS),
-        );
-        self.release_buffers(cx);
-    }
-
-    fn release_buffers(&mut self, cx: &mut Ctx) {
-        cx.pool.give(std::mem::take(&mut self.spill));
-        cx.pool.give(std::mem::take(&mut self.carry));
-    }
-
-    /// Closes at once (anything unsent is dropped).
-    fn close(&mut self, cx: &mut Ctx) {
-        self.close_with(cx.pool);
-    }
-
-    fn close_with(&mut self, pool: &mut Pool) {
-        if self.state == State::Closed {
-            return;
-        }
-        self.state = State::Closed;
-        self.deadlines = [0; TIMERS];
-        pool.give(std::mem::take(&mut self.spill));
-        pool.give(std::mem::take(&mut self.carry));
-        pool.give(std::mem::take(&mut self.out));
-        if let Some(t) = self.tls.as_mut() {
-            t.release(pool);
-        }
+/// The ZHTTP part of an HTTP or WebSocket session.
+fn zhttp_of(session: &mut Session) -> Option<&mut ZhttpSession> {
+    match session {
+        Session::Http(x) => Some(&mut x.z),
+        Session::Ws(w) => Some(&mut w.z),
+        _ => None,
     }
 }
 

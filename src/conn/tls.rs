@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rustls::ServerConfig;
 
-use super::{Conn, Ctx, Pool, Settings, State, Timer};
+use super::{Conn, Ctx, Pool};
 use crate::limits;
 use crate::tls::{Session, TlsError};
 
@@ -100,7 +100,7 @@ impl TlsConn {
 impl Conn {
     /// Ciphertext from the client: decrypt, then run the plaintext like a plain connection.
     pub(super) fn tls_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
-        let t = self.tls.as_mut().expect("tls_recv on a plain connection");
+        let t = self.t.tls.as_mut().expect("tls_recv on a plain connection");
         let was_handshaking = t.session.is_handshaking();
         let mut plain = cx.pool.take();
         t.wire = t.take_wire(cx.pool);
@@ -142,7 +142,7 @@ impl Conn {
         }
         if was_handshaking && !t.session.is_handshaking() {
             // Established: from now on the client's ordinary inactivity timer applies.
-            self.touch_client(cx.now, cx.settings);
+            self.touch_client(cx);
         }
         if !plain.is_empty() {
             self.recv_plain(cx, &mut plain);
@@ -158,23 +158,15 @@ impl Conn {
             TlsError::PlainHttp | TlsError::NoCertificate => crate::log::INFO,
             _ => crate::log::DEBUG,
         };
-        crate::log!(level, "tls", "{} from {:?}", e, self.peer);
-        if let Some(t) = self.tls.as_mut() {
+        crate::log!(level, "tls", "{} from {:?}", e, self.t.peer);
+        if let Some(t) = self.t.tls.as_mut() {
             t.failed = true;
         }
-        if self.state == State::Session {
-            self.cancel(cx);
-        }
+        self.cancel_session(cx);
         // Send the alert (if any), then shut down and linger as after any error response.
-        self.drain(cx);
-        if self.eof {
-            self.close(cx);
+        self.t.drain(cx);
+        if self.t.eof {
+            self.t.close(cx.pool);
         }
-    }
-
-    /// The handshake deadline: a client that never finishes costs its bounded state until
-    /// then, and reading more bytes does not extend it.
-    pub(super) fn tls_handshake_deadline(&mut self, now: std::time::Instant, s: &Settings) {
-        self.set_timer(s, Timer::Client, now + s.tls_handshake_timeout);
     }
 }

@@ -1,8 +1,8 @@
-//! The WebSocket side of a connection, after an upgrade request: the handshake with the
+//! A WebSocket session over ZHTTP, from the upgrade request on: the handshake with the
 //! handler (101, or a rejection sent as plain HTTP), then client frames → ZHTTP packets under
 //! the handler's credits and handler packets → frames under zring's, and the close
-//! handshake. Same sans-IO rules as the rest of `Conn`: bytes, packets and `now` in; bytes,
-//! packets and deadlines out.
+//! handshake. Same sans-IO rules as the rest of `conn`: bytes, packets and `now` in; bytes,
+//! packets and deadlines out, through the connection's `Transport`.
 //!
 //! Client frames are decoded from `spill` (unmasked in place), so an idle WebSocket holds no
 //! buffer; and its decoder (`ws::Session`) is dropped whenever it stands between frames with
@@ -11,15 +11,17 @@ use std::time::Duration;
 
 use arrayvec::ArrayVec;
 
-use super::{Conn, Ctx, HandlerPacket, State, Timer};
+use super::transport::{Timer, Transport};
+use super::zhttp_session::ZhttpSession;
+use super::{Ctx, HandlerPacket};
 use crate::limits;
 use crate::proto::http1;
 use crate::proto::ws::{self, AcceptKey, Event, MessageKind, Opcode, Utf8Validator};
 use crate::proto::ws_deflate;
 use crate::proto::zhttp::{self, ContentType, Kind};
 
-/// What a WebSocket connection keeps besides `Conn`'s own fields, boxed so HTTP
-/// connections do not pay for it.
+/// The client side's decoder, boxed and held only mid-frame or mid-message (and while
+/// upgrading, for the accept key).
 pub(super) struct WsRx {
     /// The client's frames as far as they have been read.
     pub session: ws::Session,
@@ -52,7 +54,7 @@ pub(super) enum Phase {
     Open,
 }
 
-/// Per-connection WebSocket flags, inline in `Conn` (a few bytes).
+/// Per-session WebSocket flags (a few bytes).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct WsFlags {
     pub phase: Phase,
@@ -79,8 +81,31 @@ pub(super) struct WsFlags {
     pub frames_over: u16,
 }
 
-impl Conn {
-    pub(super) fn ws_session_config(&self) -> ws::SessionConfig {
+/// Invariants: `rx` is `Some` while upgrading (it holds the accept key) and while a frame
+/// or message is half decoded, `None` otherwise (an idle WebSocket holds no decoder);
+/// `deflate` is `Some` exactly when permessage-deflate was negotiated; after `close_sent`
+/// no frame but the close goes to the client.
+pub(super) struct WsSession {
+    pub z: ZhttpSession,
+    /// WebSocket decoder and handshake state.
+    pub rx: Option<Box<WsRx>>,
+    /// permessage-deflate, when negotiated.
+    pub deflate: Option<Box<WsDeflate>>,
+    pub flags: WsFlags,
+}
+
+impl WsSession {
+    /// A session for an upgrade request; `begin` checks the handshake.
+    pub fn new(z: ZhttpSession) -> WsSession {
+        WsSession {
+            z,
+            rx: None,
+            deflate: None,
+            flags: WsFlags::default(),
+        }
+    }
+
+    pub(super) fn decoder_config(&self) -> ws::SessionConfig {
         ws::SessionConfig {
             message_bytes_max: limits::WS_MESSAGE_BYTES_MAX_DEFAULT,
             compression: self.deflate.is_some(),
@@ -90,14 +115,15 @@ impl Conn {
     /// The upgrade request is valid so far as `http1` can tell: check the handshake, and
     /// either refuse it here or hand it to a handler (the caller sends the first packet).
     /// Returns false when the request was refused.
-    pub(super) fn ws_begin(&mut self, cx: &mut Ctx, req: &http1::Request) -> bool {
+    pub(super) fn begin(&mut self, t: &mut Transport, cx: &mut Ctx, req: &http1::Request) -> bool {
         let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
         for h in req.headers {
             headers.push((h.name.as_bytes(), h.value));
         }
         if !matches!(req.body, http1::BodyKind::None | http1::BodyKind::Length(0)) {
             // After the head come frames; a body would make them ambiguous.
-            self.fail(
+            self.z.fail(
+                t,
                 cx,
                 400,
                 "Bad Request",
@@ -108,11 +134,10 @@ impl Conn {
         match ws::validate_request(req.method.as_bytes(), req.version, &headers) {
             Err(e) => {
                 let version = req.version;
-                self.write_out(cx, |out| ws::encode_rejection(out, version, e));
-                self.response_started = true;
-                self.response_done = true;
-                self.keep_alive = false;
-                self.drain(cx);
+                t.write_out(cx.pool, |out| ws::encode_rejection(out, version, e));
+                self.z.response_started = true;
+                self.z.response_done = true;
+                t.drain(cx);
                 false
             }
             Ok(hs) => {
@@ -131,81 +156,90 @@ impl Conn {
                         }));
                     }
                 }
-                let config = self.ws_session_config();
-                self.ws = Some(Box::new(WsRx {
+                let config = self.decoder_config();
+                self.rx = Some(Box::new(WsRx {
                     session: ws::Session::new(config),
                     accept: Some(hs.accept),
                 }));
-                self.wsf = WsFlags {
+                self.flags = WsFlags {
                     phase: Phase::Upgrading,
                     ..WsFlags::default()
                 };
-                // No request body on an upgrade; what follows the head is frames.
-                self.body_done = true;
                 true
             }
         }
     }
 
-    /// A handler packet for a WebSocket session (the common checks are done).
-    pub(super) fn ws_packet(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
-        let p = &pkt.packet;
+    /// A handler packet naming this session (`seq` from the packet's id entry).
+    pub(super) fn handle_packet(
+        &mut self,
+        t: &mut Transport,
+        cx: &mut Ctx,
+        pkt: HandlerPacket<'_>,
+        seq: Option<u32>,
+    ) {
+        if !self.z.accept_packet(t, cx, pkt, seq) {
+            return;
+        }
+        let p = pkt.packet;
         let buf = pkt.buf;
         match p.kind {
             // Any packet ends a handoff (the caller cleared it): resume reading the client.
-            Kind::KeepAlive => self.ws_pump(cx),
+            Kind::KeepAlive => self.pump(t, cx),
             Kind::HandoffStart => {
-                self.send_packet(cx, |out, from, id, seq| {
+                self.z.send_packet(cx, |out, from, id, seq| {
                     zhttp::encode_control(out, from, id, seq, Kind::HandoffProceed)
                 });
-                self.handoff = true;
+                self.z.handoff = true;
             }
             Kind::Credit => {
-                self.credits += u64::from(p.credits.unwrap_or(0));
-                self.ws_pump(cx);
+                self.z.credits += u64::from(p.credits.unwrap_or(0));
+                self.pump(t, cx);
             }
-            Kind::Error if self.wsf.phase == Phase::Upgrading => {
+            Kind::Error if self.flags.phase == Phase::Upgrading => {
                 if p.condition.map(|c| c.get(buf)) == Some(b"rejected") {
-                    self.handler = None;
-                    self.ws_reject(cx, pkt);
+                    self.z.handler = None;
+                    self.reject(t, cx, pkt);
                 } else {
-                    self.handler = None;
-                    self.fail_no_response(cx);
+                    self.z.handler = None;
+                    self.z.fail_no_response(t, cx);
                 }
             }
             Kind::Cancel | Kind::Error => {
-                self.handler = None;
-                match self.wsf.phase {
-                    Phase::Open => self.ws_fail(cx, ws::close_code::INTERNAL_ERROR, ""),
-                    _ => self.fail_no_response(cx),
+                self.z.handler = None;
+                match self.flags.phase {
+                    Phase::Open => self.fail(t, cx, ws::close_code::INTERNAL_ERROR, ""),
+                    _ => self.z.fail_no_response(t, cx),
                 }
             }
-            Kind::Data if self.wsf.phase == Phase::Upgrading => self.ws_accept(cx, pkt),
-            Kind::Data => self.ws_handler_message(cx, pkt),
-            Kind::Ping | Kind::Pong if self.wsf.phase == Phase::Open => {
+            Kind::Data if self.flags.phase == Phase::Upgrading => self.accept(t, cx, pkt),
+            Kind::Data => self.handler_message(t, cx, pkt),
+            Kind::Ping | Kind::Pong if self.flags.phase == Phase::Open => {
                 let body = p.body.get(buf);
                 if let Some(c) = p.credits {
-                    self.credits += u64::from(c);
+                    self.z.credits += u64::from(c);
                 }
                 let opcode = if p.kind == Kind::Ping {
                     Opcode::Ping
                 } else {
                     Opcode::Pong
                 };
-                if !self.wsf.close_sent {
+                if !self.flags.close_sent {
                     // A control frame carries at most 125 bytes; a longer handler payload is
                     // cut rather than breaking the framing.
                     let body = &body[..body.len().min(ws::CONTROL_PAYLOAD_BYTES_MAX)];
-                    self.spend_budget(body.len() as u64);
-                    self.write_out(cx, |out| ws::encode_frame(out, true, false, opcode, body));
-                    self.out_body += body.len() as u64;
+                    self.z.spend_budget(body.len() as u64);
+                    t.write_out(cx.pool, |out| {
+                        ws::encode_frame(out, true, false, opcode, body)
+                    });
+                    t.out_body += body.len() as u64;
                 }
-                self.ws_pump(cx);
+                self.pump(t, cx);
             }
-            Kind::Close if self.wsf.phase == Phase::Open => {
+            Kind::Close if self.flags.phase == Phase::Open => {
                 let code = p.code.map_or(ws::close_code::NORMAL, |c| c as u16);
                 let reason = String::from_utf8_lossy(p.body.get(buf));
-                self.ws_send_close(cx, code, &reason);
+                self.send_close(t, cx, code, &reason);
             }
             _ => {
                 crate::log!(
@@ -213,7 +247,7 @@ impl Conn {
                     "conn",
                     "ignoring {:?} on a WebSocket session in {:?}",
                     p.kind,
-                    self.wsf.phase
+                    self.flags.phase
                 );
             }
         }
@@ -222,11 +256,11 @@ impl Conn {
     /// The handler's answer to the upgrade: a 101 opens the WebSocket; any other status is
     /// sent as a plain HTTP response and the connection closes (Condure would switch to
     /// WebSocket framing whatever the status; the client could not know what it got).
-    fn ws_accept(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
+    fn accept(&mut self, t: &mut Transport, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
         let p = &pkt.packet;
         let buf = pkt.buf;
         if p.code != Some(101) {
-            return self.ws_reject(cx, pkt);
+            return self.reject(t, cx, pkt);
         }
         let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
         for (n, v) in &p.headers {
@@ -235,7 +269,7 @@ impl Conn {
         // Nothing was decoded while upgrading: the decoder is fresh, so it goes too (an idle
         // WebSocket holds none; the first frame brings a new one).
         let accept = self
-            .ws
+            .rx
             .take()
             .and_then(|w| w.accept)
             .expect("an upgrading session has its accept key");
@@ -245,29 +279,30 @@ impl Conn {
         }
         let extension = (!extension.is_empty()).then_some(&extension[..]);
         let mut written = true;
-        self.write_out(cx, |out| {
+        t.write_out(cx.pool, |out| {
             written = ws::encode_accept(out, &accept, None, extension, &headers).is_ok();
         });
         if !written {
-            return self.fail_invalid_response(cx);
+            return self.z.fail_invalid_response(t, cx);
         }
-        self.response_started = true;
-        self.wsf.phase = Phase::Open;
+        self.z.response_started = true;
+        self.flags.phase = Phase::Open;
         // Condure: a 101 with no credits means our own buffer size (pushpin-proxy sends none).
-        self.credits = match p.credits {
+        self.z.credits = match p.credits {
             Some(c) if c > 0 => u64::from(c),
             _ => cx.settings.buffer_size as u64,
         };
-        self.ws_pump(cx);
+        self.pump(t, cx);
     }
 
     /// Sends the handler's refusal (`error`/`rejected`, or a non-101 response) as plain
     /// HTTP without any upgrade headers, then closes.
-    fn ws_reject(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
+    fn reject(&mut self, t: &mut Transport, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
         let p = &pkt.packet;
         let buf = pkt.buf;
         let Some(code) = p.code.filter(|c| (200..=999).contains(c)).map(|c| c as u16) else {
-            return self.fail(
+            return self.z.fail(
+                t,
                 cx,
                 502,
                 "Bad Gateway",
@@ -287,16 +322,16 @@ impl Conn {
         let body = p.body.get(buf);
         let reason = p.reason.map(|r| r.get(buf)).unwrap_or(b"");
         let context = http1::ResponseContext {
-            version: self.version,
+            version: self.z.version,
             head_request: false,
             keep_alive: false,
         };
         let Ok(framing) = http1::choose_framing(context, code, &headers, false, body.len() as u64)
         else {
-            return self.fail_invalid_response(cx);
+            return self.z.fail_invalid_response(t, cx);
         };
         let head = http1::ResponseHead {
-            version: self.version,
+            version: self.z.version,
             code,
             reason,
             headers: &headers,
@@ -304,62 +339,61 @@ impl Conn {
             keep_alive: false,
         };
         let mut written = true;
-        self.write_out(cx, |out| {
+        t.write_out(cx.pool, |out| {
             written = http1::encode_response_head(out, &head).is_ok();
             if written && framing.send_body {
                 out.extend_from_slice(body);
             }
         });
         if !written {
-            return self.fail_invalid_response(cx);
+            return self.z.fail_invalid_response(t, cx);
         }
-        self.response_started = true;
-        self.response_done = true;
-        self.keep_alive = false;
-        self.wsf.phase = Phase::None;
-        self.ws = None;
-        self.drain(cx);
+        self.z.response_started = true;
+        self.z.response_done = true;
+        self.flags.phase = Phase::None;
+        self.rx = None;
+        t.drain(cx);
     }
 
     /// A data packet from the handler: one frame to the client.
-    fn ws_handler_message(&mut self, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
+    fn handler_message(&mut self, t: &mut Transport, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
         let p = &pkt.packet;
         let body = p.body.get(pkt.buf);
         if let Some(c) = p.credits {
-            self.credits += u64::from(c);
+            self.z.credits += u64::from(c);
         }
-        if self.wsf.close_sent {
+        if self.flags.close_sent {
             return; // nothing may follow our close frame
         }
-        if body.len() as u64 > self.budget {
+        if body.len() as u64 > self.z.budget {
             crate::log!(
                 crate::log::DEBUG,
                 "conn",
                 "received too much data from handler"
             );
-            return self.ws_fail(cx, ws::close_code::INTERNAL_ERROR, "");
+            return self.fail(t, cx, ws::close_code::INTERNAL_ERROR, "");
         }
-        if self.out.len() >= cx.settings.buffer_size {
-            self.wsf.frames_over = self.wsf.frames_over.saturating_add(1);
+        if t.out.len() >= cx.settings.buffer_size {
+            self.flags.frames_over = self.flags.frames_over.saturating_add(1);
         }
-        if usize::from(self.wsf.frames_over) > cx.settings.messages_max {
+        if usize::from(self.flags.frames_over) > cx.settings.messages_max {
             crate::log!(
                 crate::log::DEBUG,
                 "conn",
                 "more than --messages-max frames queued for the client"
             );
-            return self.ws_fail(cx, ws::close_code::INTERNAL_ERROR, "");
+            return self.fail(t, cx, ws::close_code::INTERNAL_ERROR, "");
         }
-        let opcode = if self.wsf.tx_open {
+        let opcode = if self.flags.tx_open {
             Opcode::Continuation
         } else if p.content_type == Some(ContentType::Binary) {
             Opcode::Binary
         } else {
             Opcode::Text
         };
-        let first = !self.wsf.tx_open;
-        self.wsf.tx_open = p.more;
-        self.spend_budget(body.len() as u64);
+        let first = !self.flags.tx_open;
+        self.flags.tx_open = p.more;
+        self.z.spend_budget(body.len() as u64);
         if let Some(d) = self.deflate.as_mut() {
             // One compressed message per handler message; a fragment is flushed so it goes
             // out now. RSV1 marks the first frame only (RFC 7692 §6).
@@ -368,7 +402,7 @@ impl Conn {
             if p.more {
                 d.tx.flush(&mut z);
             }
-            self.write_out(cx, |out| {
+            t.write_out(cx.pool, |out| {
                 out.extend_from_slice(
                     ws::encode_header(!p.more, first, opcode, z.len() as u64).as_bytes(),
                 );
@@ -376,30 +410,30 @@ impl Conn {
             });
             cx.pool.give(z);
         } else {
-            self.write_out(cx, |out| {
+            t.write_out(cx.pool, |out| {
                 out.extend_from_slice(
                     ws::encode_header(!p.more, false, opcode, body.len() as u64).as_bytes(),
                 );
                 out.extend_from_slice(body);
             });
         }
-        self.out_body += body.len() as u64;
-        self.ws_pump(cx);
+        t.out_body += body.len() as u64;
+        self.pump(t, cx);
     }
 
     /// Queues our close frame; the connection closes once the client's close is in (or
     /// after a bounded wait for it).
-    fn ws_send_close(&mut self, cx: &mut Ctx, code: u16, reason: &str) {
-        if self.wsf.close_sent {
+    fn send_close(&mut self, t: &mut Transport, cx: &mut Ctx, code: u16, reason: &str) {
+        if self.flags.close_sent {
             return;
         }
-        self.wsf.close_sent = true;
+        self.flags.close_sent = true;
         let reason = truncate_utf8(reason, ws::CONTROL_PAYLOAD_BYTES_MAX - 2);
-        self.write_out(cx, |out| ws::encode_close(out, code, reason));
-        if self.wsf.close_received {
-            self.ws_finish(cx);
+        t.write_out(cx.pool, |out| ws::encode_close(out, code, reason));
+        if self.flags.close_received {
+            self.finish(t, cx);
         } else {
-            self.set_timer(
+            t.set_timer(
                 cx.settings,
                 Timer::HandlerWait,
                 cx.now + Duration::from_millis(limits::WS_CLOSE_WAIT_MS),
@@ -408,96 +442,95 @@ impl Conn {
     }
 
     /// The close handshake is complete (or given up): flush, then close the TCP connection.
-    fn ws_finish(&mut self, cx: &mut Ctx) {
-        self.response_done = true; // the session is over: no cancel
-        self.keep_alive = false;
-        if self.wsf.close_received {
+    fn finish(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        self.z.response_done = true; // the session is over: no cancel
+        if self.flags.close_received {
             // Nothing may follow the client's close frame, so there is nothing to drain:
             // close as soon as ours is flushed (RFC 6455 §7.1.1: the server closes the TCP
             // connection first), without a lingering `shutdown`, which io_uring runs on a
             // worker thread (a mass close would queue one per connection there).
-            self.eof = true;
+            t.eof = true;
         }
-        self.drain(cx);
+        t.drain(cx);
     }
 
     /// Fail the WebSocket connection (RFC 6455 §7.1.7): a close frame with `code`, the
     /// handler told the client is gone, then close without waiting for the client.
-    pub(super) fn ws_fail(&mut self, cx: &mut Ctx, code: u16, reason: &str) {
-        if self.state == State::Session && !self.response_done {
-            self.cancel(cx);
+    pub(super) fn fail(&mut self, t: &mut Transport, cx: &mut Ctx, code: u16, reason: &str) {
+        if t.is_open() && !self.z.response_done {
+            self.z.cancel(t, cx);
         }
-        if !self.wsf.close_sent {
-            self.wsf.close_sent = true;
+        if !self.flags.close_sent {
+            self.flags.close_sent = true;
             let reason = truncate_utf8(reason, ws::CONTROL_PAYLOAD_BYTES_MAX - 2);
-            self.write_out(cx, |out| ws::encode_close(out, code, reason));
+            t.write_out(cx.pool, |out| ws::encode_close(out, code, reason));
         }
-        self.ws_finish(cx);
+        self.finish(t, cx);
     }
 
     /// Bytes from the client on an open (or opening) WebSocket: keep them in `spill` and
     /// decode what the handler's credits allow.
-    pub(super) fn ws_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
-        if self.spill.is_empty() && self.ws_ready() {
+    pub(super) fn recv(&mut self, t: &mut Transport, cx: &mut Ctx, data: &mut [u8]) {
+        if t.spill.is_empty() && self.ready(t) {
             // The common case: frames are decoded (unmasked in place) straight from the
             // runtime's buffer; only a tail the credits or a split frame leave is copied.
-            let used = self.ws_decode(cx, data);
-            if used < data.len() && self.state == State::Session {
-                self.spill = cx.pool.take();
-                self.spill.extend_from_slice(&data[used..]);
+            let used = self.decode(t, cx, data);
+            if used < data.len() && t.is_open() {
+                t.spill = cx.pool.take();
+                t.spill.extend_from_slice(&data[used..]);
             }
             return;
         }
-        if self.spill.capacity() == 0 {
-            self.spill = cx.pool.take();
+        if t.spill.capacity() == 0 {
+            t.spill = cx.pool.take();
         }
-        self.spill.extend_from_slice(data);
-        self.ws_pump(cx);
+        t.spill.extend_from_slice(data);
+        self.pump(t, cx);
     }
 
     /// Whether client frames can be decoded now: the session is open, nothing waits for
     /// credits, and the client has not closed.
-    fn ws_ready(&self) -> bool {
-        self.wsf.phase == Phase::Open
-            && self.state == State::Session
-            && !self.handoff
-            && !self.wsf.rx_pending
-            && !self.wsf.close_received
+    fn ready(&self, t: &Transport) -> bool {
+        self.flags.phase == Phase::Open
+            && t.is_open()
+            && !self.z.handoff
+            && !self.flags.rx_pending
+            && !self.flags.close_received
     }
 
     /// Moves client frames to the handler as far as credits go: first what `carry` holds
     /// (a message piece the credits cut), then newly decoded frames from `spill`.
-    pub(super) fn ws_pump(&mut self, cx: &mut Ctx) {
-        if self.wsf.phase != Phase::Open || self.state != State::Session || self.handoff {
+    pub(super) fn pump(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        if self.flags.phase != Phase::Open || !t.is_open() || self.z.handoff {
             return;
         }
-        if self.wsf.rx_pending {
-            if let Err(code) = self.ws_flush_carry(cx) {
-                return self.ws_fail(cx, code, "");
+        if self.flags.rx_pending {
+            if let Err(code) = self.flush_carry(t, cx) {
+                return self.fail(t, cx, code, "");
             }
-            if self.wsf.rx_pending || self.state != State::Session {
+            if self.flags.rx_pending || !t.is_open() {
                 return;
             }
         }
-        if self.spill.is_empty() || self.wsf.close_received {
+        if t.spill.is_empty() || self.flags.close_received {
             return;
         }
-        let mut input = std::mem::take(&mut self.spill);
-        let used = self.ws_decode(cx, &mut input);
+        let mut input = std::mem::take(&mut t.spill);
+        let used = self.decode(t, cx, &mut input);
         input.drain(..used);
-        if input.is_empty() || self.state != State::Session {
+        if input.is_empty() || !t.is_open() {
             cx.pool.give(input);
         } else {
-            self.spill = input;
+            t.spill = input;
         }
     }
 
     /// Decodes client frames from `input` and forwards them as far as credits go; returns
     /// the bytes used (the rest is for later). Fails the connection on a protocol error.
-    fn ws_decode(&mut self, cx: &mut Ctx, input: &mut [u8]) -> usize {
-        let mut rx = self.ws.take().unwrap_or_else(|| {
+    fn decode(&mut self, t: &mut Transport, cx: &mut Ctx, input: &mut [u8]) -> usize {
+        let mut rx = self.rx.take().unwrap_or_else(|| {
             Box::new(WsRx {
-                session: ws::Session::new(self.ws_session_config()),
+                session: ws::Session::new(self.decoder_config()),
                 accept: None,
             })
         });
@@ -507,7 +540,7 @@ impl Conn {
         // Bounded: every step consumes input or yields a zero-byte MessageEnd, which is
         // followed by a step that consumes input or ends the loop.
         let base = input.as_ptr() as usize;
-        while self.state == State::Session && !self.wsf.rx_pending && fail.is_none() {
+        while t.is_open() && !self.flags.rx_pending && fail.is_none() {
             // The event borrows the session and the input; make it owned (data as a range
             // of `input`, control payloads ≤ 125 bytes copied) so both are free again.
             let event = match rx.session.decode(&mut input[used..]) {
@@ -525,40 +558,40 @@ impl Conn {
             };
             match event {
                 Owned::Start(kind, compressed) => {
-                    self.wsf.rx_binary = kind == MessageKind::Binary;
-                    self.wsf.rx_final_sent = false;
-                    self.wsf.rx_compressed = compressed;
+                    self.flags.rx_binary = kind == MessageKind::Binary;
+                    self.flags.rx_final_sent = false;
+                    self.flags.rx_compressed = compressed;
                     if let Some(d) = self.deflate.as_mut() {
                         d.utf8 = Utf8Validator::default();
                     }
                 }
                 Owned::Data(at, len) => {
                     let last = rx.session.message_ending();
-                    fail = self.ws_forward(cx, &input[at..at + len], last).err();
+                    fail = self.forward(t, cx, &input[at..at + len], last).err();
                 }
                 Owned::End => {
-                    if !self.wsf.rx_final_sent && !self.wsf.rx_pending {
+                    if !self.flags.rx_final_sent && !self.flags.rx_pending {
                         // An empty message, or one whose last frame had no payload.
-                        fail = self.ws_forward(cx, b"", true).err();
+                        fail = self.forward(t, cx, b"", true).err();
                     }
                 }
                 Owned::Control(kind, body) => {
-                    self.send_packet(cx, |out, from, id, seq| {
+                    self.z.send_packet(cx, |out, from, id, seq| {
                         zhttp::encode_ping_pong(out, from, id, seq, kind, &body)
                     });
                 }
                 Owned::Close(code, reason) => {
-                    self.wsf.close_received = true;
+                    self.flags.close_received = true;
                     let status = code.map(|c| (c, &reason[..]));
-                    self.send_packet(cx, |out, from, id, seq| {
+                    self.z.send_packet(cx, |out, from, id, seq| {
                         zhttp::encode_close(out, from, id, seq, status)
                     });
-                    if self.wsf.close_sent {
-                        self.ws_finish(cx);
+                    if self.flags.close_sent {
+                        self.finish(t, cx);
                     } else {
                         // The handler answers with its close; if it doesn't in time, we
                         // answer the client ourselves.
-                        self.set_timer(
+                        t.set_timer(
                             cx.settings,
                             Timer::HandlerWait,
                             cx.now + Duration::from_millis(limits::WS_CLOSE_WAIT_MS),
@@ -570,28 +603,28 @@ impl Conn {
             }
         }
         if let Some(e) = error {
-            self.ws = None;
-            self.ws_fail(cx, e.close_code(), e.description());
+            self.rx = None;
+            self.fail(t, cx, e.close_code(), e.description());
             return input.len();
         }
         if let Some(code) = fail {
-            self.ws = None;
-            self.ws_fail(cx, code, "");
+            self.rx = None;
+            self.fail(t, cx, code, "");
             return input.len();
         }
         // Between frames with no message open the decoder is just its config: drop it.
         if !rx.session.is_idle() {
-            self.ws = Some(rx);
+            self.rx = Some(rx);
         }
         used
     }
 
     /// Forwards what waits for credits (`carry`, and the inflater's pending output).
-    fn ws_flush_carry(&mut self, cx: &mut Ctx) -> Result<(), u16> {
-        let carry = std::mem::take(&mut self.carry);
-        let fin = self.wsf.carry_fin;
-        self.wsf.rx_pending = false;
-        let r = self.ws_forward(cx, &carry, fin);
+    fn flush_carry(&mut self, t: &mut Transport, cx: &mut Ctx) -> Result<(), u16> {
+        let carry = std::mem::take(&mut t.carry);
+        let fin = self.flags.carry_fin;
+        self.flags.rx_pending = false;
+        let r = self.forward(t, cx, &carry, fin);
         cx.pool.give(carry);
         r
     }
@@ -600,12 +633,18 @@ impl Conn {
     /// message ends with it), to the handler as far as its credits go, inflating it if the
     /// message is compressed. What is left waits in `carry` (`rx_pending`). `Err` is the
     /// close code to fail the connection with.
-    fn ws_forward(&mut self, cx: &mut Ctx, piece: &[u8], last: bool) -> Result<(), u16> {
-        let used = if !self.wsf.rx_compressed {
-            let n = (piece.len() as u64).min(self.credits) as usize;
+    fn forward(
+        &mut self,
+        t: &mut Transport,
+        cx: &mut Ctx,
+        piece: &[u8],
+        last: bool,
+    ) -> Result<(), u16> {
+        let used = if !self.flags.rx_compressed {
+            let n = (piece.len() as u64).min(self.z.credits) as usize;
             let done = last && n == piece.len();
             if n > 0 || done {
-                self.ws_send_data(cx, &piece[..n], !done);
+                self.send_data(cx, &piece[..n], !done);
             }
             if done || (n == piece.len() && !last) {
                 return Ok(());
@@ -615,7 +654,7 @@ impl Conn {
             let mut used = 0;
             let mut out = cx.pool.take();
             let result = loop {
-                let room = (self.credits as usize).min(INFLATE_CHUNK_BYTES);
+                let room = (self.z.credits as usize).min(INFLATE_CHUNK_BYTES);
                 if room == 0 {
                     break Ok(false);
                 }
@@ -626,13 +665,13 @@ impl Conn {
                     Err(e) => break Err(e.close_code()),
                 };
                 used += r.consumed;
-                if !self.wsf.rx_binary
+                if !self.flags.rx_binary
                     && (d.utf8.feed(&out).is_err() || r.done && !d.utf8.is_complete())
                 {
                     break Err(ws::close_code::INVALID_PAYLOAD);
                 }
                 if r.produced > 0 || r.done {
-                    self.ws_send_data(cx, &out, !r.done);
+                    self.send_data(cx, &out, !r.done);
                 }
                 if r.done {
                     break Ok(true);
@@ -649,43 +688,43 @@ impl Conn {
             }
         };
         // Credits ran out: keep the rest (and, compressed, the inflater's output) for later.
-        self.wsf.rx_pending = true;
-        self.wsf.carry_fin = last;
+        self.flags.rx_pending = true;
+        self.flags.carry_fin = last;
         if used < piece.len() {
-            if self.carry.capacity() == 0 {
-                self.carry = cx.pool.take();
+            if t.carry.capacity() == 0 {
+                t.carry = cx.pool.take();
             }
-            self.carry.extend_from_slice(&piece[used..]);
+            t.carry.extend_from_slice(&piece[used..]);
         }
         Ok(())
     }
 
-    fn ws_send_data(&mut self, cx: &mut Ctx, body: &[u8], more: bool) {
-        self.credits -= body.len() as u64;
-        let ct = if self.wsf.rx_binary {
+    fn send_data(&mut self, cx: &mut Ctx, body: &[u8], more: bool) {
+        self.z.credits -= body.len() as u64;
+        let ct = if self.flags.rx_binary {
             ContentType::Binary
         } else {
             ContentType::Text
         };
-        self.wsf.rx_final_sent = !more;
-        self.send_packet(cx, |out, from, id, seq| {
+        self.flags.rx_final_sent = !more;
+        self.z.send_packet(cx, |out, from, id, seq| {
             zhttp::encode_ws_message(out, from, id, seq, ct, body, more)
         });
     }
 
     /// `out` goes to the runtime: the frames counted against `--messages-max` left it.
-    pub(super) fn ws_sending(&mut self) {
-        self.wsf.frames_over = 0;
+    pub(super) fn frames_sent(&mut self) {
+        self.flags.frames_over = 0;
     }
 
     /// The close-wait timer fired (it shares the handler-wait slot, unused once open).
-    pub(super) fn ws_close_wait_expired(&mut self, cx: &mut Ctx) {
-        if self.wsf.close_received && !self.wsf.close_sent {
+    pub(super) fn close_wait_expired(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        if self.flags.close_received && !self.flags.close_sent {
             // The handler never answered the client's close: answer it ourselves.
-            self.ws_send_close(cx, ws::close_code::NORMAL, "");
+            self.send_close(t, cx, ws::close_code::NORMAL, "");
         } else {
             // The client never answered our close.
-            self.ws_finish(cx);
+            self.finish(t, cx);
         }
     }
 }
