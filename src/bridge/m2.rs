@@ -82,6 +82,22 @@ pub fn open(ctx: &zmq::Context, setup: Arc<Setup>, hwm: i32) -> Result<M2Sockets
     Ok(M2Sockets { setup, handlers })
 }
 
+/// What a parsed reply asks of the connections it names.
+pub(crate) fn reply_kind(reply: &crate::proto::m2::Reply<'_>) -> ReplyKind {
+    if !reply.extended {
+        return match reply.body.is_empty() {
+            true => ReplyKind::Close,
+            false => ReplyKind::Data,
+        };
+    }
+    match parse_extended(reply.body) {
+        Ok(Extended::Control(c)) if c.bad_credits => ReplyKind::Kill,
+        Ok(Extended::Control(c)) => ReplyKind::Control(c),
+        Ok(Extended::BadControl) | Ok(Extended::Other { .. }) => ReplyKind::Kill,
+        Err(_) => ReplyKind::Ignore,
+    }
+}
+
 /// Mongrel2 retries a bind 10 times, 1 s apart (a restarted server's port may linger).
 fn bind(sock: &zmq::Socket, spec: &str) -> Result<(), String> {
     let mut tries = 0;
@@ -151,20 +167,7 @@ impl M2Sockets {
                 return false;
             }
         };
-        let kind = if !reply.extended {
-            if reply.body.is_empty() {
-                ReplyKind::Close
-            } else {
-                ReplyKind::Data
-            }
-        } else {
-            match parse_extended(reply.body) {
-                Ok(Extended::Control(c)) if c.bad_credits => ReplyKind::Kill,
-                Ok(Extended::Control(c)) => ReplyKind::Control(c),
-                Ok(Extended::BadControl) | Ok(Extended::Other { .. }) => ReplyKind::Kill,
-                Err(_) => ReplyKind::Ignore,
-            }
-        };
+        let kind = reply_kind(&reply);
         let cancel = matches!(kind, ReplyKind::Control(c) if c.cancel);
         let mut ids = Vec::with_capacity(reply.id_count());
         for id in reply.ids() {

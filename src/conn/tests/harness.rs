@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -391,9 +391,8 @@ impl Reply {
 /// A listener's TLS configuration as production builds it (`tls::config`'s provider,
 /// versions and ALPN), with one self-signed certificate for `localhost` instead of an
 /// identities directory; and a client configuration that trusts it.
-fn tls_configs() -> &'static (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
-    static CONFIGS: OnceLock<(Arc<rustls::ServerConfig>, Arc<ClientConfig>)> = OnceLock::new();
-    CONFIGS.get_or_init(|| {
+fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
+    {
         let key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         let cert = params.self_signed(&key).unwrap();
@@ -417,7 +416,7 @@ fn tls_configs() -> &'static (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
             .with_no_client_auth();
         client.alpn_protocols = vec![crate::tls::config::ALPN_HTTP11.to_vec()];
         (Arc::new(server), Arc::new(client))
-    })
+    }
 }
 
 /// The configuration every harness starts from: one worker, 450 slots (so the keep-alive
@@ -442,6 +441,10 @@ pub struct Harness {
     to_handler: VecDeque<ToHandler>,
     /// Reused outbox batch.
     batch: Vec<OutPacket>,
+    /// Mongrel2 mode: messages zring sent to handlers, as (handler index, bytes).
+    to_m2: VecDeque<(u16, Vec<u8>)>,
+    /// What a TLS client of this harness trusts (the `TLS` listener's certificate).
+    client_tls: Arc<ClientConfig>,
 }
 
 impl Harness {
@@ -456,6 +459,7 @@ impl Harness {
         assert_eq!(cfg.id, INSTANCE);
         let shared = Shared::new(1).expect("eventfds");
         let base = Instant::now();
+        let (server_tls, client_tls) = tls_configs();
         let listeners = vec![
             ListenerInfo {
                 mode: Mode::Stream,
@@ -467,10 +471,60 @@ impl Harness {
             },
             ListenerInfo {
                 mode: Mode::Stream,
-                tls: Some(tls_configs().0.clone()),
+                tls: Some(server_tls),
             },
         ];
         let worker = Worker::new(0, &cfg, None, listeners, shared.clone(), base);
+        Harness::around(worker, shared, base, client_tls)
+    }
+
+    /// A worker in Mongrel2 mode serving the config text `conf` (m2sh syntax), one plain
+    /// listener per server, in the config's order.
+    pub fn with_m2(conf: &str) -> Harness {
+        let dir = std::env::temp_dir().join(format!(
+            "zring-harness-m2-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m2.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut cfg = Config {
+            m2_config: Some(path),
+            ..config()
+        };
+        let prepared = crate::m2serve::prepare(&mut cfg)
+            .expect("the config loads")
+            .expect("Mongrel2 mode");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(cfg.workers, 1, "the harness runs worker 0 alone");
+        let shared = Shared::new(1).expect("eventfds");
+        let base = Instant::now();
+        let listeners = cfg
+            .listen
+            .iter()
+            .map(|l| ListenerInfo {
+                mode: l.mode,
+                tls: None,
+            })
+            .collect();
+        let worker = Worker::new(
+            0,
+            &cfg,
+            Some(prepared.setup),
+            listeners,
+            shared.clone(),
+            base,
+        );
+        Harness::around(worker, shared, base, tls_configs().1)
+    }
+
+    fn around(
+        worker: Worker,
+        shared: Arc<Shared>,
+        base: Instant,
+        client_tls: Arc<ClientConfig>,
+    ) -> Harness {
         Harness {
             worker,
             shared,
@@ -479,6 +533,8 @@ impl Harness {
             sockets: Vec::new(),
             to_handler: VecDeque::new(),
             batch: Vec::new(),
+            to_m2: VecDeque::new(),
+            client_tls,
         }
     }
 
@@ -513,7 +569,7 @@ impl Harness {
         );
         let tls = speaks_tls.then(|| {
             let name = ServerName::try_from("localhost").unwrap();
-            ClientConnection::new(tls_configs().1.clone(), name).unwrap()
+            ClientConnection::new(self.client_tls.clone(), name).unwrap()
         });
         self.sockets.push(Socket {
             slot: Some(slot),
@@ -704,6 +760,38 @@ impl Harness {
         self.drive();
     }
 
+    /// Mongrel2 mode: takes the next message zring sent a handler, as (handler, text).
+    pub fn m2_message(&mut self) -> (u16, String) {
+        let (h, data) = self
+            .to_m2
+            .pop_front()
+            .expect("a message for a Mongrel2 handler");
+        (h, String::from_utf8_lossy(&data).into_owned())
+    }
+
+    /// Mongrel2 mode: handler `handler` publishes `msg` (`UUID SIZE:IDS, BODY`); it is parsed
+    /// and queued as the bridge does (`bridge::m2`).
+    pub fn m2_reply(&mut self, handler: u16, msg: &[u8]) {
+        let reply = crate::proto::m2::parse_reply(msg, 128).expect("a valid reply");
+        let kind = crate::bridge::m2::reply_kind(&reply);
+        let ids = reply
+            .ids()
+            .filter_map(crate::proto::m2::reply::conn_id)
+            .collect();
+        let body_at = msg.len() - reply.body.len();
+        let item = Arc::new(crate::bridge::m2::M2In {
+            msg: zmq::Message::from(msg),
+            handler,
+            body_at,
+            kind,
+            ids,
+        });
+        let inbox = &self.shared.inboxes[0];
+        inbox.m2.lock().unwrap().push_back(item);
+        inbox.wake();
+        self.drive();
+    }
+
     /// What the bridge does with a SUB message: split off the address, then `queue`.
     fn deliver(&mut self, msg: &[u8]) {
         let (address, payload) = zhttp::split_address(msg).expect("an address prefix");
@@ -804,7 +892,10 @@ impl Harness {
         }
         self.shared.take_outbox(&mut self.batch);
         for p in self.batch.drain(..) {
-            self.to_handler.push_back(ToHandler::decode(&p));
+            match p.route {
+                Route::M2(h) => self.to_m2.push_back((h, p.data)),
+                _ => self.to_handler.push_back(ToHandler::decode(&p)),
+            }
             progress = true;
         }
         progress

@@ -1,14 +1,13 @@
 //! Behaviour of a connection as a client and a handler see it, through a real worker on
 //! simulated time (see `harness`). Each file covers one behaviour; each test asserts the
 //! exact bytes, packets and socket commands zring produces today.
-//!
-//! Mongrel2 mode is not covered: it reads the process-wide `m2serve::SETUP`, and setting
-//! it would turn every other test of this process into a Mongrel2 test.
+//! Mongrel2 mode runs beside ZHTTP: its setup is passed to the worker, not global.
 mod harness;
 
 mod credits;
 mod fanout;
 mod http;
+mod m2;
 mod req;
 mod stream;
 mod tls;
