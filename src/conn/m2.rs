@@ -46,7 +46,7 @@ pub(super) struct M2Conn {
     ws: Option<Box<M2Ws>>,
     /// The backend of `Proxy` routes (see `m2proxy`).
     pub(super) proxy: Option<Box<super::m2proxy::Proxy>>,
-    /// Backend slots given up, to `Close` at the next `poll_io`.
+    /// Backend slots given up, to `Close` at the next `flush`.
     pub(super) backend_close: ArrayVec<u32, 4>,
     upload: Option<Box<Upload>>,
     stream: Option<Box<UpStream>>,

@@ -408,7 +408,7 @@ impl M2Conn {
         t.drain(cx);
     }
 
-    /// Forgets the backend; its slot is closed by the next `poll_io`.
+    /// Forgets the backend; its slot is closed by the next `flush`.
     pub(super) fn proxy_drop(&mut self) {
         let m = &mut *self;
         if let Some(p) = m.proxy.take() {

@@ -280,3 +280,28 @@ fn no_handler_gets_a_503_after_the_handler_wait() {
     assert_eq!(h.ios(c), [Io::ShutdownWrite]);
     h.assert_no_packet(); // nobody claimed it: no cancel
 }
+
+#[test]
+fn a_malformed_request_after_a_kept_response_gets_its_400() {
+    // Goal: a bad request head on a kept-alive connection is answered 400 (in the previous
+    // request's version) and the connection drains. Before the session split the previous
+    // exchange's "response started" flag leaked into this one and the 400 was never
+    // written (the client saw the connection close with no answer).
+    let mut h = Harness::new();
+    let c = h.connect();
+    h.write(c, b"GET /a HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n");
+    let (_, mut s) = h.request();
+    h.reply(&mut s, Reply::response(200, "OK").body(b"a"));
+    assert_eq!(
+        h.read_text(c),
+        "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\na"
+    );
+    h.write(c, b"GARBAGE\r\n\r\n");
+    assert_eq!(
+        h.read_text(c),
+        "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\
+         Content-Length: 12\r\n\r\nBad Request\n"
+    );
+    assert!(h.is_shut_down(c));
+    h.assert_no_packet();
+}
