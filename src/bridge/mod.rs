@@ -180,9 +180,20 @@ impl Shared {
         self.outbox_len.load(Ordering::Relaxed) >= limits::BRIDGE_OUTBOX_PACKETS_MAX
     }
 
-    fn take_outbox(&self, into: &mut Vec<OutPacket>) {
-        // Cleared before looking: a batch queued after this point wakes the bridge again.
+    /// Starts a bridge turn: clears the wake-pending flag before the bridge reads anything
+    /// a wake-up announces (the outbox, `workers_done`). A worker changes that state first
+    /// and then calls `wake_bridge`; so either this turn sees the change, or the worker finds
+    /// the flag clear and writes the eventfd, and the turn's wait returns at once.
+    ///
+    /// Clearing it later in the turn (it was cleared when taking the outbox, after the
+    /// `workers_done` check) lost the last worker's "done": the flag could still be set by a
+    /// wake-up whose eventfd the bridge had already drained, so that worker wrote nothing,
+    /// the flag was then cleared, and the bridge waited in `zmq_poll` with no timeout.
+    fn begin_bridge_turn(&self) {
         self.bridge_wake_pending.store(false, Ordering::SeqCst);
+    }
+
+    fn take_outbox(&self, into: &mut Vec<OutPacket>) {
         let mut q = self.outbox.lock().unwrap();
         std::mem::swap(&mut *q, into);
         drop(q);
@@ -379,8 +390,9 @@ impl Bridge {
         self.wake_pending = vec![false; self.shared.inboxes.len()];
         let mut exit_by = Instant::now() + SHUTDOWN_FLUSH;
         loop {
+            self.shared.begin_bridge_turn();
             let exiting =
-                self.shared.workers_done.load(Ordering::Acquire) == self.shared.inboxes.len();
+                self.shared.workers_done.load(Ordering::SeqCst) == self.shared.inboxes.len();
             if !exiting {
                 exit_by = Instant::now() + SHUTDOWN_FLUSH;
             }
