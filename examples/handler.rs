@@ -49,8 +49,11 @@
 //! `<base>-in` (everything we send, prefixed with the instance's id). With `--req SPEC` it
 //! also serves req mode through a ROUTER connected to zring's DEALER.
 //!
+//! `--reconnect-ms MS` sets how soon its sockets retry a connection that failed or went
+//! away (ZeroMQ's default is 100 ms); tests that restart zring often set it lower.
+//!
 //! Usage: zring-example-handler [--stream ipc://client] [--req ipc://client-req] [--id NAME]
-//!        [--stats SECS]
+//!        [--stats SECS] [--reconnect-ms MS]
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -911,6 +914,7 @@ fn main() {
     let mut req: Option<String> = None;
     let mut me = "zring-example-handler".to_string();
     let mut stats_every: Option<Duration> = None;
+    let mut reconnect_ms: Option<i32> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -926,6 +930,13 @@ fn main() {
                     val().parse().unwrap_or_else(|_| usage("bad --stats")),
                 ))
             }
+            "--reconnect-ms" => {
+                reconnect_ms = Some(
+                    val()
+                        .parse()
+                        .unwrap_or_else(|_| usage("bad --reconnect-ms")),
+                )
+            }
             "-h" | "--help" => usage(""),
             _ => usage(&format!("unknown argument {a}")),
         }
@@ -933,18 +944,25 @@ fn main() {
     let (push_ep, router_ep, sub_ep) =
         zring::config::stream_endpoints(&stream).unwrap_or_else(|e| usage(&e));
     let ctx = zmq::Context::new();
-    let pull = ctx.socket(zmq::PULL).unwrap();
+    let socket = |kind: zmq::SocketType| {
+        let s = ctx.socket(kind).unwrap();
+        if let Some(ms) = reconnect_ms {
+            s.set_reconnect_ivl(ms).unwrap();
+        }
+        s
+    };
+    let pull = socket(zmq::PULL);
     pull.connect(&push_ep).unwrap();
-    let router = ctx.socket(zmq::ROUTER).unwrap();
+    let router = socket(zmq::ROUTER);
     router.set_identity(me.as_bytes()).unwrap();
     router.connect(&router_ep).unwrap();
-    let pub_sock = ctx.socket(zmq::PUB).unwrap();
+    let pub_sock = socket(zmq::PUB);
     // A PUB socket drops what its subscriber can't take yet; room for a burst of
     // responses (thousands of clients answered at once) keeps them from being lost.
     pub_sock.set_sndhwm(PUB_HWM).unwrap();
     pub_sock.connect(&sub_ep).unwrap();
     let req_sock = req.map(|spec| {
-        let s = ctx.socket(zmq::ROUTER).unwrap();
+        let s = socket(zmq::ROUTER);
         s.connect(&spec).unwrap();
         s
     });
@@ -1017,7 +1035,7 @@ fn usage(err: &str) -> ! {
     }
     eprintln!(
         "usage: zring-example-handler [--stream ipc://client] [--req SPEC] [--id NAME] \
-         [--stats SECS]"
+         [--stats SECS] [--reconnect-ms MS]"
     );
     std::process::exit(2);
 }

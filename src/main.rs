@@ -120,7 +120,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
     }
     wait_signal(&signals);
     zring::log!(log::INFO, "zring", "stopping");
-    shared.shutdown.store(true, Ordering::Release);
+    shared.shutdown.store(true, Ordering::SeqCst);
     for inbox in &shared.inboxes {
         inbox.wake();
     }

@@ -495,12 +495,16 @@ impl Driver for Worker {
     }
 
     fn handle_wake(&mut self, now: Instant) {
-        if self.shared.shutdown.load(Ordering::Acquire) {
+        let inbox = &self.shared.inboxes[self.index as usize];
+        // Cleared before looking at anything a wake-up announces (the inbox, `shutdown`):
+        // a packet or shutdown request after this point wakes us again. Reading `shutdown`
+        // first could miss main's request: its `wake` found the flag still set by a wake-up
+        // already drained, wrote nothing, and the worker slept on with its connections.
+        inbox.wake_pending.store(false, Ordering::SeqCst);
+        if self.shared.shutdown.load(Ordering::SeqCst) {
             self.start_shutdown(now);
         }
         let inbox = &self.shared.inboxes[self.index as usize];
-        // Cleared before looking: packets queued after this point wake us again.
-        inbox.wake_pending.store(false, Ordering::SeqCst);
         let room = limits::INBOX_DRAIN_PACKETS_MAX.saturating_sub(self.inbox.len());
         if room > 0 {
             let mut q = inbox.queue.lock().unwrap();
@@ -616,7 +620,7 @@ pub fn spawn(
             }
             // Hand over the last packets (cancels) before reporting done.
             shared.send_batch(&mut worker.packets);
-            shared.workers_done.fetch_add(1, Ordering::AcqRel);
+            shared.workers_done.fetch_add(1, Ordering::SeqCst);
             shared.wake_bridge();
         })
 }

@@ -182,11 +182,22 @@ impl Shared {
         self.outbox_len.load(Ordering::Relaxed) >= limits::BRIDGE_OUTBOX_PACKETS_MAX
     }
 
+    /// Starts a bridge turn: clears the wake-pending flag before the bridge reads anything
+    /// a wake-up announces (the outbox, `workers_done`). A worker changes that state first
+    /// and then calls `wake_bridge`; so either this turn sees the change, or the worker finds
+    /// the flag clear and writes the eventfd, and the turn's wait returns at once.
+    ///
+    /// Clearing it later in the turn (it was cleared when taking the outbox, after the
+    /// `workers_done` check) lost the last worker's "done": the flag could still be set by a
+    /// wake-up whose eventfd the bridge had already drained, so that worker wrote nothing,
+    /// the flag was then cleared, and the bridge waited in `zmq_poll` with no timeout.
+    fn begin_bridge_turn(&self) {
+        self.bridge_wake_pending.store(false, Ordering::SeqCst);
+    }
+
     /// Takes every queued batch (the bridge thread; the in-process harness of
     /// `conn::tests` reads the outbox the same way).
     pub(crate) fn take_outbox(&self, into: &mut Vec<OutPacket>) {
-        // Cleared before looking: a batch queued after this point wakes the bridge again.
-        self.bridge_wake_pending.store(false, Ordering::SeqCst);
         let mut q = self.outbox.lock().unwrap();
         std::mem::swap(&mut *q, into);
         drop(q);
@@ -271,6 +282,11 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config, m2: bool, hwm: i32) -> Result<
         let router = ctx.socket(zmq::ROUTER).map_err(zerr)?;
         router.set_sndhwm(hwm).map_err(zerr)?;
         router.set_router_mandatory(true).map_err(zerr)?;
+        // A handler that restarts under the same identity takes the routing id over. Without
+        // this libzmq keeps the id on the dead peer's pipe and leaves the new connection
+        // anonymous (it is identified again only when it sends, and handlers never send on
+        // this socket), so every later packet to that handler met EHOSTUNREACH for good.
+        router.set_router_handover(true).map_err(zerr)?;
         router.set_linger(0).map_err(zerr)?;
         let sub = ctx.socket(zmq::SUB).map_err(zerr)?;
         // Handlers publish; a PUB drops what the pipe can't hold. A deep SUB queue absorbs
@@ -379,8 +395,9 @@ impl Bridge {
         self.wake_pending = vec![false; self.shared.inboxes.len()];
         let mut exit_by = Instant::now() + SHUTDOWN_FLUSH;
         loop {
+            self.shared.begin_bridge_turn();
             let exiting =
-                self.shared.workers_done.load(Ordering::Acquire) == self.shared.inboxes.len();
+                self.shared.workers_done.load(Ordering::SeqCst) == self.shared.inboxes.len();
             if !exiting {
                 exit_by = Instant::now() + SHUTDOWN_FLUSH;
             }
@@ -433,8 +450,16 @@ impl Bridge {
         if let Some(s) = &self.sockets.push {
             items.push(s.as_poll_item(write(HELD_PUSH)));
         }
-        if let (Some(s), true) = (&self.sockets.router, router_pollout) {
-            items.push(s.as_poll_item(zmq::POLLOUT));
+        if let Some(s) = &self.sockets.router {
+            // Always POLLIN, though handlers send nothing here: it wakes the bridge for the
+            // ROUTER's commands (a peer gone, a peer connected), which `discard_router_input`
+            // then completes.
+            let write = if router_pollout {
+                zmq::POLLOUT
+            } else {
+                zmq::PollEvents::empty()
+            };
+            items.push(s.as_poll_item(zmq::POLLIN | write));
         }
         if let Some(m) = &self.m2 {
             m.poll_items(&mut items, read, !self.held[HELD_PUSH].is_empty());
@@ -444,6 +469,33 @@ impl Bridge {
         let _ = zmq::poll(&mut items, timeout_ms);
         if items[0].is_readable() {
             self.shared.bridge_wake.drain();
+        }
+        self.discard_router_input();
+    }
+
+    /// Reads the ROUTER until it is empty, discarding what it reads (handlers send nothing
+    /// on this socket). Reading, like `zmq_poll` asking for its events, is what ends a dead
+    /// peer's pipe: libzmq ends it only once its reader takes the end mark queued behind
+    /// its messages (`waiting_for_delimiter`). Until then the pipe keeps the routing id, the
+    /// packets the peer will never take and, if full, answers EAGAIN; zring used to read
+    /// the ROUTER's events only while it held ROUTER packets, so a dead handler's pipe
+    /// could stay for good. Polled for POLLIN on every turn, the ROUTER also wakes the
+    /// bridge for its commands (a peer gone, a peer connected), so a packet meets a gone
+    /// peer's EHOSTUNREACH rather than its dead pipe as soon as libzmq knows.
+    fn discard_router_input(&mut self) {
+        let Some(s) = &self.sockets.router else {
+            return;
+        };
+        for _ in 0..limits::BRIDGE_BATCH_PACKETS_MAX {
+            match s.recv_msg(zmq::DONTWAIT) {
+                Ok(m) if !m.get_more() => log!(
+                    log::DEBUG,
+                    "zhttp",
+                    "dropping a message a handler sent on the ROUTER"
+                ),
+                Ok(_) => {}
+                Err(_) => return,
+            }
         }
     }
 

@@ -289,7 +289,10 @@ fn a_malformed_request_after_a_kept_response_gets_its_400() {
     // written (the client saw the connection close with no answer).
     let mut h = Harness::new();
     let c = h.connect();
-    h.write(c, b"GET /a HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n");
+    h.write(
+        c,
+        b"GET /a HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n",
+    );
     let (_, mut s) = h.request();
     h.reply(&mut s, Reply::response(200, "OK").body(b"a"));
     assert_eq!(
