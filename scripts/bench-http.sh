@@ -3,6 +3,8 @@
 # Condure 1.9.1, each in front of the same example handler, measured with
 #   wrk -t$THREADS -c$CONNS -d$SECS http://127.0.0.1:PORT/hello
 # Prints req/s for each and the ratios. Defaults: 2 threads, 64 connections, 10 s.
+# ZRING_BASELINE=DIR also runs DIR/zring (an older build) on both runtimes, each right after
+# the current build on the same runtime, and prints current/baseline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2} CONNS=${CONNS:-64} SECS=${SECS:-10} WORKERS=${WORKERS:-2}
@@ -29,9 +31,16 @@ run_one() { # name port cmd...
 }
 
 zu=$(run_one zu 18100 target/release/zring --runtime uring --workers "$WORKERS" --listen 127.0.0.1:18100 --zclient-stream "ipc://$dir/zu")
+base=${ZRING_BASELINE:-}
+[ -n "$base" ] && bu=$(run_one bu 18103 "$base/zring" --runtime uring --workers "$WORKERS" --listen 127.0.0.1:18103 --zclient-stream "ipc://$dir/bu")
 ze=$(run_one ze 18101 target/release/zring --runtime epoll --workers "$WORKERS" --listen 127.0.0.1:18101 --zclient-stream "ipc://$dir/ze")
+[ -n "$base" ] && be=$(run_one be 18104 "$base/zring" --runtime epoll --workers "$WORKERS" --listen 127.0.0.1:18104 --zclient-stream "ipc://$dir/be")
 co=$(run_one co 18102 condure --workers "$WORKERS" --listen 127.0.0.1:18102 --zclient-stream "ipc://$dir/co")
 
 printf '\nwrk -t%s -c%s -d%ss /hello, example handler, %s workers\n' "$THREADS" "$CONNS" "$SECS" "$WORKERS"
 printf '%-16s %12s\n' "zring io_uring" "$zu" "zring epoll" "$ze" "condure 1.9.1" "$co"
 awk -v a="$zu" -v b="$ze" -v c="$co" 'BEGIN { printf "ratio zring(io_uring)/condure: %.2fx\nratio zring(epoll)/condure:    %.2fx\nratio io_uring/epoll:          %.2fx\n", a/c, b/c, a/b }'
+if [ -n "$base" ]; then
+  printf '%-16s %12s\n' "baseline uring" "$bu" "baseline epoll" "$be"
+  awk -v a="$zu" -v b="$bu" -v c="$ze" -v d="$be" 'BEGIN { printf "ratio current/baseline io_uring: %.2fx\nratio current/baseline epoll:    %.2fx\n", a/b, c/d }'
+fi

@@ -12,6 +12,9 @@
 # (Python ssl, TLS 1.3 where the server offers it), one request, then idle. The certificate is
 # a throwaway P-256 one made by openssl for this run; zring and Condure read it from the same
 # identities directory.
+#
+# ZRING_BASELINE=DIR also measures DIR/zring (an older build) on each runtime, right after
+# the current build on the same runtime (rows `base-uring`, `base-epoll`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-15000}
@@ -88,5 +91,11 @@ measure() { # name port cmd...
 
 max=$(( N + 100 ))
 measure "zring-uring" 18200 target/release/zring --runtime uring --stream-maxconn "$max" --listen "127.0.0.1:18200$tls_spec" "${tls_args[@]}" --zclient-stream "ipc://$dir/zring-uring"
+if [ -n "${ZRING_BASELINE:-}" ]; then
+  measure "base-uring" 18203 "$ZRING_BASELINE/zring" --runtime uring --stream-maxconn "$max" --listen "127.0.0.1:18203$tls_spec" "${tls_args[@]}" --zclient-stream "ipc://$dir/base-uring"
+fi
 measure "zring-epoll" 18201 target/release/zring --runtime epoll --stream-maxconn "$max" --listen "127.0.0.1:18201$tls_spec" "${tls_args[@]}" --zclient-stream "ipc://$dir/zring-epoll"
+if [ -n "${ZRING_BASELINE:-}" ]; then
+  measure "base-epoll" 18204 "$ZRING_BASELINE/zring" --runtime epoll --stream-maxconn "$max" --listen "127.0.0.1:18204$tls_spec" "${tls_args[@]}" --zclient-stream "ipc://$dir/base-epoll"
+fi
 measure "condure" 18202 condure --stream-maxconn "$max" --listen "127.0.0.1:18202$tls_spec" "${tls_args[@]}" --zclient-stream "ipc://$dir/condure"
