@@ -75,6 +75,14 @@ impl HttpExchange {
         }
     }
 
+    /// Whether a req-mode body fits `--body-buffer-size` (always true in stream mode).
+    pub fn new_len_ok(req: &http1::Request, mode: Mode, s: &super::Settings) -> bool {
+        match req.body {
+            BodyKind::Length(n) => mode == Mode::Stream || n <= s.body_buffer_size as u64,
+            _ => true,
+        }
+    }
+
     /// A req-mode request goes whole in its first packet: nothing more to send.
     pub fn body_sent_whole(&mut self) {
         self.body_done = true;
@@ -83,14 +91,6 @@ impl HttpExchange {
 
     pub fn body_done(&self) -> bool {
         self.body_done
-    }
-
-    /// The declared body length, when there is one (req mode checks it against its limit).
-    pub fn body_length(&self) -> Option<u64> {
-        match self.body {
-            Body::Length(n) => Some(n),
-            _ => None,
-        }
     }
 
     // ---- request body (stream mode) ----

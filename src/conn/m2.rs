@@ -423,36 +423,7 @@ impl M2Conn {
         m.continued = false;
         m.handler = Some(hi);
         if req.upgrade_websocket {
-            let Some(key) = req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
-            else {
-                self.fail(t, cx, 400);
-                return Some(input.len());
-            };
-            let accept = AcceptKey::from_key(key.value);
-            self.send(
-                t,
-                cx,
-                &req,
-                found.pattern,
-                hi,
-                b"WEBSOCKET_HANDSHAKE",
-                &[],
-                accept.as_bytes(),
-            );
-            let session = ws::Session::new(ws::SessionConfig {
-                message_bytes_max: WS_MESSAGE_BYTES_MAX,
-                compression: false,
-            });
-            self.ws = Some(Box::new(M2Ws {
-                session,
-                head: input[..head_len].to_vec(),
-                first: 0,
-                message: Vec::new(),
-            }));
-            return Some(head_len);
+            return Some(self.ws_handshake(t, cx, &req, found.pattern, hi, input));
         }
         if upload {
             return Some(self.upload_start(t, cx, &req, found.pattern, hi, body_len, input));
@@ -469,6 +440,51 @@ impl M2Conn {
             body,
         );
         Some(head_len + body_len as usize)
+    }
+
+    /// A WebSocket upgrade: the handshake message goes to the handler (the accept value as
+    /// its body); the head is kept, since every frame message repeats it. Returns the bytes
+    /// used.
+    fn ws_handshake(
+        &mut self,
+        t: &mut Transport,
+        cx: &mut Ctx,
+        req: &http1::Request,
+        pattern: &str,
+        hi: u16,
+        input: &[u8],
+    ) -> usize {
+        let head_len = req.head_len;
+        let Some(key) = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
+        else {
+            self.fail(t, cx, 400);
+            return input.len();
+        };
+        let accept = AcceptKey::from_key(key.value);
+        self.send(
+            t,
+            cx,
+            req,
+            pattern,
+            hi,
+            b"WEBSOCKET_HANDSHAKE",
+            &[],
+            accept.as_bytes(),
+        );
+        let session = ws::Session::new(ws::SessionConfig {
+            message_bytes_max: WS_MESSAGE_BYTES_MAX,
+            compression: false,
+        });
+        self.ws = Some(Box::new(M2Ws {
+            session,
+            head: input[..head_len].to_vec(),
+            first: 0,
+            message: Vec::new(),
+        }));
+        head_len
     }
 
     /// Encodes and queues one request message for handler `hi`.

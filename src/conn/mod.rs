@@ -647,45 +647,34 @@ impl Conn {
     fn start_request(&mut self, cx: &mut Ctx, req: &http1::Request, body: &[u8]) {
         self.t.clear_timer(Timer::Credit);
         let z = ZhttpSession::new(cx, req.version);
-        let websocket = req.upgrade_websocket;
-        let mut deflate = false;
-        if websocket {
-            if self.t.mode == Mode::Req {
-                // Condure's answer, word for word.
-                self.session = Session::Idle(req.version);
-                return self.fail_idle(
-                    cx,
-                    400,
-                    "Bad Request",
-                    "WebSockets not supported on req mode interface.\n",
-                );
-            }
-            let mut w = WsSession::new(z);
-            let ok = w.begin(&mut self.t, cx, req);
-            deflate = w.deflate.is_some();
-            self.session = Session::Ws(w);
-            if !ok {
-                return;
-            }
-        } else {
-            let x = HttpExchange::new(z, req);
-            let too_big = x.body_length().is_some_and(|n| {
-                self.t.mode == Mode::Req && n > cx.settings.body_buffer_size as u64
-            });
-            self.session = Session::Http(x);
-            if too_big {
-                let Session::Http(x) = &mut self.session else {
-                    unreachable!()
-                };
-                return x.z.fail(
-                    &mut self.t,
-                    cx,
-                    413,
-                    "Payload Too Large",
-                    "Request body exceeds the limit.\n",
-                );
-            }
+        if !req.upgrade_websocket {
+            // req mode's bodies were held to `--body-buffer-size` before (`parse_head`).
+            debug_assert!(HttpExchange::new_len_ok(req, self.t.mode, cx.settings));
+            self.session = Session::Http(HttpExchange::new(z, req));
+            return self.send_first_packet(cx, req, body);
         }
+        if self.t.mode == Mode::Req {
+            // Condure's answer, word for word.
+            self.session = Session::Idle(req.version);
+            return self.fail_idle(
+                cx,
+                400,
+                "Bad Request",
+                "WebSockets not supported on req mode interface.\n",
+            );
+        }
+        let mut w = WsSession::new(z);
+        let ok = w.begin(&mut self.t, cx, req);
+        self.session = Session::Ws(w);
+        if ok {
+            self.send_first_packet(cx, req, body);
+        }
+    }
+
+    /// The first packet of the session just started: the request head (stream mode, PUSH;
+    /// the body follows under credits) or the whole request (req mode, DEALER).
+    fn send_first_packet(&mut self, cx: &mut Ctx, req: &http1::Request, body: &[u8]) {
+        let websocket = req.upgrade_websocket;
         let mut uri: ArrayVec<u8, { limits::URI_BYTES_MAX + 300 }> = ArrayVec::new();
         build_uri(&mut uri, self.t.tls.is_some(), req, websocket);
         let mut headers: ArrayVec<(&[u8], &[u8]), { limits::HEADERS_MAX }> = ArrayVec::new();
@@ -707,6 +696,7 @@ impl Conn {
         );
         let expires = Some(now + cx.settings.handler_wait);
         let mode = self.t.mode;
+        let mut deflate = false;
         let Conn { session, .. } = self;
         let (z, body_done) = match session {
             Session::Http(x) => {
@@ -716,7 +706,10 @@ impl Conn {
                 let done = x.body_done();
                 (&mut x.z, done)
             }
-            Session::Ws(w) => (&mut w.z, true),
+            Session::Ws(w) => {
+                deflate = w.deflate.is_some();
+                (&mut w.z, true)
+            }
             _ => unreachable!("a request starts an HTTP exchange or a WebSocket session"),
         };
         let id = z.id(cx);
