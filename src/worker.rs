@@ -169,45 +169,16 @@ impl Worker {
     /// connection asks (its outputs, in order; see `conn`'s contract) and re-arms its timer.
     fn with_conn(&mut self, now: Instant, slot: u32, f: impl FnOnce(&mut Conn, &mut Ctx)) {
         let mut out = std::mem::take(&mut self.outputs);
-        let Some(conn) = self.conns.get_mut(slot as usize) else {
-            panic!("event for free slot {slot}");
-        };
         let paused = self.shared.outbox_full();
-        let mut cx = Ctx {
-            now,
-            settings: &self.settings,
-            slot,
-            pool: &mut self.pool,
-            handlers: &mut self.handlers,
-            counter: &mut self.counter,
-            out: &mut out,
-        };
-        f(conn, &mut cx);
-        conn.flush(&mut cx, paused);
-        // Bounded: a connection asks for a backend once per `Proxy` request, and the
-        // answer's flush asks for none.
-        let mut rounds = 0;
-        loop {
-            let mut backend = None;
-            for o in out.drain(..) {
-                match o {
-                    Output::Packet(p) => self.packets.push(p),
-                    Output::Io(c) => self.cmds.push_back(c),
-                    Output::Backend(addr) => backend = Some(addr),
-                }
-            }
-            let Some(addr) = backend else { break };
-            rounds += 1;
-            assert!(rounds <= 2, "a connection asked for backends in a loop");
-            // At most one backend per client slot; backends also count against the
-            // connection limit (see `accepting`).
-            let b = self.backend_free.pop();
-            let bslot = b.map(|i| self.slots as u32 + i);
-            if let (Some(i), Some(bslot)) = (b, bslot) {
-                self.backends[i as usize] = Some(slot);
-                self.cmds.push_back(Command::Connect { slot: bslot, addr });
-            }
-            let conn = self.conns.get_mut(slot as usize).expect("live slot");
+        let mut input = Some(f);
+        // The backend slot answering an `Output::Backend`, for the next round.
+        let mut answer: Option<Option<u32>> = None;
+        // Bounded: the input runs once; a connection asks for a backend once per `Proxy`
+        // request, and the answer's round asks for none.
+        for round in 0..3 {
+            let Some(conn) = self.conns.get_mut(slot as usize) else {
+                panic!("event for free slot {slot}");
+            };
             let mut cx = Ctx {
                 now,
                 settings: &self.settings,
@@ -217,8 +188,30 @@ impl Worker {
                 counter: &mut self.counter,
                 out: &mut out,
             };
-            conn.handle_backend_slot(&mut cx, bslot);
+            match (input.take(), answer.take()) {
+                (Some(f), _) => f(conn, &mut cx),
+                (None, Some(bslot)) => conn.handle_backend_slot(&mut cx, bslot),
+                (None, None) => break,
+            }
             conn.flush(&mut cx, paused);
+            for o in out.drain(..) {
+                match o {
+                    Output::Packet(p) => self.packets.push(p),
+                    Output::Io(c) => self.cmds.push_back(c),
+                    Output::Backend(addr) => {
+                        assert!(round < 2, "a connection asked for backends in a loop");
+                        // At most one backend per client slot; backends also count against
+                        // the connection limit (see `accepting`).
+                        let b = self.backend_free.pop();
+                        let bslot = b.map(|i| self.slots as u32 + i);
+                        if let (Some(i), Some(bslot)) = (b, bslot) {
+                            self.backends[i as usize] = Some(slot);
+                            self.cmds.push_back(Command::Connect { slot: bslot, addr });
+                        }
+                        answer = Some(bslot);
+                    }
+                }
+            }
         }
         self.outputs = out;
         let conn = &self.conns[slot as usize];
