@@ -7,14 +7,14 @@
 //! its response. These tests drive the real zring and the example handler with
 //! `zring-churn` (fresh connections from many loopback source addresses).
 #[macro_use]
-mod common;
+mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 /// Runs `zring-churn` against `port`; returns its `key=value` line after checking it
 /// reports no error of any kind and every cycle done.

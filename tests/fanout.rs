@@ -5,12 +5,12 @@
 //! while it is stuck. With io_uring the connections are spread over several rings per
 //! worker (rings of 100 connections), so the shared sends go to every ring.
 #[macro_use]
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::ws::Ws;
-use common::Stack;
+use support::ws::Ws;
+use support::Stack;
 
 /// Connections per io_uring ring for these tests: 2 workers × ~150 connections → 2 rings
 /// each.
@@ -73,7 +73,7 @@ fn small_buffer_member(port: u16) -> Ws {
         assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
         std::net::TcpStream::from_raw_fd(fd)
     };
-    let request = common::ws::upgrade_request("/ws/broadcast", "");
+    let request = support::ws::upgrade_request("/ws/broadcast", "");
     let c = Ws::handshake_on(stream, request.as_bytes()).expect("handshake");
     assert!(c.head.starts_with("HTTP/1.1 101 "), "{}", c.head);
     c

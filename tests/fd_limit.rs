@@ -1,7 +1,7 @@
 //! The epoll runtime needs one process fd per connection: at `RLIMIT_NOFILE` it must stop
 //! accepting (connections wait in the backlog) and say so, not crash; once fds free up it
 //! accepts the waiting ones. (io_uring's connections are direct descriptors: no fd each.)
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, temp_dir, wait_port, Proc};
+use support::{free_port, temp_dir, wait_port, Proc};
 
 const FDS: u64 = 64;
 
@@ -54,8 +54,8 @@ fn epoll_at_the_fd_limit_waits_instead_of_crashing() {
             Ok(())
         });
     }
-    let mut zring = Proc(cmd.spawn().unwrap());
-    wait_port(port);
+    let mut zring = Proc::start("zring", &mut cmd);
+    wait_port(port, &mut zring, Duration::from_secs(10));
     // Far more clients than fds: the first ones are served, the rest wait.
     let mut waiting: Vec<TcpStream> = (0..2 * FDS)
         .map(|_| {
@@ -72,7 +72,7 @@ fn epoll_at_the_fd_limit_waits_instead_of_crashing() {
         served > 0 && !waiting.is_empty(),
         "served {served} of {before}"
     );
-    assert!(zring.0.try_wait().unwrap().is_none(), "zring exited");
+    assert!(zring.exited().is_none(), "zring exited");
     // The served ones were closed by zring after their 503, freeing fds: the waiting
     // clients get in.
     let end = Instant::now() + Duration::from_secs(10);

@@ -2,13 +2,13 @@
 //! against zring and the example handler (or a scripted handler), over real loopback and
 //! real ZeroMQ.
 #[macro_use]
-mod common;
+mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -414,7 +414,7 @@ both_runtimes! {
         let port = s.port;
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let client = std::thread::spawn(move || {
-            let mut c = common::ws::Ws::connect(port, "/ws");
+            let mut c = support::ws::Ws::connect(port, "/ws");
             c.text(b"one");
             go_rx.recv().unwrap();
             c.text(b"two");

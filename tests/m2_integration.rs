@@ -5,8 +5,7 @@
 //! clients receive for the same handler replies must match too. Then zring-only checks:
 //! fan-out to 128 held clients, bad replies, fd counts, and an unchanged python3 handler.
 #[macro_use]
-mod common;
-mod peers;
+mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -14,7 +13,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use peers::{free_ports, require_bin, wait_port, Proc, TempDir};
+use support::peers::require_bin;
+use support::{free_ports, wait_port, Proc, TempDir};
 
 const JSON_IDENT: &str = "11111111-2222-3333-4444-555555555555";
 const TNET_IDENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
@@ -577,11 +577,12 @@ both_runtimes! {
 
 /// `zring --m2-config` with arguments; returns (exit code, stderr+stdout) once it exits.
 fn zring_exits(dir: &TempDir, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_zring"))
-        .args(args)
-        .current_dir(&dir.path)
-        .output()
-        .unwrap();
+    let out = support::proc::output(
+        Command::new(env!("CARGO_BIN_EXE_zring"))
+            .args(args)
+            .current_dir(&dir.path),
+    )
+    .unwrap();
     let text =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     (out.status.code().unwrap_or(-1), text)

@@ -5,14 +5,15 @@
 //! what Mongrel2 parses. Router decisions are compared the same way (`zring::m2config`).
 //!
 //! Mongrel2 must be installed (`.ci/run` installs `mongrel2-core`); a missing binary fails.
-mod peers;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use peers::{free_ports, require_bin, wait_port, Proc, TempDir};
+use support::peers::require_bin;
+use support::{free_ports, wait_port, Proc, TempDir};
 use zring::proto::m2::notice::encode_disconnect;
 use zring::proto::m2::reply::mongrel2_int_id;
 use zring::proto::m2::request::{ws_flags, HEADER_COUNT_DEFAULT};

@@ -7,8 +7,7 @@
 //! count back to its baseline. When `mongrel2` and `m2sh` are installed, the same script
 //! runs against Mongrel2 1.12.2 and what the backend receives is compared.
 #[macro_use]
-mod common;
-mod peers;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,7 +15,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peers::{free_ports, wait_port, Proc, TempDir};
+use support::peers;
+use support::{free_ports, wait_port, Proc, TempDir};
 
 const SERVER_UUID: &str = "f400bf85-4538-4f7a-8908-67e313d515c2";
 const BIG: usize = 4 << 20;

@@ -22,13 +22,14 @@
 //! `--nocapture` prints every normalised transcript; `PEERS_SELF_CHECK=1` runs Condure in
 //! place of zring to check the harness itself. `keepalive_encodings` takes ~46 s (Condure
 //! sends keep-alives every 45 s) and runs all three CMs at once.
-mod peers;
+mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peers::{hdrs, int, Cm, Cx, Transcript, Value, H1, H2, WAIT};
+use support::peers;
+use support::peers::{hdrs, int, Cm, Cx, Transcript, Value, H1, H2, WAIT};
 
 type R = Result<(), String>;
 
@@ -898,7 +899,7 @@ fn keepalive_encodings() {
 // compared per message (data fragments joined: how a CM frames what the handler sent is not
 // part of parity).
 //
-// Condure's transcripts of these cases are recorded in tests/peers/ws.condure.txt.
+// Condure's transcripts of these cases are recorded in tests/support/ws.condure.txt.
 
 /// Like `parity_case!`, for the WebSocket scripts.
 macro_rules! ws_parity_case {

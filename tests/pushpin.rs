@@ -6,7 +6,7 @@
 //! docs §6.4) in a temp dir: rundir/logdir there, zurl specs in the rundir, and every TCP port
 //! Pushpin binds (HTTP, and the handler's 5560-5563 by default) moved to free ports, so tests
 //! can run in parallel.
-mod peers;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peers::{Cm, Proc, TempDir};
+use support::peers;
+use support::peers::{Cm, Proc, TempDir};
 
 const PLAIN_BODY: &str = "hello from origin\n";
 const STREAM_BODY: &str = "stream open\n";

@@ -1,9 +1,8 @@
 //! The `runtime` contract, on both runtimes. Each case runs a scripted driver
-//! (`common::TestDriver`, echo by default) on a real loopback listener and plays clients
-//! with std sockets; cases are serialized so fd counts are exact. Timing assertions are
+//! (`support::runtime::TestDriver`, echo by default) on a real loopback listener and plays
+//! clients with std sockets; cases are serialized so fd counts are exact. Timing assertions are
 //! about order ("after the deadline"), never tight durations.
-#[path = "runtime_support/mod.rs"]
-mod common;
+mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -11,7 +10,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
-use common::{fd_count, serial, skip, Ev, Harness};
+use support::runtime::{fd_count, serial, skip, Ev, Harness};
 use zring::runtime::{Command, Kind};
 
 /// Runs `$case(kind)` as two tests, one per runtime.
@@ -486,7 +485,7 @@ fn unix_listener(kind: Kind) {
     let h = Harness::start_on(kind, 16, OwnedFd::from(listener), None, |_| {});
     let mut client = UnixStream::connect(&path).expect("connect unix");
     client
-        .set_read_timeout(Some(common::CLIENT_TIMEOUT))
+        .set_read_timeout(Some(support::runtime::CLIENT_TIMEOUT))
         .unwrap();
     client.write_all(b"unix").unwrap();
     let mut back = [0u8; 4];
@@ -706,7 +705,7 @@ fn connections_over_several_rings(kind: Kind) {
         }
         clients
     };
-    let closed = |s: &common::State| s.count(|e| matches!(e, Ev::Closed { .. }));
+    let closed = |s: &support::runtime::State| s.count(|e| matches!(e, Ev::Closed { .. }));
     let mut clients = connect(CLIENTS);
     assert_eq!(fd_count(), expected, "three rings for 300 connections");
     // Half of them go (the first rings' connections): as many new ones fit again.

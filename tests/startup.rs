@@ -1,14 +1,14 @@
 //! Startup behaviour: malformed flags, and `--runtime auto` falling back to epoll where
 //! io_uring is blocked the way container profiles block it (seccomp makes
 //! `io_uring_setup` fail with EPERM).
-mod common;
+mod support;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 #[test]
 fn malformed_flags_print_one_line_and_exit_2() {
@@ -21,10 +21,8 @@ fn malformed_flags_print_one_line_and_exit_2() {
         &["--buffer-size"],
     ];
     for args in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_zring"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out =
+            support::proc::output(Command::new(env!("CARGO_BIN_EXE_zring")).args(args)).unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
@@ -34,16 +32,11 @@ fn malformed_flags_print_one_line_and_exit_2() {
 
 #[test]
 fn version_and_sizes() {
-    let out = Command::new(env!("CARGO_BIN_EXE_zring"))
-        .arg("-V")
-        .output()
-        .unwrap();
+    let out = support::proc::output(Command::new(env!("CARGO_BIN_EXE_zring")).arg("-V")).unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("zring "));
-    let out = Command::new(env!("CARGO_BIN_EXE_zring"))
-        .arg("--sizes")
-        .output()
-        .unwrap();
+    let out =
+        support::proc::output(Command::new(env!("CARGO_BIN_EXE_zring")).arg("--sizes")).unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let conn: usize = text
         .lines()
@@ -119,16 +112,13 @@ fn auto_falls_back_to_epoll_when_io_uring_is_blocked() {
     cmd.stdout(Stdio::piped());
     // SAFETY: block_io_uring only makes async-signal-safe syscalls.
     unsafe { cmd.pre_exec(block_io_uring) };
-    let mut zring = Proc(cmd.spawn().unwrap());
+    let mut zring = Proc::start("zring", &mut cmd);
     let mut handler = Command::new(env!("CARGO_BIN_EXE_zring-example-handler"));
-    let _handler = Proc(
-        handler
-            .args(["--stream", &base])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _handler = Proc::start(
+        "handler",
+        handler.args(["--stream", &base]).stdout(Stdio::null()),
     );
-    wait_port(port);
+    wait_port(port, &mut zring, Duration::from_secs(10));
     let end = Instant::now() + Duration::from_secs(10);
     let body = loop {
         let (_, body) = curl(&[&format!("http://127.0.0.1:{port}/hello")]);
@@ -138,7 +128,7 @@ fn auto_falls_back_to_epoll_when_io_uring_is_blocked() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(body, "hello\n", "zring did not serve on the epoll fallback");
-    let mut stdout = zring.0.stdout.take().unwrap();
+    let mut stdout = zring.take_stdout().unwrap();
     zring
         .terminate(Duration::from_secs(5))
         .expect("zring exits on SIGTERM");
@@ -154,7 +144,7 @@ fn auto_falls_back_to_epoll_when_io_uring_is_blocked() {
         .arg(format!("127.0.0.1:{}", free_port()));
     // SAFETY: as above.
     unsafe { cmd.pre_exec(block_io_uring) };
-    let out = cmd.output().unwrap();
+    let out = support::proc::output(&mut cmd).unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("io_uring unavailable"));
     let _ = std::fs::remove_dir_all(dir);

@@ -1,9 +1,9 @@
 //! TLS listeners end to end with real clients on both runtimes: curl, `openssl s_client`,
-//! Python `ssl` and `websockets`. Certificates are generated per test (tests/common/tls.rs).
+//! Python `ssl` and `websockets`. Certificates are generated per test (tests/support/tls.rs).
 //!
 //! Needs: curl, openssl, /usr/bin/python3 with python3-websockets (`.ci/run` installs them).
 #[macro_use]
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tls::{s_client, served_fingerprint, Pki};
-use common::{curl, free_port, Stack};
+use support::tls::{s_client, served_fingerprint, Pki};
+use support::{curl, free_port, Proc, Stack};
 
 /// zring + the example handler with tls listeners: `specs` are the listen parameters after
 /// the address (`tls,default-cert=x`); returns the stack and one port per spec.
@@ -221,16 +221,17 @@ both_runtimes! {
         let old = pki.identity("r.test", "r.test", &["r.test"], false);
         let (_s, ports) = tls_stack(rt, &pki, &["tls"], &[]);
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tls_clients/hold.py");
-        let mut held = Command::new("/usr/bin/python3")
-            .arg(&script)
-            .arg(ports[0].to_string())
-            .arg("r.test")
-            .arg(&pki.ca)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run hold.py");
-        let mut lines = BufReader::new(held.stdout.take().unwrap()).lines();
+        let mut held = Proc::start(
+            "hold.py",
+            Command::new("/usr/bin/python3")
+                .arg(&script)
+                .arg(ports[0].to_string())
+                .arg("r.test")
+                .arg(&pki.ca)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        );
+        let mut lines = BufReader::new(held.take_stdout().unwrap()).lines();
         let first = lines.next().unwrap().unwrap();
         assert_eq!(first, format!("status HTTP/1.1 200 OK fp {old}"));
         // Rotate: new key and certificate for the same name, while the client is connected.
@@ -252,11 +253,11 @@ both_runtimes! {
             std::thread::sleep(Duration::from_millis(300));
         }
         // The connection made before the rotation still works.
-        let mut stdin = held.stdin.take().unwrap();
+        let mut stdin = held.take_stdin().unwrap();
         writeln!(stdin).unwrap();
         assert_eq!(lines.next().unwrap().unwrap(), "status HTTP/1.1 200 OK");
         drop(stdin);
-        assert!(held.wait().unwrap().success());
+        assert!(held.wait_exit(Duration::from_secs(30)).expect("hold.py exits").success());
         // A certificate that goes bad keeps the last good one serving.
         std::fs::write(pki.ids().join("r.test.crt"), "not a certificate").unwrap();
         std::thread::sleep(Duration::from_millis(1200));
@@ -271,12 +272,12 @@ both_runtimes! {
         let port = ports[0];
         let baseline = s.fd_count();
         // Plain HTTP to the TLS port: a fatal alert record, then the connection ends.
-        let out = common::exchange(port, b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", Duration::from_secs(5));
+        let out = support::exchange(port, b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", Duration::from_secs(5));
         assert!(out.len() >= 7 && out[0] == 0x15, "plain HTTP got {out:?}");
         // Garbage instead of a ClientHello: also an alert and a close.
-        let out = common::exchange(port, &[0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff], Duration::from_secs(5));
+        let out = support::exchange(port, &[0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff], Duration::from_secs(5));
         assert!(out.len() >= 7 && out[0] == 0x15, "garbage got {out:?}");
-        let out = common::exchange(port, &[0x00; 64], Duration::from_secs(5));
+        let out = support::exchange(port, &[0x00; 64], Duration::from_secs(5));
         assert!(out.is_empty() || out[0] == 0x15, "zeros got {out:?}");
         // A truncated handshake: half a real ClientHello, then the client goes.
         let hello = client_hello();
@@ -320,10 +321,9 @@ both_runtimes! {
         let pki = Pki::new("start");
         let zring = env!("CARGO_BIN_EXE_zring");
         let run = |args: &[&str]| {
-            let out = Command::new(zring)
+            let out = support::proc::output(Command::new(zring)
                 .args(["--runtime", rt])
-                .args(args)
-                .output()
+                .args(args))
                 .unwrap();
             // zring logs to stdout, like Condure.
             let text = format!(

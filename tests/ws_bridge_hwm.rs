@@ -5,12 +5,12 @@
 //! real WebSocket clients on loopback. These are not benchmarks: the bounds are many times
 //! what a working bridge needs, and far below what the timer-paced bridge took.
 #[macro_use]
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::ws::*;
-use common::Stack;
+use support::ws::*;
+use support::Stack;
 
 /// Runs `rounds` rounds on each of `conns` WebSocket connections to `/ws` at once: a round
 /// writes `burst` text messages in one go and reads their echoes, in order. Returns how

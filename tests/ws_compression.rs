@@ -3,11 +3,11 @@
 //! compressed messages of many sizes and fragmentations both ways, and the errors. The
 //! client side compresses and inflates with flate2 (miniz_oxide), not with zring's codec.
 #[macro_use]
-mod common;
+mod support;
 
-use common::ws::*;
-use common::*;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use support::ws::*;
+use support::*;
 
 const RSV1: u8 = 4;
 const TRAILER: [u8; 4] = [0, 0, 0xff, 0xff];

@@ -14,15 +14,15 @@
 //! instead (marked `condure deviation:`), so these runs document and verify each deviation;
 //! zring must follow the RFC.
 //!
-//! Bounds: every wait for the server is at most 10 s (`common::ws::WAIT`); a close the client
+//! Bounds: every wait for the server is at most 10 s (`support::ws::WAIT`); a close the client
 //! never answers must end the TCP connection within 15 s for zring (its close timeout must be
 //! at most 10 s; Condure has none and relies on the handler's 60 s session expiry).
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::ws::*;
-use common::Stack;
+use support::ws::*;
+use support::Stack;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {

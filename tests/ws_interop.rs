@@ -10,14 +10,14 @@
 //!
 //! Needs: `python3-websockets` for /usr/bin/python3, node with `npm` (the node client's
 //! `node_modules` is installed by `.ci/run`, or here on first use with `npm ci`).
-mod common;
+mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::Stack;
+use support::Stack;
 
 const SIZES: [usize; 8] = [0, 1, 125, 126, 65535, 65536, 1 << 20, 16 << 20];
 
@@ -181,7 +181,7 @@ macro_rules! interop {
                     let f: fn(&Stack) = $f;
                     f(&s);
                     // Still serving afterwards.
-                    let r = common::exchange(
+                    let r = support::exchange(
                         s.port,
                         b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
                         Duration::from_secs(5),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+use super::proc::guard;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
 };
@@ -18,7 +19,7 @@ pub struct Pki {
 
 impl Pki {
     pub fn new(tag: &str) -> Pki {
-        let dir = super::temp_dir(&format!("pki-{tag}"));
+        let dir = super::net::temp_dir(&format!("pki-{tag}"));
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let mut dn = DistinguishedName::new();
@@ -94,9 +95,7 @@ fn write_atomic(path: &Path, data: &[u8]) {
 }
 
 fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .stderr(Stdio::null())
+    let out = guard(Command::new("openssl").args(args).stderr(Stdio::null()))
         .output()
         .expect("openssl must be installed");
     assert!(out.status.success(), "openssl {args:?} failed");
@@ -106,12 +105,14 @@ fn openssl(args: &[&str]) -> String {
 /// The SHA-256 fingerprint of a PEM certificate (lower-case hex, from `openssl x509`).
 pub fn fingerprint(pem: &str) -> String {
     use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("openssl must be installed");
+    let mut child = guard(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    )
+    .spawn()
+    .expect("openssl must be installed");
     child
         .stdin
         .take()
@@ -134,16 +135,19 @@ pub fn fingerprint(pem: &str) -> String {
 /// Returns stdout and stderr together.
 pub fn s_client(port: u16, args: &[&str], input: &str, wait: Duration) -> String {
     use std::io::Write;
-    let mut child = Command::new("openssl")
-        .arg("s_client")
-        .arg("-connect")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("openssl must be installed");
+    // Waited for on this thread (bounded), so `guard` suffices: no `Proc` needed.
+    let mut child = guard(
+        Command::new("openssl")
+            .arg("s_client")
+            .arg("-connect")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .spawn()
+    .expect("openssl must be installed");
     let mut stdin = child.stdin.take().unwrap();
     let _ = stdin.write_all(input.as_bytes());
     std::thread::sleep(wait);

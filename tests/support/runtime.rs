@@ -1,9 +1,8 @@
-//! Test support for the runtime contract tests: a scripted driver and a harness that runs
+//! The runtime contract tests' driver: a scripted driver and a harness that runs
 //! `runtime::run` on a thread while the test thread plays clients with std sockets.
 //!
 //! The driver echoes by default. The test steers it through `State` (behind a mutex) and
 //! the wake eventfd: commands the test injects are issued from `handle_wake`.
-#![allow(dead_code)] // Each test binary uses a different part.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

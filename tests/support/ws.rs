@@ -2,7 +2,6 @@
 //! not, any RSV bits and opcode, any length encoding), writes them whole, split at any
 //! points or byte by byte, and reads the server's frames back as exact bytes. It trusts
 //! nothing in zring: its own framing, masking and SHA-1 (for the accept key).
-#![allow(dead_code)]
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -605,9 +604,7 @@ impl Ws {
     }
 }
 
-pub fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
-}
+pub use super::http::find;
 
 /// Bytes for failure messages: hex for short frames, a summary for long ones.
 pub fn show(b: &[u8]) -> String {

@@ -1,0 +1,129 @@
+//! Ports, temp dirs and waiting for a listener.
+use std::collections::HashSet;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::proc::Proc;
+
+/// `n` distinct loopback TCP ports that were free a moment ago, outside the ephemeral range
+/// (so client source ports cannot take them) and never handed out twice by this process.
+/// Another test process may still take one first: servers that fail to bind are retried
+/// by their starters (`Stack`), or fail with their log.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    static USED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let used = USED.get_or_init(Default::default);
+    let state = std::collections::hash_map::RandomState::new();
+    let mut out = Vec::new();
+    let mut tries = 0u64;
+    while out.len() < n {
+        tries += 1;
+        assert!(tries < 100_000, "no free ports found");
+        let mut h = state.build_hasher();
+        h.write_u64(tries);
+        h.write_u32(std::process::id());
+        let p = 20_000 + (h.finish() % 12_000) as u16;
+        let mut u = used.lock().unwrap();
+        if u.contains(&p) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok()
+        {
+            u.insert(p);
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// One port from `free_ports`.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// Waits until `port` accepts TCP connections; Err (with the log tail) if `proc` exits
+/// first or `timeout` passes.
+pub fn try_wait_port(port: u16, proc: &mut Proc, timeout: Duration) -> Result<(), String> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(st) = proc.exited() {
+            return Err(format!(
+                "{} exited ({st}) before listening on {port}\n{}",
+                proc.name,
+                proc.log_tail(40)
+            ));
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            return Err(format!(
+                "{} is not listening on {port} after {timeout:?}\n{}",
+                proc.name,
+                proc.log_tail(40)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `try_wait_port` or panic.
+pub fn wait_port(port: u16, proc: &mut Proc, timeout: Duration) {
+    if let Err(e) = try_wait_port(port, proc, timeout) {
+        panic!("{e}");
+    }
+}
+
+/// A unique directory under /tmp, short enough for ipc paths; removed on drop unless the
+/// test is failing (then its path is printed for the logs inside).
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let tag: String = tag
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(20)
+            .collect();
+        let path = PathBuf::from(format!(
+            "/tmp/zp-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("creating temp dir");
+        TempDir { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    pub fn s(&self, p: &str) -> String {
+        self.join(p).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for inspection", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A fresh directory the caller removes (for owners with their own Drop, like `Stack`).
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = TempDir::new(tag);
+    let path = d.path.clone();
+    std::mem::forget(d);
+    path
+}
