@@ -13,15 +13,15 @@
 //! a body and a WebSocket echo work; the handler is killed and started again with the same
 //! id; then all three must work again within `RECOVERY_BOUND`.
 #[macro_use]
-mod common;
+mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ws::*;
-use common::*;
+use support::ws::*;
+use support::*;
 
 const HANDLER_ID: &str = "restarting-handler";
 /// How long after a restart GET, POST and WebSocket must all work. The handler sleeps
@@ -32,12 +32,11 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(5);
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 fn start_handler(base: &str) -> Proc {
-    Proc(
+    Proc::start(
+        "example handler",
         Command::new(env!("CARGO_BIN_EXE_zring-example-handler"))
             .args(["--stream", base, "--id", HANDLER_ID])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start example handler"),
+            .stdout(Stdio::null()),
     )
 }
 
@@ -118,7 +117,7 @@ fn restarts(rt: &str, signal: libc::c_int) {
             .unwrap();
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(handler.pid(), signal) };
-        let _ = handler.0.wait();
+        let _ = handler.wait_exit(Duration::from_secs(10));
         let frame = open_ws.masked(true, 0, TEXT, b"to a dead handler");
         open_ws.write_lenient(&frame);
         let _ = waiting_post.write_all(b"67890");

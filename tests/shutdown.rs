@@ -21,7 +21,7 @@
 //! and the workers hand the bridge batches right before they finish), wait until the handler
 //! has answered one, SIGTERM at a varying delay, and require the exit within the bound.
 #[macro_use]
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 const ITERATIONS: usize = 1000;
 /// Each exit's bound. zring's own longest legitimate wait at exit is the bridge's 2 s flush
@@ -105,22 +105,18 @@ fn threads_of(pid: i32) -> String {
 /// Starts zring listening on the Unix socket `listener` (a path no other test can take, as
 /// it could take a TCP port between two iterations) and waits until it accepts.
 fn start_zring(rt: &str, base: &str, listener: &Path) -> Proc {
-    let mut zring = Proc(
+    let mut zring = Proc::start(
+        "zring",
         Command::new(env!("CARGO_BIN_EXE_zring"))
             .args(["--runtime", rt, "--listen"])
             .arg(format!("{},local", listener.display()))
             .args(["--zclient-stream", base, "--log-level", "1"])
             .args(["--workers", "2"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start zring"),
+            .stdout(Stdio::null()),
     );
     let end = Instant::now() + READY_BOUND;
     loop {
-        assert!(
-            !matches!(zring.0.try_wait(), Ok(Some(_))),
-            "zring exited at start"
-        );
+        assert!(zring.exited().is_none(), "zring exited at start");
         if UnixStream::connect(listener).is_ok() {
             return zring;
         }
@@ -134,13 +130,12 @@ both_runtimes! {
         let dir = temp_dir(&format!("shutdown-{rt}"));
         let base = format!("ipc://{}/z", dir.display());
         let listener = dir.join("http.sock");
-        let _handler = Proc(
+        let _handler = Proc::start(
+            "example handler",
             Command::new(env!("CARGO_BIN_EXE_zring-example-handler"))
                 // Reconnect to each new zring within milliseconds, not ZeroMQ's 100 ms.
                 .args(["--stream", &base, "--reconnect-ms", "5"])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start example handler"),
+                .stdout(Stdio::null()),
         );
         let started = Instant::now();
         let mut slowest = Duration::ZERO;
@@ -165,7 +160,7 @@ both_runtimes! {
             // SAFETY: signalling our own child by pid.
             unsafe { libc::kill(zring.pid(), libc::SIGTERM) };
             let status = loop {
-                if let Ok(Some(s)) = zring.0.try_wait() {
+                if let Some(s) = zring.exited() {
                     break Some(s);
                 }
                 if term.elapsed() >= EXIT_BOUND {
