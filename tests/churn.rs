@@ -91,7 +91,12 @@ both_runtimes! {
             std::thread::sleep(Duration::from_millis(100));
             fds_after = s.fd_count();
         }
-        assert_eq!(fds_after, fds_before, "zring's fds before and after churn");
+        // Not more than before (the baseline may still hold the start-up probe's socket,
+        // lingering).
+        assert!(
+            fds_after <= fds_before,
+            "zring holds {fds_after} fds after churn, {fds_before} before"
+        );
         // The accept gate keeps a few slots spare per worker (armed accepts), so fill to
         // just below the limit.
         all_slots_serve(s.port, maxconn - 24);
