@@ -73,7 +73,10 @@ enum Resp {
     ToClose,
 }
 
-/// A client connection's backend (boxed in `M2Conn`).
+/// A client connection's backend (boxed in `M2Conn`), on a slot of its own. Invariants:
+/// `slot` is `Some` from `backend_assign` until the backend is dropped (the slot then goes to
+/// `backend_close`); commands go to it only in `Phase::Open`; at most one send in flight
+/// (`sending`); `to_backend` holds at most `PROXY_QUEUE_BYTES` plus one read.
 pub(super) struct Proxy {
     addr: SocketAddr,
     slot: Option<u32>,
