@@ -65,12 +65,20 @@ apt_install "${build_pkgs[@]}" condure pushpin zurl mongrel2-core python3-zmq py
 # node + npm for the node `ws` client: the machine image may have Node 20 with npm (not from
 # Debian's packages, which conflict with it), so Debian's only when npm is absent.
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
-# That client's locked dependencies, again only when the lock file is newer than the install.
+# That client's locked dependencies, again only when the install is older than the lock file
+# or does not load (npm 9 once reported success with files missing after a failed fetch: so
+# check, and try twice).
 node=tests/ws_clients/node
-if [ ! "$node/node_modules/.package-lock.json" -nt "$node/package-lock.json" ]; then
+node_ok() {
+  [ "$node/node_modules/.package-lock.json" -nt "$node/package-lock.json" ] &&
+    (cd "$node" && node -e "require('ws')" >/dev/null 2>&1)
+}
+for _ in 1 2; do
+  node_ok && break
   echo "setup: npm ci in $node"
-  npm ci --no-audit --no-fund --prefix "$node" >/dev/null
-fi
+  npm ci --no-audit --no-fund --prefix "$node" >/dev/null || true
+done
+node_ok || { echo "setup: npm ci in $node failed" >&2; exit 1; }
 # test.sh's formatting and lint steps (a minimal rustup profile has neither).
 for c in rustfmt clippy; do
   cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || { echo "setup: rustup component add $c"; rustup component add "$c"; }
