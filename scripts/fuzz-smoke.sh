@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target briefly from its seed corpus: a crash fails the run.
-# FUZZ_SECONDS (default 20) per target. Installs cargo-fuzz if it is missing.
+# FUZZ_SECONDS (default 20) per target. Installs cargo-fuzz if it is missing (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-20}
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+scripts/setup.sh fuzz
 export RUSTC_BOOTSTRAP=1
 targets=$(cd fuzz && cargo fuzz list)
 for t in $targets; do

@@ -2,9 +2,10 @@
 # Builds zring and the example handler and runs both: zring on 127.0.0.1:8000, talking
 # ZHTTP to the handler over ipc sockets in a temporary directory. With openssl installed it
 # also serves TLS on 127.0.0.1:8443 with a throwaway certificate for `localhost` made in that
-# directory. Ctrl-C stops both.
+# directory. Ctrl-C stops both. Installs what building needs first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/setup.sh
 cargo build --release --bins
 dir=$(mktemp -d /tmp/zring-example.XXXXXX)
 tls=()

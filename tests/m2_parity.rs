@@ -4,7 +4,7 @@
 //! (`zring::proto::m2`) builds the same bytes from the same request, ids aside, and parses
 //! what Mongrel2 parses. Router decisions are compared the same way (`zring::m2config`).
 //!
-//! Mongrel2 must be installed (`.ci/run` installs `mongrel2-core`); a missing binary fails.
+//! Mongrel2 must be installed (`scripts/setup.sh test` installs `mongrel2-core`); a missing binary fails.
 mod support;
 
 use std::io::{Read, Write};

@@ -156,7 +156,7 @@ struct Pushpin {
 impl Pushpin {
     fn start(cm_bin: &Path, dir: &TempDir, origin: u16) -> Pushpin {
         let src = std::fs::read_to_string("/etc/pushpin/pushpin.conf")
-            .expect("pushpin is not installed (/etc/pushpin/pushpin.conf missing; CI installs it with .ci/run)");
+            .expect("pushpin is not installed (/etc/pushpin/pushpin.conf missing; scripts/setup.sh test installs it)");
         let pushpin = peers::require_bin("pushpin");
         peers::require_bin("zurl");
         let p = peers::free_ports(5);

@@ -1,7 +1,7 @@
 //! TLS listeners end to end with real clients on both runtimes: curl, `openssl s_client`,
 //! Python `ssl` and `websockets`. Certificates are generated per test (tests/support/tls.rs).
 //!
-//! Needs: curl, openssl, /usr/bin/python3 with python3-websockets (`.ci/run` installs them).
+//! Needs: curl, openssl, /usr/bin/python3 with python3-websockets (`scripts/setup.sh test` installs them).
 #[macro_use]
 mod support;
 

@@ -9,7 +9,7 @@
 //! included), `zring_uring` and `zring_epoll`.
 //!
 //! Needs: `python3-websockets` for /usr/bin/python3, node with `npm` (the node client's
-//! `node_modules` is installed by `.ci/run`, or here on first use with `npm ci`).
+//! `node_modules` is installed by `scripts/setup.sh test`, or here on first use with `npm ci`).
 mod support;
 
 use std::path::PathBuf;
@@ -127,7 +127,7 @@ fn python_echo(s: &Stack) {
         .is_ok_and(|st| st.success());
     assert!(
         ok,
-        "python3-websockets is not installed for /usr/bin/python3 (.ci/run installs it: apt-get install python3-websockets)"
+        "python3-websockets is not installed for /usr/bin/python3 (scripts/setup.sh test installs it)"
     );
     let out = Command::new("/usr/bin/python3")
         .arg(script)

@@ -96,7 +96,7 @@ pub fn require_bin(name: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{name} is not installed (CI installs it with .ci/run: apt-get install {name})");
+    panic!("{name} is not installed (scripts/setup.sh test installs it)");
 }
 
 /// True when a test for `cm` should run; prints why not otherwise.

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The one install step of the scripts, for Debian 12 with Rust (stable) and nothing else:
+#   scripts/setup.sh         what building and running zring needs (run-example.sh)
+#   scripts/setup.sh test    everything scripts/test.sh needs: Condure, Pushpin, Mongrel2, the
+#                            Python and node clients, curl, wrk, openssl, rustfmt, clippy, cargo-fuzz
+#   scripts/setup.sh fuzz    cargo-fuzz only (fuzz-smoke.sh)
+# Installs only what is missing, so a second run is a quiet no-op. apt-get needs root (or sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-build}
+case "$what" in
+  build | test | fuzz) ;;
+  *) echo "usage: $0 [build|test|fuzz]" >&2; exit 2 ;;
+esac
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "setup: needs root for: $*" >&2; exit 1
+  fi
+}
+
+# Debian packages not installed yet ("ii": `dpkg -s` also succeeds for removed packages
+# whose config files remain); `apt-get update` at most once per run.
+apt_updated=
+apt_install() {
+  local p missing=()
+  for p in "$@"; do
+    [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null)" = "ii " ] || missing+=("$p")
+  done
+  [ "${#missing[@]}" -gt 0 ] || return 0
+  echo "setup: apt-get install ${missing[*]}"
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Pushpin's package may start a system instance; the tests start their own on its ports.
+  if [[ " ${missing[*]} " == *" pushpin "* ]]; then
+    as_root systemctl stop pushpin >/dev/null 2>&1 || true
+  fi
+}
+
+fuzz_tools() {
+  # cargo-fuzz runs on stable here with RUSTC_BOOTSTRAP=1 (fuzz-smoke.sh sets it).
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "setup: cargo install cargo-fuzz"
+    cargo install --locked --quiet cargo-fuzz
+  fi
+}
+
+# Building: gcc for ring's C, g++ for libzmq (the zmq crate compiles it from source, see
+# Cargo.toml: no libzmq3-dev or pkg-config) and libFuzzer. openssl makes run-example.sh's
+# TLS certificate.
+build_pkgs=(gcc g++ openssl)
+case "$what" in
+  build) apt_install "${build_pkgs[@]}"; exit 0 ;;
+  fuzz) apt_install "${build_pkgs[@]}"; fuzz_tools; exit 0 ;;
+esac
+
+# test: the peers (pushpin brings condure, zurl and mongrel2-core; named so a removed one
+# comes back), the Python clients for /usr/bin/python3, and the load and HTTP tools.
+apt_install "${build_pkgs[@]}" condure pushpin zurl mongrel2-core python3-zmq python3-websocket \
+  python3-websockets curl wrk
+# node + npm for the node `ws` client: the machine image may have Node 20 with npm (not from
+# Debian's packages, which conflict with it), so Debian's only when npm is absent.
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+# That client's locked dependencies, again only when the install is older than the lock file
+# or does not load (npm 9 once reported success with files missing after a failed fetch: so
+# check, and try twice).
+node=tests/ws_clients/node
+node_ok() {
+  [ "$node/node_modules/.package-lock.json" -nt "$node/package-lock.json" ] &&
+    (cd "$node" && node -e "require('ws')" >/dev/null 2>&1)
+}
+for _ in 1 2; do
+  node_ok && break
+  echo "setup: npm ci in $node"
+  npm ci --no-audit --no-fund --prefix "$node" >/dev/null || true
+done
+node_ok || { echo "setup: npm ci in $node failed" >&2; exit 1; }
+# test.sh's formatting and lint steps (a minimal rustup profile has neither).
+for c in rustfmt clippy; do
+  cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || { echo "setup: rustup component add $c"; rustup component add "$c"; }
+done
+fuzz_tools
