@@ -34,11 +34,12 @@
 //!   bounded number of turns and its timers in a bounded number of wake-ups;
 //! - zring numbers its packets of each session 0, 1, 2, … (keep-alives included);
 //! - the worker's connection count equals the clients whose slot was not released;
-//! - per connection, what zring holds received (`spill` + `carry`) stays within one request
-//!   head (+ a req-mode body) plus two receive pieces, and what it holds for the client
-//!   (`out` + the send in flight) within the handler's credits (`--buffer-size`), plus the
-//!   two packets a handler may send outside them (the response head's and the final one),
-//!   plus `--messages-max` control frames and a fixed overhead.
+//! - per connection, what zring holds received (`spill` + `carry` + TLS ciphertext) stays
+//!   within one request head (+ a req-mode body), two receive pieces and a TLS record, and
+//!   what it holds for the client (`out` + TLS records + the send in flight) within the
+//!   handler's credits (`--buffer-size`), plus the two packets a handler may send outside
+//!   them (the response head's and the final one), plus `--messages-max` control frames
+//!   and a fixed overhead.
 //!
 //! At the end every client unstalls and half-closes, and time runs past every timeout:
 //! then no connection may be left and no timer pending (the sweep runs only while
@@ -79,8 +80,9 @@ const END_ADVANCE: Duration = Duration::from_secs(150);
 /// bounded by this handler), `--messages-max` control frames (≤ 125 bytes + header), and a
 /// fixed overhead (heads: the handler's ≤ 1 KiB and zring's own; chunk framing; TLS records).
 const OUT_BOUND: usize = BUFFER_SIZE + 2 * PACKET_BODY_MAX + MESSAGES_MAX * 140 + 4096;
-/// What zring may hold received: one head (+ a req-mode body), then two receive pieces.
-const IN_BOUND: usize = BUFFER_SIZE + BODY_BUFFER_SIZE + 2 * RECV_PIECE_BYTES;
+/// What zring may hold received: one head (+ a req-mode body), two receive pieces, and a
+/// TLS record split across reads (ciphertext ≤ 2^14 + 2048, + its 5-byte header).
+const IN_BOUND: usize = BUFFER_SIZE + BODY_BUFFER_SIZE + 2 * RECV_PIECE_BYTES + 18_437;
 
 struct Sess {
     s: Session,
@@ -318,7 +320,9 @@ impl Script<'_> {
         if opcode == 8 && len >= 2 {
             payload[..2].copy_from_slice(&1000u16.to_be_bytes());
         }
-        let mut f = vec![opcode | if bits & 0x10 == 0 { 0x80 } else { 0 } | (bits & 0x20) << 1];
+        let fin = if bits & 0x10 == 0 { 0x80 } else { 0 };
+        let rsv1 = (bits & 0x20) << 1;
+        let mut f = vec![fin | rsv1 | opcode];
         let mask = if bits & 0x40 == 0 { 0x80 } else { 0 };
         match len {
             0..=125 => f.push(mask | len as u8),

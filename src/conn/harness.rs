@@ -165,7 +165,9 @@ impl ToHandler {
         let (value, used) = tnetstring::parse(&p.data[1..]).expect("well-formed tnetstring");
         assert_eq!(used, p.data.len() - 1, "nothing after the packet");
         let dict = value.as_dict().expect("a dict");
-        let text = |v: Value| String::from_utf8(v.as_bytes().expect("bytes").to_vec()).unwrap();
+        // Lossy: a client's method, path or header name may carry bytes past ASCII, which
+        // zring forwards as they came.
+        let text = |v: Value| String::from_utf8_lossy(v.as_bytes().expect("bytes")).into_owned();
         let mut out = ToHandler {
             route: p.route.clone(),
             ids: Vec::new(),

@@ -187,11 +187,16 @@ impl Conn {
         self.t.link == Link::Closed
     }
 
-    /// Bytes held for this connection: received and not consumed (`spill` + `carry`), and
-    /// for the client and not handed to the runtime yet (`out`). For the harness's bounds.
+    /// Bytes held for this connection: received and not consumed (`spill`, `carry`, TLS
+    /// ciphertext), and for the client and not handed to the runtime yet (`out`, TLS
+    /// records). For the harness's bounds.
     #[cfg(any(test, feature = "harness"))]
     pub fn buffered(&self) -> (usize, usize) {
-        (self.t.spill.len() + self.t.carry.len(), self.t.out.len())
+        let (tail, wire) = self.t.tls.as_ref().map_or((0, 0), |t| t.buffered());
+        (
+            self.t.spill.len() + self.t.carry.len() + tail,
+            self.t.out.len() + wire,
+        )
     }
 
     /// The counter part of the current session id, while a ZHTTP session is open.
