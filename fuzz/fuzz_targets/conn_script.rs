@@ -98,6 +98,9 @@ struct Script<'a> {
     zring_seq: HashMap<String, u32>,
     advanced: Duration,
     zring_shut_down: bool,
+    /// `CONN_SCRIPT_TRACE` set: print each action and what both sides got (to read a
+    /// crash input: `CONN_SCRIPT_TRACE=1 cargo fuzz run conn_script CRASH`).
+    trace: bool,
     /// TLS clients before their handshake is done: plaintext written (an upper bound).
     tls_early: HashMap<Client, usize>,
 }
@@ -142,7 +145,12 @@ impl Script<'_> {
     }
 
     fn step(&mut self) {
-        match self.byte() % 14 {
+        let op = self.byte() % 14;
+        if self.trace {
+            let (before, elapsed) = (self.u.len(), self.h.elapsed());
+            eprintln!("action {op} at {elapsed:?} ({before} bytes left)");
+        }
+        match op {
             0 => {
                 let l = self.byte() % 4;
                 if self.zring_shut_down || self.clients.len() >= CLIENTS_MAX {
@@ -416,6 +424,9 @@ impl Script<'_> {
     /// more than one; req-mode sessions get theirs alone on the DEALER), or with its `seq`
     /// moved on by `wrong_seq`.
     fn reply(&mut self, n: u8, count: usize, reply: Reply, wrong_seq: Option<u32>) {
+        if self.trace {
+            eprintln!("  handler: session {n} (x{count}, wrong seq {wrong_seq:?}): {reply:?}");
+        }
         if self.sessions.is_empty() {
             return;
         }
@@ -444,6 +455,9 @@ impl Script<'_> {
     /// Takes what zring sent the handler: learns new sessions, checks every `seq`.
     fn take_packets(&mut self) {
         for p in self.h.packets() {
+            if self.trace {
+                eprintln!("  to handler: {}", p.raw);
+            }
             for (id, seq) in &p.ids {
                 let next = self.zring_seq.entry(id.clone()).or_insert(0);
                 if let Some(seq) = seq {
@@ -470,17 +484,27 @@ impl Script<'_> {
         self.take_packets();
         let mut live = 0;
         for &c in &self.clients {
-            drop(self.h.read(c)); // the client reads what it received
+            let got = self.h.read(c); // the client reads what it received
+            if self.trace && !got.is_empty() {
+                eprintln!("  {c:?} got: {:?}", String::from_utf8_lossy(&got));
+            }
             if self.h.is_closed(c) {
                 assert_eq!(self.h.zring_buffered(c), None);
                 continue;
             }
             live += 1;
             let (input, out) = self.h.zring_buffered(c).expect("a live client's slot");
-            assert!(input <= IN_BOUND, "zring holds {input} B received from {c:?}");
+            assert!(
+                input <= IN_BOUND,
+                "zring holds {input} B received from {c:?}"
+            );
             assert!(out <= OUT_BOUND, "zring holds {out} B for {c:?}");
         }
-        assert_eq!(self.h.conn_count(), live, "worker connections vs open clients");
+        assert_eq!(
+            self.h.conn_count(),
+            live,
+            "worker connections vs open clients"
+        );
     }
 
     /// Every client unstalls and half-closes, and time passes every timeout: nothing may
@@ -495,13 +519,20 @@ impl Script<'_> {
         self.check();
         self.h.advance(END_ADVANCE);
         self.check();
-        assert_eq!(self.h.conn_count(), 0, "connections left after every timeout");
+        assert_eq!(
+            self.h.conn_count(),
+            0,
+            "connections left after every timeout"
+        );
         for &c in &self.clients {
             assert!(self.h.is_closed(c), "{c:?} not released");
         }
         assert_eq!(self.h.next_deadline(), None, "a timer with no connection");
         if self.zring_shut_down {
-            assert!(self.h.finished(), "shut down with nothing open, yet not finished");
+            assert!(
+                self.h.finished(),
+                "shut down with nothing open, yet not finished"
+            );
         }
     }
 }
@@ -518,6 +549,11 @@ fn fuzz_config() -> zring::config::Config {
     }
 }
 
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("CONN_SCRIPT_TRACE").is_some())
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut script = Script {
         u: Unstructured::new(data),
@@ -528,6 +564,7 @@ fuzz_target!(|data: &[u8]| {
         advanced: Duration::ZERO,
         zring_shut_down: false,
         tls_early: HashMap::new(),
+        trace: trace(),
     };
     for _ in 0..ACTIONS_MAX {
         if script.u.is_empty() {

@@ -397,32 +397,33 @@ impl Reply {
 /// Made once per process: key generation costs milliseconds, too much per fuzz input.
 fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
     static CONFIGS: OnceLock<(Arc<rustls::ServerConfig>, Arc<ClientConfig>)> = OnceLock::new();
-    CONFIGS.get_or_init(|| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let der: CertificateDer<'static> = cert.der().clone();
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut server =
-            rustls::ServerConfig::builder_with_provider(crate::tls::config::provider())
-                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    CONFIGS
+        .get_or_init(|| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            let der: CertificateDer<'static> = cert.der().clone();
+            let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            let mut server =
+                rustls::ServerConfig::builder_with_provider(crate::tls::config::provider())
+                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(vec![der.clone()], key_der)
+                    .unwrap();
+            server.alpn_protocols = vec![crate::tls::config::ALPN_HTTP11.to_vec()];
+            let mut roots = RootCertStore::empty();
+            roots.add(der).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut client = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
                 .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![der.clone()], key_der)
-                .unwrap();
-        server.alpn_protocols = vec![crate::tls::config::ALPN_HTTP11.to_vec()];
-        let mut roots = RootCertStore::empty();
-        roots.add(der).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![crate::tls::config::ALPN_HTTP11.to_vec()];
-        (Arc::new(server), Arc::new(client))
-    })
-    .clone()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            client.alpn_protocols = vec![crate::tls::config::ALPN_HTTP11.to_vec()];
+            (Arc::new(server), Arc::new(client))
+        })
+        .clone()
 }
 
 /// The configuration every harness starts from: one worker, 450 slots (so the keep-alive
