@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target briefly from its seed corpus: a crash fails the run.
 # FUZZ_SECONDS (default 20) per target. Installs cargo-fuzz if it is missing (scripts/setup.sh).
+# Every target `cargo fuzz list` names runs, seeded from fuzz/corpus/<target>/ (conn_script's
+# seeds are written by scripts/conn-script-seeds.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-20}

@@ -143,6 +143,18 @@ impl Worker {
         }
     }
 
+    /// Open connections (slots not yet released by `handle_closed`).
+    #[cfg(any(test, feature = "harness"))]
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// `Conn::buffered` of the slot's connection, if it holds one.
+    #[cfg(any(test, feature = "harness"))]
+    pub fn conn_buffered(&self, slot: u32) -> Option<(usize, usize)> {
+        self.conns.get(slot as usize).map(Conn::buffered)
+    }
+
     /// Backend slots in use.
     fn backends_used(&self) -> usize {
         self.backends.len() - self.backend_free.len()

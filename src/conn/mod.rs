@@ -43,6 +43,10 @@ use crate::runtime::Command;
 mod fanout;
 mod http;
 mod id;
+// The in-process harness (a fake runtime and a scripted handler around a real `Worker`):
+// for `conn::tests` and, with feature `harness`, the `conn_script` fuzz target.
+#[cfg(any(test, feature = "harness"))]
+pub mod harness;
 pub mod m2;
 mod m2proxy;
 pub mod pool;
@@ -181,6 +185,18 @@ impl Conn {
     /// True once `Close` was issued: the slot waits for `handle_closed`.
     pub fn is_closed(&self) -> bool {
         self.t.link == Link::Closed
+    }
+
+    /// Bytes held for this connection: received and not consumed (`spill`, `carry`, TLS
+    /// ciphertext), and for the client and not handed to the runtime yet (`out`, TLS
+    /// records). For the harness's bounds.
+    #[cfg(any(test, feature = "harness"))]
+    pub fn buffered(&self) -> (usize, usize) {
+        let (tail, wire) = self.t.tls.as_ref().map_or((0, 0), |t| t.buffered());
+        (
+            self.t.spill.len() + self.t.carry.len() + tail,
+            self.t.out.len() + wire,
+        )
     }
 
     /// The counter part of the current session id, while a ZHTTP session is open.

@@ -37,6 +37,12 @@ impl TlsConn {
         })
     }
 
+    /// Ciphertext held: received and not consumed, and records waiting to be sent.
+    #[cfg(any(test, feature = "harness"))]
+    pub(super) fn buffered(&self) -> (usize, usize) {
+        (self.tail.len(), self.wire.len())
+    }
+
     pub(super) fn is_handshaking(&self) -> bool {
         self.session.is_handshaking()
     }

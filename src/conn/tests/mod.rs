@@ -2,7 +2,7 @@
 //! simulated time (see `harness`). Each file covers one behaviour; each test asserts the
 //! exact bytes, packets and socket commands zring produces today.
 //! Mongrel2 mode runs beside ZHTTP: its setup is passed to the worker, not global.
-mod harness;
+use super::harness;
 
 mod credits;
 mod fanout;

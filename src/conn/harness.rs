@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -64,7 +64,7 @@ const WHEEL_TICK: Duration = Duration::from_millis(10);
 const WAKE_LATENESS: Duration = Duration::from_micros(1);
 
 /// One client, named by the order it connected (slots are reused; clients are not).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Client(usize);
 
 /// What the fake runtime did on a client's socket besides moving bytes.
@@ -165,7 +165,9 @@ impl ToHandler {
         let (value, used) = tnetstring::parse(&p.data[1..]).expect("well-formed tnetstring");
         assert_eq!(used, p.data.len() - 1, "nothing after the packet");
         let dict = value.as_dict().expect("a dict");
-        let text = |v: Value| String::from_utf8(v.as_bytes().expect("bytes").to_vec()).unwrap();
+        // Lossy: a client's method, path or header name may carry bytes past ASCII, which
+        // zring forwards as they came.
+        let text = |v: Value| String::from_utf8_lossy(v.as_bytes().expect("bytes")).into_owned();
         let mut out = ToHandler {
             route: p.route.clone(),
             ids: Vec::new(),
@@ -391,32 +393,37 @@ impl Reply {
 /// A listener's TLS configuration as production builds it (`tls::config`'s provider,
 /// versions and ALPN), with one self-signed certificate for `localhost` instead of an
 /// identities directory; and a client configuration that trusts it.
+///
+/// Made once per process: key generation costs milliseconds, too much per fuzz input.
 fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
-    {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let der: CertificateDer<'static> = cert.der().clone();
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut server =
-            rustls::ServerConfig::builder_with_provider(crate::tls::config::provider())
-                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    static CONFIGS: OnceLock<(Arc<rustls::ServerConfig>, Arc<ClientConfig>)> = OnceLock::new();
+    CONFIGS
+        .get_or_init(|| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            let der: CertificateDer<'static> = cert.der().clone();
+            let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            let mut server =
+                rustls::ServerConfig::builder_with_provider(crate::tls::config::provider())
+                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(vec![der.clone()], key_der)
+                    .unwrap();
+            server.alpn_protocols = vec![crate::tls::config::ALPN_HTTP11.to_vec()];
+            let mut roots = RootCertStore::empty();
+            roots.add(der).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut client = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
                 .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![der.clone()], key_der)
-                .unwrap();
-        server.alpn_protocols = vec![crate::tls::config::ALPN_HTTP11.to_vec()];
-        let mut roots = RootCertStore::empty();
-        roots.add(der).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![crate::tls::config::ALPN_HTTP11.to_vec()];
-        (Arc::new(server), Arc::new(client))
-    }
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            client.alpn_protocols = vec![crate::tls::config::ALPN_HTTP11.to_vec()];
+            (Arc::new(server), Arc::new(client))
+        })
+        .clone()
 }
 
 /// The configuration every harness starts from: one worker, 450 slots (so the keep-alive
@@ -445,6 +452,12 @@ pub struct Harness {
     to_m2: VecDeque<(u16, Vec<u8>)>,
     /// What a TLS client of this harness trusts (the `TLS` listener's certificate).
     client_tls: Arc<ClientConfig>,
+}
+
+impl Default for Harness {
+    fn default() -> Harness {
+        Harness::new()
+    }
 }
 
 impl Harness {
@@ -541,6 +554,53 @@ impl Harness {
     /// Simulated now.
     pub fn now(&self) -> Instant {
         self.base + self.elapsed
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// The worker's open connections (slots it has not had `handle_closed` for).
+    pub fn conn_count(&self) -> usize {
+        self.worker.conn_count()
+    }
+
+    /// The worker's next deadline, as time since the start (`None`: no timer at all).
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.worker.poll_timeout().map(|t| t - self.base)
+    }
+
+    /// True once the worker reports it is done (shut down, nothing left open).
+    pub fn finished(&self) -> bool {
+        self.worker.finished()
+    }
+
+    /// zring exits (SIGTERM): the shutdown flag and a wake-up, as `main` does; then drives.
+    pub fn shutdown(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.inboxes[0].wake();
+        self.drive();
+    }
+
+    /// Clients connected so far (closed ones included).
+    pub fn clients(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// For the client's connection while the worker holds it: what zring holds received
+    /// and not consumed, and what it holds for the client (its `out` plus the send in
+    /// flight, ciphertext for TLS). `None` once the slot was released.
+    pub fn zring_buffered(&self, c: Client) -> Option<(usize, usize)> {
+        let s = &self.sockets[c.0];
+        let (input, out) = self.worker.conn_buffered(s.slot?)?;
+        let in_flight = s.in_flight.as_ref().map_or(0, |f| f.bytes.len());
+        Some((input, out + in_flight))
+    }
+
+    /// The client shut down its writing side already.
+    pub fn client_done_writing(&self, c: Client) -> bool {
+        self.sockets[c.0].eof_queued
     }
 
     // ---- clients ----
