@@ -2,8 +2,9 @@
 //! the connection limits (105 at 2,000, 1 at 20), and a ROUTER send that met the HWM was
 //! retried only on the bridge's 50 ms timer, so WebSocket echo fell to ~600 msgs/s (every
 //! burst past the HWM cost a 50 ms stall). Real zring, the example handler over real ZeroMQ,
-//! real WebSocket clients on loopback. These are not benchmarks: the bounds are many times
-//! what a working bridge needs, and far below what the timer-paced bridge took.
+//! real WebSocket clients on loopback. These are not benchmarks: they check that every echo
+//! arrives in order within a generous bound (speed is `scripts/bench-ws.sh`'s; the POLLOUT
+//! wake-up itself is tests/bridge_pollout.rs).
 #[macro_use]
 mod support;
 
@@ -61,32 +62,19 @@ fn echo_rounds(
     })
 }
 
-/// Rounds that took at least the bridge's old retry delay.
-fn stalled(took: &[Duration]) -> usize {
-    took.iter()
-        .filter(|d| **d >= Duration::from_millis(50))
-        .count()
-}
-
 both_runtimes! {
     // At --stream-maxconn 2,000 (HWM 105 before the floor) 800 messages in flight (8
-    // connections x bursts of 100) passed the ROUTER's HWM, and every burst waited for at
-    // least one 50 ms retry; now a burst takes a few ms. The wake-up on POLLOUT itself, at a
-    // HWM every packet meets, is tests/bridge_pollout.rs. The bound (a quarter of the 80
-    // bursts) leaves room for a loaded machine's hiccups.
-    bridge_router_full_wakes_on_pollout(rt) {
+    // connections x bursts of 100) pass the ROUTER's HWM: every echo still arrives, in
+    // order, well within the bound. How fast a burst goes is not asserted here (it is the
+    // machine's speed; a debug build on a slow box takes ~50 ms a burst): that held packets
+    // go on the socket's POLLOUT and not on the 50 ms timer is tests/bridge_pollout.rs,
+    // where every packet meets an HWM of 1 and a timer-paced bridge is 1,000 times slower.
+    bridge_router_full_delivers_every_echo(rt) {
         let stack = Stack::with_example(rt, &["--stream-maxconn", "2000"]);
         let t0 = Instant::now();
         let took = echo_rounds(stack.port, 8, 10, 100, Duration::from_secs(20));
         let total = t0.elapsed();
         assert_eq!(took.len(), 80, "8,000 echoes not done in {total:?}");
-        let n = stalled(&took);
-        assert!(
-            n <= took.len() / 4,
-            "{n} of {} rounds of 100 echoes took 50 ms or more (total {total:?}): held \
-             ROUTER packets wait for a timer instead of the socket's POLLOUT",
-            took.len()
-        );
     }
 
     // At --stream-maxconn 20 (--req-maxconn 2) the HWMs were 1: 2,000 one-at-a-time round
@@ -100,9 +88,8 @@ both_runtimes! {
         assert_eq!(
             took.len(),
             2000,
-            "{} of 2,000 echo round trips done in {total:?}, {} of them taking 50 ms or more",
-            took.len(),
-            stalled(&took)
+            "{} of 2,000 echo round trips done in {total:?}",
+            took.len()
         );
     }
 }
