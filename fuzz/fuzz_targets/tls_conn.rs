@@ -21,9 +21,9 @@ use libfuzzer_sys::fuzz_target;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
-use zring::bridge::{Addr, OutPacket};
+use zring::bridge::Addr;
 use zring::config::Mode;
-use zring::conn::{Conn, Ctx, Handlers, Pool, Settings};
+use zring::conn::{Conn, Ctx, Handlers, Output, Pool, Settings};
 use zring::runtime::Command;
 
 #[path = "identity.rs"]
@@ -52,7 +52,7 @@ fn client_config() -> Arc<ClientConfig> {
 struct Harness {
     settings: Settings,
     conn: Conn,
-    packets: Vec<OutPacket>,
+    out: Vec<Output>,
     pool: Pool,
     handlers: Handlers,
     counter: u64,
@@ -77,13 +77,14 @@ impl Harness {
             compression: false,
             deflate: Default::default(),
             epoch: now,
+            m2: None,
         };
         let config = server_config();
         let conn = Conn::new(now, &settings, Mode::Stream, Some(&config), None);
         Harness {
             settings,
             conn,
-            packets: Vec::new(),
+            out: Vec::new(),
             pool: Pool::default(),
             handlers: Handlers::default(),
             counter: 0,
@@ -98,14 +99,21 @@ impl Harness {
             now: self.now,
             settings: &self.settings,
             slot: 0,
-            packets: &mut self.packets,
             pool: &mut self.pool,
             handlers: &mut self.handlers,
             counter: &mut self.counter,
+            out: &mut self.out,
         };
         f(&mut self.conn, &mut cx);
-        self.packets.clear();
-        self.conn.poll_io(0, false, &mut self.cmds, &mut self.pool);
+        self.conn.flush(&mut cx, false);
+        // Packets for handlers are dropped (no handler answers here); I/O runs in order.
+        for o in self.out.drain(..) {
+            match o {
+                Output::Packet(_) => {}
+                Output::Io(c) => self.cmds.push_back(c),
+                Output::Backend(_) => panic!("a backend request from a ZHTTP connection"),
+            }
+        }
     }
 
     fn recv(&mut self, data: &mut [u8]) {
