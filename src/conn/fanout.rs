@@ -148,10 +148,10 @@ impl WsSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::tnetstring::Writer;
+    use crate::conn::harness::Reply;
     use crate::proto::zhttp;
 
-    const ID: &[u8] = b"0-5-1";
+    const ID: &str = "0-5-1";
 
     fn decode(raw: &[u8]) -> zhttp::Packet {
         zhttp::decode(raw).expect("valid packet")
@@ -161,62 +161,16 @@ mod tests {
         HandlerPacket { packet, buf: raw }
     }
 
-    /// A handler packet (`T` + dict) for `id`, with `fields` added.
-    fn handler_packet(id: &[u8], seq: u32, fields: impl FnOnce(&mut Writer)) -> Vec<u8> {
-        list_packet(&[(id, seq)], fields)
-    }
-
-    /// A handler packet for several ids (list form when more than one).
-    fn list_packet(ids: &[(&[u8], u32)], fields: impl FnOnce(&mut Writer)) -> Vec<u8> {
-        let mut out = b"T".to_vec();
-        let mut w = Writer::new(&mut out);
-        w.begin_dict();
-        w.bytes(b"from");
-        w.bytes(b"handler");
-        w.bytes(b"id");
-        if let [(id, seq)] = ids {
-            w.bytes(id);
-            w.bytes(b"seq");
-            w.int(i64::from(*seq));
-        } else {
-            w.begin_list();
-            for (id, seq) in ids {
-                w.begin_dict();
-                w.bytes(b"id");
-                w.bytes(id);
-                w.bytes(b"seq");
-                w.int(i64::from(*seq));
-                w.end_dict();
-            }
-            w.end_list();
-        }
-        fields(&mut w);
-        w.end_dict();
-        w.finish();
-        out
-    }
-
     #[test]
     fn single_ids_and_other_kinds_are_not_shared() {
         let mut cache = None;
-        let one = handler_packet(ID, 1, |w| {
-            w.bytes(b"body");
-            w.bytes(b"x");
-        });
+        let one = Reply::data(b"x").packet(&[(ID, 1)]);
         assert!(SharedFrame::for_packet(view(&one, &decode(&one)), &mut cache).is_none());
-        let credit = list_packet(&[(ID, 1), (b"0-6-1", 0)], |w| {
-            w.bytes(b"type");
-            w.bytes(b"credit");
-            w.bytes(b"credits");
-            w.int(10);
-        });
+        let credit = Reply::credit(10).packet(&[(ID, 1), ("0-6-1", 0)]);
         assert!(SharedFrame::for_packet(view(&credit, &decode(&credit)), &mut cache).is_none());
-        let binary = list_packet(&[(ID, 1), (b"0-6-1", 0)], |w| {
-            w.bytes(b"content-type");
-            w.bytes(b"binary");
-            w.bytes(b"body");
-            w.bytes(b"\x00\x01");
-        });
+        let binary = Reply::data(b"\x00\x01")
+            .bytes("content-type", b"binary")
+            .packet(&[(ID, 1), ("0-6-1", 0)]);
         let frame = SharedFrame::for_packet(view(&binary, &decode(&binary)), &mut cache).unwrap();
         assert_eq!(&frame.bytes()[..], b"\x82\x02\x00\x01");
     }

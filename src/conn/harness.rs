@@ -339,6 +339,15 @@ impl Reply {
         out
     }
 
+    /// The packet itself, `T{from, id(s), seq, fields…}`, for tests that decode it alone.
+    pub fn packet(&self, ids: &[(&str, u32)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let from = self.from.as_deref().unwrap_or(HANDLER);
+        let ids: Vec<(&str, Option<u32>)> = ids.iter().map(|(i, s)| (*i, Some(*s))).collect();
+        self.encode_into(&mut out, Some(from), &ids);
+        out
+    }
+
     /// `T{[from,] id(s)[, seq], fields…}`.
     fn encode_into(&self, out: &mut Vec<u8>, from: Option<&str>, ids: &[(&str, Option<u32>)]) {
         out.push(b'T');

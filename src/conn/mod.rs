@@ -216,15 +216,6 @@ impl Conn {
         self.t.deadline(s)
     }
 
-    /// The ZHTTP session's shared part, while one is open.
-    fn zhttp(&mut self) -> Option<&mut ZhttpSession> {
-        match &mut self.session {
-            Session::Http(x) => Some(&mut x.z),
-            Session::Ws(w) => Some(&mut w.z),
-            _ => None,
-        }
-    }
-
     /// Restarts the client's inactivity timer.
     fn touch_client(&mut self, cx: &Ctx) {
         let between = self.t.is_open() && matches!(self.session, Session::Idle(_));
@@ -233,11 +224,8 @@ impl Conn {
 
     /// Tells the handler of an open ZHTTP session that the client is gone.
     fn cancel_session(&mut self, cx: &mut Ctx) {
-        let Conn { t, session } = self;
-        match session {
-            Session::Http(x) => x.z.cancel(t, cx),
-            Session::Ws(w) => w.z.cancel(t, cx),
-            _ => {}
+        if let Some(z) = zhttp_of(&mut self.session) {
+            z.cancel(&self.t, cx);
         }
     }
 
@@ -304,7 +292,7 @@ impl Conn {
             m.sent(cx, buf.len());
         }
         cx.pool.give(buf);
-        if let Some(z) = self.zhttp() {
+        if let Some(z) = zhttp_of(&mut self.session) {
             // At most what the handler sent under its budget, itself at most
             // `--buffer-size` plus what was returned: well within u32.
             z.credits_owed = z.credits_owed.saturating_add(body as u32);
