@@ -4,10 +4,13 @@
 //! 200 packets took 50 ms apiece or so (seconds in all); woken by POLLOUT they follow each
 //! other in microseconds. Not a benchmark: the assertion counts 50 ms stalls, with room for
 //! a loaded machine's hiccups.
+#[macro_use]
+mod support;
+
 use std::time::{Duration, Instant};
 
-use zring::bridge::{self, Addr, OutPacket, Route, Shared};
-use zring::config::{self, Config};
+use zring::bridge::{Addr, OutPacket, Route};
+use zring::config;
 
 const PACKETS: usize = 200;
 
@@ -17,14 +20,7 @@ fn bridge_router_at_hwm_wakes_on_pollout() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let base = format!("ipc://{}/z", dir.display());
-    let cfg = Config {
-        listen: vec![config::parse_listen("127.0.0.1:1,stream").unwrap()],
-        zclient_stream: vec![base.clone()],
-        ..Config::default()
-    };
-    let shared = Shared::new(1).unwrap();
-    let b = bridge::start_with_hwm(&cfg, None, shared.clone(), 1).expect("bridge sockets");
-    let bridge_thread = std::thread::spawn(move || b.run());
+    let (shared, bridge_thread) = support::bridge::start(&base, 1);
 
     // The handler's side of the ROUTER: identity "h", and a receive HWM of 1 too.
     let ctx = zmq::Context::new();

@@ -148,20 +148,13 @@ both_runtimes! {
 /// Bridge only, with real ZeroMQ peers and an HWM of 1.
 #[test]
 fn dead_handler_at_hwm_does_not_block_the_router() {
-    use zring::bridge::{self, Addr, OutPacket, Route, Shared};
-    use zring::config::{self, Config};
+    use zring::bridge::{Addr, OutPacket, Route};
+    use zring::config;
     const FLOOD_PACKETS: usize = 64;
     const FLOOD_PACKET_BYTES: usize = 64 << 10; // 4 MiB in all: past any socket buffer
     let dir = temp_dir("dead-peer");
     let base = format!("ipc://{}/z", dir.display());
-    let cfg = Config {
-        listen: vec![config::parse_listen("127.0.0.1:1,stream").unwrap()],
-        zclient_stream: vec![base.clone()],
-        ..Config::default()
-    };
-    let shared = Shared::new(1).unwrap();
-    let b = bridge::start_with_hwm(&cfg, None, shared.clone(), 1).expect("bridge sockets");
-    let bridge_thread = std::thread::spawn(move || b.run());
+    let (shared, bridge_thread) = support::bridge::start(&base, 1);
     let ctx = zmq::Context::new();
     let (_, out_stream, _) = config::stream_endpoints(&base).unwrap();
     let peer = |id: &[u8]| {

@@ -13,6 +13,7 @@
 //! * `runtime`: the scripted driver of the runtime contract tests (in-process, no children).
 #![allow(dead_code)]
 
+pub mod bridge;
 pub mod http;
 pub mod net;
 pub mod peers;
