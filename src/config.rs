@@ -65,6 +65,13 @@ pub struct Config {
     pub handler_wait_ms: u64,
     /// A TLS client must finish its handshake within this (ms).
     pub tls_handshake_timeout_ms: u64,
+    /// A request head must be complete within this (ms) of accept, or of its first byte.
+    pub head_timeout_ms: u64,
+    /// A kept-alive connection with no next request is closed after this (ms).
+    pub keepalive_timeout_ms: u64,
+    /// A request body must progress by `body_min_bytes` in every period of this (ms).
+    pub body_timeout_ms: u64,
+    pub body_min_bytes: u64,
     /// zring: pin worker threads to cores.
     pub pin: bool,
     /// `--m2-config FILE`: serve a Mongrel2 config instead of ZHTTP (see `m2serve`).
@@ -96,6 +103,10 @@ impl Default for Config {
             runtime: RuntimeChoice::Auto,
             handler_wait_ms: limits::HANDLER_WAIT_MS_DEFAULT,
             tls_handshake_timeout_ms: limits::TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            head_timeout_ms: limits::HEAD_TIMEOUT_MS_DEFAULT,
+            keepalive_timeout_ms: limits::KEEPALIVE_TIMEOUT_MS_DEFAULT,
+            body_timeout_ms: limits::BODY_TIMEOUT_MS_DEFAULT,
+            body_min_bytes: limits::BODY_MIN_BYTES_DEFAULT,
             pin: true,
             m2_config: None,
             m2_server: None,
@@ -146,6 +157,13 @@ OPTIONS (zring):
     --runtime <auto|uring|epoll>    Event loop; auto falls back to epoll without io_uring [default: auto]
     --handler-wait <ms>             A request no handler takes within this time gets a 503 [default: 5000]
     --tls-handshake-timeout <ms>    A TLS client that has not finished its handshake by then is dropped [default: 10000]
+    --head-timeout <ms>             A request head must be complete this long after accept, or after
+                                    its first byte on a kept-alive connection; else 408 (or a
+                                    plain close if no byte came) [default: 30000]
+    --keepalive-timeout <ms>        A kept-alive connection with no next request is closed [default: 60000]
+    --body-timeout <ms>             While zring waits for a request body, it must progress by
+                                    --body-min-bytes in every period of this; else 408 [default: 10000]
+    --body-min-bytes <N>            See --body-timeout; 0 turns the body rate check off [default: 1024]
     --no-pin                        Do not pin worker threads to cores
 
 OPTIONS (Mongrel2 mode; excludes --listen, --zclient-*, --tls-identities-dir):
@@ -198,6 +216,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
             "--tls-handshake-timeout" => {
                 c.tls_handshake_timeout_ms = number(&name, &value()?, 1, 1 << 32)?
             }
+            "--head-timeout" => c.head_timeout_ms = number(&name, &value()?, 1, 1 << 32)?,
+            "--keepalive-timeout" => c.keepalive_timeout_ms = number(&name, &value()?, 1, 1 << 32)?,
+            "--body-timeout" => c.body_timeout_ms = number(&name, &value()?, 1, 1 << 32)?,
+            "--body-min-bytes" => c.body_min_bytes = number(&name, &value()?, 0, 1 << 30)?,
             "--listen" => c.listen.push(parse_listen(&value()?)?),
             "--zclient-req" => c.zclient_req.push(zmq_spec(&name, value()?)?),
             "--zclient-stream" => c.zclient_stream.push(zmq_spec(&name, value()?)?),

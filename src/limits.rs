@@ -80,6 +80,18 @@ pub const HANDLERS_INTERNED_MAX: usize = 1024;
 pub const MALLOC_TRIM_INTERVAL_MS: u64 = 10_000;
 /// Default time a request may wait for a handler to take it before zring answers 503.
 pub const HANDLER_WAIT_MS_DEFAULT: u64 = 5_000;
+/// Default of `--head-timeout`: a request head must be complete this long after accept (or
+/// after its first byte on a kept-alive connection). Trickling bytes do not extend it, so a
+/// slowloris holds a slot this long at most.
+pub const HEAD_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default of `--keepalive-timeout`: a kept-alive connection with no byte of a next request
+/// is closed after this (Condure's 60 s).
+pub const KEEPALIVE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// Defaults of `--body-timeout` and `--body-min-bytes`: while zring is ready for more of a
+/// request body, the client must send at least this many bytes in every such period, or it
+/// gets a 408.
+pub const BODY_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+pub const BODY_MIN_BYTES_DEFAULT: u64 = 1024;
 /// Largest single buffer taken from a worker's send-buffer pool is kept for reuse only up to
 /// this capacity; larger ones are freed so one big response does not pin memory.
 pub const POOL_BUFFER_BYTES_MAX: usize = 64 * 1024;

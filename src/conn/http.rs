@@ -45,6 +45,8 @@ pub(super) struct HttpExchange {
     /// `Expect: 100-continue` not yet answered (answered when the handler grants credits).
     expect_continue: bool,
     body_done: bool,
+    /// Body bytes received in the current `--body-timeout` period (`Timer::Request`).
+    body_window: u32,
 }
 
 /// What a finished response means for the connection.
@@ -72,6 +74,7 @@ impl HttpExchange {
             keep_alive: req.keep_alive,
             head_request: req.method == "HEAD",
             expect_continue: req.expect_continue && req.version == http1::Version::Http11,
+            body_window: 0,
         }
     }
 
@@ -94,6 +97,53 @@ impl HttpExchange {
     }
 
     // ---- request body (stream mode) ----
+
+    /// `n` bytes arrived while the exchange is open: enough of them start a new period of
+    /// the body rate.
+    pub fn body_progress(&mut self, t: &mut Transport, cx: &Ctx, n: usize) {
+        if self.body_done {
+            return;
+        }
+        self.body_window = self
+            .body_window
+            .saturating_add(n.min(u32::MAX as usize) as u32);
+        if self.body_window >= cx.settings.body_min_bytes {
+            self.restart_body_period(t, cx);
+        }
+    }
+
+    /// A new `--body-timeout` period begins (none when the rate check is off).
+    pub fn restart_body_period(&mut self, t: &mut Transport, cx: &Ctx) {
+        self.body_window = 0;
+        if cx.settings.body_min_bytes > 0 && !self.body_done {
+            t.set_timer(
+                cx.settings,
+                Timer::Request,
+                cx.now + cx.settings.body_timeout,
+            );
+        }
+    }
+
+    /// A `--body-timeout` period ended short of `--body-min-bytes`. If zring was the one
+    /// holding the body back (bytes wait for the handler's credits, reading is paused, or
+    /// the client waits for `100 Continue`), a new period starts; else the client is too
+    /// slow: 408, or a close if the response has begun.
+    pub fn body_timeout(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        if self.body_done {
+            return;
+        }
+        if !t.spill.is_empty() || !t.carry.is_empty() || t.paused || self.expect_continue {
+            return self.restart_body_period(t, cx);
+        }
+        crate::log!(crate::log::DEBUG, "conn", "request body too slow: 408");
+        self.z.fail(
+            t,
+            cx,
+            408,
+            "Request Timeout",
+            "The request body did not arrive in time.\n",
+        );
+    }
 
     /// Client bytes while the exchange is open: body bytes as far as credits allow; the
     /// rest (more body, a pipelined request) stays with the caller. Returns bytes used;
@@ -222,13 +272,20 @@ impl HttpExchange {
         {
             self.expect_continue = false;
             t.write_out(cx.pool, http1::encode_continue);
+            self.restart_body_period(t, cx); // the client starts sending only now
         }
         if !self.may_send_body(t) || self.body_done {
             return;
         }
         match self.body {
-            // Body bytes wait in `spill`; feed them again.
-            Body::Length(n) if n > 0 && !t.spill.is_empty() => self.reprocess(t, cx),
+            // Body bytes wait in `spill`; feed them again. Once they are all taken, zring
+            // waits on the client again: its rate counts from now.
+            Body::Length(n) if n > 0 && !t.spill.is_empty() => {
+                self.reprocess(t, cx);
+                if t.spill.is_empty() {
+                    self.restart_body_period(t, cx);
+                }
+            }
             Body::Chunked(_) | Body::ChunkedDone => {
                 // Each chunk goes with `more` (split further if credits are short); the end
                 // of the body is a packet of its own without body or `more`, as Condure.
@@ -253,6 +310,9 @@ impl HttpExchange {
                     self.body = Body::None;
                 } else if t.carry.is_empty() && !t.spill.is_empty() {
                     self.reprocess(t, cx);
+                    if t.spill.is_empty() && t.carry.is_empty() {
+                        self.restart_body_period(t, cx);
+                    }
                 }
             }
             _ => {}

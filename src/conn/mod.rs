@@ -80,6 +80,11 @@ pub struct Settings {
     pub stream_timeout: Duration,
     pub handler_wait: Duration,
     pub tls_handshake_timeout: Duration,
+    /// `--head-timeout`, `--keepalive-timeout`, `--body-timeout`, `--body-min-bytes`.
+    pub head_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub body_timeout: Duration,
+    pub body_min_bytes: u32,
     /// Most WebSocket frames queued for one client (`--messages-max`).
     pub messages_max: usize,
     /// `--compression`: offer permessage-deflate.
@@ -137,10 +142,24 @@ impl Ctx<'_> {
 enum Session {
     /// ZHTTP between requests. `Version`: the last request's, for an error response to
     /// what follows it.
-    Idle(Version),
+    Idle(Version, Wait),
     Http(HttpExchange),
     Ws(WsSession),
     M2(Box<M2Conn>),
+}
+
+/// What an idle ZHTTP connection waits for from its client, and so what its
+/// `Timer::Request` deadline means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// A whole request head: `--head-timeout` from accept, or from the first byte of a
+    /// request on a kept-alive connection.
+    Head,
+    /// A kept-alive connection before any byte of its next request: `--keepalive-timeout`.
+    KeepAlive,
+    /// req mode: the head is here and the body is held until it is whole; it must progress
+    /// by `--body-min-bytes` (`window`: the bytes so far in this period) per `--body-timeout`.
+    Body { window: u32 },
 }
 
 /// A client connection: the shell and its session.
@@ -159,12 +178,14 @@ impl Conn {
     ) -> Conn {
         let mut c = Conn {
             t: Transport::new(s, mode, tls.map(tls::TlsConn::new), peer),
-            session: Session::Idle(Version::Http11),
+            session: Session::Idle(Version::Http11, Wait::Head),
         };
         match c.t.tls {
             Some(_) => c.t.tls_handshake_deadline(now, s),
             None => c.t.touch_client(now, s, true),
         }
+        // The head deadline runs from accept (a TLS handshake spends from it too).
+        c.t.set_timer(s, Timer::Request, now + s.head_timeout);
         c
     }
 
@@ -218,7 +239,7 @@ impl Conn {
 
     /// Restarts the client's inactivity timer.
     fn touch_client(&mut self, cx: &Ctx) {
-        let between = self.t.is_open() && matches!(self.session, Session::Idle(_));
+        let between = self.t.is_open() && matches!(self.session, Session::Idle(..));
         self.t.touch_client(cx.now, cx.settings, between);
     }
 
@@ -251,7 +272,8 @@ impl Conn {
         match session {
             Session::M2(m) => return m.recv(t, cx, data),
             Session::Ws(w) => return w.recv(t, cx, data),
-            Session::Idle(_) | Session::Http(_) => {}
+            Session::Idle(_, wait) => wait.progress(t, cx, data.len()),
+            Session::Http(x) => x.body_progress(t, cx, data.len()),
         }
         if self.t.spill.is_empty() {
             let n = self.process(cx, data);
@@ -322,7 +344,7 @@ impl Conn {
                 Next::Stay
             }
             // The session ended; a late packet is dropped as Condure does.
-            Session::Idle(_) | Session::M2(_) => Next::Stay,
+            Session::Idle(..) | Session::M2(_) => Next::Stay,
         };
         if next == Next::NextRequest {
             self.next_request(cx);
@@ -403,11 +425,41 @@ impl Conn {
             );
             return t.close(cx.pool);
         }
+        if t.due(s, now, Timer::Request) {
+            t.clear_timer(Timer::Request);
+            if t.is_open() {
+                match session {
+                    Session::Idle(..) => return self.request_timeout(cx),
+                    Session::Http(x) => return x.body_timeout(t, cx),
+                    _ => {}
+                }
+            }
+        }
         if t.due(s, now, Timer::Client) {
             t.clear_timer(Timer::Client);
             self.cancel_session(cx);
             self.t.close(cx.pool);
         }
+    }
+
+    /// An idle connection's `Timer::Request` fired: no next request (close), no byte of a
+    /// first request (close: nothing was asked, so nothing is answered, as Apache's
+    /// mod_reqtimeout), or a head or req-mode body still incomplete (408, RFC 9110 §15.5.9).
+    fn request_timeout(&mut self, cx: &mut Ctx) {
+        let Session::Idle(_, wait) = self.session else {
+            return;
+        };
+        if wait == Wait::KeepAlive || self.t.spill.is_empty() {
+            crate::log!(crate::log::DEBUG, "conn", "{wait:?} deadline: closing");
+            return self.t.drain(cx);
+        }
+        crate::log!(crate::log::DEBUG, "conn", "{wait:?} deadline: 408");
+        self.fail_idle(
+            cx,
+            408,
+            "Request Timeout",
+            "The request did not arrive in time.\n",
+        );
     }
 
     /// zring is shutting down: tell the handler (Condure sends cancels) and close.
@@ -500,7 +552,13 @@ impl Conn {
             Session::Http(x) => x.z.version,
             _ => Version::Http11,
         };
-        self.session = Session::Idle(version);
+        let (wait, d) = if self.t.spill.is_empty() {
+            (Wait::KeepAlive, cx.settings.keepalive_timeout)
+        } else {
+            (Wait::Head, cx.settings.head_timeout) // the next request began already
+        };
+        self.session = Session::Idle(version, wait);
+        self.t.set_timer(cx.settings, Timer::Request, cx.now + d);
         self.t.clear_timer(Timer::HandlerWait);
         self.t.clear_timer(Timer::Expiry);
         self.touch_client(cx);
@@ -532,9 +590,9 @@ impl Conn {
             }
             let Conn { t, session } = self;
             match session {
-                Session::Idle(_) => {
+                Session::Idle(..) => {
                     let n = self.parse_head(cx, &input[used..]);
-                    if n == 0 && matches!(self.session, Session::Idle(_)) {
+                    if n == 0 && matches!(self.session, Session::Idle(..)) {
                         return used;
                     }
                     used += n;
@@ -586,7 +644,10 @@ impl Conn {
                 );
                 input.len()
             }
-            BodyKind::Length(n) if (rest.len() as u64) < n => 0,
+            BodyKind::Length(n) if (rest.len() as u64) < n => {
+                self.await_req_body(cx);
+                0
+            }
             BodyKind::Length(n) => {
                 self.start_request(cx, &req, &rest[..n as usize]);
                 head_len + n as usize
@@ -624,7 +685,10 @@ impl Conn {
                         self.start_request(cx, &req, &body);
                         head_len + used
                     }
-                    Ok(false) => 0,
+                    Ok(false) => {
+                        self.await_req_body(cx);
+                        0
+                    }
                     Err((code, reason)) => {
                         self.fail_idle(cx, code, reason, &format!("{reason}\n"));
                         input.len()
@@ -636,10 +700,23 @@ impl Conn {
         }
     }
 
+    /// req mode: a whole head is here and its body is not: from now on the head deadline
+    /// gives way to the body rate.
+    fn await_req_body(&mut self, cx: &mut Ctx) {
+        if let Session::Idle(_, wait @ (Wait::Head | Wait::KeepAlive)) = &mut self.session {
+            *wait = Wait::Body { window: 0 };
+            // With the rate check off, the head deadline goes on bounding the request.
+            if cx.settings.body_min_bytes > 0 {
+                let at = cx.now + cx.settings.body_timeout;
+                self.t.set_timer(cx.settings, Timer::Request, at);
+            }
+        }
+    }
+
     /// An error response to input that starts no exchange, then drain.
     fn fail_idle(&mut self, cx: &mut Ctx, code: u16, reason: &str, body: &str) {
         let version = match self.session {
-            Session::Idle(v) => v,
+            Session::Idle(v, _) => v,
             _ => Version::Http11,
         };
         zhttp_session::write_error(&mut self.t, cx, version, code, reason, body);
@@ -650,16 +727,21 @@ impl Conn {
     /// packet goes to a handler.
     fn start_request(&mut self, cx: &mut Ctx, req: &http1::Request, body: &[u8]) {
         self.t.clear_timer(Timer::Credit);
+        self.t.clear_timer(Timer::Request);
         let z = ZhttpSession::new(cx, req.version);
         if !req.upgrade_websocket {
             // req mode's bodies were held to `--body-buffer-size` before (`parse_head`).
             debug_assert!(HttpExchange::new_len_ok(req, self.t.mode, cx.settings));
-            self.session = Session::Http(HttpExchange::new(z, req));
+            let mut x = HttpExchange::new(z, req);
+            if self.t.mode == Mode::Stream {
+                x.restart_body_period(&mut self.t, cx);
+            }
+            self.session = Session::Http(x);
             return self.send_first_packet(cx, req, body);
         }
         if self.t.mode == Mode::Req {
             // Condure's answer, word for word.
-            self.session = Session::Idle(req.version);
+            self.session = Session::Idle(req.version, Wait::Head);
             return self.fail_idle(
                 cx,
                 400,
@@ -762,6 +844,35 @@ impl Conn {
             data,
             expires,
         });
+    }
+}
+
+impl Wait {
+    /// `n` bytes arrived on an idle connection: a kept-alive connection's next request has
+    /// begun (its head deadline starts), or a req-mode body progressed.
+    fn progress(&mut self, t: &mut Transport, cx: &Ctx, n: usize) {
+        match self {
+            Wait::Head => {}
+            Wait::KeepAlive => {
+                *self = Wait::Head;
+                t.set_timer(
+                    cx.settings,
+                    Timer::Request,
+                    cx.now + cx.settings.head_timeout,
+                );
+            }
+            Wait::Body { window } => {
+                *window = window.saturating_add(n.min(u32::MAX as usize) as u32);
+                if *window >= cx.settings.body_min_bytes && cx.settings.body_min_bytes > 0 {
+                    *window = 0;
+                    t.set_timer(
+                        cx.settings,
+                        Timer::Request,
+                        cx.now + cx.settings.body_timeout,
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -38,8 +38,13 @@ pub(super) enum Timer {
     Linger = 3,
     /// Credits owed to the handler that were held back (`limits::CREDIT_RETURN_DELAY_MS`).
     Credit = 4,
+    /// The client owes zring a request: a whole head by `--head-timeout`, a next request on a
+    /// kept-alive connection by `--keepalive-timeout`, or body progress by `--body-timeout`.
+    /// Unlike `Client`, bytes that arrive do not push it back (only a whole head, or a body's
+    /// `--body-min-bytes`, does).
+    Request = 5,
 }
-pub(super) const TIMERS: usize = 5;
+pub(super) const TIMERS: usize = 6;
 
 /// Invariants:
 /// - `spill`, `carry` and `out` have no capacity while empty and idle (an idle connection

@@ -5,6 +5,7 @@
 use super::harness;
 
 mod credits;
+mod deadlines;
 mod fanout;
 mod http;
 mod m2;
