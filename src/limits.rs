@@ -72,6 +72,17 @@ pub const CREDIT_RETURN_DELAY_MS: u64 = 10_000;
 /// A worker stops accepting while it holds more than this many connections above the least
 /// loaded worker, so connections spread over workers sharing one listener.
 pub const ACCEPT_BALANCE_SLACK: usize = 4;
+/// Slots a worker keeps beyond its share of the connection limits, for connections accepted
+/// at the limit: one that replaces an idle connection whose close is still under way, or one
+/// being answered `503`. Also covers the accepts a runtime has armed when the limit is hit
+/// (io_uring: 4 per listener). When these are in use too, new connections wait in the
+/// listen backlog.
+pub const OVERLOAD_SLOTS: usize = 64;
+/// `Retry-After` of the `503` a client gets at the connection limit, in seconds.
+pub const OVERLOAD_RETRY_AFTER_S: u32 = 1;
+/// At most one log line per worker in this period about connections closed or refused at
+/// the limit (it gives the counts since the last line).
+pub const OVERLOAD_LOG_INTERVAL_MS: u64 = 10_000;
 
 /// Distinct handler addresses a worker keeps interned (connections point at them).
 pub const HANDLERS_INTERNED_MAX: usize = 1024;

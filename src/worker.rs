@@ -20,7 +20,10 @@ use crate::proto::zhttp::{self, Kind};
 use crate::runtime::{Command, Driver};
 use crate::timer::Wheel;
 
+mod idle;
 mod m2;
+
+use idle::IdleList;
 
 /// What a worker knows of each listener (by index, as the runtime reports it).
 #[derive(Clone, Debug)]
@@ -71,6 +74,12 @@ pub struct Worker {
     backend_free: Vec<u32>,
     /// Mongrel2 mode: connection ids of this worker's open connections.
     m2_ids: m2::Ids,
+    /// Idle connections, oldest first: closed to make room at the connection limit.
+    idle: IdleList,
+    /// Connections closed or answered `503` at the limit since the last log line about it,
+    /// and when the next such line may be written.
+    overload_unlogged: (u64, u64),
+    overload_log_at: Instant,
 }
 
 fn mode_index(m: Mode) -> usize {
@@ -94,7 +103,7 @@ impl Worker {
     ) -> Worker {
         let share = |n: usize| n.div_ceil(cfg.workers).max(1);
         let maxconn = [share(cfg.stream_maxconn), share(cfg.req_maxconn)];
-        let slots = maxconn[0] + maxconn[1];
+        let slots = maxconn[0] + maxconn[1] + limits::OVERLOAD_SLOTS;
         let backends = backend_slots(m2.as_deref(), slots);
         Worker {
             index: index as u16,
@@ -144,6 +153,9 @@ impl Worker {
             backends: vec![None; backends],
             backend_free: (0..backends as u32).rev().collect(),
             m2_ids: m2::Ids::default(),
+            idle: IdleList::new(slots),
+            overload_unlogged: (0, 0),
+            overload_log_at: now,
         }
     }
 
@@ -178,7 +190,7 @@ impl Worker {
 
     /// Upper bound on slots, for the runtime's tables.
     pub fn slots_max(&self) -> u32 {
-        (self.maxconn[0] + self.maxconn[1] + self.backends.len()) as u32
+        (self.slots + self.backends.len()) as u32
     }
 
     /// Runs `f` on the slot's connection with a context, then carries out what the
@@ -232,6 +244,42 @@ impl Worker {
         self.outputs = out;
         let conn = &self.conns[slot as usize];
         self.wheel.set(slot, conn.poll_timeout(&self.settings));
+        let idle = conn.is_idle();
+        self.idle
+            .set(slot, self.modes[slot as usize] as usize, idle);
+    }
+
+    /// A connection arrived while this worker holds its share of the mode's limit: close
+    /// the oldest idle connection of that mode to make room (its slot frees once the close
+    /// is done; the reserve covers the overlap), or, with none idle, have the new one
+    /// answered `503`. Returns true when the new connection is to be refused that way.
+    fn make_room(&mut self, now: Instant, m: usize) -> bool {
+        let evicted = self.idle.pop_oldest(m);
+        if let Some(old) = evicted {
+            self.with_conn(now, old, |c, cx| c.evict(cx));
+            self.overload_unlogged.0 += 1;
+        } else {
+            self.overload_unlogged.1 += 1;
+        }
+        let inbox = &self.shared.inboxes[self.index as usize];
+        match evicted {
+            Some(_) => inbox.evicted_idle.fetch_add(1, Ordering::Relaxed),
+            None => inbox.refused_503.fetch_add(1, Ordering::Relaxed),
+        };
+        if now >= self.overload_log_at {
+            let (closed, refused) = std::mem::take(&mut self.overload_unlogged);
+            crate::log!(
+                crate::log::WARN,
+                "conn",
+                "worker {} at its connection limit ({} stream, {} req): closed {closed} idle \
+                 connections, answered {refused} with 503 since the last such line",
+                self.index,
+                self.maxconn[0],
+                self.maxconn[1]
+            );
+            self.overload_log_at = now + Duration::from_millis(limits::OVERLOAD_LOG_INTERVAL_MS);
+        }
+        evicted.is_none()
     }
 
     /// Dispatches inbox packets until the inbox is empty or `DISPATCH_TARGETS_PER_TURN_MAX`
@@ -414,11 +462,12 @@ impl Driver for Worker {
         listener: usize,
         peer: Option<SocketAddr>,
     ) -> Option<u32> {
-        let info = &self.listeners[listener];
-        let m = mode_index(info.mode);
-        if self.shutting_down || self.count[m] >= self.maxconn[m] {
-            return None;
+        let m = mode_index(self.listeners[listener].mode);
+        if self.shutting_down || self.conns.len() + self.backends_used() >= self.slots {
+            return None; // the reserve is used up too (`accepting` stops this early)
         }
+        let refuse = self.count[m] >= self.maxconn[m] && self.make_room(now, m);
+        let info = &self.listeners[listener];
         let conn = Conn::new(now, &self.settings, info.mode, info.tls.as_ref(), peer);
         let slot = self.conns.insert(conn) as u32;
         m2::on_accept(self, listener, slot);
@@ -432,6 +481,11 @@ impl Driver for Worker {
         self.wake_least_loaded();
         self.wheel
             .set(slot, self.conns[slot as usize].poll_timeout(&self.settings));
+        if refuse {
+            self.with_conn(now, slot, |c, cx| c.reject_overload(cx));
+        } else {
+            self.idle.set(slot, m, self.conns[slot as usize].is_idle());
+        }
         Some(slot)
     }
 
@@ -497,6 +551,7 @@ impl Driver for Worker {
             "runtime closed slot {slot} the connection did not close"
         );
         self.wheel.set(slot, None);
+        self.idle.remove(slot);
         let m = self.modes[slot as usize] as usize;
         assert!(self.count[m] > 0);
         self.count[m] -= 1;

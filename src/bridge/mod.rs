@@ -8,7 +8,7 @@
 //! bridge drains every socket until EAGAIN (or a batch bound) before it polls again.
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,10 @@ pub struct Inbox {
     pub wake_pending: AtomicBool,
     /// The worker's open connections, read by its peers to balance accepts.
     pub conns: AtomicUsize,
+    /// Idle connections the worker closed to make room at its connection limit, and new
+    /// connections it answered `503` there (counters for metrics).
+    pub evicted_idle: AtomicU64,
+    pub refused_503: AtomicU64,
     /// Mongrel2 replies for this worker (empty outside Mongrel2 mode).
     pub m2: m2::Queue,
 }
@@ -145,6 +149,8 @@ impl Shared {
                 wake: EventFd::new()?,
                 wake_pending: AtomicBool::new(false),
                 conns: AtomicUsize::new(0),
+                evicted_idle: AtomicU64::new(0),
+                refused_503: AtomicU64::new(0),
                 m2: Default::default(),
             });
         }

@@ -435,13 +435,14 @@ fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
         .clone()
 }
 
-/// The configuration every harness starts from: one worker, 450 slots (so the keep-alive
-/// sweep visits each slot every 45 s, as in production), no pinning.
+/// The configuration every harness starts from: one worker, 450 slots counting the reserve
+/// (`limits::OVERLOAD_SLOTS`), so the keep-alive sweep visits each slot every 45 s, as in
+/// production; no pinning.
 pub fn config() -> Config {
     Config {
         id: INSTANCE.to_owned(),
         workers: 1,
-        stream_maxconn: 440,
+        stream_maxconn: 440 - crate::limits::OVERLOAD_SLOTS,
         req_maxconn: 10,
         pin: false,
         ..Config::default()

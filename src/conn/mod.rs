@@ -160,6 +160,9 @@ enum Wait {
     /// req mode: the head is here and the body is held until it is whole; it must progress
     /// by `--body-min-bytes` (`window`: the bytes so far in this period) per `--body-timeout`.
     Body { window: u32 },
+    /// Accepted while the worker was at its connection limit with nothing idle to close: a
+    /// TLS connection gets its `503` once its handshake is done (`Conn::reject_overload`).
+    Reject,
 }
 
 /// A client connection: the shell and its session.
@@ -192,6 +195,7 @@ impl Conn {
     /// Makes this a Mongrel2 connection of server `server` with id `id` (the worker, at
     /// accept).
     pub fn m2_attach(&mut self, setup: &crate::m2serve::Setup, server: u16, id: u32) {
+        self.t.clear_timer(Timer::Request); // Mongrel2 keeps its own limits (`m2::timeout`)
         self.session = Session::M2(M2Conn::new(&mut self.t, setup, server, id));
     }
 
@@ -201,6 +205,45 @@ impl Conn {
             Session::M2(m) => Some(m.id),
             _ => None,
         }
+    }
+
+    /// Open and waiting for a request that has not begun: a kept-alive connection between
+    /// requests, or a new one that has sent nothing (a TLS one past its handshake). The
+    /// worker may close it to make room (`evict`); never a request, WebSocket or Mongrel2.
+    pub fn is_idle(&self) -> bool {
+        if !self.t.is_open() || self.t.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            return false;
+        }
+        match self.session {
+            Session::Idle(_, Wait::KeepAlive) => true,
+            Session::Idle(_, Wait::Head) => self.t.spill.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// The worker needs this idle connection's slot: close it (a FIN; nothing is in flight
+    /// either way, so nothing is lost but the connection).
+    pub fn evict(&mut self, cx: &mut Ctx) {
+        debug_assert!(self.is_idle());
+        self.t.close(cx.pool);
+    }
+
+    /// The worker is at its connection limit with nothing idle to close: answer `503` with
+    /// `Retry-After` and close, instead of leaving the client in the backlog with no answer.
+    /// A TLS client gets it once its handshake is done.
+    pub fn reject_overload(&mut self, cx: &mut Ctx) {
+        if self.t.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            self.session = Session::Idle(Version::Http11, Wait::Reject);
+            return;
+        }
+        self.t.write_out(cx.pool, |out| {
+            http1::encode_overload_response(
+                out,
+                limits::OVERLOAD_RETRY_AFTER_S,
+                b"zring is at its connection limit; retry shortly.\n",
+            )
+        });
+        self.t.drain(cx);
     }
 
     /// True once `Close` was issued: the slot waits for `handle_closed`.
@@ -852,7 +895,7 @@ impl Wait {
     /// begun (its head deadline starts), or a req-mode body progressed.
     fn progress(&mut self, t: &mut Transport, cx: &Ctx, n: usize) {
         match self {
-            Wait::Head => {}
+            Wait::Head | Wait::Reject => {}
             Wait::KeepAlive => {
                 *self = Wait::Head;
                 t.set_timer(

@@ -147,6 +147,10 @@ impl Conn {
             return self.tls_failed(cx, TlsError::Protocol);
         }
         if was_handshaking && !t.session.is_handshaking() {
+            if matches!(self.session, super::Session::Idle(_, super::Wait::Reject)) {
+                cx.pool.give(plain);
+                return self.reject_overload(cx);
+            }
             // Established: from now on the client's ordinary inactivity timer applies.
             self.touch_client(cx);
         }

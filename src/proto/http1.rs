@@ -31,7 +31,8 @@ pub use httparse::{Header, EMPTY_HEADER};
 pub use request::{parse_request, parse_request_limited, BodyKind, Request};
 pub use response::{
     choose_framing, encode_chunk, encode_continue, encode_error, encode_error_response,
-    encode_last_chunk, encode_response_head, Framing, ResponseBody, ResponseContext, ResponseHead,
+    encode_last_chunk, encode_overload_response, encode_response_head, Framing, ResponseBody,
+    ResponseContext, ResponseHead,
 };
 
 /// Header fields per request (more gives [`Error::TooManyHeaders`], 431) and bytes of a

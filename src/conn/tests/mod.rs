@@ -9,6 +9,7 @@ mod deadlines;
 mod fanout;
 mod http;
 mod m2;
+mod overload;
 mod req;
 mod stream;
 mod tls;

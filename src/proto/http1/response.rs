@@ -259,7 +259,28 @@ pub fn encode_error_response(
     reason: &[u8],
     body: &[u8],
 ) {
-    write_error_head(out, version, code, reason, body.len());
+    write_error_head(out, version, code, reason, b"", body.len());
+    out.extend_from_slice(body);
+}
+
+/// Appends the `503` a connection gets when zring is at its connection limit: `Retry-After`
+/// tells the client when to try again (RFC 9110 §10.2.3).
+pub fn encode_overload_response(out: &mut Vec<u8>, retry_after_s: u32, body: &[u8]) {
+    let mut extra = [0u8; 32];
+    let n = {
+        let mut w = &mut extra[..];
+        use std::io::Write;
+        let _ = write!(w, "Retry-After: {retry_after_s}\r\n");
+        32 - w.len()
+    };
+    write_error_head(
+        out,
+        Version::Http11,
+        503,
+        b"Service Unavailable",
+        &extra[..n],
+        body.len(),
+    );
     out.extend_from_slice(body);
 }
 
@@ -269,7 +290,14 @@ pub fn encode_error_response(
 pub fn encode_error(out: &mut Vec<u8>, version: Version, error: Error) {
     let (code, reason) = error.status();
     let description = error.description().as_bytes();
-    write_error_head(out, version, code, reason.as_bytes(), description.len() + 1);
+    write_error_head(
+        out,
+        version,
+        code,
+        reason.as_bytes(),
+        b"",
+        description.len() + 1,
+    );
     out.extend_from_slice(description);
     out.push(b'\n');
 }
@@ -279,6 +307,7 @@ fn write_error_head(
     version: Version,
     code: u16,
     reason: &[u8],
+    extra_headers: &[u8],
     body_len: usize,
 ) {
     debug_assert!((100..=999).contains(&code));
@@ -288,7 +317,9 @@ fn write_error_head(
     push_decimal(out, u64::from(code));
     out.push(b' ');
     out.extend_from_slice(reason);
-    out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ");
+    out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nConnection: close\r\n");
+    out.extend_from_slice(extra_headers);
+    out.extend_from_slice(b"Content-Length: ");
     push_decimal(out, body_len as u64);
     out.extend_from_slice(b"\r\n\r\n");
 }
