@@ -72,7 +72,8 @@ const ADVANCE_MS: [u64; 12] = [
     1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 11_000, 30_000, 61_000, 120_000,
 ];
 /// Past every timeout of the fuzz config: session expiry (60 s), stream inactivity (30 s),
-/// WebSocket close waits (2 × 5 s), linger (2 s), handler wait (5 s), credit delay (10 s).
+/// WebSocket close waits (2 × 5 s), linger (2 s), handler wait (5 s), credit delay (10 s),
+/// head (5 s), keep-alive (10 s) and body-rate (2 s) deadlines.
 const END_ADVANCE: Duration = Duration::from_secs(150);
 
 /// What zring may hold for one client: the handler's streamed bytes under its credits, the
@@ -545,6 +546,14 @@ fn fuzz_config() -> zring::config::Config {
         stream_timeout_s: 30,
         req_timeout_s: 10,
         compression: true,
+        // Below `CLIENTS_MAX`, so closing idle connections for room and the 503 at the
+        // limit are reached.
+        stream_maxconn: 4,
+        req_maxconn: 2,
+        head_timeout_ms: 5_000,
+        keepalive_timeout_ms: 10_000,
+        body_timeout_ms: 2_000,
+        body_min_bytes: 512,
         ..harness::config()
     }
 }
