@@ -9,13 +9,20 @@ use std::time::{Duration, Instant};
 use super::proc::Proc;
 
 /// `n` distinct loopback TCP ports that were free a moment ago, outside the ephemeral range
-/// (so client source ports cannot take them) and never handed out twice by this process.
-/// Another test process may still take one first: servers that fail to bind are retried
-/// by their starters (`Stack`), or fail with their log.
+/// (so client source ports cannot take them), never handed out twice by this process, and
+/// reserved against the other test processes (nextest runs each test in its own): each
+/// port handed out holds an exclusive `flock` on `/tmp/zring-test-ports/PORT` for the rest
+/// of the process's life, and a port whose file another live process holds is skipped.
+/// Without it two tests could pick the same port at once, and one's `wait_port` could find
+/// the other's server listening there and talk to it. A program other than a test may still
+/// take one first: servers that fail to bind are retried by their starters (`Stack`).
 pub fn free_ports(n: usize) -> Vec<u16> {
     use std::hash::{BuildHasher, Hasher};
     static USED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    static LOCKS: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
     let used = USED.get_or_init(Default::default);
+    let dir = std::path::Path::new("/tmp/zring-test-ports");
+    let _ = std::fs::create_dir_all(dir);
     let state = std::collections::hash_map::RandomState::new();
     let mut out = Vec::new();
     let mut tries = 0u64;
@@ -30,13 +37,31 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         if u.contains(&p) {
             continue;
         }
+        let Some(lock) = lock_port(dir, p) else {
+            continue; // another test process holds it
+        };
         if TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok()
         {
             u.insert(p);
             out.push(p);
+            LOCKS.lock().unwrap().push(lock);
         }
     }
     out
+}
+
+/// The port's lock file, locked by this process; `None` if another process holds it.
+fn lock_port(dir: &std::path::Path, port: u16) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+        .ok()?;
+    // SAFETY: flock on an fd this function owns; released when the process exits.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    (r == 0).then_some(f)
 }
 
 /// One port from `free_ports`.
