@@ -6,6 +6,7 @@ use super::harness;
 
 mod credits;
 mod fanout;
+mod handler_gone;
 mod http;
 mod m2;
 mod req;
