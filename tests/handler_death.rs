@@ -346,20 +346,27 @@ fn credits_ignored(rt: &str) {
     for (i, c) in clients.iter_mut().enumerate() {
         let (got, end) = read_to_end_by(c, deadline);
         let text = String::from_utf8_lossy(&got);
-        assert_eq!(end, End::Eof, "{rt}: session {i} did not end: {text:?}");
+        let shown = &text[..text.len().min(200)];
+        assert_eq!(
+            end,
+            End::Eof,
+            "{rt}: session {i} did not end ({} bytes): {shown:?}",
+            got.len()
+        );
         if i % 2 == 0 {
             assert!(
                 text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
-                "{rt}: session {i}: {:?}",
-                &text[..text.len().min(200)]
+                "{rt}: session {i}: {shown:?}"
             );
         } else {
             let body_at = find(&got, b"\r\n\r\n").expect("a head") + 4;
             assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{rt}: session {i}");
-            assert_eq!(
-                &got[body_at..],
-                format!("2000\r\n{}\r\n", "x".repeat(BUFFER_SIZE)).as_bytes(),
-                "{rt}: session {i}: the credits' worth, then the close (no last chunk)"
+            let want = format!("2000\r\n{}\r\n", "x".repeat(BUFFER_SIZE));
+            assert!(
+                got[body_at..] == *want.as_bytes(),
+                "{rt}: session {i}: the credits' worth, then the close (no last chunk); got \
+                 {} body bytes",
+                got.len() - body_at
             );
         }
     }
