@@ -8,6 +8,15 @@
 //! libzmq's own ids (anonymous peers, and the id a handover gives the old pipe) start with a
 //! zero byte and are no handler's `from`: they are ignored.
 //!
+//! Known limit of that inference: when a second process takes a live handler's identity
+//! over (`ZMQ_ROUTER_HANDOVER`), its connect reads as the first one's disconnect (which is
+//! right for the first one's sessions), and from then on that identity's notices are read
+//! the wrong way round until it connects again, so the new process's death is noticed only
+//! by session expiry. The same happens if a handler restarts before the bridge has read its
+//! old connection's disconnect notice (libzmq then reports that under the id a handover
+//! gives the old pipe); the bridge reads the ROUTER as soon as it is readable, so a restart
+//! would have to be faster than one bridge turn.
+//!
 //! A disconnect is announced `HANDLER_GONE_GRACE_MS` later (see there why), once the SUB has
 //! nothing left to read (or a second grace passed), so the dead handler's last packets reach
 //! the workers first. A handler that connects again under the same identity first has its
