@@ -31,7 +31,10 @@
 //! credits for client messages, returned as messages are taken in (held back while more than
 //! 1 MiB of echoes wait to go out); the handler's own sends stay within the credits of the
 //! request plus the `credit` packets that come back, so a message larger than that goes out
-//! in fragments (`more`) as credits arrive. Pongs spend credits too; a close does not.
+//! in fragments (`more`) as credits arrive. Pongs spend credits too; a close does not. An
+//! HTTP response larger than the request's credits goes out the same way: its head with a
+//! `Content-Length` and what the credits allow, the rest as `credit` packets come back (the
+//! connection manager fails a session whose handler sends past its credits).
 //! (Empty messages cost no credits, so a client that floods empty messages without reading
 //! can push more than `--messages-max` queued echoes at the connection manager.)
 //!
@@ -91,6 +94,12 @@ struct Session {
     post_broadcast: bool,
     stream_next: Option<(u32, Instant)>,
     ws: Option<Ws>,
+    /// HTTP: response body bytes we may still send (the request's credits plus `credit`
+    /// packets; the connection manager fails a response that sends more).
+    credits: u64,
+    /// HTTP: a response larger than the credits and how much of it went, the rest sent as
+    /// credits come back.
+    body_left: Option<(Vec<u8>, usize)>,
 }
 
 /// A WebSocket session's state in the handler.
@@ -263,6 +272,7 @@ impl Handler {
         let uri = bytes(get(d, b"uri"));
         let path = path_of(uri);
         let more = matches!(get(d, b"more"), Some(Value::Bool(true)));
+        let credits = get(d, b"credits").and_then(|v| v.as_int()).unwrap_or(0);
         self.sessions.insert(
             id.clone(),
             Session {
@@ -272,6 +282,8 @@ impl Handler {
                 post_broadcast: false,
                 stream_next: None,
                 ws: None,
+                credits: credits.max(0) as u64,
+                body_left: None,
             },
         );
         if uri.starts_with(b"ws://") || uri.starts_with(b"wss://") {
@@ -313,9 +325,71 @@ impl Handler {
         }
     }
 
+    /// A whole response: at once if the credits allow, else the head with what they allow
+    /// and a `Content-Length` (so the connection manager frames it as one sized body), the
+    /// rest as `credit` packets come back (`more_credits`).
     fn finish(&mut self, id: &[u8], code: i64, reason: &[u8], body: &[u8]) {
-        self.respond(id, code, reason, b"text/plain", body, false);
-        self.remove(id);
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        if body.len() as u64 <= s.credits {
+            self.respond(id, code, reason, b"text/plain", body, false);
+            return self.remove(id);
+        }
+        let n = s.credits as usize;
+        s.credits = 0;
+        s.body_left = Some((body.to_vec(), n));
+        let length = body.len().to_string();
+        self.send(id, |w| {
+            w.bytes(b"code");
+            w.int(code);
+            w.bytes(b"reason");
+            w.bytes(reason);
+            write_headers(
+                w,
+                &[
+                    (b"Content-Type", b"text/plain"),
+                    (b"Content-Length", length.as_bytes()),
+                ],
+            );
+            w.bytes(b"body");
+            w.bytes(&body[..n]);
+            w.bytes(b"more");
+            w.bool(true);
+        });
+    }
+
+    /// Credits for an HTTP session: the next piece of a response larger than its credits.
+    fn more_credits(&mut self, id: &[u8], n: u64) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        s.credits += n;
+        let Some((body, sent)) = s.body_left.take() else {
+            return;
+        };
+        let n = ((body.len() - sent) as u64).min(s.credits) as usize;
+        if n == 0 {
+            s.body_left = Some((body, sent));
+            return;
+        }
+        s.credits -= n as u64;
+        let last = sent + n == body.len();
+        let piece = body[sent..sent + n].to_vec();
+        if !last {
+            s.body_left = Some((body, sent + n));
+        }
+        self.send(id, |w| {
+            w.bytes(b"body");
+            w.bytes(&piece);
+            if !last {
+                w.bytes(b"more");
+                w.bool(true);
+            }
+        });
+        if last {
+            self.remove(id);
+        }
     }
 
     /// A WebSocket request: accept it with a 101 (and credits) or refuse it.
@@ -400,8 +474,12 @@ impl Handler {
                 .max(0) as u64;
             return self.ws_packet(&id, typ, d);
         }
+        if typ == b"credit" {
+            let n = get(d, b"credits").and_then(|v| v.as_int()).unwrap_or(0);
+            return self.more_credits(&id, n.max(0) as u64);
+        }
         if typ != b"" {
-            return; // credit, keep-alive, handoff: nothing to do here
+            return; // keep-alive, handoff: nothing to do here
         }
         let body = bytes(get(d, b"body"));
         let more = matches!(get(d, b"more"), Some(Value::Bool(true)));

@@ -84,6 +84,22 @@ pub const OVERLOAD_RETRY_AFTER_S: u32 = 1;
 /// the limit (it gives the counts since the last line).
 pub const OVERLOAD_LOG_INTERVAL_MS: u64 = 10_000;
 
+/// After a handler's connection to the ROUTER goes away (`ZMQ_ROUTER_NOTIFY`), its sessions
+/// are failed this much later, unless it connects again first. The notice comes from the
+/// ROUTER and the handler's last packets come through the SUB, two connections that libzmq
+/// reads independently: the wait lets packets the handler sent just before it died arrive
+/// and reach the workers first (the bridge also drains the SUB before it announces), so no
+/// packet the handler had sent, a response it acknowledged or a body it granted credits for,
+/// is cut off by its own death notice. Short enough that clients hear within a second.
+pub const HANDLER_GONE_GRACE_MS: u64 = 200;
+/// Handlers whose death is being announced at once, per worker and in the bridge: handler
+/// identities are few; one more is dropped with a warning (its sessions then end at the
+/// 60 s expiry, as before zring noticed deaths).
+pub const HANDLERS_GONE_MAX: usize = 64;
+/// Handler identities the bridge tracks as connected to its ROUTER (connect/disconnect
+/// notices look alike, so it must remember which peers are connected).
+pub const HANDLERS_CONNECTED_MAX: usize = 1024;
+
 /// Distinct handler addresses a worker keeps interned (connections point at them).
 pub const HANDLERS_INTERNED_MAX: usize = 1024;
 /// How often free heap pages go back to the kernel (`malloc_trim`, from worker 0's sweep):

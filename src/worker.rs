@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrayvec::ArrayVec;
 use slab::Slab;
 
 use crate::bridge::{Addr, InPacket, OutPacket, Route, Shared};
@@ -58,6 +59,13 @@ pub struct Worker {
     /// Ids of `inbox`'s front packet already dispatched (a packet is cut at the per-turn
     /// bound on targets and resumed next turn).
     dispatch_pos: usize,
+    /// Packets taken from the bridge and dispatched in full: the count a handler-gone
+    /// notice's mark refers to (`bridge::Inbox::handler_gone`).
+    dispatched: u64,
+    /// Handlers gone, each with the packet count after which its sessions fail.
+    gone: ArrayVec<(Addr, u64), { limits::HANDLERS_GONE_MAX }>,
+    /// Slots of a gone handler's sessions (reused: one allocation, kept).
+    gone_slots: Vec<u32>,
     /// The last fan-out frame built, reused while packets carry the same payload.
     frame_cache: Option<SharedFrame>,
     /// Reused by each keep-alive sweep step (no allocation per step).
@@ -143,6 +151,9 @@ impl Worker {
             due: Vec::new(),
             inbox: VecDeque::new(),
             dispatch_pos: 0,
+            dispatched: 0,
+            gone: ArrayVec::new(),
+            gone_slots: Vec::new(),
             frame_cache: None,
             keep_alive_batch: Vec::new(),
             sweep_at: now + SWEEP_STEP,
@@ -288,6 +299,7 @@ impl Worker {
     fn dispatch_inbox(&mut self, now: Instant) {
         let mut budget = limits::DISPATCH_TARGETS_PER_TURN_MAX;
         while budget > 0 {
+            self.fail_gone_handlers(now);
             let Some(pkt) = self.inbox.pop_front() else {
                 break;
             };
@@ -295,6 +307,57 @@ impl Worker {
                 self.inbox.push_front(pkt); // cut short: the rest next turn
                 break;
             }
+            self.dispatched += 1;
+        }
+        self.fail_gone_handlers(now);
+    }
+
+    /// Takes the bridge's handler-gone notices (one entry per handler: a later notice moves
+    /// the mark of an earlier one).
+    fn take_gone_notices(&mut self) {
+        let inbox = &self.shared.inboxes[self.index as usize];
+        let mut notices = inbox.gone.lock().unwrap();
+        for (addr, mark) in notices.drain(..) {
+            match self.gone.iter_mut().find(|(a, _)| *a == addr) {
+                Some(e) => e.1 = mark,
+                None => {
+                    if self.gone.try_push((addr, mark)).is_err() {
+                        crate::log!(
+                            crate::log::WARN,
+                            "worker",
+                            "too many handlers gone at once; their sessions will expire"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fails the sessions of every gone handler whose notice is due: every packet the
+    /// bridge queued before the notice has been dispatched, and none after it.
+    fn fail_gone_handlers(&mut self, now: Instant) {
+        // Bounded: each turn removes one notice.
+        while let Some(i) = self.gone.iter().position(|&(_, m)| m <= self.dispatched) {
+            let (addr, _) = self.gone.swap_remove(i);
+            let mut slots = std::mem::take(&mut self.gone_slots);
+            slots.clear();
+            slots.extend(
+                self.conns
+                    .iter()
+                    .filter(|(_, c)| c.handler_is(&addr))
+                    .map(|(slot, _)| slot as u32),
+            );
+            crate::log!(
+                crate::log::DEBUG,
+                "worker",
+                "handler {:?} gone: failing {} sessions",
+                String::from_utf8_lossy(&addr),
+                slots.len()
+            );
+            for &slot in &slots {
+                self.with_conn(now, slot, |c, cx| c.handle_handler_gone(cx, &addr));
+            }
+            self.gone_slots = slots;
         }
     }
 
@@ -568,6 +631,7 @@ impl Driver for Worker {
         if self.shared.shutdown.load(Ordering::SeqCst) {
             self.start_shutdown(now);
         }
+        self.take_gone_notices();
         let inbox = &self.shared.inboxes[self.index as usize];
         let room = limits::INBOX_DRAIN_PACKETS_MAX.saturating_sub(self.inbox.len());
         if room > 0 {

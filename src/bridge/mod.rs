@@ -22,6 +22,7 @@ use crate::m2serve::Setup;
 use crate::proto::zhttp;
 
 pub mod m2;
+mod notify;
 
 /// A handler address (`from`), at most 64 bytes.
 pub type Addr = ArrayVec<u8, { limits::ADDRESS_BYTES_MAX }>;
@@ -103,6 +104,16 @@ impl Drop for EventFd {
 /// One worker's inbox from the bridge.
 pub struct Inbox {
     pub queue: Mutex<VecDeque<Arc<InPacket>>>,
+    /// Packets ever pushed to `queue` (only the bridge pushes): where a handler-gone notice
+    /// stands among them.
+    pushed: AtomicU64,
+    /// Handlers whose connection to the ROUTER went away, each with the `pushed` count when
+    /// that was announced: the worker fails the handler's sessions once it has dispatched
+    /// exactly that many packets, so every packet the handler sent before it died is handled
+    /// first and none sent after (by a handler restarted under the same identity) is
+    /// mistaken for the dead one's. One entry per handler (a later notice moves its mark);
+    /// bounded, handler identities being few.
+    pub gone: Mutex<ArrayVec<(Addr, u64), { limits::HANDLERS_GONE_MAX }>>,
     pub wake: EventFd,
     /// Set when `wake` was written and the worker has not started draining since: further
     /// packets need no further wake-up (one eventfd write per burst, not per packet).
@@ -118,11 +129,47 @@ pub struct Inbox {
 }
 
 impl Inbox {
+    fn new() -> std::io::Result<Inbox> {
+        Ok(Inbox {
+            queue: Mutex::new(VecDeque::new()),
+            pushed: AtomicU64::new(0),
+            gone: Mutex::new(ArrayVec::new()),
+            wake: EventFd::new()?,
+            wake_pending: AtomicBool::new(false),
+            conns: AtomicUsize::new(0),
+            evicted_idle: AtomicU64::new(0),
+            refused_503: AtomicU64::new(0),
+            m2: Default::default(),
+        })
+    }
+
     /// Wakes the worker unless a wake-up is already pending.
     pub fn wake(&self) {
         if !self.wake_pending.swap(true, Ordering::SeqCst) {
             self.wake.notify();
         }
+    }
+
+    /// Queues a handler packet for the worker (the bridge, and the harness standing in for
+    /// it). True when the queue has reached its bound: the bridge stops reading handlers.
+    pub fn push(&self, item: Arc<InPacket>) -> bool {
+        let mut q = self.queue.lock().unwrap();
+        q.push_back(item);
+        self.pushed.fetch_add(1, Ordering::Relaxed);
+        q.len() >= limits::WORKER_INBOX_PACKETS_MAX
+    }
+
+    /// Tells the worker that handler `addr` is gone, after every packet queued so far (the
+    /// caller wakes it). False when the notice could not be queued (too many at once).
+    pub fn handler_gone(&self, addr: &Addr) -> bool {
+        // Read by the thread that pushes (the bridge): no packet can slip in between.
+        let mark = self.pushed.load(Ordering::Relaxed);
+        let mut gone = self.gone.lock().unwrap();
+        if let Some(e) = gone.iter_mut().find(|(a, _)| a == addr) {
+            e.1 = mark;
+            return true;
+        }
+        gone.try_push((addr.clone(), mark)).is_ok()
     }
 }
 
@@ -144,15 +191,7 @@ impl Shared {
     pub fn new(workers: usize) -> std::io::Result<Arc<Shared>> {
         let mut inboxes = Vec::with_capacity(workers);
         for _ in 0..workers {
-            inboxes.push(Inbox {
-                queue: Mutex::new(VecDeque::new()),
-                wake: EventFd::new()?,
-                wake_pending: AtomicBool::new(false),
-                conns: AtomicUsize::new(0),
-                evicted_idle: AtomicU64::new(0),
-                refused_503: AtomicU64::new(0),
-                m2: Default::default(),
-            });
+            inboxes.push(Inbox::new()?);
         }
         Ok(Arc::new(Shared {
             inboxes,
@@ -285,7 +324,7 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config, m2: bool, hwm: i32) -> Result<
         // here, where it can expire, instead of waiting for the next handler to connect.
         push.set_immediate(true).map_err(zerr)?;
         push.set_linger(0).map_err(zerr)?;
-        let router = ctx.socket(zmq::ROUTER).map_err(zerr)?;
+        let mut router = ctx.socket(zmq::ROUTER).map_err(zerr)?;
         router.set_sndhwm(hwm).map_err(zerr)?;
         router.set_router_mandatory(true).map_err(zerr)?;
         // A handler that restarts under the same identity takes the routing id over. Without
@@ -294,6 +333,16 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config, m2: bool, hwm: i32) -> Result<
         // this socket), so every later packet to that handler met EHOSTUNREACH for good.
         router.set_router_handover(true).map_err(zerr)?;
         router.set_linger(0).map_err(zerr)?;
+        // Each handler connecting and disconnecting, so its death is noticed at once
+        // (`notify`); before the bind, so every peer is reported.
+        if !notify::enable(&mut router) {
+            log!(
+                log::WARN,
+                "zhttp",
+                "libzmq has no ZMQ_ROUTER_NOTIFY (built without its DRAFT API): a handler's \
+                 death will be noticed only when its sessions expire"
+            );
+        }
         let sub = ctx.socket(zmq::SUB).map_err(zerr)?;
         // Handlers publish; a PUB drops what the pipe can't hold. A deep SUB queue absorbs
         // a handler's burst while workers catch up (memory is only used while it's full).
@@ -378,6 +427,7 @@ pub fn start_with_hwm(
         batch: Vec::new(),
         held: Default::default(),
         wake_pending: Vec::new(),
+        notices: notify::Notices::default(),
     })
 }
 
@@ -393,6 +443,8 @@ pub struct Bridge {
     /// outbox, so the outbox fills and workers stop reading clients.
     held: [VecDeque<OutPacket>; HELD_KINDS],
     wake_pending: Vec<bool>,
+    /// Handlers connected to the ROUTER, and deaths not announced yet.
+    notices: notify::Notices,
 }
 
 impl Bridge {
@@ -412,14 +464,25 @@ impl Bridge {
                 break;
             }
             let inbox_full = self.deliver_inbound();
+            self.announce_due_deaths();
             // Timed wake-ups only where readiness can't tell: a ROUTER head waiting on one
             // peer while another is writable (`router_pollout_useful`), a full inbox, held
-            // first packets that may expire, and the exit deadline.
-            let timeout_ms = if self.held_len() > 0 || inbox_full || exiting {
+            // first packets that may expire, the exit deadline, and a handler's death
+            // whose grace ends.
+            let mut timeout_ms = if self.held_len() > 0 || inbox_full || exiting {
                 limits::BRIDGE_RETRY_MS as i64
             } else {
                 -1
             };
+            let now = Instant::now();
+            if let Some(at) = self.notices.next_check(now) {
+                let ms = at.saturating_duration_since(now).as_millis() as i64 + 1;
+                timeout_ms = if timeout_ms < 0 {
+                    ms
+                } else {
+                    timeout_ms.min(ms)
+                };
+            }
             self.poll(timeout_ms, inbox_full);
         }
         log!(log::DEBUG, "zhttp", "bridge stopped");
@@ -457,9 +520,9 @@ impl Bridge {
             items.push(s.as_poll_item(write(HELD_PUSH)));
         }
         if let Some(s) = &self.sockets.router {
-            // Always POLLIN, though handlers send nothing here: it wakes the bridge for the
-            // ROUTER's commands (a peer gone, a peer connected), which `discard_router_input`
-            // then completes.
+            // Always POLLIN: its input is libzmq's notice of a handler connecting or going
+            // away, and it wakes the bridge for the ROUTER's commands (a peer gone, a peer
+            // connected), which `read_router` then completes.
             let write = if router_pollout {
                 zmq::POLLOUT
             } else {
@@ -476,11 +539,12 @@ impl Bridge {
         if items[0].is_readable() {
             self.shared.bridge_wake.drain();
         }
-        self.discard_router_input();
+        self.read_router();
     }
 
-    /// Reads the ROUTER until it is empty, discarding what it reads (handlers send nothing
-    /// on this socket). Reading, like `zmq_poll` asking for its events, is what ends a dead
+    /// Reads the ROUTER until it is empty: handlers send nothing on this socket but for
+    /// libzmq's connect/disconnect notices (`notify`), which are handled; anything else is
+    /// dropped. Reading, like `zmq_poll` asking for its events, is also what ends a dead
     /// peer's pipe: libzmq ends it only once its reader takes the end mark queued behind
     /// its messages (`waiting_for_delimiter`). Until then the pipe keeps the routing id, the
     /// packets the peer will never take and, if full, answers EAGAIN; zring used to read
@@ -488,20 +552,58 @@ impl Bridge {
     /// could stay for good. Polled for POLLIN on every turn, the ROUTER also wakes the
     /// bridge for its commands (a peer gone, a peer connected), so a packet meets a gone
     /// peer's EHOSTUNREACH rather than its dead pipe as soon as libzmq knows.
-    fn discard_router_input(&mut self) {
+    fn read_router(&mut self) {
         let Some(s) = &self.sockets.router else {
             return;
         };
+        // Bounded: notices come two frames each, one per handler connection change.
         for _ in 0..limits::BRIDGE_BATCH_PACKETS_MAX {
-            match s.recv_msg(zmq::DONTWAIT) {
-                Ok(m) if !m.get_more() => log!(
+            let Ok(id) = s.recv_msg(zmq::DONTWAIT) else {
+                return;
+            };
+            let mut frames = 1;
+            let mut notice = id.get_more();
+            let mut more = id.get_more();
+            // The rest of a multipart message is there at once (libzmq delivers it whole).
+            while more {
+                match s.recv_msg(zmq::DONTWAIT) {
+                    Ok(m) => {
+                        frames += 1;
+                        notice &= m.is_empty() && frames == 2;
+                        more = m.get_more();
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !notice {
+                log!(
                     log::DEBUG,
                     "zhttp",
                     "dropping a message a handler sent on the ROUTER"
-                ),
-                Ok(_) => {}
-                Err(_) => return,
+                );
+                continue;
             }
+            if let Some(addr) = self.notices.notice(&id, Instant::now()) {
+                // Connected again: fail the old sessions before reading any packet of the
+                // new handler (see `notify`).
+                announce_death(&self.shared, &addr);
+            }
+        }
+    }
+
+    /// Announces the handlers whose death is due (see `notify::Notices::take_due`).
+    fn announce_due_deaths(&mut self) {
+        if !self.notices.any_pending() {
+            return;
+        }
+        let sub_readable = self
+            .sockets
+            .sub
+            .as_ref()
+            .is_some_and(|s| s.get_events().is_ok_and(|e| e.contains(zmq::POLLIN)));
+        let now = Instant::now();
+        while let Some(addr) = self.notices.take_due(now, sub_readable) {
+            announce_death(&self.shared, &addr);
         }
     }
 
@@ -743,12 +845,31 @@ impl Bridge {
             .map(|(w, _)| w)
             .chain(extra);
         for w in ws {
-            let mut q = self.shared.inboxes[w].queue.lock().unwrap();
-            q.push_back(item.clone());
-            full |= q.len() >= limits::WORKER_INBOX_PACKETS_MAX;
+            full |= self.shared.inboxes[w].push(item.clone());
             self.wake_pending[w] = true;
         }
         full
+    }
+}
+
+/// Tells every worker that handler `addr` is gone, after the packets queued so far.
+fn announce_death(shared: &Shared, addr: &Addr) {
+    log!(
+        log::DEBUG,
+        "zhttp",
+        "handler {:?} gone: failing its sessions",
+        String::from_utf8_lossy(addr)
+    );
+    for inbox in &shared.inboxes {
+        if !inbox.handler_gone(addr) {
+            log!(
+                log::WARN,
+                "zhttp",
+                "too many handlers gone at once; sessions of {:?} will expire instead",
+                String::from_utf8_lossy(addr)
+            );
+        }
+        inbox.wake();
     }
 }
 

@@ -822,6 +822,23 @@ impl Harness {
         self.drive();
     }
 
+    /// The bridge announces that handler `from` is gone (its ROUTER connection went away),
+    /// after every packet queued so far; the worker then runs.
+    pub fn handler_gone(&mut self, from: &str) {
+        let addr = crate::bridge::Addr::try_from(from.as_bytes()).expect("a handler address");
+        let inbox = &self.shared.inboxes[0];
+        assert!(inbox.handler_gone(&addr));
+        inbox.wake();
+        self.drive();
+    }
+
+    /// Queues a handler packet without running the worker (to put packets and a
+    /// handler-gone notice in one wake-up, as the bridge can).
+    pub fn reply_nodrive(&mut self, session: &mut Session, reply: Reply) {
+        let seq = session.next_seq();
+        self.deliver(&reply.encode(&[(&session.id, seq)]));
+    }
+
     /// A req-mode handler answers request `id` on the DEALER: no `from`, no `seq`.
     pub fn reply_req(&mut self, id: &str, reply: Reply) {
         let mut msg = Vec::new();
@@ -887,7 +904,7 @@ impl Harness {
             );
         }
         let inbox = &self.shared.inboxes[0];
-        inbox.queue.lock().unwrap().push_back(item);
+        let _ = inbox.push(item);
         inbox.wake();
     }
 

@@ -372,12 +372,43 @@ impl HttpExchange {
         self.maybe_finish(t, cx)
     }
 
+    /// The handler is gone: 502, or the response so far then a clean close; a response
+    /// already complete is left to finish.
+    pub fn handler_gone(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        if self.z.response_done {
+            return;
+        }
+        self.z.handler_gone(t, cx);
+    }
+
     fn handle_data(&mut self, t: &mut Transport, cx: &mut Ctx, pkt: HandlerPacket<'_>) {
         let p = pkt.packet;
         let buf = pkt.buf;
         let body = p.body.get(buf);
         if self.z.response_done {
             return;
+        }
+        if t.mode == Mode::Stream && body.len() as u64 > self.z.budget {
+            // Every data packet is held to the credits zring granted (the request's, then
+            // what it returned as bytes went out), the first and the last one too, as in
+            // Condure (whose write buffer refuses it): so a response waiting for a slow
+            // client holds at most `--buffer-size` body bytes here, whatever the handler
+            // sends. No status yet: 502; else what was queued goes out, then the close.
+            crate::log!(
+                crate::log::DEBUG,
+                "conn",
+                "received too much data from handler (size={}, credits={})",
+                body.len(),
+                self.z.budget
+            );
+            self.z.handler = None; // it broke the rules: no cancel goes back (as for `seq`)
+            return self.z.fail(
+                t,
+                cx,
+                502,
+                "Bad Gateway",
+                "The handler sent more than zring's credits allowed.\n",
+            );
         }
         if !self.z.response_started {
             let Some(code) = p.code.filter(|c| (100..=999).contains(c)).map(|c| c as u16) else {
@@ -430,15 +461,6 @@ impl HttpExchange {
                 return self.z.fail_invalid_response(t, cx);
             }
             self.z.response_started = true;
-        } else if p.more && body.len() as u64 > self.z.budget {
-            // Only streamed packets are held to the credits: a final packet is already in
-            // memory whole, and handlers commonly send a whole response in one packet.
-            crate::log!(
-                crate::log::DEBUG,
-                "conn",
-                "received too much data from handler"
-            );
-            return t.close(cx.pool);
         }
         if t.mode == Mode::Stream {
             self.z.spend_budget(body.len() as u64);

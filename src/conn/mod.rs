@@ -505,6 +505,33 @@ impl Conn {
         );
     }
 
+    /// Whether this is an open ZHTTP session owned by handler `addr` (its latest `from`).
+    pub fn handler_is(&self, addr: &Addr) -> bool {
+        let z = match &self.session {
+            Session::Http(x) => &x.z,
+            Session::Ws(w) => &w.z,
+            _ => return false,
+        };
+        self.t.is_open() && z.handler.as_deref() == Some(addr)
+    }
+
+    /// Handler `addr` is gone (its connection to zring went away; see `bridge::notify`): a
+    /// session it owns can't go on, since a restarted handler knows nothing of it. A request
+    /// with no response yet gets a 502, a response under way ends with a clean close (what
+    /// was queued is delivered, then FIN), an open WebSocket gets a close frame 1011. A
+    /// session no handler has taken yet is not its: it waits for `--handler-wait` as usual.
+    pub fn handle_handler_gone(&mut self, cx: &mut Ctx, addr: &Addr) {
+        if !self.handler_is(addr) {
+            return;
+        }
+        let Conn { t, session } = self;
+        match session {
+            Session::Http(x) => x.handler_gone(t, cx),
+            Session::Ws(w) => w.handler_gone(t, cx),
+            _ => {}
+        }
+    }
+
     /// zring is shutting down: tell the handler (Condure sends cancels) and close.
     pub fn handle_shutdown(&mut self, cx: &mut Ctx) {
         // Reading is over: what is queued is flushed, then the connection closes without

@@ -253,6 +253,20 @@ impl WsSession {
         }
     }
 
+    /// The handler is gone: an open WebSocket is failed with 1011 (its close frame, then
+    /// the connection drains and closes, lingering for the client's close); an upgrade
+    /// not answered yet gets a 502.
+    pub(super) fn handler_gone(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        self.z.handler = None;
+        if self.z.response_done {
+            return;
+        }
+        match self.flags.phase {
+            Phase::Open => self.fail(t, cx, ws::close_code::INTERNAL_ERROR, "handler gone"),
+            _ => self.z.handler_gone(t, cx),
+        }
+    }
+
     /// The handler's answer to the upgrade: a 101 opens the WebSocket; any other status is
     /// sent as a plain HTTP response and the connection closes (Condure would switch to
     /// WebSocket framing whatever the status; the client could not know what it got).

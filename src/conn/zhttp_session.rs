@@ -240,6 +240,21 @@ impl ZhttpSession {
         );
     }
 
+    /// The handler is gone (`Conn::handle_handler_gone`): nothing more goes to it, and the
+    /// client gets a 502, or, once a response has started, what was queued and then a clean
+    /// close (a chunked response then lacks its last chunk, a sized one is short: the
+    /// client can tell; a close-delimited one cannot be told apart from its end).
+    pub fn handler_gone(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        self.handler = None;
+        self.fail(
+            t,
+            cx,
+            502,
+            "Bad Gateway",
+            "The handler went away before it answered.\n",
+        );
+    }
+
     /// Answers with an error response (unless a response already started) and closes.
     pub fn fail(&mut self, t: &mut Transport, cx: &mut Ctx, code: u16, reason: &str, body: &str) {
         if t.is_open() && self.handler_seen && !self.response_done {

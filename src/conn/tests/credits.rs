@@ -62,21 +62,25 @@ fn response_body_is_bounded_by_the_credits_zring_grants() {
         ("credit", 1, Some(8192))
     );
     // The returned credits are spent again while the client is stalled; one byte more is
-    // past the budget.
+    // past the budget: the session fails. What was queued still goes (the client reads
+    // a response cut short), within the linger bound for a client that never reads.
     h.stall(c, true);
     h.reply(&mut s, Reply::data(&block).more());
     h.assert_no_packet();
     h.reply(&mut s, Reply::data(b"!").more());
-    assert_eq!(h.ios(c), [Io::CloseAborting]);
     h.assert_no_packet(); // no cancel: the handler broke the rules
+    assert_eq!(h.ios(c), []);
+    h.advance(std::time::Duration::from_millis(2_100));
+    assert_eq!(h.ios(c), [Io::CloseAborting]);
     h.drive();
     assert!(h.is_closed(c));
 }
 
 #[test]
-fn final_packet_is_not_held_to_the_budget() {
-    // Goal: a packet without `more` is written whole even past the budget (handlers send
-    // whole responses in one packet).
+fn final_packet_is_held_to_the_budget_too() {
+    // Goal: a packet without `more` past the budget fails the session as a streamed one
+    // does (Condure's write buffer refuses it too): the response is cut short, never
+    // buffered whole. Before, a final packet of any size was queued for the client.
     let mut h = Harness::new();
     let c = h.connect();
     h.write(c, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -86,9 +90,43 @@ fn final_packet_is_not_held_to_the_budget() {
         Reply::response(200, "OK").body(&[b'y'; 8000]).more(),
     );
     assert_eq!(h.packet().credits, Some(8000));
-    h.reply(&mut s, Reply::data(&[b'z'; 20_000]));
+    h.reply(&mut s, Reply::data(&[b'z'; 8193]));
     let text = h.read_text(c);
-    assert!(text.ends_with(&format!("4e20\r\n{}\r\n0\r\n\r\n", "z".repeat(20_000))));
-    h.assert_no_packet(); // the response is done: no credits for the last packet
+    assert!(
+        text.ends_with(&format!("1f40\r\n{}\r\n", "y".repeat(8000))),
+        "{text}"
+    );
+    h.assert_no_packet();
+    assert_eq!(h.ios(c), [Io::ShutdownWrite]);
+}
+
+#[test]
+fn final_packet_within_the_budget_is_written() {
+    // Goal: the whole budget may go in the last packet.
+    let mut h = Harness::new();
+    let c = h.connect();
+    h.write(c, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (_, mut s) = h.request();
+    h.reply(&mut s, Reply::response(200, "OK").body(b"a").more());
+    assert_eq!(h.packet().credits, Some(1));
+    h.reply(&mut s, Reply::data(&[b'z'; 8192]));
+    let text = h.read_text(c);
+    assert!(text.ends_with(&format!("2000\r\n{}\r\n0\r\n\r\n", "z".repeat(8192))));
     assert_eq!(h.ios(c), []);
+}
+
+#[test]
+fn a_first_packet_past_the_budget_gets_a_502() {
+    // Goal: a whole response larger than the request's credits (`--buffer-size`) in one
+    // packet is refused with a 502, not buffered for the client.
+    let mut h = Harness::new();
+    let c = h.connect();
+    h.write(c, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (_, mut s) = h.request();
+    h.reply(&mut s, Reply::response(200, "OK").body(&[b'x'; 8193]));
+    let text = h.read_text(c);
+    assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{text}");
+    assert!(text.ends_with("The handler sent more than zring's credits allowed.\n"));
+    h.assert_no_packet();
+    assert_eq!(h.ios(c), [Io::ShutdownWrite]);
 }

@@ -7,6 +7,7 @@ use super::harness;
 mod credits;
 mod deadlines;
 mod fanout;
+mod handler_gone;
 mod http;
 mod m2;
 mod overload;
