@@ -21,8 +21,9 @@
 #                 DURATION s (Condure only notices at its 60 s session expiry).
 #
 # In every scenario, zring-hold probe sends a fresh GET /hello on a new connection every
-# 0.5 s while the attack runs (5 s timeout): fresh_p50_ms/fresh_p99_ms of its 200s,
-# fresh_fail and their kinds. rss_peak_kb is the server's VmHWM (its peak RSS; each scenario
+# 0.5 s while the attack runs (each bounded by PROBE_TIMEOUT, 10 s: longer than zring's 5 s
+# --handler-wait, so its 503 shows as such): fresh_p50_ms/fresh_p99_ms of its 200s,
+# fresh_fail and their kinds (a status, timeout, reset, ...). rss_peak_kb is the server's VmHWM (its peak RSS; each scenario
 # starts a fresh server), rss_start_kb its RSS once it answered.
 #
 # One key=value line per (server, scenario) on stdout, after a '#' header with the commands
@@ -33,7 +34,7 @@
 #   SILENT=500 SLOW=200 CYCLES=20000 WS=500 DURATION=15 scripts/hostile.sh   # quick run
 #
 # Env: SERVERS ("zring condure"), RUNTIME (uring|epoll, zring's runtime, default uring),
-# SILENT, SLOW, SLOW_RATE (1000), CYCLES, WS, DURATION (70), CHURN_THREADS (4), ZRING_ARGS
+# SILENT, SLOW, SLOW_RATE (1000), CYCLES, WS, DURATION (70), CHURN_THREADS (4), PROBE_TIMEOUT, ZRING_ARGS
 # (extra zring flags, e.g. --head-timeout 10000), PROFILE (release), KEEP_LOGS=1, RESULTS.
 # Runs as root: sets the sysctls it needs and restores them on exit (scripts/load-lib.sh);
 # installs slowhttptest and Condure if missing (scripts/setup.sh hostile).
@@ -53,8 +54,9 @@ CYCLES=${CYCLES:-1000000}
 CHURN_THREADS=${CHURN_THREADS:-4}
 WS=${WS:-10000}
 DURATION=${DURATION:-70}
+PROBE_TIMEOUT=${PROBE_TIMEOUT:-10}
 export RUNTIME
-for v in SILENT SLOW SLOW_RATE CYCLES CHURN_THREADS WS DURATION; do
+for v in SILENT SLOW SLOW_RATE CYCLES CHURN_THREADS WS DURATION PROBE_TIMEOUT; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer" >&2; exit 2; }
 done
 for s in $SERVERS; do
@@ -95,7 +97,7 @@ fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 # probe_start SECS: the fresh-request probe, for at most SECS, ending with the client BG_PID.
 probe_start() {
   CLIENT_PID=$BG_PID
-  bg "$LOAD_DIR/probe.out" "$BIN/zring-hold" probe --target "127.0.0.1:$PORT" --every 0.5 --timeout 5 \
+  bg "$LOAD_DIR/probe.out" "$BIN/zring-hold" probe --target "127.0.0.1:$PORT" --every 0.5 --timeout "$PROBE_TIMEOUT" \
     --secs "$1" --while-pid "$CLIENT_PID"
   PROBE_PID=$BG_PID
 }
@@ -206,7 +208,7 @@ run_scenario() { # SERVER SCENARIO: one line
   echo "# slow_*: slowhttptest -H|-B|-X -c $SLOW -r $SLOW_RATE -l $DURATION -p 5 -g (closed_*_s: seconds after the test's start)"
   echo "# churn: zring-churn --cycles $CYCLES --threads $CHURN_THREADS --mode close"
   echo "# handler_kill: zring-hold ws --conns $WS --kill-pid <handler> --watch $DURATION (ended_*_s: seconds after kill -9)"
-  echo "# probe: zring-hold probe: GET /hello on a fresh connection every 0.5 s, 5 s timeout"
+  echo "# probe: zring-hold probe: GET /hello on a fresh connection every 0.5 s, ${PROBE_TIMEOUT} s timeout"
 } | tee -a "$RESULTS"
 for scen in $SCENARIOS; do
   for s in $SERVERS; do run_scenario "$s" "$scen"; done

@@ -15,7 +15,8 @@
 //!   1006). Watches until every connection ended or `--watch S` seconds after the kill.
 //! - `probe`: a fresh connection with one `GET --path` (default `/hello`, `Connection:
 //!   close`) every `--every S` (0.5) seconds for `--secs S`, each bounded by `--timeout S`
-//!   (5): latency p50/p99/max of the 200s, and the failures by kind. With `--while-pid PID`
+//!   (5), each in a thread of its own so a stalled server does not slow the probe down:
+//!   latency p50/p99/max of the 200s, and the failures by kind (a status, or timeout, reset...). With `--while-pid PID`
 //!   it stops early once PID is gone (the attacking client, reaped by the script).
 //!
 //! Prints one `key=value` line (times in seconds, probe latencies in ms); exits 0 unless the
@@ -96,9 +97,7 @@ fn parse_opts() -> Opts {
             "--connect-secs" => o.connect_secs = num(val()),
             "--inflight" => o.inflight = num(val()).max(1.0) as usize,
             "--kill-pid" => o.kill_pid = Some(val().parse().unwrap_or_else(|_| usage("bad pid"))),
-            "--while-pid" => {
-                o.while_pid = Some(val().parse().unwrap_or_else(|_| usage("bad pid")))
-            }
+            "--while-pid" => o.while_pid = Some(val().parse().unwrap_or_else(|_| usage("bad pid"))),
             "--every" => o.every = num(val()),
             "--secs" => o.secs = num(val()),
             "--timeout" => o.timeout = num(val()).max(0.001),
@@ -264,7 +263,10 @@ fn ws_frames(c: &mut Conn, now: Instant) {
         }
         let (hl, len) = match b[1] & 0x7f {
             126 if b.len() >= 4 => (4, u16::from_be_bytes([b[2], b[3]]) as usize),
-            127 if b.len() >= 10 => (10, u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize),
+            127 if b.len() >= 10 => (
+                10,
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+            ),
             126 | 127 => break,
             n => (2, n as usize),
         };
@@ -391,7 +393,10 @@ fn hold(o: &Opts) {
     let ws = o.mode == "ws";
     let nofile = raise_nofile();
     if o.conns as u64 + 64 > nofile {
-        usage(&format!("--conns {} does not fit RLIMIT_NOFILE {nofile}", o.conns));
+        usage(&format!(
+            "--conns {} does not fit RLIMIT_NOFILE {nofile}",
+            o.conns
+        ));
     }
     let mut poll = Poll::new().expect("epoll");
     let mut events = Events::with_capacity(1024);
@@ -645,7 +650,9 @@ fn probe_once(o: &Opts) -> Result<u16, &'static str> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     loop {
-        let Some(d) = left(t) else { return Err("timeout") };
+        let Some(d) = left(t) else {
+            return Err("timeout");
+        };
         s.set_read_timeout(Some(d)).ok();
         match s.read(&mut tmp) {
             Ok(0) => break,
@@ -686,27 +693,35 @@ fn probe(o: &Opts) {
     let mut lat: Vec<f64> = Vec::new();
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut n = 0u64;
-    let mut tick = start;
     // SAFETY: kill(2) with signal 0 only checks that the process exists.
     let alive = |p: i32| unsafe { libc::kill(p, 0) } == 0;
-    while Instant::now() < end && o.while_pid.is_none_or(alive) {
-        let t = Instant::now();
-        let r = probe_once(o);
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        n += 1;
-        match r {
-            Ok(200) => lat.push(ms),
-            Ok(s) => *kinds.entry(s.to_string()).or_default() += 1,
-            Err(k) => *kinds.entry(k.to_string()).or_default() += 1,
+    // One probe every `every` whatever the earlier ones do (a server that stalls must not
+    // slow the probe down): each in a thread of its own, at most 64 under way.
+    std::thread::scope(|sc| {
+        let mut running = std::collections::VecDeque::new();
+        let mut tick = start;
+        while Instant::now() < end && o.while_pid.is_none_or(alive) {
+            if running.len() < 64 {
+                n += 1;
+                running.push_back(sc.spawn(|| {
+                    let t = Instant::now();
+                    let r = probe_once(o);
+                    (t.elapsed().as_secs_f64() * 1e3, r)
+                }));
+            } else {
+                *kinds.entry("skipped".into()).or_default() += 1;
+            }
+            tick += every;
+            std::thread::sleep(tick.min(end).saturating_duration_since(Instant::now()));
+            while running.front().is_some_and(|h| h.is_finished()) {
+                let h = running.pop_front().unwrap();
+                record(h.join().unwrap(), &mut lat, &mut kinds);
+            }
         }
-        tick += every;
-        let now = Instant::now();
-        if tick > now {
-            std::thread::sleep(tick.min(end).saturating_duration_since(now));
-        } else {
-            tick = now; // a slow probe: the next one goes now, no catching up
+        for h in running {
+            record(h.join().unwrap(), &mut lat, &mut kinds);
         }
-    }
+    });
     lat.sort_by(f64::total_cmp);
     let fail: u64 = kinds.values().sum();
     println!(
@@ -717,6 +732,18 @@ fn probe(o: &Opts) {
         pct(&lat, 1.0),
         dist(&kinds),
     );
+}
+
+fn record(
+    (ms, r): (f64, Result<u16, &'static str>),
+    lat: &mut Vec<f64>,
+    kinds: &mut BTreeMap<String, u64>,
+) {
+    match r {
+        Ok(200) => lat.push(ms),
+        Ok(s) => *kinds.entry(s.to_string()).or_default() += 1,
+        Err(k) => *kinds.entry(k.to_string()).or_default() += 1,
+    }
 }
 
 fn main() {
