@@ -201,7 +201,7 @@ run_scenario() { # SERVER SCENARIO: one line
 }
 
 {
-  echo "# hostile.sh $(date -u +%FT%TZ) commit=$(git rev-parse --short HEAD 2>/dev/null || echo na) host=$(uname -r) cores=$(nproc)"
+  echo "# hostile.sh $(date -u +%FT%TZ) commit=$(git rev-parse --short HEAD 2>/dev/null || echo na)$(git diff --quiet HEAD -- src scripts 2>/dev/null || echo +dirty) host=$(uname -r) cores=$(nproc)"
   echo "# servers: zring --runtime $RUNTIME --workers ${WORKERS:-2} ${ZRING_ARGS:-} | condure $(condure --version 2>/dev/null | head -n 1 | awk '{print $NF}'); example handler; --stream-maxconn conns+1000"
   echo "# sizes: SILENT=$SILENT SLOW=$SLOW SLOW_RATE=$SLOW_RATE CYCLES=$CYCLES WS=$WS DURATION=$DURATION scenarios: $SCENARIOS"
   echo "# silent: zring-hold silent --conns $SILENT --watch $DURATION (closed_*_s: seconds after each connect)"
