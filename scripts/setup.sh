@@ -4,13 +4,14 @@
 #   scripts/setup.sh test    everything scripts/test.sh needs: Condure, Pushpin, Mongrel2, the
 #                            Python and node clients, curl, wrk, openssl, rustfmt, clippy, cargo-fuzz
 #   scripts/setup.sh fuzz    cargo-fuzz only (fuzz-smoke.sh)
+#   scripts/setup.sh hostile what scripts/hostile.sh needs: Condure, slowhttptest, curl
 # Installs only what is missing, so a second run is a quiet no-op. apt-get needs root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-build}
 case "$what" in
-  build | test | fuzz) ;;
-  *) echo "usage: $0 [build|test|fuzz]" >&2; exit 2 ;;
+  build | test | fuzz | hostile) ;;
+  *) echo "usage: $0 [build|test|fuzz|hostile]" >&2; exit 2 ;;
 esac
 
 as_root() {
@@ -56,6 +57,8 @@ build_pkgs=(gcc g++ openssl)
 case "$what" in
   build) apt_install "${build_pkgs[@]}"; exit 0 ;;
   fuzz) apt_install "${build_pkgs[@]}"; fuzz_tools; exit 0 ;;
+  # The attack side of scripts/hostile.sh (slow headers, body, read) and its peer.
+  hostile) apt_install "${build_pkgs[@]}" condure slowhttptest curl; exit 0 ;;
 esac
 
 # test: the peers (pushpin brings condure, zurl and mongrel2-core; named so a removed one
