@@ -292,7 +292,9 @@ fn status_kib(pid: i32, key: &str) -> u64 {
 }
 
 fn credits_ignored(rt: &str) {
-    let s = Stack::zring_only(rt, &["--id", CM_ID]);
+    // The handler answers only once it has all the requests: a long `--handler-wait`, so a
+    // slow box does not turn the first ones into 503s before it does.
+    let s = Stack::zring_only(rt, &["--id", CM_ID, "--handler-wait", "60000"]);
     let pid = s.zring.pid();
     let mut h = Handler::connect_to(&s.base, None, &[H1], true);
     let mut clients: Vec<TcpStream> = (0..SLOW_READERS).map(|_| slow_reader(s.port)).collect();

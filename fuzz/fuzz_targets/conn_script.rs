@@ -3,7 +3,7 @@
 //! handler act in turns on simulated time, and invariants are checked after every action.
 //!
 //! The input is a byte-coded action list, so seeds can be written by hand (see
-//! `fuzz/corpus/conn_script/README`). Each action is an opcode byte (`% 14`) and its
+//! `fuzz/corpus/conn_script/README`). Each action is an opcode byte (`% 15`) and its
 //! operand bytes; missing bytes read as 0, at most `ACTIONS_MAX` actions run:
 //!
 //! | op | action | operands |
@@ -22,6 +22,7 @@
 //! | 11 | advance simulated time | amount (index into `ADVANCE_MS`) |
 //! | 12 | zring shuts down (SIGTERM) | - |
 //! | 13 | handler replies with a wrong `seq` | n, delta, packet |
+//! | 14 | the bridge announces a handler gone | which (bit 0: `handler`, else `handler-2`) |
 //!
 //! A client operand picks among clients connected so far (`% count`); actions that do not
 //! apply (no client, a write after the client's half-close, a connect past the limits) are
@@ -146,7 +147,7 @@ impl Script<'_> {
     }
 
     fn step(&mut self) {
-        let op = self.byte() % 14;
+        let op = self.byte() % 15;
         if self.trace {
             let (before, elapsed) = (self.u.len(), self.h.elapsed());
             eprintln!("action {op} at {elapsed:?} ({before} bytes left)");
@@ -250,11 +251,18 @@ impl Script<'_> {
                 self.zring_shut_down = true;
                 self.h.shutdown();
             }
-            _ => {
+            13 => {
                 let n = self.byte();
                 let delta = u32::from(self.byte()) + 1;
                 let reply = self.packet();
                 self.reply(n, 1, reply, Some(delta));
+            }
+            _ => {
+                let from = match self.byte() & 1 {
+                    0 => harness::HANDLER,
+                    _ => "handler-2",
+                };
+                self.h.handler_gone(from);
             }
         }
     }
