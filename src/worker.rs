@@ -413,13 +413,18 @@ impl Worker {
     }
 
     fn sweep_keep_alives(&mut self, now: Instant) {
-        let cap = self.slots.max(1);
-        let per_step = cap.div_ceil(limits::KEEP_ALIVE_SWEEP_STEPS as usize);
+        let steps = limits::KEEP_ALIVE_SWEEP_STEPS as usize;
+        let per_step = self.slots.max(1).div_ceil(steps);
+        // The cursor runs over `per_step * steps` positions (the tail past the last slot is
+        // empty), so each step covers the same slots every round: every slot is visited
+        // exactly once per `KEEP_ALIVE_INTERVAL_MS`, and neighbouring slots share a packet
+        // whatever the number of slots.
+        let cycle = per_step * steps;
         let mut batch = std::mem::take(&mut self.keep_alive_batch);
         batch.clear();
         for _ in 0..per_step {
             let slot = self.sweep_cursor;
-            self.sweep_cursor = (self.sweep_cursor + 1) % cap;
+            self.sweep_cursor = (self.sweep_cursor + 1) % cycle;
             if let Some(conn) = self.conns.get_mut(slot) {
                 if let Some((addr, counter, seq)) = conn.keep_alive() {
                     batch.push((addr.clone(), counter, seq, slot as u32));
