@@ -9,6 +9,7 @@
 //! The Mongrel2 session lives as long as its connection; the connection's `Transport`
 //! (TLS, buffers, draining, timers) is the same as for ZHTTP.
 use std::io::Write as _;
+use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 
@@ -33,6 +34,9 @@ pub const DIR_FILE_BYTES_MAX: u64 = 1 << 20;
 /// `ws`, `upload`, `stream` is `Some` (what the bytes after a request head are); `proxy` is
 /// the connection's backend for `Proxy` routes (its own slot, see `m2proxy`).
 pub(super) struct M2Conn {
+    /// The setup the connection was accepted under: it keeps it for its life, so a reload
+    /// (SIGHUP) changes nothing under an open connection (handler indices included).
+    setup: Arc<Setup>,
     server: u16,
     /// The id handlers see: stable for the connection's life.
     pub id: u32,
@@ -90,16 +94,6 @@ struct UpStream {
     chunked: Option<Box<http1::ChunkedDecoder>>,
 }
 
-/// The Mongrel2 setup, for as long as the worker's settings live (not tied to the borrow
-/// of `cx`). Present: a Mongrel2 connection exists only in Mongrel2 mode.
-fn setup<'a>(cx: &Ctx<'a>) -> &'a Setup {
-    let settings: &'a super::Settings = cx.settings;
-    settings
-        .m2
-        .as_deref()
-        .expect("Mongrel2 connection outside Mongrel2 mode")
-}
-
 fn version_text(v: Version) -> &'static [u8] {
     match v {
         Version::Http10 => b"HTTP/1.0",
@@ -123,11 +117,12 @@ fn canned(code: u16) -> &'static [u8] {
 impl M2Conn {
     /// The session of a Mongrel2 connection of server `server` with id `id` (the worker's,
     /// at accept).
-    pub(super) fn new(t: &mut Transport, s: &Setup, server: u16, id: u32) -> Box<M2Conn> {
+    pub(super) fn new(t: &mut Transport, s: &Arc<Setup>, server: u16, id: u32) -> Box<M2Conn> {
         // A head plus an inline body is read before anything goes to the handler.
         let inline = s.limits.content_length.min(64 << 20) as u32;
         t.spill_max = t.spill_max.saturating_add(inline);
         Box::new(M2Conn {
+            setup: Arc::clone(s),
             server,
             id,
             handler: None,
@@ -195,7 +190,7 @@ impl M2Conn {
         if !t.due(cx.settings, cx.now, Timer::Client) || !t.is_open() {
             return;
         }
-        let l = &setup(cx).limits;
+        let l = &self.setup.limits;
         let m = &*self;
         let rate = |bytes: u64, last: u64| bytes / (now_ms.saturating_sub(last) / 1000 + 1);
         let mut kill = 1; // idle past min_ping
@@ -236,7 +231,7 @@ impl M2Conn {
     fn notice(&self, cx: &mut Ctx) {
         let m = self;
         let Some(h) = m.handler else { return };
-        let handler = &setup(cx).handlers[h as usize];
+        let handler = &self.setup.handlers[h as usize];
         let mut data = Vec::with_capacity(96);
         encode_disconnect(
             &mut data,
@@ -341,7 +336,8 @@ impl M2Conn {
 
     /// One request from `input`: `Some(bytes used)`, or `None` until more bytes come.
     fn request(&mut self, t: &mut Transport, cx: &mut Ctx, input: &[u8]) -> Option<usize> {
-        let s = setup(cx);
+        let setup = Arc::clone(&self.setup);
+        let s = &*setup;
         let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
         let req = match http1::parse_request_limited(input, &mut headers, cx.settings.buffer_size) {
             Ok(http1::Status::Partial) => return None,
@@ -500,7 +496,8 @@ impl M2Conn {
         extra: &[(&[u8], &[u8])],
         body: &[u8],
     ) {
-        let s = setup(cx);
+        let setup = Arc::clone(&self.setup);
+        let s = &*setup;
         let handler = &s.handlers[hi as usize];
         let mut remote: ArrayVec<u8, { crate::limits::PEER_TEXT_BYTES_MAX }> = ArrayVec::new();
         if let Some(p) = t.peer {
@@ -557,7 +554,8 @@ impl M2Conn {
         extra: &[(&[u8], &[u8])],
         body: &[u8],
     ) {
-        let s = setup(cx);
+        let setup = Arc::clone(&self.setup);
+        let s = &*setup;
         let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
         let Ok(http1::Status::Complete(req)) =
             http1::parse_request_limited(head, &mut headers, usize::MAX)
@@ -654,7 +652,8 @@ impl M2Conn {
         len: u64,
         input: &[u8],
     ) -> usize {
-        let s = setup(cx);
+        let setup = Arc::clone(&self.setup);
+        let s = &*setup;
         let template = s
             .limits
             .temp_store
@@ -794,7 +793,7 @@ impl M2Conn {
             // Mongrel2's read buffer is `limits.content_length` bytes: no message is larger.
             ((input.len() - head_len) as u64)
                 .min(len)
-                .min(setup(cx).limits.content_length.max(1)) as usize
+                .min(self.setup.limits.content_length.max(1)) as usize
         };
         let done = !chunked && avail as u64 == len;
         let mut extra: ArrayVec<(&[u8], &[u8]), 2> = ArrayVec::new();
@@ -833,7 +832,7 @@ impl M2Conn {
                 // read buffer is full.
                 let want = (st.credits as u64)
                     .min(st.left)
-                    .min(setup(cx).limits.content_length.max(1));
+                    .min(self.setup.limits.content_length.max(1));
                 let full = input.len() >= t.spill_max as usize / 2;
                 if (input.len() as u64) < want && !full {
                     self.stream = Some(st);
@@ -873,7 +872,8 @@ impl M2Conn {
 
     /// An `upload.stream` message after the first: only the stream keys.
     fn send_chunk(&mut self, cx: &mut Ctx, head: &[u8], extra: &[(&[u8], &[u8])], body: &[u8]) {
-        let s = setup(cx);
+        let setup = Arc::clone(&self.setup);
+        let s = &*setup;
         let Some(hi) = self.handler else {
             return;
         };
@@ -961,7 +961,7 @@ impl M2Conn {
                 }
             }
         };
-        let ctype = setup(cx).mime.content_type(&rel, &d.default_ctype);
+        let ctype = self.setup.mime.content_type(&rel, &d.default_ctype);
         let mtime = meta
             .modified()
             .ok()

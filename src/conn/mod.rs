@@ -194,7 +194,7 @@ impl Conn {
 
     /// Makes this a Mongrel2 connection of server `server` with id `id` (the worker, at
     /// accept).
-    pub fn m2_attach(&mut self, setup: &crate::m2serve::Setup, server: u16, id: u32) {
+    pub fn m2_attach(&mut self, setup: &Arc<crate::m2serve::Setup>, server: u16, id: u32) {
         self.t.clear_timer(Timer::Request); // Mongrel2 keeps its own limits (`m2::timeout`)
         self.session = Session::M2(M2Conn::new(&mut self.t, setup, server, id));
     }

@@ -10,6 +10,7 @@
 //! Validation is stricter than m2sh, which silently ignores unknown parameters and stores
 //! NULL for missing ones (Mongrel2 then fails at start): here both are errors.
 
+pub mod db;
 pub mod dir;
 pub mod mime;
 pub mod pattern;

@@ -24,7 +24,7 @@ pub(super) struct Ids {
 
 /// A new connection on `listener` got `slot`: give it its server and id.
 pub(super) fn on_accept(w: &mut Worker, listener: usize, slot: u32) {
-    let Some(setup) = w.settings.m2.as_deref() else {
+    let Some(setup) = w.settings.m2.clone() else {
         return;
     };
     let workers = setup.workers.max(1);
@@ -43,7 +43,7 @@ pub(super) fn on_accept(w: &mut Worker, listener: usize, slot: u32) {
             break id;
         }
     };
-    w.conns[slot as usize].m2_attach(setup, server, id);
+    w.conns[slot as usize].m2_attach(&setup, server, id);
 }
 
 /// The slot's connection is gone: its id names nobody now.
@@ -53,8 +53,19 @@ pub(super) fn on_closed(w: &mut Worker, conn: &Conn) {
     }
 }
 
-/// Delivers the replies the bridge queued for this worker.
+/// Takes a reloaded setup (SIGHUP) for the connections accepted from now on, then delivers
+/// the replies the bridge queued for this worker. The setup comes first: a reply from a
+/// handler the reload added is queued only after the bridge has handed the setup out.
 pub(super) fn wake(w: &mut Worker, now: Instant) {
+    let inbox = &w.shared.inboxes[w.index as usize];
+    if inbox
+        .m2_setup_pending
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        if let Some(setup) = inbox.m2_setup.lock().unwrap().take() {
+            w.settings.m2 = Some(setup);
+        }
+    }
     let Some(setup) = w.settings.m2.clone() else {
         return;
     };
@@ -86,7 +97,9 @@ pub(super) fn wake(w: &mut Worker, now: Instant) {
                     if matches!(pkt.kind, ReplyKind::Control(c) if c.cancel) {
                         continue;
                     }
-                    let h = &setup.handlers[pkt.handler as usize];
+                    let Some(h) = setup.handlers.get(pkt.handler as usize) else {
+                        continue;
+                    };
                     let mut data = Vec::with_capacity(96);
                     encode_disconnect(&mut data, h.send_ident.as_bytes(), id as i32, h.protocol);
                     w.packets.push(OutPacket {
