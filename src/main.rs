@@ -78,6 +78,9 @@ fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, S
 }
 
 fn run(mut cfg: Config) -> Result<(), String> {
+    // Signals go to a dedicated wait, not to whichever thread happens to run; blocked from
+    // the start, so one that comes while zring starts waits for the loop below.
+    let signals = block_signals();
     raise_nofile_limit();
     // Mongrel2 mode: the config file names the listeners, handlers and limits.
     let mut m2 = match zring::m2serve::prepare(&mut cfg)? {
@@ -112,8 +115,6 @@ fn run(mut cfg: Config) -> Result<(), String> {
             if l.tls { " (tls)" } else { "" }
         );
     }
-    // Signals go to a dedicated wait, not to whichever thread happens to run.
-    let signals = block_signals();
     let shared = bridge::Shared::new(cfg.workers).map_err(|e| format!("eventfd: {e}"))?;
     let bridge = bridge::start(&cfg, m2.clone(), shared.clone())?;
     let zmq_context = bridge.context();

@@ -7,7 +7,7 @@
 //! 3. `server.daemonize` (default 1): `daemon(3)`, keeping stdio open as Mongrel2 does;
 //! 4. the pid file is written (the daemon's pid);
 //! 5. in the chroot, uid and gid become the owner of its `/`;
-//! 6. in the chroot, zring's log (stderr) goes to `error_log`, appended.
+//! 6. in the chroot, zring's log (stdout, and stderr) goes to `error_log`, appended.
 //!
 //! Called once, before any thread starts (a fork keeps only the calling thread), after the
 //! listening sockets are bound (ports under 1024 need root).
@@ -60,7 +60,7 @@ pub fn start(server: &Server, settings: &[(String, String)]) -> Result<Process, 
     // 5 and 6.
     if chrooted {
         drop_privileges(Path::new("/"))?;
-        redirect_stderr(&server.error_log)?;
+        redirect_log(&server.error_log)?;
     }
     Ok(Process { chrooted, pid_file })
 }
@@ -155,21 +155,23 @@ fn drop_privileges(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Appends zring's log (stderr) to `path`, as Mongrel2 sends its log to `error_log` once
-/// chrooted.
-fn redirect_stderr(path: &str) -> Result<(), String> {
+/// Appends zring's log (stdout) and stderr to `path`, as Mongrel2 sends its log to
+/// `error_log` once chrooted.
+fn redirect_log(path: &str) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     let file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(path)
         .map_err(|e| format!("error_log {path}: {e}"))?;
-    // SAFETY: both fds are valid; dup2 replaces fd 2 atomically.
-    if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
-        return Err(format!(
-            "error_log {path}: {}",
-            std::io::Error::last_os_error()
-        ));
+    for fd in [1, 2] {
+        // SAFETY: both fds are valid; dup2 replaces `fd` atomically.
+        if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
+            return Err(format!(
+                "error_log {path}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(())
 }
