@@ -665,7 +665,9 @@ both_runtimes! {
         drop(z);
         // Same config with use_ssl=1: the certificate is certdir/<server uuid>.crt/.key.
         let dir = TempDir::new("m2i-tls");
-        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        for sub in ["certs", "run", "logs"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
         let key = dir.s(&format!("certs/{SERVER_UUID}.key"));
         let crt = dir.s(&format!("certs/{SERVER_UUID}.crt"));
         let ok = Command::new("openssl")
@@ -867,6 +869,18 @@ fn config_with_new_route(ports: &[u16], extra: &[u16]) -> String {
         )
 }
 
+/// The pid file's text once written (zring listens first, then writes it, as Mongrel2).
+fn wait_pid_file(path: &std::path::Path) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.is_empty() => return text,
+            _ if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("no pid file {}: {other:?}", path.display()),
+        }
+    }
+}
+
 const NEW_IDENT: &str = "99999999-2222-3333-4444-555555555555";
 
 /// The ports a server's config names: json send/recv, tnet send/recv, listener.
@@ -891,7 +905,7 @@ both_runtimes! {
     sighup_reloads_the_database_without_dropping_connections(rt) {
         let z = Server::start_from(rt, "'limits.content_length': 1024", true, Source::Db);
         let pid_file = z.dir.join("run/mongrel2.pid");
-        assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), z.proc.pid().to_string());
+        assert_eq!(wait_pid_file(&pid_file), z.proc.pid().to_string());
         // An open keep-alive connection that has been served, and one whose request waits
         // for its reply across the reload.
         let mut served = z.client();
@@ -997,10 +1011,7 @@ fn pid_file_stale_or_live_and_the_mongrel2_name() {
         &dir.path,
     );
     wait_port(ports[4], &mut proc, Duration::from_secs(10));
-    assert_eq!(
-        std::fs::read_to_string(&pid_file).unwrap(),
-        proc.pid().to_string()
-    );
+    assert_eq!(wait_pid_file(&pid_file), proc.pid().to_string());
     proc.signal(libc::SIGINT);
     assert!(proc
         .wait_exit(Duration::from_secs(10))
@@ -1070,7 +1081,7 @@ fn daemonize_chroot_and_privileges_as_mongrel2() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let pid: i32 = wait_pid_file(&pid_file).parse().unwrap();
     // From here on the daemon is ours to stop, by its pid.
     struct Daemon(i32);
     impl Drop for Daemon {
