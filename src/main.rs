@@ -132,7 +132,15 @@ fn run(mut cfg: Config) -> Result<(), String> {
     // SIGHUP reloads a Mongrel2 config; SIGINT and SIGTERM stop.
     while wait_signal(&signals) == libc::SIGHUP {
         match m2.as_mut() {
-            Some(running) => m2_reload(&cfg, &zmq_context, &shared, running),
+            Some(running) => {
+                m2_reload(&cfg, &zmq_context, &shared, running);
+                if let Some(p) = &process {
+                    let server = &running.servers[0].server;
+                    if let Err(e) = zring::m2serve::process::reopen_error_log(p, server) {
+                        zring::log!(log::ERROR, "m2", "SIGHUP: {e}");
+                    }
+                }
+            }
             None => zring::log!(
                 log::INFO,
                 "zring",
@@ -187,10 +195,12 @@ fn m2_process(
     let absolute = source.as_ref().and_then(|p| std::fs::canonicalize(p).ok());
     let chroot = std::fs::canonicalize(&server.chroot).ok();
     let process = zring::m2serve::process::start(&server, &setup.settings)?;
+    let own = Arc::get_mut(setup).expect("the setup is not shared before the threads start");
     if process.chrooted {
-        Arc::get_mut(setup)
-            .expect("the setup is not shared before the threads start")
-            .enter_chroot();
+        own.enter_chroot();
+    }
+    own.open_access_logs()?;
+    if process.chrooted {
         // SIGHUP reads the config again: from inside the chroot when it lies there.
         let inside = match (absolute, chroot) {
             (Some(a), Some(c)) => a.strip_prefix(&c).ok().map(|r| Path::new("/").join(r)),

@@ -458,6 +458,38 @@ fn warm_fd_count(s: &Server) -> usize {
     s.fd_count()
 }
 
+/// The items of one access log line (a tnetstring list), as text.
+fn access_items(line: &str) -> Vec<String> {
+    let (_, mut rest) = line.split_once(':').expect("a tnetstring");
+    let mut items = Vec::new();
+    while let Some((len, tail)) = rest.split_once(':') {
+        let len: usize = len.parse().expect("a length");
+        items.push(tail[..len].to_string());
+        rest = &tail[len + 1..];
+    }
+    items
+}
+
+/// The server's access log with what varies masked: the client's port and the time.
+fn access_log(s: &Server) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(s.dir.join("logs/access.log")).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let mut items = access_items(line);
+            assert_eq!(items.len(), 9, "{line}");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let time: u64 = items[3].parse().unwrap();
+            assert!(time <= now && time + 600 > now, "{line}");
+            items[2] = "PORT".into();
+            items[3] = "TIME".into();
+            items
+        })
+        .collect()
+}
+
 fn compare(m2: &Transcript, z: &Transcript) {
     let show = |t: &Transcript| {
         t.items
@@ -501,10 +533,15 @@ both_runtimes! {
         let settings = "'limits.content_length': 1024";
         let m2 = Server::start("mongrel2", settings);
         let want = script(&m2);
+        let want_log = access_log(&m2);
         drop(m2);
         let z = Server::start(rt, settings);
         let got = script(&z);
         compare(&want, &got);
+        // The access log, in Mongrel2's format: the same lines (the client's port and the
+        // time aside).
+        assert!(want_log.len() >= 5, "{want_log:?}");
+        assert_eq!(access_log(&z), want_log);
         drop(z);
         // The same config through `m2sh load`, served from the database by `mongrel2` (a
         // symlink to zring) with Mongrel2's command line.

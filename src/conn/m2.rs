@@ -94,6 +94,11 @@ struct UpStream {
     chunked: Option<Box<http1::ChunkedDecoder>>,
 }
 
+/// A body size as Mongrel2's `Request_content_length` gives it: -1 for a chunked body.
+fn size(body_len: u64) -> i64 {
+    i64::try_from(body_len).unwrap_or(-1)
+}
+
 fn version_text(v: Version) -> &'static [u8] {
     match v {
         Version::Http10 => b"HTTP/1.0",
@@ -335,6 +340,52 @@ impl M2Conn {
     }
 
     /// One request from `input`: `Some(bytes used)`, or `None` until more bytes come.
+    /// Mongrel2's access log entry for a request (src/log.c `Log_request`), when the
+    /// server logs: the worker appends it to the server's `access_log`.
+    #[allow(clippy::too_many_arguments)] // the entry's fields
+    fn access(
+        &self,
+        t: &Transport,
+        cx: &mut Ctx,
+        host: usize,
+        req: &http1::Request,
+        path: &[u8],
+        status: u16,
+        size: i64,
+    ) {
+        let server = &self.setup.servers[self.server as usize];
+        if server.access_log.is_none() {
+            return;
+        }
+        let mut remote: ArrayVec<u8, { crate::limits::PEER_TEXT_BYTES_MAX }> = ArrayVec::new();
+        if let Some(p) = t.peer {
+            let _ = write!(super::ArrayWriter(&mut remote), "{}", p.ip());
+        }
+        let elapsed_ms = cx
+            .now
+            .saturating_duration_since(cx.settings.epoch)
+            .as_millis() as u64;
+        let mut line = cx.pool.take();
+        crate::proto::m2::access::encode(
+            &mut line,
+            &crate::proto::m2::access::Entry {
+                host: server.server.hosts[host].name.as_bytes(),
+                remote_addr: &remote,
+                remote_port: t.peer.map_or(0, |p| p.port()),
+                time_s: (cx.settings.epoch_unix_ms + elapsed_ms) / 1000,
+                method: req.method.as_bytes(),
+                path,
+                version: version_text(req.version),
+                status,
+                size,
+            },
+        );
+        cx.out.push(super::Output::AccessLog {
+            server: self.server,
+            line,
+        });
+    }
+
     fn request(&mut self, t: &mut Transport, cx: &mut Ctx, input: &[u8]) -> Option<usize> {
         let setup = Arc::clone(&self.setup);
         let s = &*setup;
@@ -368,7 +419,8 @@ impl M2Conn {
             Target::Dir(d) => {
                 let d = d.clone();
                 let prefix = found.prefix.to_owned();
-                let used = self.dir(t, cx, &server.root, &d, &prefix, &req, target.path);
+                let host = found.host;
+                let used = self.dir(t, cx, &server.root, &d, &prefix, &req, target.path, host);
                 return Some(used.min(input.len()));
             }
             Target::Proxy(p) => {
@@ -392,6 +444,7 @@ impl M2Conn {
             let m = &mut *self;
             m.continued = false;
             m.handler = Some(hi);
+            self.access(t, cx, found.host, &req, target.path, 200, size(body_len));
             return Some(self.stream_start(t, cx, &req, found.pattern, hi, body_len, input));
         }
         if upload && s.limits.temp_store.is_none() {
@@ -422,6 +475,7 @@ impl M2Conn {
             return Some(self.ws_handshake(t, cx, &req, found.pattern, hi, input));
         }
         if upload {
+            self.access(t, cx, found.host, &req, target.path, 200, size(body_len));
             return Some(self.upload_start(t, cx, &req, found.pattern, hi, body_len, input));
         }
         let body = &input[head_len..head_len + body_len as usize];
@@ -435,6 +489,7 @@ impl M2Conn {
             &[],
             body,
         );
+        self.access(t, cx, found.host, &req, target.path, 200, size(body_len));
         Some(head_len + body_len as usize)
     }
 
@@ -926,6 +981,7 @@ impl M2Conn {
         prefix: &str,
         req: &http1::Request,
         path: &[u8],
+        host: usize,
     ) -> usize {
         let mut rel = Vec::new();
         if let Err(e) = dir::resolve(d, req.method.as_bytes(), prefix, path, &mut rel) {
@@ -936,16 +992,19 @@ impl M2Conn {
         let base = root.join(d.base.trim_start_matches('/'));
         let file = base.join(std::ffi::OsStr::from_bytes(&rel));
         let (Ok(real_base), Ok(real)) = (base.canonicalize(), file.canonicalize()) else {
+            self.access(t, cx, host, req, path, 404, 0);
             self.fail(t, cx, 404);
             return usize::MAX;
         };
         if !dir::is_within(&real_base, &real) {
+            self.access(t, cx, host, req, path, 404, 0);
             self.fail(t, cx, 404);
             return usize::MAX;
         }
         let meta = match std::fs::metadata(&real) {
             Ok(m) if m.is_file() && m.len() <= DIR_FILE_BYTES_MAX => m,
             _ => {
+                self.access(t, cx, host, req, path, 404, 0);
                 self.fail(t, cx, 404);
                 return usize::MAX;
             }
@@ -967,6 +1026,8 @@ impl M2Conn {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
+        // As `Dir_serve_file`: the file's size for GET, 0 for HEAD.
+        self.access(t, cx, host, req, path, 200, data.len() as i64);
         let keep = req.keep_alive;
         t.write_out(cx.pool, |out| {
             let _ = write!(

@@ -149,7 +149,7 @@ pub const KNOWN: &[(&str, Kind, &str, Support)] = &[
         "disable.access_logging",
         Kind::Int,
         "0",
-        Support::Unsupported,
+        Support::Implemented,
     ),
     ("net.tcp_keepalive", Kind::Int, "0", Support::Unsupported),
     ("request.relaxed", Kind::Int, "0", Support::Unsupported),

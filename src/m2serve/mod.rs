@@ -52,9 +52,12 @@ pub struct ServerRt {
     pub router: Router,
     /// `use_ssl`.
     pub tls: bool,
-    /// Where `Dir` bases are relative to (the `chroot`, taken relative to the working
-    /// directory as Mongrel2's test mode does; zring does not chroot).
+    /// Where `Dir` bases are relative to (`/` in the chroot, else the `chroot` taken
+    /// relative to the working directory as Mongrel2's test mode does).
     pub root: PathBuf,
+    /// `access_log`, opened for appending once the process is set up
+    /// ([`Setup::open_access_logs`]); `None`: not logging.
+    pub access_log: Option<Arc<std::fs::File>>,
 }
 
 /// Everything Mongrel2 mode needs at run time; built once at start.
@@ -87,6 +90,30 @@ impl Setup {
         for s in &mut self.servers {
             s.root = PathBuf::from("/");
         }
+    }
+
+    /// Opens each server's `access_log` for appending (at start once the process is set
+    /// up, and on SIGHUP, which reopens it as Mongrel2 does for logrotate). The path is the
+    /// chroot's when zring chrooted, else `chroot` + `access_log` (Mongrel2's test mode).
+    /// `disable.access_logging` turns it off.
+    pub fn open_access_logs(&mut self) -> Result<(), String> {
+        if settings::int(&self.settings, "disable.access_logging") != 0 {
+            return Ok(());
+        }
+        for s in &mut self.servers {
+            let path = if self.chrooted {
+                s.server.access_log.clone()
+            } else {
+                format!("{}{}", s.server.chroot, s.server.access_log)
+            };
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .map_err(|e| format!("access_log {path}: {e}"))?;
+            s.access_log = Some(Arc::new(file));
+        }
+        Ok(())
     }
 
     /// The resolved address of a `Proxy` target.
@@ -255,8 +282,11 @@ pub fn reload(cfg: &Config, old: &Setup) -> Result<Prepared, String> {
             None => line,
         });
     }
+    // Reopened, as Mongrel2's SIGHUP reopens its logs (logrotate moves them first).
+    let mut setup = built.setup;
+    setup.open_access_logs()?;
     Ok(Prepared {
-        setup: Arc::new(built.setup),
+        setup: Arc::new(setup),
         warning,
     })
 }
@@ -419,6 +449,7 @@ fn build(
             router: Router::new(&s.hosts, &s.default_host),
             tls: s.use_ssl,
             root: server_root(chrooted, s),
+            access_log: None,
             server: s.clone(),
         });
     }

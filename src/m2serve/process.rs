@@ -155,6 +155,15 @@ fn drop_privileges(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// SIGHUP: `error_log` opened again (in the chroot only, where zring logs there), as
+/// Mongrel2 reopens its logs for logrotate.
+pub fn reopen_error_log(process: &Process, server: &Server) -> Result<(), String> {
+    match process.chrooted {
+        true => redirect_log(&server.error_log),
+        false => Ok(()),
+    }
+}
+
 /// Appends zring's log (stdout) and stderr to `path`, as Mongrel2 sends its log to
 /// `error_log` once chrooted.
 fn redirect_log(path: &str) -> Result<(), String> {
