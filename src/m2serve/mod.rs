@@ -1,9 +1,11 @@
-//! Mongrel2 mode: `zring --m2-config FILE [--m2-server NAME]` serves a Mongrel2 config with
-//! its handlers unchanged. This module turns the parsed config (`m2config`) into what the
-//! runtime needs: listeners (plain or TLS) for `Config`, and one read-only [`Setup`],
-//! built at start and handed (an `Arc`) to the workers (`conn::m2`, `worker::m2`, through
-//! `conn::Settings`) and the bridge (`bridge::m2`). Nothing here is global: tests build a
-//! `Setup` and run Mongrel2 connections in-process beside ZHTTP ones.
+//! Mongrel2 mode: `zring --m2-config FILE [--m2-server NAME]` (m2sh text) or `zring --m2-db
+//! FILE [--m2-uuid UUID]` (the database `m2sh load` writes) serves a Mongrel2 config with its
+//! handlers unchanged. This module turns the loaded config (`m2config`) into what the
+//! runtime needs: listeners (plain or TLS) for `Config`, and one read-only [`Setup`], built
+//! at start (and again on SIGHUP, [`reload`]) and handed (an `Arc`) to the workers
+//! (`conn::m2`, `worker::m2`, through `conn::Settings`) and the bridge (`bridge::m2`).
+//! Nothing here is global: tests build a `Setup` and run Mongrel2 connections in-process
+//! beside ZHTTP ones. [`process`] is Mongrel2's process behaviour (pid file, chroot, daemon).
 pub mod process;
 
 use std::path::PathBuf;
@@ -60,7 +62,8 @@ pub struct ServerRt {
     pub access_log: Option<Arc<std::fs::File>>,
 }
 
-/// Everything Mongrel2 mode needs at run time; built once at start.
+/// Everything Mongrel2 mode needs at run time; built at start and on each SIGHUP (a
+/// connection keeps the one it was accepted under).
 #[derive(Debug)]
 pub struct Setup {
     /// The served servers, in config order.
