@@ -506,3 +506,93 @@ pub fn mkstemp(template: &str, mode: u32) -> std::io::Result<(String, std::fs::F
     buf.pop();
     Ok((String::from_utf8_lossy(&buf).into_owned(), file))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONF: &str = "\
+json = Handler(send_spec='tcp://127.0.0.1:9997', send_ident='j', recv_spec='tcp://127.0.0.1:9996', recv_ident='')
+tnet = Handler(send_spec='tcp://127.0.0.1:9995', send_ident='t', recv_spec='tcp://127.0.0.1:9994', recv_ident='', protocol='tnetstring')
+main = Server(uuid='u-1', name='main', access_log='/a', error_log='/e', pid_file='/p',
+    default_host='h', bind_addr='127.0.0.1', port=6767,
+    hosts=[Host(name='h', routes={'/j': json, '/t': tnet})])
+settings = {'disable.access_logging': 1}
+servers = [main]
+";
+
+    /// Loads `CONF` as `--m2-config` does, then reloads `changed` over it.
+    fn reload_over(changed: &str) -> (Arc<Setup>, Result<Prepared, String>) {
+        let dir = std::env::temp_dir().join(format!(
+            "zring-m2serve-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m2.conf");
+        std::fs::write(&path, CONF).unwrap();
+        let mut cfg = Config {
+            m2_config: Some(path.clone()),
+            ..Config::default()
+        };
+        let first = prepare(&mut cfg).unwrap().unwrap().setup;
+        std::fs::write(&path, changed).unwrap();
+        let second = reload(&cfg, &first);
+        let _ = std::fs::remove_dir_all(&dir);
+        (first, second)
+    }
+
+    #[test]
+    fn reload_keeps_handler_indices_and_appends_new_ones() {
+        // tnet goes, a new handler comes first in the file: json keeps index 0, tnet stays
+        // bound at 1, the new one is appended at 2 and the route points there.
+        let changed = CONF
+            .replace("'/t': tnet", "'/n': new")
+            .replace(
+                "main = Server(",
+                "new = Handler(send_spec='tcp://127.0.0.1:9993', send_ident='n', recv_spec='tcp://127.0.0.1:9992', recv_ident='')\nmain = Server(",
+            );
+        let (first, second) = reload_over(&changed);
+        let second = second.unwrap();
+        let (old, new) = (&first.handlers, &second.setup.handlers);
+        assert_eq!(new.len(), 3);
+        assert_eq!(new[..2], old[..]);
+        assert_eq!(new[2].send_ident, "n");
+        let routes = &second.setup.servers[0].server.hosts[0].routes;
+        let target = |p: &str| {
+            routes
+                .iter()
+                .find(|r| r.path == p)
+                .map(|r| r.target.clone())
+        };
+        assert_eq!(target("/j"), Some(Target::Handler(0)));
+        assert_eq!(target("/n"), Some(Target::Handler(2)));
+        assert!(second.warning.is_none());
+    }
+
+    #[test]
+    fn reload_refuses_what_a_running_process_cannot_change() {
+        let (_, r) = reload_over(&CONF.replace("send_ident='j'", "send_ident='other'"));
+        assert!(r.err().unwrap().contains("send_ident"));
+        let (_, r) = reload_over(&CONF.replace("uuid='u-1'", "uuid='u-2'"));
+        assert!(r.err().unwrap().contains("restart"));
+        let (_, r) = reload_over(&CONF.replace(
+            "'/t': tnet",
+            "'/t': tnet, '/p': Proxy(addr='127.0.0.1', port=1)",
+        ));
+        assert!(r.err().unwrap().contains("Proxy"));
+        let (_, r) = reload_over("servers = [");
+        assert!(r.is_err());
+        // Its access log is opened again (here: none, logging is disabled).
+        let (_, r) = reload_over(CONF);
+        assert!(r.unwrap().setup.servers[0].access_log.is_none());
+        // A new port is kept with a warning (the listener stays), the rest applies.
+        let (_, r) = reload_over(&CONF.replace("port=6767", "port=6768"));
+        let p = r.unwrap();
+        assert!(p
+            .warning
+            .unwrap()
+            .contains("keeps listening on 127.0.0.1:6767"));
+        assert_eq!(p.setup.servers[0].server.port, 6768);
+    }
+}
