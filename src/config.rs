@@ -76,8 +76,13 @@ pub struct Config {
     pub pin: bool,
     /// `--m2-config FILE`: serve a Mongrel2 config instead of ZHTTP (see `m2serve`).
     pub m2_config: Option<PathBuf>,
-    /// `--m2-server NAME`: the server of the Mongrel2 config to run (default: all).
+    /// `--m2-db FILE`: serve the sqlite config database `m2sh load` writes instead.
+    pub m2_db: Option<PathBuf>,
+    /// `--m2-server NAME`: the server of the Mongrel2 config to run, by name then uuid
+    /// (default: all).
     pub m2_server: Option<String>,
+    /// `--m2-uuid UUID`: the server to run, by uuid only (Mongrel2's second argument).
+    pub m2_uuid: Option<String>,
 }
 
 impl Default for Config {
@@ -109,7 +114,9 @@ impl Default for Config {
             body_min_bytes: limits::BODY_MIN_BYTES_DEFAULT,
             pin: true,
             m2_config: None,
+            m2_db: None,
             m2_server: None,
+            m2_uuid: None,
         }
     }
 }
@@ -128,6 +135,8 @@ zring: HTTP/WebSocket connection manager (Condure-compatible)
 
 USAGE:
     zring [OPTIONS]
+    zring [OPTIONS] CONFIG.sqlite SERVER_UUID    Mongrel2's command line (--m2-db, --m2-uuid);
+                                                 also what a symlink named mongrel2 runs
 
 OPTIONS (Condure 1.9.1):
     --body-buffer-size <N>          Body buffer size for connections in req mode [default: 100000]
@@ -168,15 +177,43 @@ OPTIONS (zring):
 
 OPTIONS (Mongrel2 mode; excludes --listen, --zclient-*, --tls-identities-dir):
     --m2-config <file>              Serve a Mongrel2 config (m2sh syntax) with its handlers
+    --m2-db <file>                  Serve the config database `m2sh load` wrote (sqlite)
     --m2-server <name>              Only this server of the config (name or uuid) [default: all]
+    --m2-uuid <uuid>                Only the server with this uuid, as mongrel2's second argument
+                                    [default: all]
+    As Mongrel2: the server's pid_file is written, chroot (when run as root) and
+    server.daemonize are honoured, access_log/error_log are written; SIGHUP reloads the
+    config for new connections, SIGINT/SIGTERM stop (a second one exits at once).
 ";
+
+/// Parses a whole command line, program name first. Under the name `mongrel2` a config is
+/// required (Mongrel2's usage line otherwise): such a binary must never fall back to
+/// ZHTTP mode on port 8000.
+pub fn parse_argv<I: IntoIterator<Item = String>>(argv: I) -> Result<Action, String> {
+    let mut argv = argv.into_iter();
+    let program = argv.next().unwrap_or_default();
+    let action = parse(argv)?;
+    if let Action::Run(c) = &action {
+        if invoked_as_mongrel2(&program) && c.m2_db.is_none() && c.m2_config.is_none() {
+            return Err(
+                "usage: mongrel2 config.sqlite server_uuid (or zring's flags, see --help)".into(),
+            );
+        }
+    }
+    Ok(action)
+}
 
 /// Parses `args` (without the program name). The error is one line for the user.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
     let mut c = Config::default();
     let mut args = args.into_iter();
     let mut sizes = false;
+    let mut positional = Vec::new();
     while let Some(arg) = args.next() {
+        if !arg.starts_with('-') {
+            positional.push(arg);
+            continue;
+        }
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
@@ -233,7 +270,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
             }
             "--tls-identities-dir" => c.tls_identities_dir = PathBuf::from(value()?),
             "--m2-config" => c.m2_config = Some(PathBuf::from(value()?)),
+            "--m2-db" => c.m2_db = Some(PathBuf::from(value()?)),
             "--m2-server" => c.m2_server = Some(value()?),
+            "--m2-uuid" => c.m2_uuid = Some(value()?),
             "--runtime" => {
                 c.runtime = match value()?.as_str() {
                     "auto" => RuntimeChoice::Auto,
@@ -245,30 +284,63 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
             _ => return Err(format!("unknown argument {arg:?} (try --help)")),
         }
     }
+    mongrel2_positional(&mut c, positional)?;
     if sizes {
         return Ok(Action::Sizes);
     }
-    if c.m2_config.is_some() || c.m2_server.is_some() {
+    if c.m2_config.is_some() || c.m2_db.is_some() || c.m2_server.is_some() || c.m2_uuid.is_some() {
         check_m2_flags(&c)?;
     }
     finish(&mut c)?;
     Ok(Action::Run(Box::new(c)))
 }
 
-/// Refuses flags that make no sense with `--m2-config` (checked before defaults apply):
-/// the Mongrel2 config names the ports, handlers and certificates.
+/// Whether the program was started under Mongrel2's name (a symlink `mongrel2` → zring):
+/// its command line is then Mongrel2's, as Pushpin's `mongrel2_bin=` and init scripts run it.
+pub fn invoked_as_mongrel2(argv0: &str) -> bool {
+    std::path::Path::new(argv0)
+        .file_name()
+        .is_some_and(|name| name == "mongrel2")
+}
+
+/// Mongrel2's `mongrel2 config.sqlite server_uuid [config_module.so]` (src/mongrel2.c
+/// `taskmain`): two plain arguments are `--m2-db` and `--m2-uuid`.
+fn mongrel2_positional(c: &mut Config, positional: Vec<String>) -> Result<(), String> {
+    match positional.len() {
+        0 => Ok(()),
+        2 if c.m2_db.is_none() && c.m2_config.is_none() && c.m2_uuid.is_none() => {
+            let mut it = positional.into_iter();
+            c.m2_db = it.next().map(PathBuf::from);
+            c.m2_uuid = it.next();
+            Ok(())
+        }
+        3 => Err("a config module (mongrel2's third argument) is not supported: the config is read from the sqlite database".into()),
+        _ => Err(format!(
+            "unexpected argument {:?}: plain arguments are Mongrel2's `config.sqlite server_uuid` (try --help)",
+            positional[0]
+        )),
+    }
+}
+
+/// Refuses flags that make no sense with `--m2-config`/`--m2-db` (checked before defaults
+/// apply): the Mongrel2 config names the ports, handlers and certificates.
 fn check_m2_flags(c: &Config) -> Result<(), String> {
-    if c.m2_config.is_none() {
-        return Err("--m2-server needs --m2-config".into());
+    match (&c.m2_config, &c.m2_db) {
+        (None, None) => return Err("--m2-server and --m2-uuid need --m2-config or --m2-db".into()),
+        (Some(_), Some(_)) => return Err("--m2-config and --m2-db exclude each other".into()),
+        _ => {}
+    }
+    if c.m2_server.is_some() && c.m2_uuid.is_some() {
+        return Err("--m2-server and --m2-uuid exclude each other".into());
     }
     if !c.listen.is_empty() || !c.zclient_stream.is_empty() || !c.zclient_req.is_empty() {
         return Err(
-            "--m2-config excludes --listen and --zclient-*: the config names the ports and handlers"
+            "Mongrel2 mode excludes --listen and --zclient-*: the config names the ports and handlers"
                 .into(),
         );
     }
     if c.tls_identities_dir.as_os_str() != "." {
-        return Err("--m2-config excludes --tls-identities-dir: use the certdir setting".into());
+        return Err("Mongrel2 mode excludes --tls-identities-dir: use the certdir setting".into());
     }
     Ok(())
 }
@@ -473,6 +545,37 @@ mod tests {
                 "tcp://127.0.0.1:5002"
             )
         );
+    }
+
+    #[test]
+    fn mongrel2_command_line() {
+        let c = run(&["config.sqlite", "f400bf85-4538"]).unwrap();
+        assert_eq!(
+            c.m2_db.as_deref(),
+            Some(std::path::Path::new("config.sqlite"))
+        );
+        assert_eq!(c.m2_uuid.as_deref(), Some("f400bf85-4538"));
+        let c = run(&["--runtime", "epoll", "--m2-db", "c.db", "--m2-uuid", "u"]).unwrap();
+        assert_eq!((c.m2_db.is_some(), c.m2_uuid.as_deref()), (true, Some("u")));
+        assert!(run(&["c.db", "u", "m.so"])
+            .unwrap_err()
+            .contains("config module"));
+        assert!(run(&["c.db"]).is_err());
+        assert!(run(&["--m2-uuid", "u"]).is_err());
+        assert!(run(&["--m2-db", "c.db", "--m2-config", "m2.conf"]).is_err());
+        assert!(run(&["--m2-db", "c.db", "--listen", "80"]).is_err());
+        let argv = |a: &[&str]| parse_argv(a.iter().map(|s| s.to_string()));
+        assert!(argv(&["/x/mongrel2"])
+            .unwrap_err()
+            .starts_with("usage: mongrel2"));
+        assert!(matches!(
+            argv(&["/x/mongrel2", "c.db", "u"]),
+            Ok(Action::Run(_))
+        ));
+        assert!(matches!(argv(&["/x/zring"]), Ok(Action::Run(_))));
+        assert!(invoked_as_mongrel2("/usr/local/bin/mongrel2"));
+        assert!(invoked_as_mongrel2("mongrel2"));
+        assert!(!invoked_as_mongrel2("/usr/bin/zring"));
     }
 
     #[test]

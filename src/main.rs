@@ -1,5 +1,6 @@
 //! `zring`: startup, listeners, signals. Everything else lives in the library.
 use std::os::fd::{IntoRawFd, RawFd};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use zring::worker::ListenerInfo;
 use zring::{bridge, log, tls};
 
 fn main() {
-    let action = match config::parse(std::env::args().skip(1)) {
+    let action = match config::parse_argv(std::env::args()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("zring: {e}");
@@ -77,9 +78,12 @@ fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, S
 }
 
 fn run(mut cfg: Config) -> Result<(), String> {
+    // Signals go to a dedicated wait, not to whichever thread happens to run; blocked from
+    // the start, so one that comes while zring starts waits for the loop below.
+    let signals = block_signals();
     raise_nofile_limit();
     // Mongrel2 mode: the config file names the listeners, handlers and limits.
-    let m2 = match zring::m2serve::prepare(&mut cfg)? {
+    let mut m2 = match zring::m2serve::prepare(&mut cfg)? {
         Some(p) => {
             if let Some(warning) = p.warning {
                 zring::log!(log::WARN, "m2", "{warning}");
@@ -89,11 +93,19 @@ fn run(mut cfg: Config) -> Result<(), String> {
         None => None,
     };
     let kind = choose_runtime(cfg.runtime)?;
+    // Listening sockets first, as Mongrel2 (`load_server`): ports under 1024 need root.
     let mut fds = Vec::new();
+    for l in &cfg.listen {
+        fds.push(listen(&l.addr)?);
+    }
+    // Then, before any thread exists, Mongrel2's pid file, chroot, daemon and privileges.
+    let process = match m2.as_mut() {
+        Some(setup) => Some(m2_process(&mut cfg, setup)?),
+        None => None,
+    };
     let mut infos = Vec::new();
     let tls_configs = tls_configs(&cfg)?;
     for (l, tls) in cfg.listen.iter().zip(tls_configs) {
-        fds.push(listen(&l.addr)?);
         infos.push(ListenerInfo { mode: l.mode, tls });
         zring::log!(
             log::INFO,
@@ -103,10 +115,9 @@ fn run(mut cfg: Config) -> Result<(), String> {
             if l.tls { " (tls)" } else { "" }
         );
     }
-    // Signals go to a dedicated wait, not to whichever thread happens to run.
-    let signals = block_signals();
     let shared = bridge::Shared::new(cfg.workers).map_err(|e| format!("eventfd: {e}"))?;
     let bridge = bridge::start(&cfg, m2.clone(), shared.clone())?;
+    let zmq_context = bridge.context();
     let bridge_thread = std::thread::Builder::new()
         .name("bridge".into())
         .spawn(move || bridge.run())
@@ -118,7 +129,25 @@ fn run(mut cfg: Config) -> Result<(), String> {
             .map_err(|e| format!("spawning worker {i}: {e}"))?;
         workers.push(h);
     }
-    wait_signal(&signals);
+    // SIGHUP reloads a Mongrel2 config; SIGINT and SIGTERM stop.
+    while wait_signal(&signals) == libc::SIGHUP {
+        match m2.as_mut() {
+            Some(running) => {
+                m2_reload(&cfg, &zmq_context, &shared, running);
+                if let Some(p) = &process {
+                    let server = &running.servers[0].server;
+                    if let Err(e) = zring::m2serve::process::reopen_error_log(p, server) {
+                        zring::log!(log::ERROR, "m2", "SIGHUP: {e}");
+                    }
+                }
+            }
+            None => zring::log!(
+                log::INFO,
+                "zring",
+                "SIGHUP: nothing to reload outside Mongrel2 mode"
+            ),
+        }
+    }
     zring::log!(log::INFO, "zring", "stopping");
     shared.shutdown.store(true, Ordering::SeqCst);
     for inbox in &shared.inboxes {
@@ -126,7 +155,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
     }
     // A second signal exits at once, as Condure does.
     std::thread::spawn(move || {
-        wait_signal(&signals);
+        while wait_signal(&signals) == libc::SIGHUP {}
         std::process::exit(1);
     });
     for w in workers {
@@ -138,7 +167,89 @@ fn run(mut cfg: Config) -> Result<(), String> {
             let _ = std::fs::remove_file(p);
         }
     }
+    // As Mongrel2's `complete_shutdown`.
+    if let Some(p) = process {
+        let _ = std::fs::remove_file(&p.pid_file);
+    }
     Ok(())
+}
+
+/// Mongrel2's process steps (`m2serve::process`) for the first served server; once in its
+/// chroot, the config's path and the setup's paths are rebased into it.
+fn m2_process(
+    cfg: &mut Config,
+    setup: &mut Arc<zring::m2serve::Setup>,
+) -> Result<zring::m2serve::process::Process, String> {
+    let server = setup.servers[0].server.clone();
+    if setup.servers.len() > 1 {
+        zring::log!(
+            log::INFO,
+            "m2",
+            "{} servers: chroot, pid_file and error_log are server {}'s",
+            setup.servers.len(),
+            server.uuid
+        );
+    }
+    // The config's absolute path, taken before the chroot hides the outside.
+    let source = cfg.m2_db.as_ref().or(cfg.m2_config.as_ref()).cloned();
+    let absolute = source.as_ref().and_then(|p| std::fs::canonicalize(p).ok());
+    let chroot = std::fs::canonicalize(&server.chroot).ok();
+    let process = zring::m2serve::process::start(&server, &setup.settings)?;
+    let own = Arc::get_mut(setup).expect("the setup is not shared before the threads start");
+    if process.chrooted {
+        own.enter_chroot();
+    }
+    own.open_access_logs()?;
+    if process.chrooted {
+        // SIGHUP reads the config again: from inside the chroot when it lies there.
+        let inside = match (absolute, chroot) {
+            (Some(a), Some(c)) => a.strip_prefix(&c).ok().map(|r| Path::new("/").join(r)),
+            _ => None,
+        };
+        match inside {
+            Some(p) if cfg.m2_db.is_some() => cfg.m2_db = Some(p),
+            Some(p) => cfg.m2_config = Some(p),
+            None => zring::log!(
+                log::WARN,
+                "m2",
+                "the config is outside the chroot {}: SIGHUP cannot read it again",
+                server.chroot
+            ),
+        }
+    }
+    Ok(process)
+}
+
+/// SIGHUP: the config read again becomes the setup of new connections (open ones keep
+/// theirs); a config that fails to load or cannot apply leaves the running one, logged.
+fn m2_reload(
+    cfg: &Config,
+    context: &zmq::Context,
+    shared: &bridge::Shared,
+    running: &mut Arc<zring::m2serve::Setup>,
+) {
+    let result = zring::m2serve::reload(cfg, running).and_then(|p| {
+        bridge::submit_m2_reload(context, shared, cfg, p.setup.clone(), running)?;
+        Ok(p)
+    });
+    match result {
+        Ok(p) => {
+            if let Some(warning) = p.warning {
+                zring::log!(log::WARN, "m2", "{warning}");
+            }
+            zring::log!(
+                log::INFO,
+                "m2",
+                "SIGHUP: config reloaded; new connections use it"
+            );
+            *running = p.setup;
+        }
+        Err(e) => zring::log!(
+            log::ERROR,
+            "m2",
+            "SIGHUP: reload refused, the running config stays: {e}"
+        ),
+    }
 }
 
 fn choose_runtime(choice: RuntimeChoice) -> Result<Kind, String> {
@@ -242,18 +353,20 @@ fn block_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
 }
 
-fn wait_signal(set: &libc::sigset_t) {
+/// Waits for SIGTERM, SIGINT or SIGHUP and returns which.
+fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
     loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: set is initialised; sig is a valid out pointer.
         unsafe { libc::sigwait(set, &mut sig) };
-        if sig == libc::SIGTERM || sig == libc::SIGINT {
-            return;
+        if sig == libc::SIGTERM || sig == libc::SIGINT || sig == libc::SIGHUP {
+            return sig;
         }
     }
 }

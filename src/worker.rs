@@ -82,6 +82,8 @@ pub struct Worker {
     backend_free: Vec<u32>,
     /// Mongrel2 mode: connection ids of this worker's open connections.
     m2_ids: m2::Ids,
+    /// Mongrel2 mode: this turn's access log lines, per server (written once per turn).
+    m2_access: Vec<Vec<u8>>,
     /// Idle connections, oldest first: closed to make room at the connection limit.
     idle: IdleList,
     /// Connections closed or answered `503` at the limit since the last log line about it,
@@ -133,6 +135,9 @@ impl Worker {
                 compression: cfg.compression,
                 deflate: Default::default(),
                 epoch: now,
+                epoch_unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
                 m2,
             },
             listeners,
@@ -164,6 +169,7 @@ impl Worker {
             backends: vec![None; backends],
             backend_free: (0..backends as u32).rev().collect(),
             m2_ids: m2::Ids::default(),
+            m2_access: Vec::new(),
             idle: IdleList::new(slots),
             overload_unlogged: (0, 0),
             overload_log_at: now,
@@ -248,6 +254,10 @@ impl Worker {
                             self.cmds.push_back(Command::Connect { slot: bslot, addr });
                         }
                         answer = Some(bslot);
+                    }
+                    Output::AccessLog { server, line } => {
+                        m2::access_log(self, server, &line);
+                        self.pool.give(line);
                     }
                 }
             }
@@ -691,6 +701,7 @@ impl Driver for Worker {
         if c.is_none() {
             // End of the turn's commands: hand this turn's packets over in one batch.
             self.shared.send_batch(&mut self.packets);
+            m2::flush_access_log(self);
         }
         c
     }

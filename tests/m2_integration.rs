@@ -92,6 +92,38 @@ fn config(ports: &[u16], settings: &str) -> String {
     )
 }
 
+/// Where zring reads the config from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `--m2-config m2.conf`.
+    Conf,
+    /// `m2sh load` into `config.sqlite`, then `mongrel2 config.sqlite UUID` where `mongrel2`
+    /// is a symlink to zring (the command line Pushpin's `mongrel2_bin=` and init scripts use).
+    Db,
+}
+
+/// `m2sh load -config m2.conf -db config.sqlite` in `dir`.
+fn m2sh_load(dir: &TempDir, conf: &str, db: &str) {
+    let out = Command::new(require_bin("m2sh"))
+        .args(["load", "-config", conf, "-db", db])
+        .current_dir(&dir.path)
+        .env("LOGNAME", "zring")
+        .output()
+        .expect("running m2sh");
+    assert!(out.status.success(), "m2sh load: {out:?}");
+}
+
+/// A symlink named `mongrel2` to the zring binary, in `dir/bin`.
+fn mongrel2_symlink(dir: &TempDir) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let link = bin.join("mongrel2");
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_zring"), &link).unwrap();
+    }
+    link
+}
+
 impl Server {
     /// `kind`: `mongrel2`, or a zring runtime (`uring`, `epoll`).
     fn start(kind: &str, settings: &str) -> Server {
@@ -101,6 +133,10 @@ impl Server {
     /// `handlers: false` leaves the handler endpoints to another handler process (the
     /// recording handlers then connect to unused ports).
     fn start_with(kind: &str, settings: &str, handlers: bool) -> Server {
+        Self::start_from(kind, settings, handlers, Source::Conf)
+    }
+
+    fn start_from(kind: &str, settings: &str, handlers: bool, source: Source) -> Server {
         let dir = TempDir::new(&format!("m2i-{kind}"));
         for sub in ["logs", "run", "tmp", "static"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -109,14 +145,7 @@ impl Server {
         let ports = free_ports(5);
         std::fs::write(dir.join("m2.conf"), config(&ports, settings)).unwrap();
         let mut proc = if kind == "mongrel2" {
-            let m2sh = require_bin("m2sh");
-            let out = Command::new(&m2sh)
-                .args(["load", "-config", "m2.conf", "-db", "config.sqlite"])
-                .current_dir(&dir.path)
-                .env("LOGNAME", "zring")
-                .output()
-                .expect("running m2sh");
-            assert!(out.status.success(), "m2sh load: {out:?}");
+            m2sh_load(&dir, "m2.conf", "config.sqlite");
             Proc::spawn(
                 "mongrel2",
                 Command::new(require_bin("mongrel2"))
@@ -124,6 +153,14 @@ impl Server {
                     .current_dir(&dir.path),
                 &dir.path,
             )
+        } else if source == Source::Db {
+            m2sh_load(&dir, "m2.conf", "config.sqlite");
+            let mut command = Command::new(mongrel2_symlink(&dir));
+            command
+                .args(["config.sqlite", SERVER_UUID])
+                .args(["--runtime", kind, "--workers", "2", "--log-level", "2"])
+                .current_dir(&dir.path);
+            Proc::spawn("zring", &mut command, &dir.path)
         } else {
             Proc::spawn(
                 "zring",
@@ -421,6 +458,38 @@ fn warm_fd_count(s: &Server) -> usize {
     s.fd_count()
 }
 
+/// The items of one access log line (a tnetstring list), as text.
+fn access_items(line: &str) -> Vec<String> {
+    let (_, mut rest) = line.split_once(':').expect("a tnetstring");
+    let mut items = Vec::new();
+    while let Some((len, tail)) = rest.split_once(':') {
+        let len: usize = len.parse().expect("a length");
+        items.push(tail[..len].to_string());
+        rest = &tail[len + 1..];
+    }
+    items
+}
+
+/// The server's access log with what varies masked: the client's port and the time.
+fn access_log(s: &Server) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(s.dir.join("logs/access.log")).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let mut items = access_items(line);
+            assert_eq!(items.len(), 9, "{line}");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let time: u64 = items[3].parse().unwrap();
+            assert!(time <= now && time + 600 > now, "{line}");
+            items[2] = "PORT".into();
+            items[3] = "TIME".into();
+            items
+        })
+        .collect()
+}
+
 fn compare(m2: &Transcript, z: &Transcript) {
     let show = |t: &Transcript| {
         t.items
@@ -464,8 +533,19 @@ both_runtimes! {
         let settings = "'limits.content_length': 1024";
         let m2 = Server::start("mongrel2", settings);
         let want = script(&m2);
+        let want_log = access_log(&m2);
         drop(m2);
         let z = Server::start(rt, settings);
+        let got = script(&z);
+        compare(&want, &got);
+        // The access log, in Mongrel2's format: the same lines (the client's port and the
+        // time aside).
+        assert!(want_log.len() >= 5, "{want_log:?}");
+        assert_eq!(access_log(&z), want_log);
+        drop(z);
+        // The same config through `m2sh load`, served from the database by `mongrel2` (a
+        // symlink to zring) with Mongrel2's command line.
+        let z = Server::start_from(rt, settings, true, Source::Db);
         let got = script(&z);
         compare(&want, &got);
     }
@@ -618,11 +698,13 @@ both_runtimes! {
         let z = Server::start(rt, "'limits.content_length': 1024, 'certdir': 'certs/', 'net.tcp_keepalive': 1");
         // The warning line names what zring does not do.
         let log = z.proc.log_text();
-        assert!(log.contains("server.daemonize") && log.contains("net.tcp_keepalive"), "{log}");
+        assert!(log.contains("net.tcp_keepalive") && !log.contains("server.daemonize"), "{log}");
         drop(z);
         // Same config with use_ssl=1: the certificate is certdir/<server uuid>.crt/.key.
         let dir = TempDir::new("m2i-tls");
-        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        for sub in ["certs", "run", "logs"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
         let key = dir.s(&format!("certs/{SERVER_UUID}.key"));
         let crt = dir.s(&format!("certs/{SERVER_UUID}.crt"));
         let ok = Command::new("openssl")
@@ -798,5 +880,300 @@ both_runtimes! {
         let z = Server::start(rt, settings);
         let got = stream_script(&z);
         compare(&want, &got);
+        drop(z);
+        let z = Server::start_from(rt, settings, true, Source::Db);
+        let got = stream_script(&z);
+        compare(&want, &got);
     }
+}
+
+/// The config of `config` with one more handler (ports `extra[0]`, `extra[1]`) routed at
+/// `/new`: what a reload adds.
+fn config_with_new_route(ports: &[u16], extra: &[u16]) -> String {
+    config(ports, "'limits.content_length': 1024")
+        .replace(
+            "'/tnet': tnet_handler,",
+            "'/tnet': tnet_handler, '/new': new_handler,",
+        )
+        .replace(
+            "main = Server(",
+            &format!(
+                "new_handler = Handler(send_spec='tcp://127.0.0.1:{}', send_ident='{NEW_IDENT}',\n\
+                 \x20   recv_spec='tcp://127.0.0.1:{}', recv_ident='', protocol='json')\n\
+                 main = Server(",
+                extra[0], extra[1]
+            ),
+        )
+}
+
+/// The pid file's text once written (zring listens first, then writes it, as Mongrel2).
+fn wait_pid_file(path: &std::path::Path) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.is_empty() => return text,
+            _ if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("no pid file {}: {other:?}", path.display()),
+        }
+    }
+}
+
+const NEW_IDENT: &str = "99999999-2222-3333-4444-555555555555";
+
+/// The ports a server's config names: json send/recv, tnet send/recv, listener.
+fn config_ports(s: &Server) -> Vec<u16> {
+    let conf = std::fs::read_to_string(s.dir.join("m2.conf")).unwrap();
+    let mut ports: Vec<u16> = conf
+        .match_indices("tcp://127.0.0.1:")
+        .map(|(i, m)| {
+            conf[i + m.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    ports.push(s.port);
+    ports
+}
+
+both_runtimes! {
+    sighup_reloads_the_database_without_dropping_connections(rt) {
+        let z = Server::start_from(rt, "'limits.content_length': 1024", true, Source::Db);
+        let pid_file = z.dir.join("run/mongrel2.pid");
+        assert_eq!(wait_pid_file(&pid_file), z.proc.pid().to_string());
+        // An open keep-alive connection that has been served, and one whose request waits
+        // for its reply across the reload.
+        let mut served = z.client();
+        served.write_all(b"GET /json/a HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let id = frame_id(&z.json.frame());
+        z.json.reply(&id, &reply_ok("before"));
+        assert!(contains(&read_until(&mut served, b"before"), b"before"));
+        let mut waiting = z.client();
+        waiting.write_all(b"GET /json/b HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let waiting_id = frame_id(&z.json.frame());
+        // /new does not exist yet: Mongrel2's 404.
+        let mut c = z.client();
+        c.write_all(b"GET /new/x HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        assert!(read_to_close(&mut c).starts_with(b"HTTP/1.1 404"));
+        // The changed config, loaded by m2sh and moved over the database, then SIGHUP.
+        let extra = free_ports(2);
+        let conf = config_with_new_route(&config_ports(&z), &extra);
+        std::fs::write(z.dir.join("m2-new.conf"), conf).unwrap();
+        m2sh_load(&z.dir, "m2-new.conf", "config-new.sqlite");
+        std::fs::rename(z.dir.join("config-new.sqlite"), z.dir.join("config.sqlite")).unwrap();
+        let new = Handler::connect(extra[0], extra[1], NEW_IDENT);
+        let mut z = z;
+        z.proc.signal(libc::SIGHUP);
+        // The new route and its new handler serve new connections.
+        let end = Instant::now() + Duration::from_secs(10);
+        let frame = loop {
+            let mut c = z.client();
+            c.write_all(b"GET /new/x HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+            if let Some(f) = new.try_frame(Duration::from_millis(500)) {
+                break (c, f);
+            }
+            assert!(Instant::now() < end, "/new never reached the new handler: {}", z.proc.log_text());
+        };
+        let (mut c, f) = frame;
+        assert!(f.starts_with(NEW_IDENT.as_bytes()) && contains(&f, b"\"PATH\":\"/new/x\""), "{}", String::from_utf8_lossy(&f));
+        std::thread::sleep(Duration::from_millis(400)); // the new handler's PUB joins
+        new.reply(&frame_id(&f), &reply_ok("new route"));
+        assert!(contains(&read_until(&mut c, b"new route"), b"new route"));
+        // The connections opened before the reload are still there and served.
+        z.json.reply(&waiting_id, &reply_ok("across"));
+        assert!(contains(&read_until(&mut waiting, b"across"), b"across"));
+        served.write_all(b"GET /json/c HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let f = z.json.frame();
+        assert_eq!(frame_id(&f), id, "the same connection (its id is kept)");
+        z.json.reply(&id, &reply_ok("after"));
+        assert!(contains(&read_until(&mut served, b"after"), b"after"));
+        assert!(z.proc.exited().is_none());
+        // A database that does not load leaves the running config.
+        std::fs::write(z.dir.join("config.sqlite"), b"not a database").unwrap();
+        z.proc.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(500));
+        let mut c = z.client();
+        c.write_all(b"GET /new/y HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let f = new.frame();
+        assert!(contains(&f, b"/new/y"));
+        // SIGTERM: a clean stop that removes the pid file, as Mongrel2's complete_shutdown.
+        let status = z.proc.terminate(Duration::from_secs(10));
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+        assert!(!pid_file.exists());
+    }
+}
+
+#[test]
+fn pid_file_stale_or_live_and_the_mongrel2_name() {
+    let dir = TempDir::new("m2i-pid");
+    for sub in ["logs", "run", "tmp", "static"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let ports = free_ports(5);
+    std::fs::write(
+        dir.join("m2.conf"),
+        config(&ports, "'limits.content_length': 1024"),
+    )
+    .unwrap();
+    m2sh_load(&dir, "m2.conf", "config.sqlite");
+    let mongrel2 = mongrel2_symlink(&dir);
+    // Under the name mongrel2 a config is required: never ZHTTP on port 8000.
+    let out = support::proc::output(Command::new(&mongrel2).current_dir(&dir.path)).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("usage: mongrel2 config.sqlite server_uuid")
+    );
+    // A uuid the database does not have.
+    let (code, text) = zring_exits(&dir, &["--m2-db", "config.sqlite", "--m2-uuid", "nope"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("no server with uuid \"nope\""), "{text}");
+    // A live process in the pid file (this test): refused.
+    let pid_file = dir.join("run/mongrel2.pid");
+    std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
+    let (code, text) = zring_exits(&dir, &["config.sqlite", SERVER_UUID]);
+    assert_ne!(code, 0);
+    assert!(text.contains("still running"), "{text}");
+    // A dead one: removed, and replaced by zring's pid.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::write(&pid_file, dead.to_string()).unwrap();
+    let mut proc = Proc::spawn(
+        "zring",
+        Command::new(&mongrel2)
+            .args(["config.sqlite", SERVER_UUID])
+            .current_dir(&dir.path),
+        &dir.path,
+    );
+    wait_port(ports[4], &mut proc, Duration::from_secs(10));
+    assert_eq!(wait_pid_file(&pid_file), proc.pid().to_string());
+    proc.signal(libc::SIGINT);
+    assert!(proc
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    assert!(!pid_file.exists());
+}
+
+#[test]
+fn daemonize_chroot_and_privileges_as_mongrel2() {
+    // SAFETY: a getter.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: chroot and the privilege drop cannot be tested");
+        return;
+    }
+    // The chroot belongs to `nobody`: zring must end up running as nobody, inside it.
+    let dir = TempDir::new("m2i-chroot");
+    for sub in ["logs", "run", "tmp", "static"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("static/index.html"), "inside\n").unwrap();
+    let ports = free_ports(5);
+    let conf = config(&ports, "'limits.content_length': 1024")
+        .replace("'server.daemonize': 0", "'server.daemonize': 1");
+    std::fs::write(dir.join("m2.conf"), conf).unwrap();
+    m2sh_load(&dir, "m2.conf", "config.sqlite");
+    let (nobody_uid, nobody_gid) = (65534u32, 65534u32);
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534", &dir.s("")])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    // Daemonized: the started process exits at once (the daemon keeps stdio, as Mongrel2's
+    // `daemon(0, 1)`, so its output goes to a file), the daemon keeps serving.
+    let logs = TempDir::new("m2i-chroot-out");
+    let mut starter = Proc::spawn(
+        "zring",
+        Command::new(env!("CARGO_BIN_EXE_zring"))
+            .args([
+                "--m2-db",
+                "config.sqlite",
+                "--m2-uuid",
+                SERVER_UUID,
+                "--runtime",
+                "epoll",
+            ])
+            .current_dir(&dir.path),
+        &logs.path,
+    );
+    let started = starter.wait_exit(Duration::from_secs(10));
+    assert!(
+        started.is_some_and(|s| s.success()),
+        "{started:?} {}",
+        starter.log_text()
+    );
+    let pid_file = dir.join("run/mongrel2.pid");
+    let error_log = dir.join("logs/error.log");
+    // Its log goes to error_log inside the chroot once it runs as nobody there.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&error_log)
+        .unwrap_or_default()
+        .contains("listening on")
+    {
+        assert!(
+            Instant::now() < end,
+            "no start in error_log: {}",
+            starter.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid: i32 = wait_pid_file(&pid_file).parse().unwrap();
+    // From here on the daemon is ours to stop, by its pid.
+    struct Daemon(i32);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            // SAFETY: the pid is the daemon this test started (read from its pid file).
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let daemon = Daemon(pid);
+    assert_ne!(
+        pid,
+        starter.pid(),
+        "the daemon is a child of the started process"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ids = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse::<u32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids("Uid:"), [nobody_uid; 4], "{status}");
+    assert_eq!(ids("Gid:"), [nobody_gid; 4], "{status}");
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_eq!(root, std::fs::canonicalize(&dir.path).unwrap());
+    // It serves: a Dir route inside the chroot, and a handler route.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        match TcpStream::connect(("127.0.0.1", ports[4])) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the daemon does not listen: {e}"),
+        }
+    };
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /static/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = read_to_close(&mut c);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200") && got.ends_with(b"inside\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // SIGTERM: it stops and removes its pid file.
+    // SAFETY: as in Drop.
+    unsafe { libc::kill(daemon.0, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(10);
+    while pid_file.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!pid_file.exists());
+    // Stopped: its pid is no longer ours to signal.
+    std::mem::forget(daemon);
 }

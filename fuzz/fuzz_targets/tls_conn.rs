@@ -81,6 +81,7 @@ impl Harness {
             compression: false,
             deflate: Default::default(),
             epoch: now,
+            epoch_unix_ms: 0,
             m2: None,
         };
         let config = server_config();
@@ -116,6 +117,7 @@ impl Harness {
                 Output::Packet(_) => {}
                 Output::Io(c) => self.cmds.push_back(c),
                 Output::Backend(_) => panic!("a backend request from a ZHTTP connection"),
+                Output::AccessLog { .. } => panic!("an access log line from a ZHTTP connection"),
             }
         }
     }

@@ -54,21 +54,56 @@ pub struct M2Sockets {
 
 /// Binds every handler's sockets.
 pub fn open(ctx: &zmq::Context, setup: Arc<Setup>, hwm: i32) -> Result<M2Sockets, String> {
+    let handlers = open_handlers(ctx, &setup, 0, hwm, BIND_TRIES_START)?;
+    Ok(M2Sockets { setup, handlers })
+}
+
+/// A reloaded setup and the sockets of the handlers it added (its handler list extends
+/// the running one: `m2serve::reload`).
+pub struct Reload {
+    pub setup: Arc<Setup>,
+    sockets: Vec<HandlerSockets>,
+}
+
+/// Mongrel2 retries a bind 10 times, 1 s apart (a restarted server's port may linger).
+const BIND_TRIES_START: u32 = 10;
+
+/// Binds the sockets of the handlers `setup` adds to the `running` ones (SIGHUP), on the
+/// signal thread: a bind that fails refuses the reload before any worker sees it. One try
+/// each: the endpoints are new, nothing lingers on them.
+pub fn prepare_reload(
+    ctx: &zmq::Context,
+    setup: Arc<Setup>,
+    running: usize,
+    hwm: i32,
+) -> Result<Reload, String> {
+    let sockets = open_handlers(ctx, &setup, running, hwm, 1)?;
+    Ok(Reload { setup, sockets })
+}
+
+/// Binds the sockets of `setup.handlers[from..]`.
+fn open_handlers(
+    ctx: &zmq::Context,
+    setup: &Setup,
+    from: usize,
+    hwm: i32,
+    tries: u32,
+) -> Result<Vec<HandlerSockets>, String> {
     let zerr = |what: &str, spec: &str, e: zmq::Error| format!("zmq {what} {spec}: {e}");
     let mut handlers = Vec::new();
-    for h in &setup.handlers {
+    for h in setup.handlers.iter().skip(from) {
         let push = ctx.socket(zmq::PUSH).map_err(|e| zerr("socket", "", e))?;
         push.set_identity(h.send_ident.as_bytes())
             .map_err(|e| zerr("identity", &h.send_spec, e))?;
         push.set_sndhwm(hwm).map_err(|e| zerr("hwm", "", e))?;
         push.set_linger(0).map_err(|e| zerr("linger", "", e))?;
-        bind(&push, &h.send_spec)?;
+        bind(&push, &h.send_spec, tries)?;
         let sub = ctx.socket(zmq::SUB).map_err(|e| zerr("socket", "", e))?;
         sub.set_rcvhwm(hwm.max(limits::SUB_RCVHWM_MIN))
             .map_err(|e| zerr("hwm", "", e))?;
         sub.set_subscribe(h.recv_ident.as_bytes())
             .map_err(|e| zerr("subscribe", &h.recv_spec, e))?;
-        bind(&sub, &h.recv_spec)?;
+        bind(&sub, &h.recv_spec, tries)?;
         log!(
             log::INFO,
             "m2",
@@ -79,7 +114,7 @@ pub fn open(ctx: &zmq::Context, setup: Arc<Setup>, hwm: i32) -> Result<M2Sockets
         );
         handlers.push(HandlerSockets { push, sub });
     }
-    Ok(M2Sockets { setup, handlers })
+    Ok(handlers)
 }
 
 /// What a parsed reply asks of the connections it names.
@@ -98,13 +133,13 @@ pub(crate) fn reply_kind(reply: &crate::proto::m2::Reply<'_>) -> ReplyKind {
     }
 }
 
-/// Mongrel2 retries a bind 10 times, 1 s apart (a restarted server's port may linger).
-fn bind(sock: &zmq::Socket, spec: &str) -> Result<(), String> {
+/// Binds, retrying an address in use up to `tries` times, 1 s apart.
+fn bind(sock: &zmq::Socket, spec: &str, tries_max: u32) -> Result<(), String> {
     let mut tries = 0;
     loop {
         match sock.bind(spec) {
             Ok(()) => return Ok(()),
-            Err(e) if tries >= 9 || e != zmq::Error::EADDRINUSE => {
+            Err(e) if tries + 1 >= tries_max || e != zmq::Error::EADDRINUSE => {
                 return Err(format!("zmq bind {spec}: {e}"))
             }
             Err(_) => {
@@ -116,6 +151,22 @@ fn bind(sock: &zmq::Socket, spec: &str) -> Result<(), String> {
 }
 
 impl M2Sockets {
+    /// The running setup (a reload extends its handler list).
+    pub fn setup(&self) -> &Arc<Setup> {
+        &self.setup
+    }
+
+    /// Takes a reload's sockets and setup; returns the setup for the workers.
+    pub fn adopt(&mut self, reload: Reload) -> Arc<Setup> {
+        debug_assert_eq!(
+            self.handlers.len() + reload.sockets.len(),
+            reload.setup.handlers.len()
+        );
+        self.handlers.extend(reload.sockets);
+        self.setup = reload.setup;
+        self.setup.clone()
+    }
+
     /// Sends one request to handler `h`; `false` when it cannot take it now.
     pub fn send(&self, h: u16, data: &[u8]) -> Result<(), zmq::Error> {
         match self.handlers.get(h as usize) {

@@ -126,6 +126,11 @@ pub struct Inbox {
     pub refused_503: AtomicU64,
     /// Mongrel2 replies for this worker (empty outside Mongrel2 mode).
     pub m2: m2::Queue,
+    /// A reloaded Mongrel2 setup (SIGHUP) for this worker's new connections, handed over
+    /// by the bridge once the handler sockets it names are bound; `m2_setup_pending` says
+    /// one is there without taking the lock on every wake-up.
+    pub m2_setup: Mutex<Option<Arc<Setup>>>,
+    pub m2_setup_pending: AtomicBool,
 }
 
 impl Inbox {
@@ -140,6 +145,8 @@ impl Inbox {
             evicted_idle: AtomicU64::new(0),
             refused_503: AtomicU64::new(0),
             m2: Default::default(),
+            m2_setup: Mutex::new(None),
+            m2_setup_pending: AtomicBool::new(false),
         })
     }
 
@@ -185,6 +192,9 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Set by the workers once they have queued their last packets.
     pub workers_done: AtomicUsize,
+    /// A reloaded Mongrel2 setup with its new handlers' sockets, from the signal thread to
+    /// the bridge (`Bridge::take_reload`).
+    pub m2_reload: Mutex<Vec<m2::Reload>>,
 }
 
 impl Shared {
@@ -201,6 +211,7 @@ impl Shared {
             bridge_wake_pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             workers_done: AtomicUsize::new(0),
+            m2_reload: Mutex::new(Vec::new()),
         }))
     }
 
@@ -402,6 +413,22 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config, m2: bool, hwm: i32) -> Result<
     Ok(s)
 }
 
+/// SIGHUP in Mongrel2 mode: binds the handlers `setup` adds to `running` (the setup the
+/// last reload, or the start, produced) and queues it for the bridge, which adopts the
+/// sockets and hands the setup to the workers. A bind error refuses the reload.
+pub fn submit_m2_reload(
+    ctx: &zmq::Context,
+    shared: &Shared,
+    cfg: &Config,
+    setup: Arc<Setup>,
+    running: &Setup,
+) -> Result<(), String> {
+    let reload = m2::prepare_reload(ctx, setup, running.handlers.len(), hwm(cfg))?;
+    shared.m2_reload.lock().unwrap().push(reload);
+    shared.bridge_wake.notify();
+    Ok(())
+}
+
 /// Opens the sockets (so bind errors surface at startup) and returns the bridge to run.
 pub fn start(cfg: &Config, m2: Option<Arc<Setup>>, shared: Arc<Shared>) -> Result<Bridge, String> {
     start_with_hwm(cfg, m2, shared, hwm(cfg))
@@ -420,7 +447,7 @@ pub fn start_with_hwm(
     let sockets = open_sockets(&ctx, cfg, m2.is_some(), hwm)?;
     let m2 = m2.map(|setup| m2::open(&ctx, setup, hwm)).transpose()?;
     Ok(Bridge {
-        _ctx: ctx,
+        ctx,
         sockets,
         m2,
         shared,
@@ -432,7 +459,7 @@ pub fn start_with_hwm(
 }
 
 pub struct Bridge {
-    _ctx: zmq::Context,
+    ctx: zmq::Context,
     sockets: Sockets,
     /// Mongrel2 mode's handler sockets.
     m2: Option<m2::M2Sockets>,
@@ -448,12 +475,36 @@ pub struct Bridge {
 }
 
 impl Bridge {
+    /// The ZeroMQ context, for a reload's new handler sockets (`m2::open_handlers`).
+    pub fn context(&self) -> zmq::Context {
+        self.ctx.clone()
+    }
+
+    /// Adopts a reload's handler sockets and setup, then hands the setup to every worker:
+    /// a worker can name a new handler only once its sockets are here.
+    fn take_reload(&mut self) {
+        let reloads = std::mem::take(&mut *self.shared.m2_reload.lock().unwrap());
+        let Some(m) = self.m2.as_mut() else {
+            return;
+        };
+        // In order: each one's sockets extend the handler list the previous one left.
+        let Some(setup) = reloads.into_iter().map(|r| m.adopt(r)).last() else {
+            return;
+        };
+        for inbox in &self.shared.inboxes {
+            *inbox.m2_setup.lock().unwrap() = Some(setup.clone());
+            inbox.m2_setup_pending.store(true, Ordering::SeqCst);
+            inbox.wake();
+        }
+    }
+
     /// Runs until shutdown: every worker done and the outbox flushed.
     pub fn run(mut self) {
         self.wake_pending = vec![false; self.shared.inboxes.len()];
         let mut exit_by = Instant::now() + SHUTDOWN_FLUSH;
         loop {
             self.shared.begin_bridge_turn();
+            self.take_reload();
             let exiting =
                 self.shared.workers_done.load(Ordering::SeqCst) == self.shared.inboxes.len();
             if !exiting {

@@ -9,6 +9,7 @@
 //! The Mongrel2 session lives as long as its connection; the connection's `Transport`
 //! (TLS, buffers, draining, timers) is the same as for ZHTTP.
 use std::io::Write as _;
+use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 
@@ -33,6 +34,9 @@ pub const DIR_FILE_BYTES_MAX: u64 = 1 << 20;
 /// `ws`, `upload`, `stream` is `Some` (what the bytes after a request head are); `proxy` is
 /// the connection's backend for `Proxy` routes (its own slot, see `m2proxy`).
 pub(super) struct M2Conn {
+    /// The setup the connection was accepted under: it keeps it for its life, so a reload
+    /// (SIGHUP) changes nothing under an open connection (handler indices included).
+    setup: Arc<Setup>,
     server: u16,
     /// The id handlers see: stable for the connection's life.
     pub id: u32,
@@ -90,14 +94,9 @@ struct UpStream {
     chunked: Option<Box<http1::ChunkedDecoder>>,
 }
 
-/// The Mongrel2 setup, for as long as the worker's settings live (not tied to the borrow
-/// of `cx`). Present: a Mongrel2 connection exists only in Mongrel2 mode.
-fn setup<'a>(cx: &Ctx<'a>) -> &'a Setup {
-    let settings: &'a super::Settings = cx.settings;
-    settings
-        .m2
-        .as_deref()
-        .expect("Mongrel2 connection outside Mongrel2 mode")
+/// A body size as Mongrel2's `Request_content_length` gives it: -1 for a chunked body.
+fn size(body_len: u64) -> i64 {
+    i64::try_from(body_len).unwrap_or(-1)
 }
 
 fn version_text(v: Version) -> &'static [u8] {
@@ -123,11 +122,12 @@ fn canned(code: u16) -> &'static [u8] {
 impl M2Conn {
     /// The session of a Mongrel2 connection of server `server` with id `id` (the worker's,
     /// at accept).
-    pub(super) fn new(t: &mut Transport, s: &Setup, server: u16, id: u32) -> Box<M2Conn> {
+    pub(super) fn new(t: &mut Transport, s: &Arc<Setup>, server: u16, id: u32) -> Box<M2Conn> {
         // A head plus an inline body is read before anything goes to the handler.
         let inline = s.limits.content_length.min(64 << 20) as u32;
         t.spill_max = t.spill_max.saturating_add(inline);
         Box::new(M2Conn {
+            setup: Arc::clone(s),
             server,
             id,
             handler: None,
@@ -195,7 +195,7 @@ impl M2Conn {
         if !t.due(cx.settings, cx.now, Timer::Client) || !t.is_open() {
             return;
         }
-        let l = &setup(cx).limits;
+        let l = &self.setup.limits;
         let m = &*self;
         let rate = |bytes: u64, last: u64| bytes / (now_ms.saturating_sub(last) / 1000 + 1);
         let mut kill = 1; // idle past min_ping
@@ -236,7 +236,7 @@ impl M2Conn {
     fn notice(&self, cx: &mut Ctx) {
         let m = self;
         let Some(h) = m.handler else { return };
-        let handler = &setup(cx).handlers[h as usize];
+        let handler = &self.setup.handlers[h as usize];
         let mut data = Vec::with_capacity(96);
         encode_disconnect(
             &mut data,
@@ -340,8 +340,55 @@ impl M2Conn {
     }
 
     /// One request from `input`: `Some(bytes used)`, or `None` until more bytes come.
+    /// Mongrel2's access log entry for a request (src/log.c `Log_request`), when the
+    /// server logs: the worker appends it to the server's `access_log`.
+    #[allow(clippy::too_many_arguments)] // the entry's fields
+    fn access(
+        &self,
+        t: &Transport,
+        cx: &mut Ctx,
+        host: usize,
+        req: &http1::Request,
+        path: &[u8],
+        status: u16,
+        size: i64,
+    ) {
+        let server = &self.setup.servers[self.server as usize];
+        if server.access_log.is_none() {
+            return;
+        }
+        let mut remote: ArrayVec<u8, { crate::limits::PEER_TEXT_BYTES_MAX }> = ArrayVec::new();
+        if let Some(p) = t.peer {
+            let _ = write!(super::ArrayWriter(&mut remote), "{}", p.ip());
+        }
+        let elapsed_ms = cx
+            .now
+            .saturating_duration_since(cx.settings.epoch)
+            .as_millis() as u64;
+        let mut line = cx.pool.take();
+        crate::proto::m2::access::encode(
+            &mut line,
+            &crate::proto::m2::access::Entry {
+                host: server.server.hosts[host].name.as_bytes(),
+                remote_addr: &remote,
+                remote_port: t.peer.map_or(0, |p| p.port()),
+                time_s: (cx.settings.epoch_unix_ms + elapsed_ms) / 1000,
+                method: req.method.as_bytes(),
+                path,
+                version: version_text(req.version),
+                status,
+                size,
+            },
+        );
+        cx.out.push(super::Output::AccessLog {
+            server: self.server,
+            line,
+        });
+    }
+
     fn request(&mut self, t: &mut Transport, cx: &mut Ctx, input: &[u8]) -> Option<usize> {
-        let s = setup(cx);
+        let setup = Arc::clone(&self.setup);
+        let s = &*setup;
         let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
         let req = match http1::parse_request_limited(input, &mut headers, cx.settings.buffer_size) {
             Ok(http1::Status::Partial) => return None,
@@ -372,7 +419,8 @@ impl M2Conn {
             Target::Dir(d) => {
                 let d = d.clone();
                 let prefix = found.prefix.to_owned();
-                let used = self.dir(t, cx, &server.root, &d, &prefix, &req, target.path);
+                let host = found.host;
+                let used = self.dir(t, cx, &server.root, &d, &prefix, &req, target.path, host);
                 return Some(used.min(input.len()));
             }
             Target::Proxy(p) => {
@@ -396,6 +444,7 @@ impl M2Conn {
             let m = &mut *self;
             m.continued = false;
             m.handler = Some(hi);
+            self.access(t, cx, found.host, &req, target.path, 200, size(body_len));
             return Some(self.stream_start(t, cx, &req, found.pattern, hi, body_len, input));
         }
         if upload && s.limits.temp_store.is_none() {
@@ -426,6 +475,7 @@ impl M2Conn {
             return Some(self.ws_handshake(t, cx, &req, found.pattern, hi, input));
         }
         if upload {
+            self.access(t, cx, found.host, &req, target.path, 200, size(body_len));
             return Some(self.upload_start(t, cx, &req, found.pattern, hi, body_len, input));
         }
         let body = &input[head_len..head_len + body_len as usize];
@@ -439,6 +489,7 @@ impl M2Conn {
             &[],
             body,
         );
+        self.access(t, cx, found.host, &req, target.path, 200, size(body_len));
         Some(head_len + body_len as usize)
     }
 
@@ -500,7 +551,8 @@ impl M2Conn {
         extra: &[(&[u8], &[u8])],
         body: &[u8],
     ) {
-        let s = setup(cx);
+        let setup = Arc::clone(&self.setup);
+        let s = &*setup;
         let handler = &s.handlers[hi as usize];
         let mut remote: ArrayVec<u8, { crate::limits::PEER_TEXT_BYTES_MAX }> = ArrayVec::new();
         if let Some(p) = t.peer {
@@ -557,7 +609,8 @@ impl M2Conn {
         extra: &[(&[u8], &[u8])],
         body: &[u8],
     ) {
-        let s = setup(cx);
+        let setup = Arc::clone(&self.setup);
+        let s = &*setup;
         let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
         let Ok(http1::Status::Complete(req)) =
             http1::parse_request_limited(head, &mut headers, usize::MAX)
@@ -654,7 +707,8 @@ impl M2Conn {
         len: u64,
         input: &[u8],
     ) -> usize {
-        let s = setup(cx);
+        let setup = Arc::clone(&self.setup);
+        let s = &*setup;
         let template = s
             .limits
             .temp_store
@@ -794,7 +848,7 @@ impl M2Conn {
             // Mongrel2's read buffer is `limits.content_length` bytes: no message is larger.
             ((input.len() - head_len) as u64)
                 .min(len)
-                .min(setup(cx).limits.content_length.max(1)) as usize
+                .min(self.setup.limits.content_length.max(1)) as usize
         };
         let done = !chunked && avail as u64 == len;
         let mut extra: ArrayVec<(&[u8], &[u8]), 2> = ArrayVec::new();
@@ -833,7 +887,7 @@ impl M2Conn {
                 // read buffer is full.
                 let want = (st.credits as u64)
                     .min(st.left)
-                    .min(setup(cx).limits.content_length.max(1));
+                    .min(self.setup.limits.content_length.max(1));
                 let full = input.len() >= t.spill_max as usize / 2;
                 if (input.len() as u64) < want && !full {
                     self.stream = Some(st);
@@ -873,7 +927,8 @@ impl M2Conn {
 
     /// An `upload.stream` message after the first: only the stream keys.
     fn send_chunk(&mut self, cx: &mut Ctx, head: &[u8], extra: &[(&[u8], &[u8])], body: &[u8]) {
-        let s = setup(cx);
+        let setup = Arc::clone(&self.setup);
+        let s = &*setup;
         let Some(hi) = self.handler else {
             return;
         };
@@ -926,6 +981,7 @@ impl M2Conn {
         prefix: &str,
         req: &http1::Request,
         path: &[u8],
+        host: usize,
     ) -> usize {
         let mut rel = Vec::new();
         if let Err(e) = dir::resolve(d, req.method.as_bytes(), prefix, path, &mut rel) {
@@ -936,16 +992,19 @@ impl M2Conn {
         let base = root.join(d.base.trim_start_matches('/'));
         let file = base.join(std::ffi::OsStr::from_bytes(&rel));
         let (Ok(real_base), Ok(real)) = (base.canonicalize(), file.canonicalize()) else {
+            self.access(t, cx, host, req, path, 404, 0);
             self.fail(t, cx, 404);
             return usize::MAX;
         };
         if !dir::is_within(&real_base, &real) {
+            self.access(t, cx, host, req, path, 404, 0);
             self.fail(t, cx, 404);
             return usize::MAX;
         }
         let meta = match std::fs::metadata(&real) {
             Ok(m) if m.is_file() && m.len() <= DIR_FILE_BYTES_MAX => m,
             _ => {
+                self.access(t, cx, host, req, path, 404, 0);
                 self.fail(t, cx, 404);
                 return usize::MAX;
             }
@@ -961,12 +1020,14 @@ impl M2Conn {
                 }
             }
         };
-        let ctype = setup(cx).mime.content_type(&rel, &d.default_ctype);
+        let ctype = self.setup.mime.content_type(&rel, &d.default_ctype);
         let mtime = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
+        // As `Dir_serve_file`: the file's size for GET, 0 for HEAD.
+        self.access(t, cx, host, req, path, 200, data.len() as i64);
         let keep = req.keep_alive;
         t.write_out(cx.pool, |out| {
             let _ = write!(

@@ -92,6 +92,9 @@ pub struct Settings {
     pub deflate: crate::proto::ws_deflate::Config,
     /// The instant connection deadlines count from (the worker's start).
     pub epoch: Instant,
+    /// Wall-clock time at `epoch`, in ms since the Unix epoch (access log times derive
+    /// from `now`: a connection never reads a clock).
+    pub epoch_unix_ms: u64,
     /// Mongrel2 mode (`--m2-config`): the loaded config; `None` in ZHTTP mode.
     pub m2: Option<Arc<crate::m2serve::Setup>>,
 }
@@ -115,6 +118,9 @@ pub enum Output {
     /// A Mongrel2 `Proxy` route needs a backend connection to this address: the worker
     /// picks a slot, issues the `Connect`, and answers with `Conn::handle_backend_slot`.
     Backend(SocketAddr),
+    /// A Mongrel2 access log line (`proto::m2::access`) for server `server`'s `access_log`,
+    /// in a pooled buffer the worker gives back.
+    AccessLog { server: u16, line: Vec<u8> },
 }
 
 /// Everything a `handle_*` call may touch besides the connection itself.
@@ -194,7 +200,7 @@ impl Conn {
 
     /// Makes this a Mongrel2 connection of server `server` with id `id` (the worker, at
     /// accept).
-    pub fn m2_attach(&mut self, setup: &crate::m2serve::Setup, server: u16, id: u32) {
+    pub fn m2_attach(&mut self, setup: &Arc<crate::m2serve::Setup>, server: u16, id: u32) {
         self.t.clear_timer(Timer::Request); // Mongrel2 keeps its own limits (`m2::timeout`)
         self.session = Session::M2(M2Conn::new(&mut self.t, setup, server, id));
     }

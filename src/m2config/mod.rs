@@ -4,12 +4,14 @@
 //! rules ([`route`]), its pattern language ([`pattern`]) and static-file path resolution
 //! ([`dir`]).
 //!
-//! This layer reads no files itself: [`load`] takes the text and a name for messages. Every
-//! error names the file, the line and column, and what is wrong.
+//! [`load`] reads no files itself: it takes the text and a name for messages. Every error
+//! names the file, the line and column, and what is wrong. [`db::load`] reads the sqlite
+//! database `m2sh load` writes into the same [`Config`].
 //!
 //! Validation is stricter than m2sh, which silently ignores unknown parameters and stores
 //! NULL for missing ones (Mongrel2 then fails at start): here both are errors.
 
+pub mod db;
 pub mod dir;
 pub mod mime;
 pub mod pattern;
@@ -89,8 +91,8 @@ pub struct Server {
     pub use_ssl: bool,
     /// `default_host`: the name of the host for requests whose host matches none.
     pub default_host: String,
-    /// `chroot`, `access_log`, `error_log`, `pid_file`, `control_port`: kept for the
-    /// warning about what zring does not do with them.
+    /// `chroot`: where the process chroots as root (`m2serve::process`); `Dir` bases,
+    /// `pid_file`, `access_log` and `error_log` are relative to it.
     pub chroot: String,
     /// `access_log`.
     pub access_log: String,

@@ -88,7 +88,7 @@ pub const KNOWN: &[(&str, Kind, &str, Support)] = &[
         Support::Unsupported,
     ),
     ("certdir", Kind::Str, "", Support::Implemented),
-    ("server.daemonize", Kind::Int, "1", Support::NotApplicable),
+    ("server.daemonize", Kind::Int, "1", Support::Implemented),
     (
         "limits.buffer_size",
         Kind::Int,
@@ -149,7 +149,7 @@ pub const KNOWN: &[(&str, Kind, &str, Support)] = &[
         "disable.access_logging",
         Kind::Int,
         "0",
-        Support::Unsupported,
+        Support::Implemented,
     ),
     ("net.tcp_keepalive", Kind::Int, "0", Support::Unsupported),
     ("request.relaxed", Kind::Int, "0", Support::Unsupported),

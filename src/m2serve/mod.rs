@@ -1,9 +1,13 @@
-//! Mongrel2 mode: `zring --m2-config FILE [--m2-server NAME]` serves a Mongrel2 config with
-//! its handlers unchanged. This module turns the parsed config (`m2config`) into what the
-//! runtime needs: listeners (plain or TLS) for `Config`, and one read-only [`Setup`],
-//! built at start and handed (an `Arc`) to the workers (`conn::m2`, `worker::m2`, through
-//! `conn::Settings`) and the bridge (`bridge::m2`). Nothing here is global: tests build a
-//! `Setup` and run Mongrel2 connections in-process beside ZHTTP ones.
+//! Mongrel2 mode: `zring --m2-config FILE [--m2-server NAME]` (m2sh text) or `zring --m2-db
+//! FILE [--m2-uuid UUID]` (the database `m2sh load` writes) serves a Mongrel2 config with its
+//! handlers unchanged. This module turns the loaded config (`m2config`) into what the
+//! runtime needs: listeners (plain or TLS) for `Config`, and one read-only [`Setup`], built
+//! at start (and again on SIGHUP, [`reload`]) and handed (an `Arc`) to the workers
+//! (`conn::m2`, `worker::m2`, through `conn::Settings`) and the bridge (`bridge::m2`).
+//! Nothing here is global: tests build a `Setup` and run Mongrel2 connections in-process
+//! beside ZHTTP ones. [`process`] is Mongrel2's process behaviour (pid file, chroot, daemon).
+pub mod process;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -50,12 +54,16 @@ pub struct ServerRt {
     pub router: Router,
     /// `use_ssl`.
     pub tls: bool,
-    /// Where `Dir` bases are relative to (the `chroot`, taken relative to the working
-    /// directory as Mongrel2's test mode does; zring does not chroot).
+    /// Where `Dir` bases are relative to (`/` in the chroot, else the `chroot` taken
+    /// relative to the working directory as Mongrel2's test mode does).
     pub root: PathBuf,
+    /// `access_log`, opened for appending once the process is set up
+    /// ([`Setup::open_access_logs`]); `None`: not logging.
+    pub access_log: Option<Arc<std::fs::File>>,
 }
 
-/// Everything Mongrel2 mode needs at run time; built once at start.
+/// Everything Mongrel2 mode needs at run time; built at start and on each SIGHUP (a
+/// connection keeps the one it was accepted under).
 #[derive(Debug)]
 pub struct Setup {
     /// The served servers, in config order.
@@ -72,9 +80,45 @@ pub struct Setup {
     pub workers: u32,
     /// `Proxy` backends (`addr`, `port`) and the address each resolved to at load.
     pub proxies: Vec<(String, u16, std::net::SocketAddr)>,
+    /// The config's settings as loaded (a reload compares them).
+    pub settings: Vec<(String, String)>,
+    /// zring runs in the served server's chroot: `Dir` bases are relative to `/`.
+    pub chrooted: bool,
 }
 
 impl Setup {
+    /// The process has chrooted (`process::start`): paths are now relative to `/`.
+    pub fn enter_chroot(&mut self) {
+        self.chrooted = true;
+        for s in &mut self.servers {
+            s.root = PathBuf::from("/");
+        }
+    }
+
+    /// Opens each server's `access_log` for appending (at start once the process is set
+    /// up, and on SIGHUP, which reopens it as Mongrel2 does for logrotate). The path is the
+    /// chroot's when zring chrooted, else `chroot` + `access_log` (Mongrel2's test mode).
+    /// `disable.access_logging` turns it off.
+    pub fn open_access_logs(&mut self) -> Result<(), String> {
+        if settings::int(&self.settings, "disable.access_logging") != 0 {
+            return Ok(());
+        }
+        for s in &mut self.servers {
+            let path = if self.chrooted {
+                s.server.access_log.clone()
+            } else {
+                format!("{}{}", s.server.chroot, s.server.access_log)
+            };
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .map_err(|e| format!("access_log {path}: {e}"))?;
+            s.access_log = Some(Arc::new(file));
+        }
+        Ok(())
+    }
+
     /// The resolved address of a `Proxy` target.
     pub fn proxy_addr(&self, p: &m2config::Proxy) -> Option<std::net::SocketAddr> {
         self.proxies
@@ -99,29 +143,224 @@ pub struct Prepared {
     pub warning: Option<String>,
 }
 
-/// Loads the config named by `cfg.m2_config` (`None` outside Mongrel2 mode), rewrites
-/// `cfg`'s listeners and limits from it, and returns the [`Setup`] built from it.
+/// A loaded config and the servers of it to serve (indices into `config.servers`).
+struct Loaded {
+    /// The file's name, for messages.
+    name: String,
+    config: m2config::Config,
+    chosen: Vec<usize>,
+}
+
+/// Reads `--m2-config` (m2sh text) or `--m2-db` (the database `m2sh load` writes) into one
+/// `m2config::Config`, and picks the servers `--m2-uuid`/`--m2-server` name.
+fn load(cfg: &Config) -> Result<Option<Loaded>, String> {
+    let (name, config) = match (&cfg.m2_config, &cfg.m2_db) {
+        (Some(path), _) => {
+            let name = path.display().to_string();
+            let text = std::fs::read(path).map_err(|e| format!("{name}: {e}"))?;
+            let config = m2config::load(&name, &text).map_err(|e| e.to_string())?;
+            (name, config)
+        }
+        (None, Some(path)) => {
+            let config = m2config::db::load(path).map_err(|e| e.to_string())?;
+            (path.display().to_string(), config)
+        }
+        (None, None) => return Ok(None),
+    };
+    let list = |c: &m2config::Config| {
+        c.servers
+            .iter()
+            .map(|s| format!("{} ({})", s.uuid, s.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let chosen = if let Some(uuid) = cfg.m2_uuid.as_deref() {
+        // Mongrel2 selects by uuid only (src/config/module.c `SERVER_QUERY`).
+        let found = config.servers.iter().position(|s| s.uuid == uuid);
+        vec![found.ok_or_else(|| {
+            format!(
+                "{name}: no server with uuid {uuid:?} (servers: {})",
+                list(&config)
+            )
+        })?]
+    } else if let Some(n) = cfg.m2_server.as_deref() {
+        let found = config.server(Some(n)).map(|s| {
+            config
+                .servers
+                .iter()
+                .position(|x| std::ptr::eq(x, s))
+                .unwrap_or(0)
+        });
+        vec![found
+            .ok_or_else(|| format!("{name}: no server named {n:?} (servers: {})", list(&config)))?]
+    } else {
+        (0..config.servers.len()).collect()
+    };
+    Ok(Some(Loaded {
+        name,
+        config,
+        chosen,
+    }))
+}
+
+/// Loads the config named by `cfg.m2_config` or `cfg.m2_db` (`None` outside Mongrel2
+/// mode), rewrites `cfg`'s listeners and limits from it, and returns the [`Setup`] built
+/// from it.
 pub fn prepare(cfg: &mut Config) -> Result<Option<Prepared>, String> {
-    let Some(path) = cfg.m2_config.clone() else {
+    let Some(loaded) = load(cfg)? else {
         return Ok(None);
     };
-    let name = path.display().to_string();
-    let text = std::fs::read(&path).map_err(|e| format!("{name}: {e}"))?;
-    let config = m2config::load(&name, &text).map_err(|e| e.to_string())?;
-    let chosen: Vec<&Server> = match cfg.m2_server.as_deref() {
-        Some(n) => vec![config.server(Some(n)).ok_or_else(|| {
-            format!(
-                "{name}: no server named {n:?} (servers: {})",
-                config
-                    .servers
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?],
-        None => config.servers.iter().collect(),
-    };
+    let built = build(cfg, loaded, None, false)?;
+    // Listeners: one per server, TLS ones use `certdir` with `<uuid>.crt`/`<uuid>.key` as
+    // the default identity, as Mongrel2 names its certificates.
+    cfg.listen = built.listen;
+    if let Some(dir) = built.certdir {
+        cfg.tls_identities_dir = dir;
+    }
+    let int = |k: &str| settings::int(&built.settings, k);
+    // Idle connections die after `limits.min_ping` (0: never), as in Mongrel2.
+    let ping = int("limits.min_ping");
+    cfg.stream_timeout_s = if ping <= 0 { 1 << 32 } else { ping as u64 };
+    // `superpoll.max_fd` caps connections (Mongrel2 sets RLIMIT_NOFILE to it).
+    let max_fd = int("superpoll.max_fd").clamp(cfg.workers as i64, 10_000_000) as usize;
+    cfg.stream_maxconn = max_fd;
+    cfg.req_maxconn = 0;
+    // The request head plus an inline body must fit one connection's read buffer.
+    cfg.buffer_size = cfg.buffer_size.max(8192);
+    Ok(Some(Prepared {
+        setup: Arc::new(built.setup),
+        warning: built.warning,
+    }))
+}
+
+/// SIGHUP: reads the config again (the same file or database, the same server selection)
+/// into a new [`Setup`] for new connections; open ones keep the one they started with.
+/// Handler indices stay valid across reloads: a handler with the same `send_spec` and
+/// `recv_spec` keeps its index (and its bound sockets), new ones are appended, unused ones
+/// stay bound. What a running process cannot change is refused with the reason (the old
+/// setup stays): another set of servers, a handler whose identity changed. A server's new
+/// `bind_addr`/`port`/`use_ssl` is ignored with a warning, as Mongrel2 keeps its listening
+/// socket (`load_server` with `old_srv`); so are the settings that size the process.
+pub fn reload(cfg: &Config, old: &Setup) -> Result<Prepared, String> {
+    let loaded = load(cfg)?.ok_or("not in Mongrel2 mode")?;
+    let built = build(cfg, loaded, Some(old), old.chrooted)?;
+    let mut warning = built.warning;
+    let mut notes = Vec::new();
+    if built.setup.servers.len() != old.servers.len() {
+        return Err(format!(
+            "{} servers where {} were served: restart zring to change the servers",
+            built.setup.servers.len(),
+            old.servers.len()
+        ));
+    }
+    for (new, was) in built.setup.servers.iter().zip(&old.servers) {
+        if new.server.uuid != was.server.uuid {
+            return Err(format!(
+                "server {} is now {}: restart zring to change the servers",
+                was.server.uuid, new.server.uuid
+            ));
+        }
+        let (a, b) = (&new.server, &was.server);
+        if (&a.bind_addr, a.port, a.use_ssl) != (&b.bind_addr, b.port, b.use_ssl) {
+            notes.push(format!(
+                "server {}: keeps listening on {}:{} (bind_addr, port and use_ssl need a restart)",
+                a.uuid, b.bind_addr, b.port
+            ));
+        }
+    }
+    if old.proxies.is_empty() && !built.setup.proxies.is_empty() {
+        // Workers size their backend slots at start, for Proxy routes only.
+        return Err("the first Proxy route needs a restart of zring".into());
+    }
+    for key in RESTART_SETTINGS {
+        let value = |s: &[(String, String)]| settings::int(s, key);
+        if value(&built.settings) != value(&old.settings) {
+            notes.push(format!("{key} keeps its value until a restart"));
+        }
+    }
+    if !notes.is_empty() {
+        let line = notes.join("; ");
+        warning = Some(match warning {
+            Some(w) => format!("{w}; {line}"),
+            None => line,
+        });
+    }
+    // Reopened, as Mongrel2's SIGHUP reopens its logs (logrotate moves them first).
+    let mut setup = built.setup;
+    setup.open_access_logs()?;
+    Ok(Prepared {
+        setup: Arc::new(setup),
+        warning,
+    })
+}
+
+/// Settings read into the process at start (`Config`), which a reload cannot change.
+const RESTART_SETTINGS: &[&str] = &["limits.min_ping", "superpoll.max_fd"];
+
+/// What [`build`] makes of a loaded config.
+struct Built {
+    setup: Setup,
+    warning: Option<String>,
+    listen: Vec<Listen>,
+    certdir: Option<PathBuf>,
+    settings: Vec<(String, String)>,
+}
+
+/// Handler indices of `config` mapped onto `old`'s list (reload): kept where the specs
+/// match, appended where new. Errors when a kept handler's identity changed.
+fn merge_handlers(
+    config: &m2config::Config,
+    old: &Setup,
+) -> Result<(Vec<Handler>, Vec<usize>), String> {
+    let mut merged = old.handlers.clone();
+    let mut index = Vec::with_capacity(config.handlers.len());
+    for h in &config.handlers {
+        let same = merged
+            .iter()
+            .position(|o| o.send_spec == h.send_spec && o.recv_spec == h.recv_spec);
+        match same {
+            Some(i) if merged[i] != *h => {
+                return Err(format!(
+                    "handler {} / {}: send_ident, recv_ident, protocol or raw_payload changed: \
+                     restart zring to apply",
+                    h.send_spec, h.recv_spec
+                ))
+            }
+            Some(i) => index.push(i),
+            None => {
+                merged.push(h.clone());
+                index.push(merged.len() - 1);
+            }
+        }
+    }
+    Ok((merged, index))
+}
+
+fn build(
+    cfg: &Config,
+    loaded: Loaded,
+    old: Option<&Setup>,
+    chrooted: bool,
+) -> Result<Built, String> {
+    let Loaded {
+        name,
+        mut config,
+        chosen,
+    } = loaded;
+    if let Some(old) = old {
+        let (handlers, index) = merge_handlers(&config, old)?;
+        for server in &mut config.servers {
+            for host in &mut server.hosts {
+                for route in &mut host.routes {
+                    if let Target::Handler(i) = &mut route.target {
+                        *i = index[*i];
+                    }
+                }
+            }
+        }
+        config.handlers = handlers;
+    }
+    let chosen: Vec<&Server> = chosen.iter().map(|&i| &config.servers[i]).collect();
     // Proxy backends are resolved once, here (the workers never block on DNS). Mongrel2
     // resolves at each connect (`netdial`).
     let mut proxies = Vec::new();
@@ -182,9 +421,8 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<Prepared>, String> {
             unsupported.join(", ")
         )
     });
-    // Listeners: one per server, TLS ones use `certdir` with `<uuid>.crt`/`<uuid>.key` as
-    // the default identity, as Mongrel2 names its certificates.
-    cfg.listen.clear();
+    let mut listen = Vec::new();
+    let mut certdir = None;
     let mut servers = Vec::new();
     let mut listener_server = Vec::new();
     for s in chosen {
@@ -201,37 +439,24 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<Prepared>, String> {
                     s.name
                 )
             })?;
-            cfg.tls_identities_dir = PathBuf::from(dir);
+            certdir = Some(PathBuf::from(dir));
         }
-        cfg.listen.push(Listen {
+        listen.push(Listen {
             addr: ListenAddr::Tcp(std::net::SocketAddr::new(ip, s.port)),
             mode: Mode::Stream,
             tls: s.use_ssl,
             default_cert: s.use_ssl.then(|| s.uuid.clone()),
         });
         listener_server.push(servers.len() as u16);
-        let root = if s.chroot.is_empty() {
-            PathBuf::from(".")
-        } else {
-            PathBuf::from(&s.chroot)
-        };
         servers.push(ServerRt {
             router: Router::new(&s.hosts, &s.default_host),
             tls: s.use_ssl,
-            root,
+            root: server_root(chrooted, s),
+            access_log: None,
             server: s.clone(),
         });
     }
-    // Idle connections die after `limits.min_ping` (0: never), as in Mongrel2.
-    let ping = int("limits.min_ping");
-    cfg.stream_timeout_s = if ping <= 0 { 1 << 32 } else { ping as u64 };
-    // `superpoll.max_fd` caps connections (Mongrel2 sets RLIMIT_NOFILE to it).
-    let max_fd = int("superpoll.max_fd").clamp(cfg.workers as i64, 10_000_000) as usize;
-    cfg.stream_maxconn = max_fd;
-    cfg.req_maxconn = 0;
-    // The request head plus an inline body must fit one connection's read buffer.
-    cfg.buffer_size = cfg.buffer_size.max(8192);
-    let setup = Arc::new(Setup {
+    let setup = Setup {
         servers,
         listener_server,
         handlers: config.handlers.clone(),
@@ -239,8 +464,28 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<Prepared>, String> {
         limits,
         workers: cfg.workers as u32,
         proxies,
-    });
-    Ok(Some(Prepared { setup, warning }))
+        settings: config.settings.clone(),
+        chrooted,
+    };
+    Ok(Built {
+        setup,
+        warning,
+        listen,
+        certdir,
+        settings: config.settings,
+    })
+}
+
+/// Where a server's `Dir` bases are relative to: `/` once zring has chrooted there, else
+/// the `chroot` taken relative to the working directory, as Mongrel2's test mode does.
+fn server_root(chrooted: bool, s: &Server) -> PathBuf {
+    if chrooted {
+        PathBuf::from("/")
+    } else if s.chroot.is_empty() {
+        PathBuf::from(".")
+    } else {
+        PathBuf::from(&s.chroot)
+    }
 }
 
 /// `mkstemp(3)` with Mongrel2's template, then `fchmod` to `upload.temp_store_mode`.
@@ -260,4 +505,94 @@ pub fn mkstemp(template: &str, mode: u32) -> std::io::Result<(String, std::fs::F
     let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
     buf.pop();
     Ok((String::from_utf8_lossy(&buf).into_owned(), file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONF: &str = "\
+json = Handler(send_spec='tcp://127.0.0.1:9997', send_ident='j', recv_spec='tcp://127.0.0.1:9996', recv_ident='')
+tnet = Handler(send_spec='tcp://127.0.0.1:9995', send_ident='t', recv_spec='tcp://127.0.0.1:9994', recv_ident='', protocol='tnetstring')
+main = Server(uuid='u-1', name='main', access_log='/a', error_log='/e', pid_file='/p',
+    default_host='h', bind_addr='127.0.0.1', port=6767,
+    hosts=[Host(name='h', routes={'/j': json, '/t': tnet})])
+settings = {'disable.access_logging': 1}
+servers = [main]
+";
+
+    /// Loads `CONF` as `--m2-config` does, then reloads `changed` over it.
+    fn reload_over(changed: &str) -> (Arc<Setup>, Result<Prepared, String>) {
+        let dir = std::env::temp_dir().join(format!(
+            "zring-m2serve-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m2.conf");
+        std::fs::write(&path, CONF).unwrap();
+        let mut cfg = Config {
+            m2_config: Some(path.clone()),
+            ..Config::default()
+        };
+        let first = prepare(&mut cfg).unwrap().unwrap().setup;
+        std::fs::write(&path, changed).unwrap();
+        let second = reload(&cfg, &first);
+        let _ = std::fs::remove_dir_all(&dir);
+        (first, second)
+    }
+
+    #[test]
+    fn reload_keeps_handler_indices_and_appends_new_ones() {
+        // tnet goes, a new handler comes first in the file: json keeps index 0, tnet stays
+        // bound at 1, the new one is appended at 2 and the route points there.
+        let changed = CONF
+            .replace("'/t': tnet", "'/n': new")
+            .replace(
+                "main = Server(",
+                "new = Handler(send_spec='tcp://127.0.0.1:9993', send_ident='n', recv_spec='tcp://127.0.0.1:9992', recv_ident='')\nmain = Server(",
+            );
+        let (first, second) = reload_over(&changed);
+        let second = second.unwrap();
+        let (old, new) = (&first.handlers, &second.setup.handlers);
+        assert_eq!(new.len(), 3);
+        assert_eq!(new[..2], old[..]);
+        assert_eq!(new[2].send_ident, "n");
+        let routes = &second.setup.servers[0].server.hosts[0].routes;
+        let target = |p: &str| {
+            routes
+                .iter()
+                .find(|r| r.path == p)
+                .map(|r| r.target.clone())
+        };
+        assert_eq!(target("/j"), Some(Target::Handler(0)));
+        assert_eq!(target("/n"), Some(Target::Handler(2)));
+        assert!(second.warning.is_none());
+    }
+
+    #[test]
+    fn reload_refuses_what_a_running_process_cannot_change() {
+        let (_, r) = reload_over(&CONF.replace("send_ident='j'", "send_ident='other'"));
+        assert!(r.err().unwrap().contains("send_ident"));
+        let (_, r) = reload_over(&CONF.replace("uuid='u-1'", "uuid='u-2'"));
+        assert!(r.err().unwrap().contains("restart"));
+        let (_, r) = reload_over(&CONF.replace(
+            "'/t': tnet",
+            "'/t': tnet, '/p': Proxy(addr='127.0.0.1', port=1)",
+        ));
+        assert!(r.err().unwrap().contains("Proxy"));
+        let (_, r) = reload_over("servers = [");
+        assert!(r.is_err());
+        // Its access log is opened again (here: none, logging is disabled).
+        let (_, r) = reload_over(CONF);
+        assert!(r.unwrap().setup.servers[0].access_log.is_none());
+        // A new port is kept with a warning (the listener stays), the rest applies.
+        let (_, r) = reload_over(&CONF.replace("port=6767", "port=6768"));
+        let p = r.unwrap();
+        assert!(p
+            .warning
+            .unwrap()
+            .contains("keeps listening on 127.0.0.1:6767"));
+        assert_eq!(p.setup.servers[0].server.port, 6768);
+    }
 }

@@ -24,7 +24,7 @@ pub(super) struct Ids {
 
 /// A new connection on `listener` got `slot`: give it its server and id.
 pub(super) fn on_accept(w: &mut Worker, listener: usize, slot: u32) {
-    let Some(setup) = w.settings.m2.as_deref() else {
+    let Some(setup) = w.settings.m2.clone() else {
         return;
     };
     let workers = setup.workers.max(1);
@@ -43,7 +43,41 @@ pub(super) fn on_accept(w: &mut Worker, listener: usize, slot: u32) {
             break id;
         }
     };
-    w.conns[slot as usize].m2_attach(setup, server, id);
+    w.conns[slot as usize].m2_attach(&setup, server, id);
+}
+
+/// Queues an access log line for server `server`'s file (written at the end of the turn).
+pub(super) fn access_log(w: &mut Worker, server: u16, line: &[u8]) {
+    let index = server as usize;
+    if w.m2_access.len() <= index {
+        w.m2_access.resize_with(index + 1, Vec::new);
+    }
+    w.m2_access[index].extend_from_slice(line);
+}
+
+/// Writes the turn's access log lines, one `write(2)` per server, to the files of the
+/// worker's current setup (so a SIGHUP's reopened files take them at once). `O_APPEND`
+/// keeps the workers' lines whole. A failed write drops the lines (logging must not stall
+/// or stop the server).
+pub(super) fn flush_access_log(w: &mut Worker) {
+    if w.m2_access.iter().all(Vec::is_empty) {
+        return;
+    }
+    let setup = w.settings.m2.clone();
+    for (index, lines) in w.m2_access.iter_mut().enumerate() {
+        if lines.is_empty() {
+            continue;
+        }
+        let file = setup
+            .as_deref()
+            .and_then(|s| s.servers.get(index))
+            .and_then(|s| s.access_log.as_deref());
+        if let Some(mut file) = file {
+            use std::io::Write;
+            let _ = file.write_all(lines);
+        }
+        lines.clear();
+    }
 }
 
 /// The slot's connection is gone: its id names nobody now.
@@ -53,8 +87,19 @@ pub(super) fn on_closed(w: &mut Worker, conn: &Conn) {
     }
 }
 
-/// Delivers the replies the bridge queued for this worker.
+/// Takes a reloaded setup (SIGHUP) for the connections accepted from now on, then delivers
+/// the replies the bridge queued for this worker. The setup comes first: a reply from a
+/// handler the reload added is queued only after the bridge has handed the setup out.
 pub(super) fn wake(w: &mut Worker, now: Instant) {
+    let inbox = &w.shared.inboxes[w.index as usize];
+    if inbox
+        .m2_setup_pending
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        if let Some(setup) = inbox.m2_setup.lock().unwrap().take() {
+            w.settings.m2 = Some(setup);
+        }
+    }
     let Some(setup) = w.settings.m2.clone() else {
         return;
     };
@@ -86,7 +131,9 @@ pub(super) fn wake(w: &mut Worker, now: Instant) {
                     if matches!(pkt.kind, ReplyKind::Control(c) if c.cancel) {
                         continue;
                     }
-                    let h = &setup.handlers[pkt.handler as usize];
+                    let Some(h) = setup.handlers.get(pkt.handler as usize) else {
+                        continue;
+                    };
                     let mut data = Vec::with_capacity(96);
                     encode_disconnect(&mut data, h.send_ident.as_bytes(), id as i32, h.protocol);
                     w.packets.push(OutPacket {

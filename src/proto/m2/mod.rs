@@ -9,6 +9,7 @@
 //! Every rule cites the Mongrel2 source file it reproduces (tag `v1.12.2`); deviations are
 //! listed in `docs/mongrel2.md`.
 
+pub mod access;
 pub mod hash_order;
 pub mod notice;
 pub mod reply;
