@@ -13,6 +13,7 @@ use crate::bridge::m2::{M2In, ReplyKind};
 use crate::bridge::{OutPacket, Route};
 use crate::conn::Conn;
 use crate::limits;
+use crate::metrics::CloseReason as Cause;
 use crate::proto::m2::notice::encode_disconnect;
 
 /// Mongrel2 connection id → slot, for the worker's open connections.
@@ -76,7 +77,7 @@ pub(super) fn wake(w: &mut Worker, now: Instant) {
             }
             match w.m2_ids.slots.get(&id).copied() {
                 Some(slot) if w.conns.contains(slot as usize) => {
-                    w.with_conn(now, slot, |c, cx| {
+                    w.with_conn(now, slot, Cause::Handler, |c, cx| {
                         c.handle_m2_reply(cx, pkt.kind, pkt.body())
                     });
                 }
