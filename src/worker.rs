@@ -21,7 +21,7 @@ use crate::metrics::{
     CloseReason as Cause, ConnClass, ConnState, FanoutOutcome, Peer, Protocol, WorkerStats,
 };
 use crate::proto::zhttp::{self, Kind};
-use crate::runtime::{Command, Driver};
+use crate::runtime::{Command, Driver, RuntimeStats};
 use crate::timer::Wheel;
 
 mod idle;
@@ -715,6 +715,13 @@ impl Driver for Worker {
                 conn.handle_backend_connected(cx, slot, ok)
             });
         }
+    }
+
+    fn handle_runtime_stats(&mut self, r: RuntimeStats) {
+        let stats = self.stats();
+        stats.uring_submitted.set(r.submitted);
+        stats.uring_completed.set(r.completed);
+        stats.uring_cq_overflows.set(r.cq_overflows);
     }
 
     fn handle_closed(&mut self, _now: Instant, slot: u32) {

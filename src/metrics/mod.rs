@@ -319,8 +319,8 @@ pub struct WorkerStats {
     /// Handler packets taken from the bridge and dispatched in full (with the inbox's
     /// `pushed`, the inbox depth).
     pub inbox_dispatched: Counter,
-    /// io_uring: SQEs submitted, CQEs reaped, and the kernel's count of completions that
-    /// overflowed a completion queue (summed over the worker's rings).
+    /// io_uring: SQEs queued, CQEs reaped, and reaps that found completions in the
+    /// kernel's overflow list (all the worker's rings; mirrored once per runtime turn).
     pub uring_submitted: Counter,
     pub uring_completed: Counter,
     pub uring_cq_overflows: Counter,

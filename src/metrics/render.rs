@@ -19,20 +19,36 @@ pub struct Info {
     pub maxconn: [usize; 2],
 }
 
+/// Every family's namespace, pushpin-connmgr's (`connmgr_requests_total`), except the
+/// standard `process_*` ones.
+const NAMESPACE: &str = "connmgr_";
+
 struct Out<'a> {
     s: &'a mut String,
     prefix: &'a str,
 }
 
 impl Out<'_> {
+    fn name(&mut self, name: &str) {
+        let namespace = if name.starts_with("process_") {
+            ""
+        } else {
+            NAMESPACE
+        };
+        let _ = write!(self.s, "{}{namespace}{name}", self.prefix);
+    }
+
     fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let p = self.prefix;
-        let _ = writeln!(self.s, "# HELP {p}{name} {help}");
-        let _ = writeln!(self.s, "# TYPE {p}{name} {kind}");
+        self.s.push_str("# HELP ");
+        self.name(name);
+        let _ = writeln!(self.s, " {help}");
+        self.s.push_str("# TYPE ");
+        self.name(name);
+        let _ = writeln!(self.s, " {kind}");
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        let _ = write!(self.s, "{}{name}", self.prefix);
+        self.name(name);
         for (i, (k, v)) in labels.iter().enumerate() {
             let sep = if i == 0 { '{' } else { ',' };
             // Label values are zring's own constants: nothing to escape.
@@ -53,7 +69,7 @@ impl Out<'_> {
 }
 
 /// Writes every metric to `s`, each family name preceded by `prefix` (pushpin-connmgr's
-/// `prefix=` parameter: prepended as is).
+/// `prefix=` parameter: prepended as is) and `NAMESPACE`.
 pub fn render(s: &mut String, prefix: &str, shared: &Shared, info: &Info) {
     let m = &shared.metrics;
     let w = &m.workers[..];
@@ -303,7 +319,7 @@ fn uring(o: &mut Out, w: &[WorkerStats], info: &Info) {
     o.single(
         "uring_submissions_total",
         "counter",
-        "io_uring submission queue entries submitted.",
+        "io_uring submission queue entries queued for the kernel.",
         sum(|w| &w.uring_submitted),
     );
     o.single(
@@ -315,7 +331,8 @@ fn uring(o: &mut Out, w: &[WorkerStats], info: &Info) {
     o.single(
         "uring_cq_overflows_total",
         "counter",
-        "io_uring completions that overflowed a completion queue (the kernel's count).",
+        "Reaps that found io_uring completions waiting in the kernel's overflow list (a \
+         completion queue was full).",
         sum(|w| &w.uring_cq_overflows),
     );
 }
