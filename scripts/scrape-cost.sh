@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a Prometheus scrape costs with no connections and with N idle ones: zring (io_uring,
 # 2 workers) with --prometheus and the example handler; SCRAPES timed scrapes of /metrics
-# (curl's total time: connect, render, transfer, over loopback) first with no client, then
+# (zring's render time as it reports it, and curl's total time: connect, render, transfer
+# over loopback) first with no client, then
 # while zring-load holds N idle WebSockets (default 100,000; --clients 1000000 for the
 # million). Counters are kept as things happen and a scrape sums a fixed set of them per
 # worker (src/metrics), so both rows should match.
@@ -25,19 +26,29 @@ PORT=$(free_port)
 MPORT=$(free_port)
 ZRING_ARGS="--prometheus 127.0.0.1:$MPORT" start_server zring "$PORT" "$CLIENTS"
 
-# timed HELD: SCRAPES scrapes; prints the key=value line for this size.
+# stats FILE: p50, p90, max and mean of the numbers in FILE (one a line), as key=value.
+stats() {
+  sort -n "$1" | awk -v k="$2" '
+    { t[NR] = $1; sum += $1 }
+    END { printf "%s_p50=%.1f %s_p90=%.1f %s_max=%.1f %s_mean=%.1f", k, t[int(NR * 0.5) + 1], k, t[int(NR * 0.9) + 1], k, t[NR], k, sum / NR }'
+}
+
+# timed HELD: SCRAPES scrapes; prints the key=value line for this size. Each scrape reports
+# the previous one's render time (connmgr_metrics_render_seconds): zring's own cost, without
+# the loopback round trip and the curl process.
 timed() {
-  local held=$1 times open bytes
-  times=$(for _ in $(seq "$SCRAPES"); do
-    curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$MPORT/metrics"
-  done | sort -n)
-  open=$(curl -s "http://127.0.0.1:$MPORT/metrics" | awk '/^connmgr_connections\{/ { n += $2 } END { print n + 0 }')
-  bytes=$(curl -s "http://127.0.0.1:$MPORT/metrics" | wc -c)
-  local line
-  line="test=scrape_cost held=$held open_gauge=$open scrapes=$SCRAPES body_bytes=$bytes $(awk '
-    { t[NR] = $1 * 1000; sum += t[NR] }
-    END { printf "p50_ms=%.3f p90_ms=%.3f max_ms=%.3f mean_ms=%.3f", t[int(NR * 0.5) + 1], t[int(NR * 0.9) + 1], t[NR], sum / NR }' <<<"$times")"
-  line+=" server_rss_kb=$(rss_kb "$SERVER_PID")"
+  local held=$1 body=$LOAD_DIR/body times=$LOAD_DIR/times render=$LOAD_DIR/render
+  : >"$times"; : >"$render"
+  for _ in $(seq "$SCRAPES"); do
+    curl -s -o "$body" -w '%{time_total}\n' "http://127.0.0.1:$MPORT/metrics" | awk '{ print $1 * 1e6 }' >>"$times"
+    awk '/^connmgr_metrics_render_seconds / { print $2 * 1e6 }' "$body" >>"$render"
+  done
+  sed -i 1d "$render" # the first scrape shows the one before this run
+  local open bytes line
+  open=$(awk '/^connmgr_connections\{/ { n += $2 } END { print n + 0 }' "$body")
+  bytes=$(wc -c <"$body")
+  line="test=scrape_cost held=$held open_gauge=$open scrapes=$SCRAPES body_bytes=$bytes"
+  line+=" $(stats "$render" render_us) $(stats "$times" curl_us) server_rss_kb=$(rss_kb "$SERVER_PID")"
   echo "$line"
   [ -z "$RESULTS" ] || echo "$line" >>"$RESULTS"
 }

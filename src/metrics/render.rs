@@ -2,6 +2,7 @@
 //! of families and samples, each a sum over workers, so its cost does not depend on the
 //! number of connections.
 use std::fmt::Write;
+use std::time::Duration;
 
 use super::{
     BridgeStats, ConnClass, Counter, WorkerStats, CLOSE_REASON_NAMES, CONN_CLASSES,
@@ -70,7 +71,14 @@ impl Out<'_> {
 
 /// Writes every metric to `s`, each family name preceded by `prefix` (pushpin-connmgr's
 /// `prefix=` parameter: prepended as is) and `NAMESPACE`.
-pub fn render(s: &mut String, prefix: &str, shared: &Shared, info: &Info) {
+/// `previous`: how long the previous scrape took to render (`None` before the first).
+pub fn render(
+    s: &mut String,
+    prefix: &str,
+    shared: &Shared,
+    info: &Info,
+    previous: Option<Duration>,
+) {
     let m = &shared.metrics;
     let w = &m.workers[..];
     let b = &m.bridge;
@@ -125,6 +133,13 @@ pub fn render(s: &mut String, prefix: &str, shared: &Shared, info: &Info) {
         o.sample("zmq_hwm_stalls_total", &[("socket", name)], v);
     }
     uring(&mut o, w, info);
+    o.single(
+        "metrics_render_seconds",
+        "gauge",
+        "How long the previous scrape took to render (0 before the first): the same at any \
+         number of connections.",
+        previous.unwrap_or_default().as_secs_f64(),
+    );
     o.single(
         "process_resident_memory_bytes",
         "gauge",

@@ -44,11 +44,12 @@ impl Server {
     fn run(self) {
         // The process's one scrape buffer, reused: its size is fixed by the metric list.
         let mut body = String::new();
+        let mut rendered = None;
         // Never ends: the process exits around it.
         for stream in self.listener.incoming() {
             match stream {
                 Ok(s) => {
-                    if let Err(e) = self.serve(s, &mut body) {
+                    if let Err(e) = self.serve(s, &mut body, &mut rendered) {
                         log!(log::DEBUG, "metrics", "client: {e}");
                     }
                 }
@@ -61,7 +62,14 @@ impl Server {
         }
     }
 
-    fn serve(&self, mut s: TcpStream, body: &mut String) -> std::io::Result<()> {
+    /// Answers one request. `rendered`: the last scrape's render time (the next one shows
+    /// it).
+    fn serve(
+        &self,
+        mut s: TcpStream,
+        body: &mut String,
+        rendered: &mut Option<Duration>,
+    ) -> std::io::Result<()> {
         s.set_read_timeout(Some(READ_TIMEOUT))?;
         s.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let mut head = [0u8; REQUEST_BYTES_MAX];
@@ -86,13 +94,8 @@ impl Server {
             b"/metrics" => {
                 body.clear();
                 let started = Instant::now();
-                render(body, &self.prefix, &self.shared, &self.info);
-                log!(
-                    log::TRACE,
-                    "metrics",
-                    "scrape rendered in {:?}",
-                    started.elapsed()
-                );
+                render(body, &self.prefix, &self.shared, &self.info, *rendered);
+                *rendered = Some(started.elapsed());
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
                 respond(&mut s, 200, ct, body.as_bytes(), head_only)
             }
