@@ -62,8 +62,10 @@ case "$what" in
 esac
 
 # test: the peers (pushpin brings condure, zurl and mongrel2-core; named so a removed one
-# comes back), the Python clients for /usr/bin/python3, and the load and HTTP tools.
+# comes back), the Python clients for /usr/bin/python3 (prometheus-client: the real
+# Prometheus text parser of tests/metrics.rs), and the load and HTTP tools.
 apt_install "${build_pkgs[@]}" condure pushpin zurl mongrel2-core python3-zmq python3-websocket \
+  python3-prometheus-client \
   python3-websockets curl wrk
 # node + npm for the node `ws` client: the machine image may have Node 20 with npm (not from
 # Debian's packages, which conflict with it), so Debian's only when npm is absent.

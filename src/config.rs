@@ -31,6 +31,14 @@ pub struct Listen {
     pub default_cert: Option<String>,
 }
 
+/// `--prometheus`: where metrics are served, and the prefix of their names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prometheus {
+    pub addr: SocketAddr,
+    /// Prepended as is to every metric name (pushpin-connmgr's `prefix=`), e.g. `pushpin_`.
+    pub prefix: String,
+}
+
 /// Which runtime the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuntimeChoice {
@@ -83,6 +91,8 @@ pub struct Config {
     pub m2_server: Option<String>,
     /// `--m2-uuid UUID`: the server to run, by uuid only (Mongrel2's second argument).
     pub m2_uuid: Option<String>,
+    /// `--prometheus [addr:]port[,prefix=NAME]`: serve metrics and `/healthz` there.
+    pub prometheus: Option<Prometheus>,
 }
 
 impl Default for Config {
@@ -117,6 +127,7 @@ impl Default for Config {
             m2_db: None,
             m2_server: None,
             m2_uuid: None,
+            prometheus: None,
         }
     }
 }
@@ -174,6 +185,10 @@ OPTIONS (zring):
                                     --body-min-bytes in every period of this; else 408 [default: 10000]
     --body-min-bytes <N>            See --body-timeout; 0 turns the body rate check off [default: 1024]
     --no-pin                        Do not pin worker threads to cores
+    --prometheus <[addr:]port[,prefix=NAME]>
+                                    Serve Prometheus metrics (GET /metrics) and readiness
+                                    (GET /healthz) on this address, as pushpin-connmgr; NAME
+                                    is prepended to every metric name [default: off]
 
 OPTIONS (Mongrel2 mode; excludes --listen, --zclient-*, --tls-identities-dir):
     --m2-config <file>              Serve a Mongrel2 config (m2sh syntax) with its handlers
@@ -273,6 +288,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
             "--m2-db" => c.m2_db = Some(PathBuf::from(value()?)),
             "--m2-server" => c.m2_server = Some(value()?),
             "--m2-uuid" => c.m2_uuid = Some(value()?),
+            "--prometheus" => c.prometheus = Some(parse_prometheus(&value()?)?),
             "--runtime" => {
                 c.runtime = match value()?.as_str() {
                     "auto" => RuntimeChoice::Auto,
@@ -442,6 +458,35 @@ pub fn parse_listen(spec: &str) -> Result<Listen, String> {
     })
 }
 
+/// `[addr:]port[,prefix=NAME]`, pushpin-connmgr's `--prometheus` (a bare port listens on
+/// every address). The prefix must keep metric names valid: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn parse_prometheus(spec: &str) -> Result<Prometheus, String> {
+    let mut parts = spec.split(',');
+    let first = parts.next().unwrap_or_default();
+    let mut prefix = String::new();
+    for p in parts {
+        match p.split_once('=') {
+            Some(("prefix", v)) => prefix = v.to_string(),
+            _ => return Err(format!("--prometheus {spec:?}: unknown parameter {p:?}")),
+        }
+    }
+    let name_ok = prefix.chars().enumerate().all(|(i, ch)| {
+        ch.is_ascii_alphabetic() || ch == '_' || ch == ':' || (i > 0 && ch.is_ascii_digit())
+    });
+    if !name_ok {
+        return Err(format!(
+            "--prometheus {spec:?}: prefix {prefix:?} would make invalid metric names"
+        ));
+    }
+    let addr = match first.parse::<u16>() {
+        Ok(port) => SocketAddr::from(([0, 0, 0, 0], port)),
+        Err(_) => first
+            .parse()
+            .map_err(|_| format!("--prometheus {spec:?}: {first:?} is not [addr:]port"))?,
+    };
+    Ok(Prometheus { addr, prefix })
+}
+
 /// The three endpoints of a stream spec base: (PUSH, ROUTER, SUB), as Condure derives them.
 pub fn stream_endpoints(base: &str) -> Result<(String, String, String), String> {
     if let Some(path) = base.strip_prefix("ipc://") {
@@ -523,6 +568,26 @@ mod tests {
         assert_eq!(l.addr, ListenAddr::Local("/tmp/s".into()));
         assert!(parse_listen("8000,bogus").is_err());
         assert!(parse_listen("nope:x").is_err());
+    }
+
+    #[test]
+    fn prometheus_flag_as_pushpin_connmgr() {
+        let p = run(&["--prometheus", "9100"]).unwrap().prometheus.unwrap();
+        assert_eq!(p.addr, "0.0.0.0:9100".parse().unwrap());
+        assert_eq!(p.prefix, "");
+        let p = run(&["--prometheus=127.0.0.1:9100,prefix=pushpin_"])
+            .unwrap()
+            .prometheus
+            .unwrap();
+        assert_eq!(
+            (p.addr, p.prefix.as_str()),
+            ("127.0.0.1:9100".parse().unwrap(), "pushpin_")
+        );
+        assert!(run(&[]).unwrap().prometheus.is_none());
+        for bad in ["x", "9100,bogus", "9100,prefix=1a", "9100,prefix=a-b"] {
+            let e = run(&["--prometheus", bad]).unwrap_err();
+            assert!(e.starts_with("--prometheus"), "{e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`bridge`]: ZeroMQ sockets and the bounded queues between them and the workers.
 //! - [`tls`]: certificate lookup, rustls configuration and a sans-IO TLS session.
 //! - [`worker`]: a pinned thread gluing one runtime to one slab of connections.
+//! - [`metrics`]: counters kept as things happen, and the `--prometheus` listener.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod bridge;
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod log;
 pub mod m2config;
 pub mod m2serve;
+pub mod metrics;
 pub mod proto;
 pub mod runtime;
 pub mod timer;

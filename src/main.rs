@@ -115,6 +115,14 @@ fn run(mut cfg: Config) -> Result<(), String> {
             if l.tls { " (tls)" } else { "" }
         );
     }
+    // Bound now, so a taken port is a startup error; served once the workers run.
+    let metrics_listener = match &cfg.prometheus {
+        Some(p) => Some(
+            std::net::TcpListener::bind(p.addr)
+                .map_err(|e| format!("--prometheus {}: {e}", p.addr))?,
+        ),
+        None => None,
+    };
     let shared = bridge::Shared::new(cfg.workers).map_err(|e| format!("eventfd: {e}"))?;
     let bridge = bridge::start(&cfg, m2.clone(), shared.clone())?;
     let zmq_context = bridge.context();
@@ -128,6 +136,24 @@ fn run(mut cfg: Config) -> Result<(), String> {
         let h = zring::worker::spawn(i, &cfg, m2.clone(), listeners, shared.clone(), kind)
             .map_err(|e| format!("spawning worker {i}: {e}"))?;
         workers.push(h);
+    }
+    if let (Some(listener), Some(p)) = (metrics_listener, &cfg.prometheus) {
+        let stream = m2.is_none() && cfg.listen.iter().any(|l| l.mode == config::Mode::Stream);
+        let server = zring::metrics::server::Server {
+            listener,
+            prefix: p.prefix.clone(),
+            shared: shared.clone(),
+            info: zring::metrics::Info {
+                runtime: match kind {
+                    Kind::Uring => "io_uring",
+                    Kind::Epoll => "epoll",
+                },
+                maxconn: [cfg.stream_maxconn, cfg.req_maxconn],
+            },
+            stream,
+        };
+        server.spawn().map_err(|e| format!("metrics thread: {e}"))?;
+        zring::log!(log::INFO, "zring", "metrics on http://{}/metrics", p.addr);
     }
     // SIGHUP reloads a Mongrel2 config; SIGINT and SIGTERM stop.
     while wait_signal(&signals) == libc::SIGHUP {

@@ -17,8 +17,11 @@ use crate::conn::{
     Conn, ConnId, Ctx, HandlerPacket, Handlers, Output, Pool, Settings, SharedFrame,
 };
 use crate::limits;
+use crate::metrics::{
+    CloseReason as Cause, ConnClass, ConnState, FanoutOutcome, Peer, Protocol, WorkerStats,
+};
 use crate::proto::zhttp::{self, Kind};
-use crate::runtime::{Command, Driver};
+use crate::runtime::{Command, Driver, RuntimeStats};
 use crate::timer::Wheel;
 
 mod idle;
@@ -90,6 +93,41 @@ pub struct Worker {
     /// and when the next such line may be written.
     overload_unlogged: (u64, u64),
     overload_log_at: Instant,
+    /// Per client slot: its connection's class as last counted in the gauges, and why it
+    /// ended (`metrics`; kept here so that no scrape walks the slots).
+    slot_metrics: Vec<SlotMetrics>,
+}
+
+/// What the worker's gauges last counted a slot's connection as.
+#[derive(Clone, Copy)]
+struct SlotMetrics {
+    /// `ConnClass::index`, or `CLASS_NONE` while the slot is free.
+    class: u8,
+    /// `CloseReason as u8`, or `ENDED_NONE` while open.
+    ended: u8,
+}
+
+const CLASS_NONE: u8 = u8::MAX;
+const ENDED_NONE: u8 = u8::MAX;
+const _: () = assert!(crate::metrics::CONN_CLASSES < CLASS_NONE as usize);
+
+/// Outbound connections are counted as one class: plain and active.
+fn outbound_class() -> ConnClass {
+    ConnClass::new(Protocol::Outbound, false, ConnState::Active)
+}
+
+/// Counts the bytes of a send as handed to the runtime.
+fn count_sent(stats: &WorkerStats, client_slots: usize, c: &Command) {
+    let (slot, n) = match c {
+        Command::Send { slot, buf } => (*slot, buf.len()),
+        Command::SendShared { slot, buf } => (*slot, buf.len()),
+        _ => return,
+    };
+    let peer = match slot as usize >= client_slots {
+        true => Peer::Backend,
+        false => Peer::Client,
+    };
+    stats.sent_bytes[peer as usize].add(n as u64);
 }
 
 fn mode_index(m: Mode) -> usize {
@@ -173,6 +211,13 @@ impl Worker {
             idle: IdleList::new(slots),
             overload_unlogged: (0, 0),
             overload_log_at: now,
+            slot_metrics: vec![
+                SlotMetrics {
+                    class: CLASS_NONE,
+                    ended: ENDED_NONE
+                };
+                slots
+            ],
         }
     }
 
@@ -212,9 +257,19 @@ impl Worker {
 
     /// Runs `f` on the slot's connection with a context, then carries out what the
     /// connection asks (its outputs, in order; see `conn`'s contract) and re-arms its timer.
-    fn with_conn(&mut self, now: Instant, slot: u32, f: impl FnOnce(&mut Conn, &mut Ctx)) {
+    /// `cause`: what this input is, which is why the connection ended if it ends now
+    /// (`metrics::CloseReason`).
+    fn with_conn(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        cause: Cause,
+        f: impl FnOnce(&mut Conn, &mut Ctx),
+    ) {
         let mut out = std::mem::take(&mut self.outputs);
         let paused = self.shared.outbox_full();
+        let stats = &self.shared.metrics.workers[self.index as usize];
+        let errors_before = stats.protocol_errors_sum.get();
         let mut input = Some(f);
         // The backend slot answering an `Output::Backend`, for the next round.
         let mut answer: Option<Option<u32>> = None;
@@ -231,6 +286,7 @@ impl Worker {
                 pool: &mut self.pool,
                 handlers: &mut self.handlers,
                 counter: &mut self.counter,
+                stats,
                 out: &mut out,
             };
             match (input.take(), answer.take()) {
@@ -242,7 +298,10 @@ impl Worker {
             for o in out.drain(..) {
                 match o {
                     Output::Packet(p) => self.packets.push(p),
-                    Output::Io(c) => self.cmds.push_back(c),
+                    Output::Io(c) => {
+                        count_sent(stats, self.slots, &c);
+                        self.cmds.push_back(c)
+                    }
                     Output::Backend(addr) => {
                         assert!(round < 2, "a connection asked for backends in a loop");
                         // At most one backend per client slot; backends also count against
@@ -252,11 +311,12 @@ impl Worker {
                         if let (Some(i), Some(bslot)) = (b, bslot) {
                             self.backends[i as usize] = Some(slot);
                             self.cmds.push_back(Command::Connect { slot: bslot, addr });
+                            stats.connections[outbound_class().index()].add(1);
                         }
                         answer = Some(bslot);
                     }
                     Output::AccessLog { server, line } => {
-                        m2::access_log(self, server, &line);
+                        m2::access_log(&mut self.m2_access, server, &line);
                         self.pool.give(line);
                     }
                 }
@@ -268,6 +328,37 @@ impl Worker {
         let idle = conn.is_idle();
         self.idle
             .set(slot, self.modes[slot as usize] as usize, idle);
+        let cause = match cause {
+            // The client's input made zring answer with an error.
+            Cause::Client if stats.protocol_errors_sum.get() != errors_before => {
+                Cause::ProtocolError
+            }
+            c => c,
+        };
+        self.track_class(slot, Some(cause));
+    }
+
+    /// Moves the connections-by-class gauges when the slot's connection changed class, and
+    /// records why it ended when it has just left `Open` (`cause`; `None`: at accept).
+    fn track_class(&mut self, slot: u32, cause: Option<Cause>) {
+        let class = self.conns[slot as usize].class();
+        let entry = &mut self.slot_metrics[slot as usize];
+        if entry.class == class.index() as u8 {
+            return;
+        }
+        let stats = &self.shared.metrics.workers[self.index as usize];
+        if entry.class != CLASS_NONE {
+            stats.connections[entry.class as usize].add(-1);
+        }
+        stats.connections[class.index()].add(1);
+        entry.class = class.index() as u8;
+        if class.is_closing() && entry.ended == ENDED_NONE {
+            entry.ended = cause.unwrap_or(Cause::Client) as u8;
+        }
+    }
+
+    fn stats(&self) -> &WorkerStats {
+        &self.shared.metrics.workers[self.index as usize]
     }
 
     /// A connection arrived while this worker holds its share of the mode's limit: close
@@ -277,7 +368,7 @@ impl Worker {
     fn make_room(&mut self, now: Instant, m: usize) -> bool {
         let evicted = self.idle.pop_oldest(m);
         if let Some(old) = evicted {
-            self.with_conn(now, old, |c, cx| c.evict(cx));
+            self.with_conn(now, old, Cause::Evicted, |c, cx| c.evict(cx));
             self.overload_unlogged.0 += 1;
         } else {
             self.overload_unlogged.1 += 1;
@@ -318,6 +409,7 @@ impl Worker {
                 break;
             }
             self.dispatched += 1;
+            self.stats().inbox_dispatched.inc();
         }
         self.fail_gone_handlers(now);
     }
@@ -365,7 +457,9 @@ impl Worker {
                 slots.len()
             );
             for &slot in &slots {
-                self.with_conn(now, slot, |c, cx| c.handle_handler_gone(cx, &addr));
+                self.with_conn(now, slot, Cause::Handler, |c, cx| {
+                    c.handle_handler_gone(cx, &addr)
+                });
             }
             self.gone_slots = slots;
         }
@@ -408,14 +502,28 @@ impl Worker {
                 .conns
                 .get(slot as usize)
                 .and_then(|c| c.session_counter());
+            let fanout = ids.len() > 1;
             if live != Some(counter) {
+                if fanout {
+                    self.stats().fanout[FanoutOutcome::Dropped as usize].inc();
+                }
                 continue; // stale id: the session ended, the slot may hold another
             }
+            let mut shared = false;
             match &frame {
-                Some(f) => {
-                    self.with_conn(now, slot, |c, cx| c.handle_packet_shared(cx, pkt, seq, f))
-                }
-                None => self.with_conn(now, slot, |c, cx| c.handle_packet(cx, pkt, seq)),
+                Some(f) => self.with_conn(now, slot, Cause::Handler, |c, cx| {
+                    shared = c.handle_packet_shared(cx, pkt, seq, f)
+                }),
+                None => self.with_conn(now, slot, Cause::Handler, |c, cx| {
+                    c.handle_packet(cx, pkt, seq)
+                }),
+            }
+            if fanout {
+                let outcome = match shared {
+                    true => FanoutOutcome::Shared,
+                    false => FanoutOutcome::Queued,
+                };
+                self.stats().fanout[outcome as usize].inc();
             }
         }
         self.dispatch_pos = 0;
@@ -446,6 +554,7 @@ impl Worker {
         batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for group in batch.chunk_by(|a, b| a.0 == b.0) {
             for part in group.chunks(limits::PACKET_IDS_MAX) {
+                self.shared.metrics.workers[self.index as usize].zhttp_out(Kind::KeepAlive);
                 self.packets
                     .push(keep_alive_packet(&self.settings, part, now));
             }
@@ -487,7 +596,7 @@ impl Worker {
         let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
         for slot in slots {
             if !self.conns[slot as usize].is_closed() {
-                self.with_conn(now, slot, |c, cx| c.handle_shutdown(cx));
+                self.with_conn(now, slot, Cause::Shutdown, |c, cx| c.handle_shutdown(cx));
             }
         }
     }
@@ -555,12 +664,14 @@ impl Driver for Worker {
         );
         self.count[m] += 1;
         self.modes[slot as usize] = m as u8;
+        self.stats().accepted[m].inc();
+        self.track_class(slot, None);
         self.publish_load();
         self.wake_least_loaded();
         self.wheel
             .set(slot, self.conns[slot as usize].poll_timeout(&self.settings));
         if refuse {
-            self.with_conn(now, slot, |c, cx| c.reject_overload(cx));
+            self.with_conn(now, slot, Cause::Overload, |c, cx| c.reject_overload(cx));
         } else {
             self.idle.set(slot, m, self.conns[slot as usize].is_idle());
         }
@@ -568,36 +679,45 @@ impl Driver for Worker {
     }
 
     fn handle_recv(&mut self, now: Instant, slot: u32, data: &mut [u8]) {
+        let peer = match slot as usize >= self.slots {
+            true => Peer::Backend,
+            false => Peer::Client,
+        };
+        self.stats().received_bytes[peer as usize].add(data.len() as u64);
         if let Some(client) = self.backend_client(slot) {
             if let Some(c) = client {
-                self.with_conn(now, c, |conn, cx| conn.handle_backend_recv(cx, slot, data));
+                self.with_conn(now, c, Cause::Backend, |conn, cx| {
+                    conn.handle_backend_recv(cx, slot, data)
+                });
             }
             return;
         }
-        self.with_conn(now, slot, |c, cx| c.handle_recv(cx, data));
+        self.with_conn(now, slot, Cause::Client, |c, cx| c.handle_recv(cx, data));
     }
 
     fn handle_eof(&mut self, now: Instant, slot: u32) {
         if let Some(client) = self.backend_client(slot) {
             if let Some(c) = client {
-                self.with_conn(now, c, |conn, cx| conn.handle_backend_eof(cx, slot));
+                self.with_conn(now, c, Cause::Backend, |conn, cx| {
+                    conn.handle_backend_eof(cx, slot)
+                });
             }
             return;
         }
-        self.with_conn(now, slot, |c, cx| c.handle_eof(cx));
+        self.with_conn(now, slot, Cause::Client, |c, cx| c.handle_eof(cx));
     }
 
     fn handle_sent(&mut self, now: Instant, slot: u32, buf: Vec<u8>) {
         if let Some(client) = self.backend_client(slot) {
             match client {
-                Some(c) => {
-                    self.with_conn(now, c, |conn, cx| conn.handle_backend_sent(cx, slot, buf))
-                }
+                Some(c) => self.with_conn(now, c, Cause::Backend, |conn, cx| {
+                    conn.handle_backend_sent(cx, slot, buf)
+                }),
                 None => self.pool.give(buf),
             }
             return;
         }
-        self.with_conn(now, slot, |c, cx| c.handle_sent(cx, buf));
+        self.with_conn(now, slot, Cause::Complete, |c, cx| c.handle_sent(cx, buf));
     }
 
     fn handle_connected(&mut self, now: Instant, slot: u32, result: std::io::Result<()>) {
@@ -606,16 +726,24 @@ impl Driver for Worker {
                 crate::log!(crate::log::DEBUG, "m2", "proxy connect: {e}");
             }
             let ok = result.is_ok();
-            self.with_conn(now, c, |conn, cx| {
+            self.with_conn(now, c, Cause::Backend, |conn, cx| {
                 conn.handle_backend_connected(cx, slot, ok)
             });
         }
+    }
+
+    fn handle_runtime_stats(&mut self, r: RuntimeStats) {
+        let stats = self.stats();
+        stats.uring_submitted.set(r.submitted);
+        stats.uring_completed.set(r.completed);
+        stats.uring_cq_overflows.set(r.cq_overflows);
     }
 
     fn handle_closed(&mut self, _now: Instant, slot: u32) {
         if let Some(i) = (slot as usize).checked_sub(self.slots) {
             self.backends[i] = None;
             self.backend_free.push(i as u32);
+            self.stats().connections[outbound_class().index()].add(-1);
             return;
         }
         let conn = self.conns.remove(slot as usize);
@@ -630,6 +758,28 @@ impl Driver for Worker {
         );
         self.wheel.set(slot, None);
         self.idle.remove(slot);
+        let entry = std::mem::replace(
+            &mut self.slot_metrics[slot as usize],
+            SlotMetrics {
+                class: CLASS_NONE,
+                ended: ENDED_NONE,
+            },
+        );
+        assert_ne!(
+            entry.class, CLASS_NONE,
+            "closed slot {slot} was never counted"
+        );
+        debug_assert_ne!(
+            entry.ended, ENDED_NONE,
+            "slot {slot} closed without a cause"
+        );
+        let stats = self.stats();
+        stats.connections[entry.class as usize].add(-1);
+        let ended = match entry.ended {
+            ENDED_NONE => Cause::Client,
+            e => Cause::from_index(e),
+        };
+        stats.closed[ended as usize].inc();
         let m = self.modes[slot as usize] as usize;
         assert!(self.count[m] > 0);
         self.count[m] -= 1;
@@ -668,7 +818,7 @@ impl Driver for Worker {
         let mut due = std::mem::take(&mut self.due);
         for &slot in &due {
             if self.conns.contains(slot as usize) {
-                self.with_conn(now, slot, |c, cx| c.handle_timeout(cx));
+                self.with_conn(now, slot, Cause::Timeout, |c, cx| c.handle_timeout(cx));
             }
         }
         due.clear();

@@ -59,6 +59,7 @@ struct Harness {
     cmds: VecDeque<Command>,
     closed: bool,
     now: Instant,
+    stats: zring::metrics::WorkerStats,
 }
 
 impl Harness {
@@ -96,6 +97,7 @@ impl Harness {
             cmds: VecDeque::new(),
             closed: false,
             now,
+            stats: Default::default(),
         }
     }
 
@@ -107,6 +109,7 @@ impl Harness {
             pool: &mut self.pool,
             handlers: &mut self.handlers,
             counter: &mut self.counter,
+            stats: &self.stats,
             out: &mut self.out,
         };
         f(&mut self.conn, &mut cx);

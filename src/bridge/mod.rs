@@ -166,6 +166,11 @@ impl Inbox {
         q.len() >= limits::WORKER_INBOX_PACKETS_MAX
     }
 
+    /// Packets ever queued for the worker (see `pushed`).
+    pub fn pushed(&self) -> u64 {
+        self.pushed.load(Ordering::Relaxed)
+    }
+
     /// Tells the worker that handler `addr` is gone, after every packet queued so far (the
     /// caller wakes it). False when the notice could not be queued (too many at once).
     pub fn handler_gone(&self, addr: &Addr) -> bool {
@@ -195,6 +200,8 @@ pub struct Shared {
     /// A reloaded Mongrel2 setup with its new handlers' sockets, from the signal thread to
     /// the bridge (`Bridge::take_reload`).
     pub m2_reload: Mutex<Vec<m2::Reload>>,
+    /// Every worker's and the bridge's counters (`metrics`), read by the scraper.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -212,6 +219,7 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             workers_done: AtomicUsize::new(0),
             m2_reload: Mutex::new(Vec::new()),
+            metrics: crate::metrics::Metrics::new(workers),
         }))
     }
 
@@ -231,6 +239,11 @@ impl Shared {
         if !self.bridge_wake_pending.swap(true, Ordering::SeqCst) {
             self.bridge_wake.notify();
         }
+    }
+
+    /// Packets in the outbox now.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox_len.load(Ordering::Relaxed)
     }
 
     /// True when the outbox is over its bound: workers stop reading clients until it drains.
@@ -266,6 +279,11 @@ const HELD_PUSH: usize = 0;
 const HELD_ROUTER: usize = 1;
 const HELD_DEALER: usize = 2;
 
+// Held queues and the stall counters share their indices.
+const _: () = assert!(HELD_PUSH == crate::metrics::ZmqSocket::Push as usize);
+const _: () = assert!(HELD_ROUTER == crate::metrics::ZmqSocket::Router as usize);
+const _: () = assert!(HELD_DEALER == crate::metrics::ZmqSocket::Dealer as usize);
+
 fn held_kind(r: &Route) -> usize {
     match r {
         Route::Push => HELD_PUSH,
@@ -281,6 +299,8 @@ struct Sockets {
     router: Option<zmq::Socket>,
     sub: Option<zmq::Socket>,
     dealer: Option<zmq::Socket>,
+    /// The ROUTER reports handlers connecting and disconnecting (`notify`).
+    notify: bool,
 }
 
 /// The high-water mark of the bridge's sockets: Condure 1.9.1's 5 % of all connections, but
@@ -324,6 +344,7 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config, m2: bool, hwm: i32) -> Result<
         router: None,
         sub: None,
         dealer: None,
+        notify: false,
     };
     if m2 {
         return Ok(s); // Mongrel2 mode: only the handlers' sockets (`m2`)
@@ -346,7 +367,8 @@ fn open_sockets(ctx: &zmq::Context, cfg: &Config, m2: bool, hwm: i32) -> Result<
         router.set_linger(0).map_err(zerr)?;
         // Each handler connecting and disconnecting, so its death is noticed at once
         // (`notify`); before the bind, so every peer is reported.
-        if !notify::enable(&mut router) {
+        s.notify = notify::enable(&mut router);
+        if !s.notify {
             log!(
                 log::WARN,
                 "zhttp",
@@ -446,6 +468,11 @@ pub fn start_with_hwm(
     let ctx = zmq::Context::new();
     let sockets = open_sockets(&ctx, cfg, m2.is_some(), hwm)?;
     let m2 = m2.map(|setup| m2::open(&ctx, setup, hwm)).transpose()?;
+    shared
+        .metrics
+        .bridge
+        .handlers_known
+        .store(sockets.notify, Ordering::Relaxed);
     Ok(Bridge {
         ctx,
         sockets,
@@ -516,6 +543,11 @@ impl Bridge {
             }
             let inbox_full = self.deliver_inbound();
             self.announce_due_deaths();
+            let stats = &self.shared.metrics.bridge;
+            stats.held.set(self.held_len() as i64);
+            stats
+                .handlers_connected
+                .set(self.notices.connected_count() as i64);
             // Timed wake-ups only where readiness can't tell: a ROUTER head waiting on one
             // peer while another is writable (`router_pollout_useful`), a full inbox, held
             // first packets that may expire, the exit deadline, and a handler's death
@@ -679,6 +711,8 @@ impl Bridge {
                 if !self.held[k].is_empty() {
                     self.held[k].push_back(p);
                 } else if let Some(p) = self.send(p, now) {
+                    // Counted once per packet held, not per retry.
+                    self.shared.metrics.bridge.hwm_stalls[k].inc();
                     self.held[k].push_back(p);
                 }
             }
@@ -733,6 +767,7 @@ impl Bridge {
     /// Sends one packet; gives it back if the socket cannot take it now.
     fn send(&mut self, p: OutPacket, now: Instant) -> Option<OutPacket> {
         if p.expires.is_some_and(|t| now >= t) {
+            self.shared.metrics.bridge.requests_expired.inc();
             log!(
                 log::DEBUG,
                 "zhttp",
@@ -823,6 +858,7 @@ impl Bridge {
                 let offset = match zhttp::split_address(&msg) {
                     Some((_, payload)) => msg.len() - payload.len(),
                     None => {
+                        self.shared.metrics.bridge.zhttp_invalid.inc();
                         log!(
                             log::WARN,
                             "zhttp",
@@ -846,9 +882,14 @@ impl Bridge {
     }
 
     fn route(&mut self, msg: zmq::Message, offset: usize, req: bool) -> bool {
+        let stats = &self.shared.metrics.bridge;
         let packet = match zhttp::decode(&msg[offset..]) {
-            Ok(p) => p,
+            Ok(p) => {
+                stats.zhttp_in[p.kind as usize].inc();
+                p
+            }
             Err(e) => {
+                stats.zhttp_invalid.inc();
                 log!(log::WARN, "zhttp", "dropping bad handler packet: {e:?}");
                 return false;
             }

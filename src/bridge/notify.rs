@@ -105,6 +105,11 @@ impl Notices {
         Some(self.pending.swap_remove(i).0)
     }
 
+    /// Handlers connected now (as far as notices tell; at most `HANDLERS_CONNECTED_MAX`).
+    pub fn connected_count(&self) -> usize {
+        self.connected.len()
+    }
+
     pub fn any_pending(&self) -> bool {
         !self.pending.is_empty()
     }

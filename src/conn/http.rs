@@ -214,7 +214,7 @@ impl HttpExchange {
         };
         self.body_done = left == 0;
         let chunk = &input[..n as usize];
-        self.z.send_packet(cx, |out, from, id, seq| {
+        self.z.send_packet(cx, Kind::Data, |out, from, id, seq| {
             zhttp::encode_body(out, from, id, seq, chunk, left > 0)
         });
         n as usize
@@ -293,7 +293,7 @@ impl HttpExchange {
                 if n > 0 {
                     self.z.credits -= n as u64;
                     let carry = std::mem::take(&mut t.carry);
-                    self.z.send_packet(cx, |out, from, id, seq| {
+                    self.z.send_packet(cx, Kind::Data, |out, from, id, seq| {
                         zhttp::encode_body(out, from, id, seq, &carry[..n], true)
                     });
                     t.carry = carry;
@@ -303,7 +303,7 @@ impl HttpExchange {
                     }
                 }
                 if matches!(self.body, Body::ChunkedDone) && t.carry.is_empty() {
-                    self.z.send_packet(cx, |out, from, id, seq| {
+                    self.z.send_packet(cx, Kind::Data, |out, from, id, seq| {
                         zhttp::encode_body(out, from, id, seq, b"", false)
                     });
                     self.body_done = true;
@@ -341,9 +341,10 @@ impl HttpExchange {
             }
             Kind::KeepAlive => {}
             Kind::HandoffStart => {
-                self.z.send_packet(cx, |out, from, id, seq| {
-                    zhttp::encode_control(out, from, id, seq, Kind::HandoffProceed)
-                });
+                self.z
+                    .send_packet(cx, Kind::HandoffProceed, |out, from, id, seq| {
+                        zhttp::encode_control(out, from, id, seq, Kind::HandoffProceed)
+                    });
                 self.z.handoff = true;
             }
             Kind::Cancel | Kind::Error => {
@@ -460,6 +461,7 @@ impl HttpExchange {
             if !written {
                 return self.z.fail_invalid_response(t, cx);
             }
+            cx.stats.response(code);
             self.z.response_started = true;
         }
         if t.mode == Mode::Stream {

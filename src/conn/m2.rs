@@ -335,6 +335,10 @@ impl M2Conn {
     }
 
     fn fail(&mut self, t: &mut Transport, cx: &mut Ctx, code: u16) {
+        if let Some(kind) = crate::metrics::ErrorKind::from_status(code) {
+            cx.stats.protocol_error(kind);
+        }
+        cx.stats.response(code);
         t.write_out(cx.pool, |out| out.extend_from_slice(canned(code)));
         t.drain(cx);
     }
@@ -392,7 +396,10 @@ impl M2Conn {
         let mut headers = [httparse::EMPTY_HEADER; crate::limits::HEADERS_MAX];
         let req = match http1::parse_request_limited(input, &mut headers, cx.settings.buffer_size) {
             Ok(http1::Status::Partial) => return None,
-            Ok(http1::Status::Complete(r)) => r,
+            Ok(http1::Status::Complete(r)) => {
+                cx.stats.requests.inc();
+                r
+            }
             Err(e) => {
                 // Includes Flash's `@path {…}\0` / `<tag>\0` socket messages: refused.
                 let (code, _) = e.status();

@@ -35,6 +35,7 @@ use arrayvec::ArrayVec;
 use crate::bridge::{Addr, OutPacket, Route};
 use crate::config::Mode;
 use crate::limits;
+use crate::metrics::{ConnClass, ConnState, ErrorKind, Protocol, WorkerStats};
 use crate::proto::http1::{self, BodyKind, ChunkedDecoder, Version};
 use crate::proto::m2::ReplyKind;
 use crate::proto::zhttp;
@@ -132,6 +133,9 @@ pub struct Ctx<'a> {
     pub handlers: &'a mut Handlers,
     /// The worker's request counter (the `N` of new session ids).
     pub counter: &'a mut u64,
+    /// The worker's counters: what only the connection can tell (statuses, protocol
+    /// errors by kind, packet types). See `metrics`.
+    pub stats: &'a WorkerStats,
     /// Where the connection's outputs go, in order.
     pub out: &'a mut Vec<Output>,
 }
@@ -227,6 +231,25 @@ impl Conn {
         }
     }
 
+    /// Its protocol, TLS and state, for the worker's gauges (`metrics::ConnClass`).
+    pub fn class(&self) -> ConnClass {
+        let protocol = match self.session {
+            Session::Ws(_) => Protocol::Ws,
+            Session::M2(_) => Protocol::Mongrel2,
+            Session::Idle(..) | Session::Http(_) => Protocol::Http,
+        };
+        let state = if !self.t.is_open() {
+            ConnState::Closing
+        } else if self.t.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            ConnState::TlsHandshake
+        } else if self.is_idle() {
+            ConnState::Idle
+        } else {
+            ConnState::Active
+        };
+        ConnClass::new(protocol, self.t.tls.is_some(), state)
+    }
+
     /// The worker needs this idle connection's slot: close it (a FIN; nothing is in flight
     /// either way, so nothing is lost but the connection).
     pub fn evict(&mut self, cx: &mut Ctx) {
@@ -242,6 +265,7 @@ impl Conn {
             self.session = Session::Idle(Version::Http11, Wait::Reject);
             return;
         }
+        cx.stats.response(503);
         self.t.write_out(cx.pool, |out| {
             http1::encode_overload_response(
                 out,
@@ -402,20 +426,21 @@ impl Conn {
 
     /// A handler data packet for many ids, from which `frame` was built: an open WebSocket
     /// that can take the shared frame as it is sends it from there (no copy); anything else
-    /// handles the packet as `handle_packet` does.
+    /// handles the packet as `handle_packet` does. True when the shared frame was taken.
     pub fn handle_packet_shared(
         &mut self,
         cx: &mut Ctx,
         pkt: HandlerPacket<'_>,
         seq: Option<u32>,
         frame: &SharedFrame,
-    ) {
+    ) -> bool {
         if let Session::Ws(w) = &mut self.session {
             if w.handle_packet_shared(&mut self.t, cx, pkt, seq, frame) {
-                return;
+                return true;
             }
         }
         self.handle_packet(cx, pkt, seq);
+        false
     }
 
     /// A Mongrel2 handler reply naming this connection: what it asks, and its raw body.
@@ -444,6 +469,7 @@ impl Conn {
                 Session::Http(HttpExchange { z, .. }) | Session::Ws(WsSession { z, .. })
                     if t.is_open() && !z.handler_seen =>
                 {
+                    cx.stats.handler_wait_expired.inc();
                     return z.fail(
                         t,
                         cx,
@@ -795,6 +821,9 @@ impl Conn {
             Session::Idle(v, _) => v,
             _ => Version::Http11,
         };
+        if let Some(kind) = ErrorKind::from_status(code) {
+            cx.stats.protocol_error(kind);
+        }
         zhttp_session::write_error(&mut self.t, cx, version, code, reason, body);
         self.t.drain(cx);
     }
@@ -804,6 +833,7 @@ impl Conn {
     fn start_request(&mut self, cx: &mut Ctx, req: &http1::Request, body: &[u8]) {
         self.t.clear_timer(Timer::Credit);
         self.t.clear_timer(Timer::Request);
+        cx.stats.requests.inc();
         let z = ZhttpSession::new(cx, req.version);
         if !req.upgrade_websocket {
             // req mode's bodies were held to `--body-buffer-size` before (`parse_head`).
@@ -876,6 +906,7 @@ impl Conn {
         };
         let id = z.id(cx);
         let mut data = Vec::with_capacity(512);
+        cx.stats.zhttp_out(zhttp::Kind::Data);
         if mode == Mode::Req {
             zhttp::encode_req_request(
                 &mut data,

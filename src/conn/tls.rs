@@ -12,6 +12,7 @@ use rustls::ServerConfig;
 
 use super::{Conn, Ctx, Pool};
 use crate::limits;
+use crate::metrics::ErrorKind;
 use crate::tls::{Session, TlsError};
 
 pub(super) struct TlsConn {
@@ -169,6 +170,10 @@ impl Conn {
             _ => crate::log::DEBUG,
         };
         crate::log!(level, "tls", "{} from {:?}", e, self.t.peer);
+        cx.stats.protocol_error(match e {
+            TlsError::PeerAlert => ErrorKind::TlsPeerAlert,
+            _ => ErrorKind::TlsAlert,
+        });
         if let Some(t) = self.t.tls.as_mut() {
             t.failed = true;
         }

@@ -15,6 +15,7 @@ use super::transport::{Timer, Transport};
 use super::zhttp_session::ZhttpSession;
 use super::{Ctx, HandlerPacket};
 use crate::limits;
+use crate::metrics::ErrorKind;
 use crate::proto::http1;
 use crate::proto::ws::{self, AcceptKey, Event, MessageKind, Opcode, Utf8Validator};
 use crate::proto::ws_deflate;
@@ -134,6 +135,11 @@ impl WsSession {
         match ws::validate_request(req.method.as_bytes(), req.version, &headers) {
             Err(e) => {
                 let version = req.version;
+                let (code, _) = e.status();
+                if let Some(kind) = ErrorKind::from_status(code) {
+                    cx.stats.protocol_error(kind);
+                }
+                cx.stats.response(code);
                 t.write_out(cx.pool, |out| ws::encode_rejection(out, version, e));
                 self.z.response_started = true;
                 self.z.response_done = true;
@@ -187,9 +193,10 @@ impl WsSession {
             // Any packet ends a handoff (the caller cleared it): resume reading the client.
             Kind::KeepAlive => self.pump(t, cx),
             Kind::HandoffStart => {
-                self.z.send_packet(cx, |out, from, id, seq| {
-                    zhttp::encode_control(out, from, id, seq, Kind::HandoffProceed)
-                });
+                self.z
+                    .send_packet(cx, Kind::HandoffProceed, |out, from, id, seq| {
+                        zhttp::encode_control(out, from, id, seq, Kind::HandoffProceed)
+                    });
                 self.z.handoff = true;
             }
             Kind::Credit => {
@@ -299,6 +306,7 @@ impl WsSession {
         if !written {
             return self.z.fail_invalid_response(t, cx);
         }
+        cx.stats.response(101);
         self.z.response_started = true;
         self.flags.phase = Phase::Open;
         // Condure: a 101 with no credits means our own buffer size (pushpin-proxy sends none).
@@ -362,6 +370,7 @@ impl WsSession {
         if !written {
             return self.z.fail_invalid_response(t, cx);
         }
+        cx.stats.response(code);
         self.z.response_started = true;
         self.z.response_done = true;
         self.flags.phase = Phase::None;
@@ -471,6 +480,9 @@ impl WsSession {
     /// Fail the WebSocket connection (RFC 6455 §7.1.7): a close frame with `code`, the
     /// handler told the client is gone, then close without waiting for the client.
     pub(super) fn fail(&mut self, t: &mut Transport, cx: &mut Ctx, code: u16, reason: &str) {
+        if let Some(kind) = ErrorKind::from_close_code(code) {
+            cx.stats.protocol_error(kind);
+        }
         if t.is_open() && !self.z.response_done {
             self.z.cancel(t, cx);
         }
@@ -590,14 +602,14 @@ impl WsSession {
                     }
                 }
                 Owned::Control(kind, body) => {
-                    self.z.send_packet(cx, |out, from, id, seq| {
+                    self.z.send_packet(cx, kind, |out, from, id, seq| {
                         zhttp::encode_ping_pong(out, from, id, seq, kind, &body)
                     });
                 }
                 Owned::Close(code, reason) => {
                     self.flags.close_received = true;
                     let status = code.map(|c| (c, &reason[..]));
-                    self.z.send_packet(cx, |out, from, id, seq| {
+                    self.z.send_packet(cx, Kind::Close, |out, from, id, seq| {
                         zhttp::encode_close(out, from, id, seq, status)
                     });
                     if self.flags.close_sent {
@@ -721,7 +733,7 @@ impl WsSession {
             ContentType::Text
         };
         self.flags.rx_final_sent = !more;
-        self.z.send_packet(cx, |out, from, id, seq| {
+        self.z.send_packet(cx, Kind::Data, |out, from, id, seq| {
             zhttp::encode_ws_message(out, from, id, seq, ct, body, more)
         });
     }

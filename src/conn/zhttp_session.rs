@@ -11,6 +11,7 @@ use super::{ConnId, Ctx, HandlerPacket, CONN_ID_BYTES_MAX};
 use crate::bridge::{Addr, OutPacket, Route};
 use crate::config::Mode;
 use crate::limits;
+use crate::metrics::ErrorKind;
 use crate::proto::http1::{self, Version};
 use crate::proto::zhttp::{self, Kind};
 
@@ -82,13 +83,19 @@ impl ZhttpSession {
         .encode()
     }
 
-    /// Encodes one packet for this session's handler (ROUTER) with the next `seq`. Nothing
-    /// goes when no handler owns the session.
-    pub fn send_packet(&mut self, cx: &mut Ctx, f: impl FnOnce(&mut Vec<u8>, &[u8], &[u8], u32)) {
+    /// Encodes one packet of type `kind` for this session's handler (ROUTER) with the next
+    /// `seq`. Nothing goes when no handler owns the session.
+    pub fn send_packet(
+        &mut self,
+        cx: &mut Ctx,
+        kind: Kind,
+        f: impl FnOnce(&mut Vec<u8>, &[u8], &[u8], u32),
+    ) {
         // The address is copied into the route; no need to touch the Arc's count.
         let Some(addr) = self.handler.as_deref().cloned() else {
             return;
         };
+        cx.stats.zhttp_out(kind);
         let id = self.id(cx);
         let mut data = Vec::with_capacity(512);
         f(&mut data, &cx.settings.instance_id, &id, self.seq_out);
@@ -193,7 +200,7 @@ impl ZhttpSession {
         }
         let n = std::mem::take(&mut self.credits_owed);
         self.budget += u64::from(n);
-        self.send_packet(cx, |out, from, id, seq| {
+        self.send_packet(cx, Kind::Credit, |out, from, id, seq| {
             zhttp::encode_credit(out, from, id, seq, n)
         });
     }
@@ -201,7 +208,7 @@ impl ZhttpSession {
     /// Tells the handler the client is gone (only if it has claimed the session: Condure).
     pub fn cancel(&mut self, t: &Transport, cx: &mut Ctx) {
         if t.is_open() && !self.response_done && t.mode == Mode::Stream {
-            self.send_packet(cx, |out, from, id, seq| {
+            self.send_packet(cx, Kind::Cancel, |out, from, id, seq| {
                 zhttp::encode_control(out, from, id, seq, Kind::Cancel)
             });
         }
@@ -257,6 +264,9 @@ impl ZhttpSession {
 
     /// Answers with an error response (unless a response already started) and closes.
     pub fn fail(&mut self, t: &mut Transport, cx: &mut Ctx, code: u16, reason: &str, body: &str) {
+        if let Some(kind) = ErrorKind::from_status(code) {
+            cx.stats.protocol_error(kind);
+        }
         if t.is_open() && self.handler_seen && !self.response_done {
             self.cancel(t, cx);
         }
@@ -281,6 +291,7 @@ pub(super) fn write_error(
     reason: &str,
     body: &str,
 ) {
+    cx.stats.response(code);
     t.write_out(cx.pool, |out| {
         http1::encode_error_response(out, version, code, reason.as_bytes(), body.as_bytes())
     });

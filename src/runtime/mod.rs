@@ -67,6 +67,10 @@ pub trait Driver {
     fn handle_connected(&mut self, now: Instant, slot: u32, result: std::io::Result<()>) {
         let _ = (now, slot, result);
     }
+    /// The runtime's running totals (io_uring: once per turn; epoll: never), for metrics.
+    fn handle_runtime_stats(&mut self, stats: RuntimeStats) {
+        let _ = stats;
+    }
     /// The slot's socket is closed and nothing of it is left in flight: the slot is free.
     fn handle_closed(&mut self, now: Instant, slot: u32);
     /// The worker's wake-up fd fired: packets from the bridge may be waiting.
@@ -83,6 +87,17 @@ pub trait Driver {
     /// True once the worker has drained after a shutdown request and the loop may end.
     /// The runtime then closes every open socket and calls no driver method again.
     fn finished(&self) -> bool;
+}
+
+/// What a runtime did since it started (all its rings), for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RuntimeStats {
+    /// io_uring SQEs queued for the kernel.
+    pub submitted: u64,
+    /// io_uring CQEs reaped.
+    pub completed: u64,
+    /// Reaps that found completions in the kernel's overflow list (a CQ was full).
+    pub cq_overflows: u64,
 }
 
 /// An I/O request from the driver. Commands for one slot run in order.

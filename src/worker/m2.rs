@@ -13,6 +13,7 @@ use crate::bridge::m2::{M2In, ReplyKind};
 use crate::bridge::{OutPacket, Route};
 use crate::conn::Conn;
 use crate::limits;
+use crate::metrics::CloseReason as Cause;
 use crate::proto::m2::notice::encode_disconnect;
 
 /// Mongrel2 connection id → slot, for the worker's open connections.
@@ -47,12 +48,12 @@ pub(super) fn on_accept(w: &mut Worker, listener: usize, slot: u32) {
 }
 
 /// Queues an access log line for server `server`'s file (written at the end of the turn).
-pub(super) fn access_log(w: &mut Worker, server: u16, line: &[u8]) {
+pub(super) fn access_log(pending: &mut Vec<Vec<u8>>, server: u16, line: &[u8]) {
     let index = server as usize;
-    if w.m2_access.len() <= index {
-        w.m2_access.resize_with(index + 1, Vec::new);
+    if pending.len() <= index {
+        pending.resize_with(index + 1, Vec::new);
     }
-    w.m2_access[index].extend_from_slice(line);
+    pending[index].extend_from_slice(line);
 }
 
 /// Writes the turn's access log lines, one `write(2)` per server, to the files of the
@@ -121,7 +122,7 @@ pub(super) fn wake(w: &mut Worker, now: Instant) {
             }
             match w.m2_ids.slots.get(&id).copied() {
                 Some(slot) if w.conns.contains(slot as usize) => {
-                    w.with_conn(now, slot, |c, cx| {
+                    w.with_conn(now, slot, Cause::Handler, |c, cx| {
                         c.handle_m2_reply(cx, pkt.kind, pkt.body())
                     });
                 }

@@ -24,12 +24,13 @@
 //! ring 0's wait: idle rings cost nothing, and no turn scans all rings.
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use io_uring::cqueue;
 
 use super::buf_ring::BufRing;
-use super::ring::Ring;
+use super::ring::{Ring, RingCounters};
 use super::slot::{Slot, State};
 use super::sys::PeerStorage;
 use super::user_data::{self, Kind};
@@ -38,7 +39,7 @@ use super::{
     CQES_PER_TURN_MAX, CQ_ENTRIES, EXIT_WAIT, SQ_ENTRIES, SUB_BUFFER_COUNT, SUB_CQ_ENTRIES,
     SUB_SQ_ENTRIES,
 };
-use crate::runtime::{Command, Driver, SendBuf, Setup};
+use crate::runtime::{Command, Driver, RuntimeStats, SendBuf, Setup};
 
 /// A turn that handled this many CQEs is busy: the kernel's per-wait cap on deferred task
 /// work (`IO_LOCAL_TW_DEFAULT_MAX`, 20) was likely hit, so more completions are pending.
@@ -84,7 +85,12 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(index: usize, files_max: u32, backlog_extra: usize) -> io::Result<Lane> {
+    fn new(
+        index: usize,
+        files_max: u32,
+        backlog_extra: usize,
+        counters: Rc<RingCounters>,
+    ) -> io::Result<Lane> {
         let (sq, cq, buffers) = match index {
             0 => (SQ_ENTRIES, CQ_ENTRIES, BUFFER_COUNT),
             _ => (SUB_SQ_ENTRIES, SUB_CQ_ENTRIES, SUB_BUFFER_COUNT),
@@ -93,7 +99,7 @@ impl Lane {
         let backlog_max = files_max as usize * (usize::from(super::slot::OPS_PER_SLOT_MAX) + 1)
             + backlog_extra
             + 2;
-        let ring = Ring::new(sq, cq, backlog_max)?;
+        let ring = Ring::new(sq, cq, backlog_max, counters)?;
         ring.submitter().register_files_sparse(files_max)?;
         let bufs = BufRing::new(buffers, BUFFER_BYTES, BUFFER_GROUP)?;
         bufs.register(&ring.submitter())?;
@@ -167,6 +173,8 @@ pub struct Loop<'d> {
     connect_addrs: std::collections::HashMap<u32, Box<sys::RawAddr>>,
     /// Connects refused before reaching the kernel (no table room), reported next turn.
     connect_failed: Vec<(u32, io::Error)>,
+    /// Every ring's SQEs, CQEs and overflows, told to the driver once per turn.
+    counters: Rc<RingCounters>,
     driver: &'d mut dyn Driver,
 }
 
@@ -175,10 +183,12 @@ impl<'d> Loop<'d> {
         let slots_max = setup.slots_max as usize;
         let accepts_max = setup.listeners.len() * ACCEPTS_PER_LISTENER;
         let mut lanes = Vec::with_capacity(plan.lanes_max);
+        let counters = Rc::new(RingCounters::default());
         lanes.push(Lane::new(
             0,
             plan.files_per_lane,
             ring0_extra(accepts_max, plan),
+            counters.clone(),
         )?);
         let accepts = (0..accepts_max)
             .map(|i| Accept {
@@ -209,6 +219,7 @@ impl<'d> Loop<'d> {
             exiting: false,
             connect_addrs: std::collections::HashMap::new(),
             connect_failed: Vec::new(),
+            counters,
             driver,
         })
     }
@@ -224,6 +235,12 @@ impl<'d> Loop<'d> {
                 self.exit()?;
                 return Err(error);
             }
+            let c = &self.counters;
+            self.driver.handle_runtime_stats(RuntimeStats {
+                submitted: c.pushed.get(),
+                completed: c.reaped.get(),
+                cq_overflows: c.overflowed.get(),
+            });
             self.call_driver(now);
             if self.driver.finished() {
                 break;
@@ -884,7 +901,13 @@ impl<'d> Loop<'d> {
             return None;
         }
         let index = self.lanes.len();
-        match Lane::new(index, self.plan.files_per_lane, 3 * self.accepts.len()) {
+        let counters = self.counters.clone();
+        match Lane::new(
+            index,
+            self.plan.files_per_lane,
+            3 * self.accepts.len(),
+            counters,
+        ) {
             Ok(lane) => {
                 self.lanes.push(lane);
                 crate::log!(

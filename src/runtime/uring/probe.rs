@@ -14,13 +14,14 @@ use super::user_data::{self, Kind};
 const SELF_TEST_WAIT: Duration = Duration::from_secs(2);
 
 pub fn probe() -> Result<(), String> {
-    let mut ring = Ring::new(8, 16, 16).map_err(|e| match e.raw_os_error() {
-        Some(libc::EPERM) => {
-            "io_uring_setup denied (EPERM): seccomp profile or kernel.io_uring_disabled".into()
-        }
-        Some(libc::ENOSYS) => "io_uring_setup not available (ENOSYS): kernel or seccomp".into(),
-        _ => format!("io_uring_setup failed: {e}"),
-    })?;
+    let mut ring =
+        Ring::new(8, 16, 16, Default::default()).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM) => {
+                "io_uring_setup denied (EPERM): seccomp profile or kernel.io_uring_disabled".into()
+            }
+            Some(libc::ENOSYS) => "io_uring_setup not available (ENOSYS): kernel or seccomp".into(),
+            _ => format!("io_uring_setup failed: {e}"),
+        })?;
     check_opcodes(&ring)?;
     ring.submitter()
         .register_files_sparse(2)

@@ -1,8 +1,10 @@
 //! The ring: setup with feature fallback, SQE pushes (all `unsafe` SQ access lives here),
 //! the submission backlog, submit-and-wait with a timeout, and draining completions.
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::time::Duration;
 
 use io_uring::types::{DestinationSlot, Fd, Fixed, SubmitArgs, Timespec};
@@ -22,8 +24,25 @@ enum Setup {
     Plain,
 }
 
+/// What a worker's rings did, for its metrics: one set shared by all its rings (one
+/// thread: plain cells), read once per turn (`Driver::handle_runtime_stats`).
+#[derive(Default)]
+pub struct RingCounters {
+    /// SQEs queued (each reaches the kernel in a later submit).
+    pub pushed: Cell<u64>,
+    /// CQEs taken from completion queues.
+    pub reaped: Cell<u64>,
+    /// Drains that found completions waiting in the kernel's overflow list (CQ full).
+    pub overflowed: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
 pub struct Ring {
     ring: IoUring,
+    counters: Rc<RingCounters>,
     /// SQEs that did not fit in the SQ while the kernel refused a submit (EBUSY/EAGAIN).
     /// FIFO: once it is non-empty every push goes here, so ops keep their order (a slot's
     /// cancel and close must reach the kernel after its send).
@@ -39,7 +58,12 @@ pub struct Ring {
 impl Ring {
     /// Creates the ring with the best flags the kernel takes.
     /// `backlog_max`: the most SQEs one turn can produce (bounded by slots × ops per slot).
-    pub fn new(sq_entries: u32, cq_entries: u32, backlog_max: usize) -> io::Result<Ring> {
+    pub fn new(
+        sq_entries: u32,
+        cq_entries: u32,
+        backlog_max: usize,
+        counters: Rc<RingCounters>,
+    ) -> io::Result<Ring> {
         let (ring, _setup) = build(sq_entries, cq_entries)?;
         if !ring.params().is_feature_ext_arg() {
             return Err(io::Error::other(
@@ -53,6 +77,7 @@ impl Ring {
         }
         Ok(Ring {
             ring,
+            counters,
             backlog: VecDeque::new(),
             backlog_max,
             reap_max: cq_entries as usize,
@@ -119,6 +144,7 @@ impl Ring {
     /// Every buffer the entry points to must stay valid and unmoved until its last CQE.
     unsafe fn push(&mut self, entry: squeue::Entry) {
         self.in_flight += 1;
+        bump(&self.counters.pushed, 1);
         if self.backlog.is_empty() {
             // SAFETY: forwarded from this function's contract.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
@@ -205,7 +231,11 @@ impl Ring {
     /// Moves up to `max` CQEs into `out` (cleared first).
     pub fn drain(&mut self, out: &mut Vec<cqueue::Entry>, max: usize) {
         out.clear();
+        if self.ring.submission().cq_overflow() {
+            bump(&self.counters.overflowed, 1);
+        }
         out.extend(self.ring.completion().take(max));
+        bump(&self.counters.reaped, out.len() as u64);
     }
 
     /// One op's last CQE was seen.
