@@ -176,3 +176,38 @@ fn kinds(packets: Vec<ToHandler>) -> Vec<String> {
         .filter(|k| k != "keep-alive")
         .collect()
 }
+
+#[test]
+fn tls_connections_close_at_once_with_close_notify() {
+    // Goal: an idle TLS connection (handshake done) and one mid-handshake close at once,
+    // without lingering; the drain does not trip over TLS state.
+    let mut h = Harness::new();
+    let done = h.connect_tls();
+    assert!(h.tls_established(done));
+    let raw = h.connect_raw(TLS);
+    h.write(raw, b"\x16\x03\x01"); // the start of a ClientHello
+    h.drain();
+    assert_eq!(h.ios(done), [Io::Close]);
+    assert_eq!(h.ios(raw), [Io::Close]);
+    assert!(h.finished());
+}
+
+#[test]
+fn a_req_mode_request_is_answered_then_closed() {
+    // Goal: req mode as stream mode: the request sent to the handler before the drain is
+    // answered during it, with `Connection: close`, then the connection ends; no cancel
+    // (req mode has none).
+    let mut h = Harness::new();
+    let c = h.connect_to(REQ);
+    h.write(c, GET);
+    let p = h.packet();
+    h.drain();
+    assert_eq!(h.ios(c), []);
+    h.reply_req(p.id(), Reply::response(200, "OK").body(b"done"));
+    assert_eq!(
+        h.read_text(c),
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\ndone"
+    );
+    assert_eq!(h.ios(c), [Io::ShutdownWrite]);
+    h.assert_no_packet();
+}
