@@ -320,10 +320,10 @@ both_runtimes! {
         assert!(ended && got.is_empty(), "idle connection: {got:?}, ended: {ended}");
         let f = ws.read_frame(PROMPT).expect("a close frame");
         assert_eq!(f.close_code(), Some(1001), "{:?}", f.raw);
-        // The client answers and hangs up (zring's side lingers, reading, until it does,
-        // for up to `LINGER_MS`).
+        // The client answers; zring then closes the connection (the server first).
         ws.close(Some(1001), b"");
-        drop(ws);
+        let (_, ended) = ws.read_rest(PROMPT);
+        assert!(ended, "the WebSocket ends after the close handshake");
         let cancel = h
             .wait_for("the WebSocket's cancel", PROMPT, |r| r.kind() == "cancel")
             .unwrap();

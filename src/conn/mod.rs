@@ -573,7 +573,7 @@ impl Conn {
     /// zring is draining (the first SIGTERM; see `docs/operations.md`). Idle connections
     /// close at once; an HTTP exchange with its handler goes on, and the connection closes
     /// when its response is written (`Connection: close` on a response that starts now); an
-    /// open WebSocket gets a close 1001 and its handshake (bounded by the linger); an
+    /// open WebSocket gets a close 1001 and its handshake (bounded by the close wait); an
     /// upgrade still with its handler, and a Mongrel2 connection, are cut as at shutdown.
     /// A connection already ending is left to end. The worker cuts what is left at
     /// `--shutdown-timeout` with `handle_shutdown`.
@@ -592,8 +592,7 @@ impl Conn {
             Session::Http(x) => x.drain(t, cx),
             Session::Ws(w) if w.flags.phase == ws::Phase::Open => {
                 push_cancel(&mut w.z, t, cx);
-                let code = crate::proto::ws::close_code::GOING_AWAY;
-                w.fail(t, cx, code, "");
+                w.going_away(t, cx);
             }
             Session::Ws(_) | Session::M2(_) => self.handle_shutdown(cx),
         }

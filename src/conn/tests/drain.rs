@@ -89,20 +89,37 @@ fn a_response_under_way_finishes_then_the_connection_closes() {
 
 #[test]
 fn an_open_websocket_gets_1001_and_its_handler_a_cancel() {
-    // Goal: close frame 1001, then the close handshake: the client's answering close is
-    // read and discarded while lingering, its FIN closes. The handler gets a cancel.
+    // Goal: close frame 1001, then the close handshake: once the client's close is in, the
+    // TCP connection closes (the server first, no lingering shutdown). The handler gets a
+    // cancel, and nothing after it (not the client's close).
     let mut h = Harness::new();
     let (c, s) = open(&mut h, 1000);
     h.drain();
     assert_eq!(h.read(c), [0x88, 2, 0x03, 0xe9]);
-    assert_eq!(h.ios(c), [Io::ShutdownWrite]);
+    assert_eq!(h.ios(c), [], "waiting for the client's close");
     let cancel = h.packet();
     assert_eq!(cancel.kind, "cancel");
     assert_eq!(cancel.id(), s.id);
     h.write(c, &masked(0x8, &[0x03, 0xe9]));
-    h.client_shutdown(c);
-    assert_eq!(h.ios(c), [Io::ShutdownWrite, Io::Close]);
+    assert_eq!(h.ios(c), [Io::Close]);
     h.assert_no_packet();
+    assert!(h.finished());
+}
+
+#[test]
+fn a_websocket_that_does_not_answer_1001_is_closed_after_the_close_wait() {
+    // Goal: the close handshake is bounded: no close from the client within the close wait
+    // (5 s), and the connection ends (a write shutdown, then the linger).
+    let mut h = Harness::new();
+    let (c, _s) = open(&mut h, 1000);
+    h.drain();
+    assert_eq!(h.read(c), [0x88, 2, 0x03, 0xe9]);
+    h.advance(Duration::from_millis(4_900));
+    assert_eq!(h.ios(c), []);
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.ios(c), [Io::ShutdownWrite]);
+    h.advance(Duration::from_millis(2_100));
+    assert_eq!(h.ios(c), [Io::ShutdownWrite, Io::Close]);
     assert!(h.finished());
 }
 
