@@ -590,6 +590,8 @@ impl Conn {
                 t.drain(cx);
             }
             Session::Http(x) => x.drain(t, cx),
+            // A close handshake already under way goes on.
+            Session::Ws(w) if w.flags.phase == ws::Phase::Open && w.flags.close_sent => {}
             Session::Ws(w) if w.flags.phase == ws::Phase::Open => {
                 push_cancel(&mut w.z, t, cx);
                 w.going_away(t, cx);
@@ -1021,7 +1023,6 @@ impl Wait {
     }
 }
 
-/// The ZHTTP part of an HTTP or WebSocket session.
 /// The session's `cancel` as an `Output::Cancel` for the worker's batch; the session then
 /// has no handler, so nothing else goes to it (no individual cancel after this one).
 fn push_cancel(z: &mut ZhttpSession, t: &Transport, cx: &mut Ctx) {
@@ -1030,6 +1031,7 @@ fn push_cancel(z: &mut ZhttpSession, t: &Transport, cx: &mut Ctx) {
     }
 }
 
+/// The ZHTTP part of an HTTP or WebSocket session.
 fn zhttp_of(session: &mut Session) -> Option<&mut ZhttpSession> {
     match session {
         Session::Http(x) => Some(&mut x.z),
