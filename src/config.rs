@@ -71,6 +71,8 @@ pub struct Config {
     pub runtime: RuntimeChoice,
     /// zring: how long a request waits for a handler before it gets a 503.
     pub handler_wait_ms: u64,
+    /// SIGTERM's drain: how long in-flight exchanges may take before they are cut.
+    pub shutdown_timeout_ms: u64,
     /// A TLS client must finish its handshake within this (ms).
     pub tls_handshake_timeout_ms: u64,
     /// A request head must be complete within this (ms) of accept, or of its first byte.
@@ -117,6 +119,7 @@ impl Default for Config {
             compression: false,
             runtime: RuntimeChoice::Auto,
             handler_wait_ms: limits::HANDLER_WAIT_MS_DEFAULT,
+            shutdown_timeout_ms: limits::SHUTDOWN_TIMEOUT_MS_DEFAULT,
             tls_handshake_timeout_ms: limits::TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
             head_timeout_ms: limits::HEAD_TIMEOUT_MS_DEFAULT,
             keepalive_timeout_ms: limits::KEEPALIVE_TIMEOUT_MS_DEFAULT,
@@ -184,6 +187,11 @@ OPTIONS (zring):
     --body-timeout <ms>             While zring waits for a request body, it must progress by
                                     --body-min-bytes in every period of this; else 408 [default: 10000]
     --body-min-bytes <N>            See --body-timeout; 0 turns the body rate check off [default: 1024]
+    --shutdown-timeout <ms>         On SIGTERM zring stops accepting, closes idle connections,
+                                    sends WebSockets a close 1001 and lets HTTP responses under
+                                    way finish for up to this long; what is left is then cut
+                                    (handlers get cancel). A second SIGTERM, or SIGINT, stops at
+                                    once [default: 10000]
     --no-pin                        Do not pin worker threads to cores
     --prometheus <[addr:]port[,prefix=NAME]>
                                     Serve Prometheus metrics (GET /metrics) and readiness
@@ -265,6 +273,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
             "--req-timeout" => c.req_timeout_s = number(&name, &value()?, 1, 1 << 32)?,
             "--stream-timeout" => c.stream_timeout_s = number(&name, &value()?, 1, 1 << 32)?,
             "--handler-wait" => c.handler_wait_ms = number(&name, &value()?, 1, 1 << 32)?,
+            "--shutdown-timeout" => c.shutdown_timeout_ms = number(&name, &value()?, 0, 1 << 32)?,
             "--tls-handshake-timeout" => {
                 c.tls_handshake_timeout_ms = number(&name, &value()?, 1, 1 << 32)?
             }

@@ -107,6 +107,8 @@ pub const HANDLERS_INTERNED_MAX: usize = 1024;
 pub const MALLOC_TRIM_INTERVAL_MS: u64 = 10_000;
 /// Default time a request may wait for a handler to take it before zring answers 503.
 pub const HANDLER_WAIT_MS_DEFAULT: u64 = 5_000;
+/// `--shutdown-timeout`: SIGTERM's drain (pushpin-connmgr's `SHUTDOWN_TIMEOUT`, 10 s).
+pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Default of `--head-timeout`: a request head must be complete this long after accept (or
 /// after its first byte on a kept-alive connection). Trickling bytes do not extend it, so a
 /// slowloris holds a slot this long at most.

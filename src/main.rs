@@ -155,8 +155,12 @@ fn run(mut cfg: Config) -> Result<(), String> {
         server.spawn().map_err(|e| format!("metrics thread: {e}"))?;
         zring::log!(log::INFO, "zring", "metrics on http://{}/metrics", p.addr);
     }
-    // SIGHUP reloads a Mongrel2 config; SIGINT and SIGTERM stop.
-    while wait_signal(&signals) == libc::SIGHUP {
+    // SIGHUP reloads a Mongrel2 config; SIGTERM drains, SIGINT stops.
+    let first = loop {
+        let sig = wait_signal(&signals);
+        if sig != libc::SIGHUP {
+            break sig;
+        }
         match m2.as_mut() {
             Some(running) => {
                 m2_reload(&cfg, &zmq_context, &shared, running);
@@ -173,17 +177,45 @@ fn run(mut cfg: Config) -> Result<(), String> {
                 "SIGHUP: nothing to reload outside Mongrel2 mode"
             ),
         }
+    };
+    let stop = |flag: &std::sync::atomic::AtomicBool| {
+        flag.store(true, Ordering::SeqCst);
+        for inbox in &shared.inboxes {
+            inbox.wake();
+        }
+    };
+    if first == libc::SIGTERM {
+        // Drain: no more accepts; idle connections close, WebSockets get 1001, responses
+        // under way finish until --shutdown-timeout, then the rest is cut.
+        zring::log!(
+            log::INFO,
+            "zring",
+            "SIGTERM: draining (up to {} ms; SIGTERM or SIGINT again stops at once)",
+            cfg.shutdown_timeout_ms
+        );
+        stop(&shared.drain);
+    } else {
+        zring::log!(log::INFO, "zring", "stopping");
+        stop(&shared.shutdown);
     }
-    zring::log!(log::INFO, "zring", "stopping");
-    shared.shutdown.store(true, Ordering::SeqCst);
-    for inbox in &shared.inboxes {
-        inbox.wake();
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            // During a drain, a second SIGTERM or a SIGINT stops at once: every connection
+            // is closed and its handler gets its cancel, as the first SIGINT does.
+            if first == libc::SIGTERM {
+                while wait_signal(&signals) == libc::SIGHUP {}
+                zring::log!(log::INFO, "zring", "stopping at once");
+                shared.shutdown.store(true, Ordering::SeqCst);
+                for inbox in &shared.inboxes {
+                    inbox.wake();
+                }
+            }
+            // One more signal exits at once, as Condure does.
+            while wait_signal(&signals) == libc::SIGHUP {}
+            std::process::exit(1);
+        });
     }
-    // A second signal exits at once, as Condure does.
-    std::thread::spawn(move || {
-        while wait_signal(&signals) == libc::SIGHUP {}
-        std::process::exit(1);
-    });
     for w in workers {
         let _ = w.join();
     }

@@ -78,6 +78,12 @@ pub struct Worker {
     trim_at: Instant,
     sweep_cursor: usize,
     shutting_down: bool,
+    /// Draining (the first SIGTERM): when what is left is cut (`--shutdown-timeout`).
+    drain_deadline: Option<Instant>,
+    shutdown_timeout: Duration,
+    /// Cancels for handlers from this turn's drain or shutdown (`Output::Cancel`), sent
+    /// batched at the end of the turn (`flush_cancels`).
+    cancels: Vec<(Addr, u64, u32, u32)>,
     slots: usize,
     /// Outbound (Mongrel2 `Proxy`) connections: runtime slot `slots + i` is backend `i`,
     /// holding the client slot it serves. Empty unless the config has `Proxy` routes.
@@ -203,6 +209,9 @@ impl Worker {
             trim_at: now + Duration::from_millis(limits::MALLOC_TRIM_INTERVAL_MS),
             sweep_cursor: 0,
             shutting_down: false,
+            drain_deadline: None,
+            shutdown_timeout: Duration::from_millis(cfg.shutdown_timeout_ms),
+            cancels: Vec::new(),
             slots,
             backends: vec![None; backends],
             backend_free: (0..backends as u32).rev().collect(),
@@ -318,6 +327,9 @@ impl Worker {
                     Output::AccessLog { server, line } => {
                         m2::access_log(&mut self.m2_access, server, &line);
                         self.pool.give(line);
+                    }
+                    Output::Cancel(addr, counter, seq) => {
+                        self.cancels.push(((*addr).clone(), counter, seq, slot));
                     }
                 }
             }
@@ -530,7 +542,7 @@ impl Worker {
         true
     }
 
-    fn sweep_keep_alives(&mut self, now: Instant) {
+    fn sweep_keep_alives(&mut self) {
         let steps = limits::KEEP_ALIVE_SWEEP_STEPS as usize;
         let per_step = self.slots.max(1).div_ceil(steps);
         // The cursor runs over `per_step * steps` positions (the tail past the last slot is
@@ -549,17 +561,37 @@ impl Worker {
                 }
             }
         }
-        // One packet per handler, at most 128 ids each (Condure's batching). Handlers are
-        // few, so the sort mostly meets equal keys.
+        self.push_batched(&mut batch, Kind::KeepAlive);
+        self.keep_alive_batch = batch;
+    }
+
+    /// `batch` as packets of `kind`: one per handler, at most 128 ids each (Condure's
+    /// batching). Handlers are few, so the sort mostly meets equal keys. Empties `batch`.
+    fn push_batched(&mut self, batch: &mut Vec<(Addr, u64, u32, u32)>, kind: Kind) {
         batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for group in batch.chunk_by(|a, b| a.0 == b.0) {
             for part in group.chunks(limits::PACKET_IDS_MAX) {
-                self.shared.metrics.workers[self.index as usize].zhttp_out(Kind::KeepAlive);
+                self.shared.metrics.workers[self.index as usize].zhttp_out(kind);
                 self.packets
-                    .push(keep_alive_packet(&self.settings, part, now));
+                    .push(batched_packet(&self.settings, part, kind));
             }
         }
-        self.keep_alive_batch = batch;
+        batch.clear();
+    }
+
+    /// This turn's drain and shutdown cancels, batched per handler.
+    fn flush_cancels(&mut self) {
+        if self.cancels.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.cancels);
+        self.push_batched(&mut batch, Kind::Cancel);
+        self.cancels = batch;
+    }
+
+    /// Draining or shutting down: no more accepts; done once the last connection is.
+    fn stopping(&self) -> bool {
+        self.shutting_down || self.drain_deadline.is_some()
     }
 
     fn publish_load(&self) {
@@ -588,6 +620,22 @@ impl Worker {
         }
     }
 
+    /// The first SIGTERM: stop accepting, close what is idle, let exchanges with their
+    /// handlers finish until `--shutdown-timeout` (`Conn::handle_drain`).
+    fn start_drain(&mut self, now: Instant) {
+        if self.drain_deadline.is_some() || self.shutting_down {
+            return;
+        }
+        self.drain_deadline = Some(now + self.shutdown_timeout);
+        let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
+        for slot in slots {
+            if !self.conns[slot as usize].is_closed() {
+                self.with_conn(now, slot, Cause::Shutdown, |c, cx| c.handle_drain(cx));
+            }
+        }
+        self.flush_cancels();
+    }
+
     fn start_shutdown(&mut self, now: Instant) {
         if self.shutting_down {
             return;
@@ -599,10 +647,13 @@ impl Worker {
                 self.with_conn(now, slot, Cause::Shutdown, |c, cx| c.handle_shutdown(cx));
             }
         }
+        self.flush_cancels();
     }
 }
 
-fn keep_alive_packet(s: &Settings, part: &[(Addr, u64, u32, u32)], _now: Instant) -> OutPacket {
+/// One packet of `kind` (keep-alive, cancel) for the ids of `part`, all of one handler: the
+/// single-id form for one, the list form for more.
+fn batched_packet(s: &Settings, part: &[(Addr, u64, u32, u32)], kind: Kind) -> OutPacket {
     let mut ids: arrayvec::ArrayVec<_, { limits::PACKET_IDS_MAX }> = arrayvec::ArrayVec::new();
     for &(_, counter, seq, slot) in part {
         let id = ConnId {
@@ -614,17 +665,11 @@ fn keep_alive_packet(s: &Settings, part: &[(Addr, u64, u32, u32)], _now: Instant
     }
     let mut data = Vec::with_capacity(64 + 32 * ids.len());
     if ids.len() == 1 {
-        zhttp::encode_control(
-            &mut data,
-            &s.instance_id,
-            &ids[0].0,
-            ids[0].1,
-            Kind::KeepAlive,
-        );
+        zhttp::encode_control(&mut data, &s.instance_id, &ids[0].0, ids[0].1, kind);
     } else {
         let refs: arrayvec::ArrayVec<(&[u8], u32), { limits::PACKET_IDS_MAX }> =
             ids.iter().map(|(i, q)| (&i[..], *q)).collect();
-        zhttp::encode_multi(&mut data, &s.instance_id, &refs, Kind::KeepAlive);
+        zhttp::encode_multi(&mut data, &s.instance_id, &refs, kind);
     }
     OutPacket {
         route: Route::Router(part[0].0.clone()),
@@ -650,7 +695,7 @@ impl Driver for Worker {
         peer: Option<SocketAddr>,
     ) -> Option<u32> {
         let m = mode_index(self.listeners[listener].mode);
-        if self.shutting_down || self.conns.len() + self.backends_used() >= self.slots {
+        if self.stopping() || self.conns.len() + self.backends_used() >= self.slots {
             return None; // the reserve is used up too (`accepting` stops this early)
         }
         let refuse = self.count[m] >= self.maxconn[m] && self.make_room(now, m);
@@ -795,6 +840,8 @@ impl Driver for Worker {
         inbox.wake_pending.store(false, Ordering::SeqCst);
         if self.shared.shutdown.load(Ordering::SeqCst) {
             self.start_shutdown(now);
+        } else if self.shared.drain.load(Ordering::SeqCst) {
+            self.start_drain(now);
         }
         self.take_gone_notices();
         let inbox = &self.shared.inboxes[self.index as usize];
@@ -814,6 +861,16 @@ impl Driver for Worker {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        if self.drain_deadline.is_some_and(|d| now >= d) && !self.shutting_down {
+            let left = self.conns.len();
+            crate::log!(
+                crate::log::INFO,
+                "worker",
+                "worker {}: --shutdown-timeout reached, cutting {left} connections",
+                self.index
+            );
+            self.start_shutdown(now);
+        }
         self.wheel.expire(now, &mut self.due);
         let mut due = std::mem::take(&mut self.due);
         for &slot in &due {
@@ -826,7 +883,7 @@ impl Driver for Worker {
         if now >= self.sweep_at {
             self.sweep_at = now + SWEEP_STEP;
             if !self.conns.is_empty() {
-                self.sweep_keep_alives(now);
+                self.sweep_keep_alives();
             }
             if self.index == 0 && now >= self.trim_at {
                 self.trim_at = now + Duration::from_millis(limits::MALLOC_TRIM_INTERVAL_MS);
@@ -840,15 +897,17 @@ impl Driver for Worker {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let sweep = (!self.conns.is_empty()).then_some(self.sweep_at);
-        match (self.wheel.next_deadline(), sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let drain = self.drain_deadline.filter(|_| !self.shutting_down);
+        [self.wheel.next_deadline(), sweep, drain]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn poll_command(&mut self) -> Option<Command> {
         let c = self.cmds.pop_front();
         if c.is_none() {
+            self.flush_cancels();
             // End of the turn's commands: hand this turn's packets over in one batch.
             self.shared.send_batch(&mut self.packets);
             m2::flush_access_log(self);
@@ -857,7 +916,7 @@ impl Driver for Worker {
     }
 
     fn accepting(&self) -> bool {
-        if self.shutting_down || self.conns.len() + self.backends_used() >= self.slots {
+        if self.stopping() || self.conns.len() + self.backends_used() >= self.slots {
             return false;
         }
         // Workers share each listener. The kernel hands a connection to whichever worker's
@@ -875,7 +934,7 @@ impl Driver for Worker {
     }
 
     fn finished(&self) -> bool {
-        self.shutting_down && self.conns.is_empty() && self.backends_used() == 0
+        self.stopping() && self.conns.is_empty() && self.backends_used() == 0
     }
 }
 
@@ -913,6 +972,7 @@ pub fn spawn(
                 std::process::exit(1);
             }
             // Hand over the last packets (cancels) before reporting done.
+            worker.flush_cancels();
             shared.send_batch(&mut worker.packets);
             shared.workers_done.fetch_add(1, Ordering::SeqCst);
             shared.wake_bridge();

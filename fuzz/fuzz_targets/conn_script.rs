@@ -20,7 +20,7 @@
 //! | 9 | handler replies to the Nth session seen | n, packet (see `packet`) |
 //! | 10 | handler replies to several sessions in list form | n, count, packet |
 //! | 11 | advance simulated time | amount (index into `ADVANCE_MS`) |
-//! | 12 | zring shuts down (SIGTERM) | - |
+//! | 12 | zring drains (SIGTERM); again: stops at once (SIGINT) | - |
 //! | 13 | handler replies with a wrong `seq` | n, delta, packet |
 //! | 14 | the bridge announces a handler gone | which (bit 0: `handler`, else `handler-2`) |
 //!
@@ -248,8 +248,13 @@ impl Script<'_> {
                 self.h.advance(by);
             }
             12 => {
-                self.zring_shut_down = true;
-                self.h.shutdown();
+                // The first is SIGTERM's drain, a second one stops at once (SIGINT).
+                if self.zring_shut_down {
+                    self.h.shutdown();
+                } else {
+                    self.zring_shut_down = true;
+                    self.h.drain();
+                }
             }
             13 => {
                 let n = self.byte();

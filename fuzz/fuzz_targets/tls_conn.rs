@@ -117,7 +117,7 @@ impl Harness {
         // Packets for handlers are dropped (no handler answers here); I/O runs in order.
         for o in self.out.drain(..) {
             match o {
-                Output::Packet(_) => {}
+                Output::Packet(_) | Output::Cancel(..) => {}
                 Output::Io(c) => self.cmds.push_back(c),
                 Output::Backend(_) => panic!("a backend request from a ZHTTP connection"),
                 Output::AccessLog { .. } => panic!("an access log line from a ZHTTP connection"),

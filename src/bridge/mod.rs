@@ -193,8 +193,12 @@ pub struct Shared {
     pub bridge_wake: EventFd,
     /// As `Inbox::wake_pending`, for the bridge.
     bridge_wake_pending: AtomicBool,
-    /// Set by the signal handler thread; workers drain and the bridge flushes and exits.
+    /// Set by the signal handler thread (SIGINT, or a second SIGTERM): workers close every
+    /// connection at once; the bridge flushes and exits once they are done.
     pub shutdown: AtomicBool,
+    /// Set by the signal handler thread on the first SIGTERM: workers stop accepting and
+    /// drain (`worker::Worker::start_drain`), cutting what is left at `--shutdown-timeout`.
+    pub drain: AtomicBool,
     /// Set by the workers once they have queued their last packets.
     pub workers_done: AtomicUsize,
     /// A reloaded Mongrel2 setup with its new handlers' sockets, from the signal thread to
@@ -217,6 +221,7 @@ impl Shared {
             bridge_wake: EventFd::new()?,
             bridge_wake_pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            drain: AtomicBool::new(false),
             workers_done: AtomicUsize::new(0),
             m2_reload: Mutex::new(Vec::new()),
             metrics: crate::metrics::Metrics::new(workers),

@@ -593,6 +593,19 @@ impl Harness {
         self.drive();
     }
 
+    /// Whether the worker would accept a connection now (`Driver::accepting`).
+    pub fn accepting(&self) -> bool {
+        self.worker.accepting()
+    }
+
+    /// zring drains (the first SIGTERM): the drain flag and a wake-up, as `main` does; then
+    /// drives.
+    pub fn drain(&mut self) {
+        self.shared.drain.store(true, Ordering::SeqCst);
+        self.shared.inboxes[0].wake();
+        self.drive();
+    }
+
     /// Clients connected so far (closed ones included).
     pub fn clients(&self) -> usize {
         self.sockets.len()

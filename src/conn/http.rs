@@ -431,7 +431,9 @@ impl HttpExchange {
             let context = http1::ResponseContext {
                 version: self.z.version,
                 head_request: self.head_request,
-                keep_alive: self.keep_alive && (self.body_done || t.mode == Mode::Req),
+                keep_alive: self.keep_alive
+                    && (self.body_done || t.mode == Mode::Req)
+                    && !t.last_exchange,
             };
             let Ok(framing) =
                 http1::choose_framing(context, code, &headers, more, body.len() as u64)
@@ -501,6 +503,13 @@ impl HttpExchange {
         }
     }
 
+    /// zring is draining (`t.last_exchange` is set): the exchange goes on; a response
+    /// already written in full ends the connection now.
+    pub fn drain(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        let next = self.maybe_finish(t, cx);
+        debug_assert_eq!(next, Next::Stay);
+    }
+
     /// A send completed: return the credits it earned, and end the exchange if the
     /// response is now written in full.
     pub fn sent(&mut self, t: &mut Transport, cx: &mut Ctx) -> Next {
@@ -516,7 +525,7 @@ impl HttpExchange {
         if !t.is_open() || !self.z.response_done || t.sending.is_some() || !t.out.is_empty() {
             return Next::Stay;
         }
-        if !self.keep_alive || !self.body_done || t.eof {
+        if !self.keep_alive || !self.body_done || t.eof || t.last_exchange {
             t.drain(cx);
             return Next::Stay;
         }

@@ -122,6 +122,12 @@ pub enum Output {
     /// A Mongrel2 access log line (`proto::m2::access`) for server `server`'s `access_log`,
     /// in a pooled buffer the worker gives back.
     AccessLog { server: u16, line: Vec<u8> },
+    /// zring is stopping (drain or shutdown): this session's `cancel` for its handler (the
+    /// handler's address, the session's counter and the `seq` it takes). The worker sends
+    /// them batched, one packet per handler of up to `limits::PACKET_IDS_MAX` ids, as the
+    /// keep-alive sweep batches keep-alives (pushpin-connmgr batches its shutdown cancels
+    /// the same way).
+    Cancel(Arc<Addr>, u64, u32),
 }
 
 /// Everything a `handle_*` call may touch besides the connection itself.
@@ -564,8 +570,42 @@ impl Conn {
         }
     }
 
-    /// zring is shutting down: tell the handler (Condure sends cancels) and close.
+    /// zring is draining (the first SIGTERM; see `docs/operations.md`). Idle connections
+    /// close at once; an HTTP exchange with its handler goes on, and the connection closes
+    /// when its response is written (`Connection: close` on a response that starts now); an
+    /// open WebSocket gets a close 1001 and its handshake (bounded by the close wait); an
+    /// upgrade still with its handler, and a Mongrel2 connection, are cut as at shutdown.
+    /// A connection already ending is left to end. The worker cuts what is left at
+    /// `--shutdown-timeout` with `handle_shutdown`.
+    pub fn handle_drain(&mut self, cx: &mut Ctx) {
+        if !self.t.is_open() {
+            return;
+        }
+        self.t.last_exchange = true;
+        let Conn { t, session } = self;
+        match session {
+            Session::Idle(..) => {
+                // Nothing is asked of a handler: a FIN (a TLS close_notify first), no linger.
+                t.eof = true;
+                t.drain(cx);
+            }
+            Session::Http(x) => x.drain(t, cx),
+            // A close handshake already under way goes on.
+            Session::Ws(w) if w.flags.phase == ws::Phase::Open && w.flags.close_sent => {}
+            Session::Ws(w) if w.flags.phase == ws::Phase::Open => {
+                push_cancel(&mut w.z, t, cx);
+                w.going_away(t, cx);
+            }
+            Session::Ws(_) | Session::M2(_) => self.handle_shutdown(cx),
+        }
+    }
+
+    /// zring is shutting down: tell the handler (a batched `cancel`, as pushpin-connmgr
+    /// sends at shutdown) and close.
     pub fn handle_shutdown(&mut self, cx: &mut Ctx) {
+        if let Some(z) = zhttp_of(&mut self.session) {
+            push_cancel(z, &self.t, cx);
+        }
         // Reading is over: what is queued is flushed, then the connection closes without
         // lingering (a lingering `shutdown` per connection would hold up the exit).
         self.t.eof = true;
@@ -980,6 +1020,14 @@ impl Wait {
                 }
             }
         }
+    }
+}
+
+/// The session's `cancel` as an `Output::Cancel` for the worker's batch; the session then
+/// has no handler, so nothing else goes to it (no individual cancel after this one).
+fn push_cancel(z: &mut ZhttpSession, t: &Transport, cx: &mut Ctx) {
+    if let Some((addr, counter, seq)) = z.take_cancel(t) {
+        cx.out.push(Output::Cancel(addr, counter, seq));
     }
 }
 

@@ -74,6 +74,9 @@ pub(super) struct Transport {
     pub paused: bool,
     /// The client closed its side (or the socket failed, or zring is exiting).
     pub eof: bool,
+    /// zring is draining: the exchange under way is the connection's last (its response
+    /// says `Connection: close` if it has not started, and the connection closes after it).
+    pub last_exchange: bool,
     pub shutdown_sent: bool,
     pub close_sent: bool,
     /// Received bytes kept before reading pauses: one request head (stream), or a head and
@@ -102,6 +105,7 @@ impl Transport {
             sending: None,
             paused: false,
             eof: false,
+            last_exchange: false,
             shutdown_sent: false,
             close_sent: false,
             spill_max: (s.buffer_size

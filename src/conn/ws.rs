@@ -444,6 +444,13 @@ impl WsSession {
         self.pump(t, cx);
     }
 
+    /// zring is draining: close 1001 and the close handshake (the connection closes once
+    /// the client's close is in, or after `WS_CLOSE_WAIT_MS`). The caller took the
+    /// handler's cancel first, so nothing more goes to the handler.
+    pub(super) fn going_away(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        self.send_close(t, cx, ws::close_code::GOING_AWAY, "");
+    }
+
     /// Queues our close frame; the connection closes once the client's close is in (or
     /// after a bounded wait for it).
     fn send_close(&mut self, t: &mut Transport, cx: &mut Ctx, code: u16, reason: &str) {

@@ -214,6 +214,18 @@ impl ZhttpSession {
         }
     }
 
+    /// The `cancel` this session owes its handler (as `cancel` would send it), consuming a
+    /// `seq` and taking the handler's address: nothing more goes to the handler.
+    pub fn take_cancel(&mut self, t: &Transport) -> Option<(Arc<Addr>, u64, u32)> {
+        if !t.is_open() || self.response_done || t.mode != Mode::Stream {
+            return None;
+        }
+        let addr = self.handler.take()?;
+        let seq = self.seq_out;
+        self.seq_out += 1;
+        Some((addr, self.counter, seq))
+    }
+
     /// The keep-alive this session owes its handler, consuming a `seq`.
     pub fn keep_alive(&mut self, t: &Transport) -> Option<(&Addr, u64, u32)> {
         if !t.is_open() || self.handoff || t.mode != Mode::Stream {

@@ -111,7 +111,8 @@ impl Server {
     /// run), not shutting down, and in stream mode a handler connected to the ROUTER (when
     /// libzmq can tell).
     fn health(&self) -> (u16, &'static str) {
-        if self.shared.shutdown.load(Ordering::Relaxed) {
+        if self.shared.shutdown.load(Ordering::Relaxed) || self.shared.drain.load(Ordering::Relaxed)
+        {
             return (503, "stopping\n");
         }
         let b = &self.shared.metrics.bridge;

@@ -6,6 +6,7 @@ use super::harness;
 
 mod credits;
 mod deadlines;
+mod drain;
 mod fanout;
 mod handler_gone;
 mod http;
