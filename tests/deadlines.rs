@@ -96,9 +96,10 @@ both_runtimes! {
 
     // A slowloris of 2,000 connections, each adding a header byte every 200 ms: a normal
     // client is served while all of them are held, then every one gets 408 at its head
-    // deadline.
+    // deadline. The deadline (6 s) leaves room for connecting 2,000 clients on a loaded
+    // CI box before the normal client's check.
     slowloris_closed_by_the_head_deadline(rt) {
-        let s = Stack::with_example(rt, &["--head-timeout", "3000"]);
+        let s = Stack::with_example(rt, &["--head-timeout", "6000"]);
         let start = Instant::now();
         let mut conns = connect_many(s.port, 2_000);
         for c in &mut conns {
@@ -128,7 +129,7 @@ both_runtimes! {
             let c = c.as_ref().unwrap_or_else(|| panic!("connection {i} still open at 30 s"));
             let text = String::from_utf8_lossy(&c.bytes);
             assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "connection {i}: {text:?}");
-            assert!(c.after >= Duration::from_millis(2_900), "connection {i} closed early: {:?}", c.after);
+            assert!(c.after >= Duration::from_millis(5_900), "connection {i} closed early: {:?}", c.after);
         }
     }
 
