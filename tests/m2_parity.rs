@@ -519,13 +519,6 @@ fn upload_start_and_done_match_byte_for_byte() {
 #[test]
 fn router_decisions_match_mongrel2() {
     let m2 = Mongrel2::start("m2-route", "'limits.content_length': 1024");
-    let text = std::fs::read(m2.dir.join("m2.conf")).unwrap();
-    let config = zring::m2config::load("m2.conf", &text).unwrap();
-    // The database Mongrel2 runs from reads as the same config.
-    let from_db = zring::m2config::db::load(&m2.dir.join("config.sqlite")).unwrap();
-    assert_eq!(from_db, config);
-    let server = &config.servers[0];
-    let router = zring::m2config::route::Router::new(&server.hosts, &server.default_host);
     let paths = [
         "/json",
         "/json/a",
@@ -547,7 +540,32 @@ fn router_decisions_match_mongrel2() {
         "/up",
         "/static/",
     ];
-    for path in paths {
+    same_routes(&m2, &paths);
+}
+
+#[test]
+fn routes_without_a_literal_prefix_match_mongrel2() {
+    // Patterns that start with `(` have an empty prefix: two of them once made zring panic
+    // at load (found by the m2_config fuzz campaign). Routed as Mongrel2 routes them.
+    let m2 = Mongrel2::start_with(
+        "m2-route-empty",
+        "'limits.content_length': 1024",
+        "'(/a+)': json_handler, '(/b+)': tnet_handler, '/x': json_handler",
+    );
+    same_routes(&m2, &["/aaa", "/bbb", "/a", "/x", "/xy", "/", "/c"]);
+}
+
+/// Requests each of `paths` from the real Mongrel2 and checks it routes them as zring's
+/// router does for the same config (loaded from the text and from m2sh's database).
+fn same_routes(m2: &Mongrel2, paths: &[&str]) {
+    let text = std::fs::read(m2.dir.join("m2.conf")).unwrap();
+    let config = zring::m2config::load("m2.conf", &text).unwrap();
+    // The database Mongrel2 runs from reads as the same config.
+    let from_db = zring::m2config::db::load(&m2.dir.join("config.sqlite")).unwrap();
+    assert_eq!(from_db, config);
+    let server = &config.servers[0];
+    let router = zring::m2config::route::Router::new(&server.hosts, &server.default_host);
+    for &path in paths {
         let mut client = m2.client();
         client
             .write_all(format!("GET {path} HTTP/1.1\r\nHost: somewhere\r\n\r\n").as_bytes())

@@ -196,10 +196,23 @@ fn compile_host(host_index: usize, host: &Host) -> HostRoutes {
             next: None,
             index,
         });
-        if compiled.tree.insert(prefix.as_bytes(), position).is_err() {
-            // RouteMap_insert_base: a later route with the same prefix goes right after the
-            // first one in its chain.
-            let head = *compiled.tree.search(prefix.as_bytes()).expect("present");
+        // RouteMap_insert_base: a route whose prefix is already stored goes right after the
+        // first one in its chain. Mongrel2 searches before inserting; for an empty prefix
+        // (a pattern that starts with `(`) its search answers the root node's value, which
+        // may be another route's: that quirk is kept. An empty prefix whose own node holds
+        // a value the search cannot see chains to the first route with that prefix.
+        let head = compiled
+            .tree
+            .search(prefix.as_bytes())
+            .copied()
+            .or_else(|| {
+                compiled
+                    .tree
+                    .insert(prefix.as_bytes(), position)
+                    .err()
+                    .and_then(|_| compiled.routes.iter().position(|r| r.prefix == prefix))
+            });
+        if let Some(head) = head {
             compiled.routes[position].next = compiled.routes[head].next;
             compiled.routes[head].next = Some(position);
         }
