@@ -60,6 +60,12 @@ pub(super) struct M2Conn {
     bytes_written: u64,
     last_read_ms: u64,
     last_write_ms: u64,
+    /// When the connection was accepted or last pinged (`ctl` keep-alive): Mongrel2's
+    /// `last_ping` (ms since the worker's epoch), for `status what=net`.
+    last_ping_ms: u64,
+    /// Mongrel2's `CONN_TYPE_*` for `status what=net`: 0 before the first request, 1 HTTP,
+    /// 3 WebSocket.
+    kind: u8,
 }
 
 /// An open Mongrel2 WebSocket: the handshake head every frame message repeats.
@@ -122,7 +128,13 @@ fn canned(code: u16) -> &'static [u8] {
 impl M2Conn {
     /// The session of a Mongrel2 connection of server `server` with id `id` (the worker's,
     /// at accept).
-    pub(super) fn new(t: &mut Transport, s: &Arc<Setup>, server: u16, id: u32) -> Box<M2Conn> {
+    pub(super) fn new(
+        t: &mut Transport,
+        s: &Arc<Setup>,
+        server: u16,
+        id: u32,
+        now_ms: u64,
+    ) -> Box<M2Conn> {
         // A head plus an inline body is read before anything goes to the handler.
         let inline = s.limits.content_length.min(64 << 20) as u32;
         t.spill_max = t.spill_max.saturating_add(inline);
@@ -143,7 +155,36 @@ impl M2Conn {
             bytes_written: 0,
             last_read_ms: 0,
             last_write_ms: 0,
+            last_ping_ms: now_ms,
+            kind: 0,
         })
+    }
+
+    /// The server (index in the setup) this connection belongs to.
+    pub(super) fn server(&self) -> u16 {
+        self.server
+    }
+
+    /// This connection's `status what=net` row (`Register_info`): the id only once it has
+    /// talked to a handler (Mongrel2 assigns ids then), times as seconds since (0: never).
+    pub(super) fn net_row(&self, now_ms: u64, fd: i64) -> crate::proto::m2::control::NetRow {
+        let since = |at: u64| match at {
+            0 => 0,
+            at => (now_ms.saturating_sub(at) / 1000) as i64,
+        };
+        crate::proto::m2::control::NetRow {
+            id: match self.handler {
+                Some(_) => i64::from(self.id),
+                None => -1,
+            },
+            fd,
+            kind: self.kind,
+            last_ping_s: since(self.last_ping_ms),
+            last_read_s: since(self.last_read_ms),
+            last_write_s: since(self.last_write_ms),
+            bytes_read: self.bytes_read as i64,
+            bytes_written: self.bytes_written as i64,
+        }
     }
 
     /// Bytes from the client (plaintext).
@@ -286,6 +327,10 @@ impl M2Conn {
                 }
                 if c.keep_alive {
                     t.touch_client(cx.now, cx.settings, true);
+                    self.last_ping_ms = cx
+                        .now
+                        .saturating_duration_since(cx.settings.epoch)
+                        .as_millis() as u64;
                 }
                 if let (Some(n), Some(st)) = (c.credits, self.stream.as_mut()) {
                     st.credits = st.credits.saturating_add(n);
@@ -398,6 +443,9 @@ impl M2Conn {
             Ok(http1::Status::Partial) => return None,
             Ok(http1::Status::Complete(r)) => {
                 cx.stats.requests.inc();
+                if self.kind == 0 {
+                    self.kind = 1; // CONN_TYPE_HTTP
+                }
                 r
             }
             Err(e) => {
@@ -479,6 +527,7 @@ impl M2Conn {
         m.continued = false;
         m.handler = Some(hi);
         if req.upgrade_websocket {
+            self.kind = 3; // CONN_TYPE_SOCKET
             return Some(self.ws_handshake(t, cx, &req, found.pattern, hi, input));
         }
         if upload {
