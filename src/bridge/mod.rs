@@ -556,7 +556,10 @@ impl Bridge {
                 break;
             }
             let inbox_full = self.deliver_inbound();
-            let control_waiting = self.m2.as_mut().is_some_and(|m| m.control_turn(&self.shared));
+            let control_waiting = self
+                .m2
+                .as_mut()
+                .is_some_and(|m| m.control_turn(&self.shared));
             self.announce_due_deaths();
             let stats = &self.shared.metrics.bridge;
             stats.held.set(self.held_len() as i64);

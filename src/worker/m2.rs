@@ -11,11 +11,11 @@ use std::time::Instant;
 use super::Worker;
 use crate::bridge::m2::{M2In, ReplyKind};
 use crate::bridge::m2control::{Answer, Ask};
-use crate::proto::m2::control::encode_net_row;
 use crate::bridge::{OutPacket, Route};
 use crate::conn::Conn;
 use crate::limits;
 use crate::metrics::CloseReason as Cause;
+use crate::proto::m2::control::encode_net_row;
 use crate::proto::m2::notice::encode_disconnect;
 
 /// Mongrel2 connection id → slot, for the worker's open connections.

@@ -321,7 +321,10 @@ mod tests {
             ("10:4:help,0:}]", Ok(Command::Help)),
             ("10:4:stop,0:}]", Ok(Command::Signal(Signal::Stop))),
             ("12:6:reload,0:}]", Ok(Command::Signal(Signal::Reload))),
-            ("15:9:terminate,0:}]", Ok(Command::Signal(Signal::Terminate))),
+            (
+                "15:9:terminate,0:}]",
+                Ok(Command::Signal(Signal::Terminate)),
+            ),
             ("19:12:control_stop,0:}]", Ok(Command::ControlStop)),
         ];
         for (input, want) in cases {
@@ -334,7 +337,10 @@ mod tests {
         // Goal: the reply bytes Mongrel2 1.12.2 sent for the same facts.
         let mut out = Vec::new();
         encode_time(&mut out, 1_796_645_058);
-        assert_eq!(out, b"49:7:headers,7:4:time,]4:rows,18:14:10:1796645058,]]}");
+        assert_eq!(
+            out,
+            b"49:7:headers,7:4:time,]4:rows,18:14:10:1796645058,]]}"
+        );
         out.clear();
         encode_basic(&mut out, "uuid", b"f400bf85-4538-4f7a-8908-67e313d515c2");
         assert_eq!(
@@ -422,6 +428,17 @@ mod tests {
         assert_eq!(out, &b"145:7:headers,38:2:id,6:system,4:name,5:state,6:status,]4:rows,82:38:1:1#5:false!6:SERVER,7:read fd,4:idle,]36:1:4#4:true!6:fdtask,5:yield,5:ready,]]}"[..]);
         // The help table as a table of its rows.
         let (value, _) = tnetstring::parse(HELP).unwrap();
-        assert_eq!(value.as_dict().unwrap().get(b"rows").unwrap().as_list().unwrap().iter().count(), 10);
+        assert_eq!(
+            value
+                .as_dict()
+                .unwrap()
+                .get(b"rows")
+                .unwrap()
+                .as_list()
+                .unwrap()
+                .iter()
+                .count(),
+            10
+        );
     }
 }
