@@ -22,7 +22,12 @@ use crate::proto::http1::{self, BodyKind, Version};
 use crate::proto::m2::{
     encode_request, encode_stream_chunk, notice::encode_disconnect, request::ws_flags,
     split_target, HeaderTable, Message, ReplyKind, Request, Scheme, DELIVER_OUTSTANDING_MSGS,
+    DOWNLOAD_CREDITS_DEFAULT,
 };
+
+/// `DOWNLOAD_CREDITS`'s value on a connection's first request (`MAX_CREDITS`, `%d`).
+const DOWNLOAD_CREDITS_TEXT: &[u8] = b"102400";
+const _: () = assert!(DOWNLOAD_CREDITS_DEFAULT == 102_400);
 use crate::proto::ws::{self, AcceptKey, Event, MessageKind};
 
 /// Mongrel2's cap on a WebSocket message (`MAX_WS_LENGTH`, never enforced by Mongrel2).
@@ -66,6 +71,14 @@ pub(super) struct M2Conn {
     /// Mongrel2's `CONN_TYPE_*` for `status what=net`: 0 before the first request, 1 HTTP,
     /// 3 WebSocket.
     kind: u8,
+    /// `download.flow_control`: the connection's first request was seen (Mongrel2's
+    /// `downloadCreditsInitialized`), and whether the request being served is that one (its
+    /// messages, WebSocket frames included, carry `DOWNLOAD_CREDITS`).
+    credits_initialized: bool,
+    credits_header: bool,
+    /// Reply bytes queued for the client and not yet written (Mongrel2's
+    /// `deliverBytesPending`): credited back to the handler as they are written.
+    credits_pending: u64,
 }
 
 /// An open Mongrel2 WebSocket: the handshake head every frame message repeats.
@@ -157,6 +170,9 @@ impl M2Conn {
             last_write_ms: 0,
             last_ping_ms: now_ms,
             kind: 0,
+            credits_initialized: false,
+            credits_header: false,
+            credits_pending: 0,
         })
     }
 
@@ -272,6 +288,29 @@ impl M2Conn {
         m.outstanding = 0;
         m.bytes_written += n as u64;
         m.last_write_ms = now_ms;
+        // `Connection_deliver_raw_internal`: what was written of the handler's replies goes
+        // back as credits (one notice per completed send: replies written together are
+        // credited together).
+        let credited = m.credits_pending.min(n as u64);
+        if credited == 0 || !m.setup.limits.download_flow_control {
+            return;
+        }
+        m.credits_pending -= credited;
+        let Some(h) = m.handler else { return };
+        let handler = &m.setup.handlers[h as usize];
+        let mut data = Vec::with_capacity(128);
+        crate::proto::m2::notice::encode_credits(
+            &mut data,
+            handler.send_ident.as_bytes(),
+            m.id,
+            credited.min(u64::from(u32::MAX)) as u32,
+            handler.protocol,
+        );
+        cx.packet(OutPacket {
+            route: Route::M2(h),
+            data,
+            expires: None,
+        });
     }
 
     fn notice(&self, cx: &mut Ctx) {
@@ -304,6 +343,21 @@ impl M2Conn {
             return; // closing: Mongrel2 drops what comes for a dying connection
         }
         match kind {
+            ReplyKind::Data if self.setup.limits.download_flow_control => {
+                // `Connection_deliver_enqueue` with flow control: a byte budget, not a count.
+                let m = &mut *self;
+                if m.credits_pending + body.len() as u64 > u64::from(DOWNLOAD_CREDITS_DEFAULT) {
+                    crate::log!(
+                        crate::log::DEBUG,
+                        "m2",
+                        "connection {}: too many outstanding bytes, dropped",
+                        m.id
+                    );
+                    return t.close(cx.pool);
+                }
+                m.credits_pending += body.len() as u64;
+                t.write_out(cx.pool, |out| out.extend_from_slice(body));
+            }
             ReplyKind::Data => {
                 if t.sending.is_some() {
                     let m = &mut *self;
@@ -445,6 +499,12 @@ impl M2Conn {
                 cx.stats.requests.inc();
                 if self.kind == 0 {
                     self.kind = 1; // CONN_TYPE_HTTP
+                }
+                // src/connection.c: set once per connection, on its first request.
+                self.credits_header = false;
+                if self.setup.limits.download_flow_control && !self.credits_initialized {
+                    self.credits_initialized = true;
+                    self.credits_header = true;
                 }
                 r
             }
@@ -614,9 +674,12 @@ impl M2Conn {
         if let Some(p) = t.peer {
             let _ = write!(super::ArrayWriter(&mut remote), "{}", p.ip());
         }
-        let mut all: ArrayVec<(&[u8], &[u8]), 4> = ArrayVec::new();
+        let mut all: ArrayVec<(&[u8], &[u8]), 5> = ArrayVec::new();
         if !s.limits.no_clobber_xff {
             all.push((b"x-forwarded-for", &remote));
+        }
+        if self.credits_header {
+            all.push((b"DOWNLOAD_CREDITS", DOWNLOAD_CREDITS_TEXT));
         }
         for e in extra.iter().take(3) {
             all.push(*e);
