@@ -39,6 +39,8 @@ fn config(ports: &[u16]) -> String {
 /// A server under test with its handler and a control client.
 struct Peer {
     dir: TempDir,
+    /// The handler's send and recv ports (the config's).
+    handler_ports: [u16; 2],
     port: u16,
     proc: Proc,
     _context: zmq::Context,
@@ -71,6 +73,12 @@ fn m2sh(dir: &TempDir, args: &[&str], stdin: &str) -> String {
 impl Peer {
     /// `kind`: `mongrel2`, or a zring runtime started through a `mongrel2` symlink.
     fn start(kind: &str) -> Peer {
+        Self::start_with(kind, true)
+    }
+
+    /// `handler: false`: the test's handler sockets connect nowhere (another handler, such
+    /// as m2adapter, takes the requests).
+    fn start_with(kind: &str, handler: bool) -> Peer {
         let dir = TempDir::new(&format!("m2ctl-{kind}"));
         for sub in ["logs", "run", "tmp", "static"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -99,12 +107,15 @@ impl Peer {
         let mut proc = Proc::spawn(kind, &mut command, &dir.path);
         wait_port(ports[2], &mut proc, Duration::from_secs(10));
         let context = zmq::Context::new();
+        let hp = if handler {
+            ports.clone()
+        } else {
+            free_ports(2)
+        };
         let pull = context.socket(zmq::PULL).unwrap();
-        pull.connect(&format!("tcp://127.0.0.1:{}", ports[0]))
-            .unwrap();
+        pull.connect(&format!("tcp://127.0.0.1:{}", hp[0])).unwrap();
         let publ = context.socket(zmq::PUB).unwrap();
-        publ.connect(&format!("tcp://127.0.0.1:{}", ports[1]))
-            .unwrap();
+        publ.connect(&format!("tcp://127.0.0.1:{}", hp[1])).unwrap();
         let ctl = context.socket(zmq::REQ).unwrap();
         ctl.set_linger(0).unwrap();
         ctl.connect(&format!("ipc://{}/run/control", dir.path.display()))
@@ -112,6 +123,7 @@ impl Peer {
         std::thread::sleep(QUIET); // PUB/SUB slow joiner
         Peer {
             dir,
+            handler_ports: [ports[0], ports[1]],
             port: ports[2],
             proc,
             _context: context,
@@ -423,5 +435,66 @@ fn stop_and_terminate_through_the_control_port() {
             "{}",
             replies[0]
         );
+    }
+}
+
+/// m2adapter (Pushpin's Mongrel2 handler) polls the control port with `status what=net`
+/// when requests come without `DOWNLOAD_CREDITS` (no `download.flow_control`, as here): it
+/// must find the port working and see a client's departure from it, against both servers.
+#[test]
+fn m2adapter_polls_the_control_port() {
+    for kind in ["mongrel2", "uring"] {
+        let p = Peer::start_with(kind, false);
+        let conf = p.dir.join("m2adapter.conf");
+        let run = p.dir.join("run");
+        let [send, recv] = p.handler_ports;
+        std::fs::write(
+            &conf,
+            format!(
+                "[General]\nm2_in_specs=tcp://127.0.0.1:{send}\nm2_out_specs=tcp://127.0.0.1:{recv}\n\
+                 m2_send_idents={IDENT}\nm2_control_specs=ipc://{run}/control\n\
+                 zhttp_in_specs=ipc://{run}/zhttp-in\nzhttp_out_specs=ipc://{run}/zhttp-out\n\
+                 zhttp_out_stream_specs=ipc://{run}/zhttp-out-stream\nzws_in_specs=ipc://{run}/zws-in\n\
+                 zws_out_specs=ipc://{run}/zws-out\nzws_out_stream_specs=ipc://{run}/zws-out-stream\n\
+                 m2_client_buffer=200000\nmax_open_requests=100\n",
+                run = run.display()
+            ),
+        )
+        .unwrap();
+        let log = p.dir.join("m2adapter.log");
+        let mut adapter = Proc::spawn(
+            "m2adapter",
+            Command::new(require_bin("m2adapter"))
+                .arg(format!("--config={}", conf.display()))
+                .arg(format!("--logfile={}", log.display()))
+                .arg("--loglevel=3"),
+            &p.dir.path,
+        );
+        std::thread::sleep(Duration::from_millis(800));
+        let mut c = p.client();
+        c.write_all(b"GET /json/poll HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let read = |want: &str| {
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.contains(want) || std::time::Instant::now() > end {
+                    return text;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let text = read("control port index=0 works");
+        assert!(
+            text.contains("control port index=0 works"),
+            "{kind}: m2adapter's log:\n{text}"
+        );
+        drop(c);
+        let text = read("disconnected");
+        assert!(
+            text.contains("disconnected"),
+            "{kind}: m2adapter's log:\n{text}"
+        );
+        adapter.stop();
     }
 }
