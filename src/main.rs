@@ -24,6 +24,10 @@ fn main() {
         Action::Run(c) => *c,
     };
     log::set_level(cfg.log_level);
+    // Started as `mongrel2` (Pushpin's `mongrel2_bin=`, init scripts): Mongrel2's log lines,
+    // which Pushpin's runner parses.
+    let argv0 = std::env::args().next().unwrap_or_default();
+    log::set_mongrel2_style(config::invoked_as_mongrel2(&argv0));
     if let Err(e) = run(cfg) {
         zring::log!(log::ERROR, "zring", "{e}");
         std::process::exit(1);

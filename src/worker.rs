@@ -702,7 +702,7 @@ impl Driver for Worker {
         let info = &self.listeners[listener];
         let conn = Conn::new(now, &self.settings, info.mode, info.tls.as_ref(), peer);
         let slot = self.conns.insert(conn) as u32;
-        m2::on_accept(self, listener, slot);
+        m2::on_accept(self, now, listener, slot);
         assert!(
             (slot as usize) < self.modes.len(),
             "slab grew past its preallocated size"

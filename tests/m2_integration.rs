@@ -887,6 +887,81 @@ both_runtimes! {
     }
 }
 
+/// `download.flow_control=1` (Pushpin's setting): the first request of a connection, and
+/// every message built on it (WebSocket frames), carries `DOWNLOAD_CREDITS`; later requests
+/// do not; each reply written comes back to the handler as a credits notice (json and
+/// tnetstring); `ctl` keep-alive and cancel still work; a reply past the 100 KiB budget
+/// drops the connection.
+fn flow_script(s: &Server) -> Transcript {
+    let mut t = Transcript::default();
+    let mut c = s.client();
+    c.write_all(b"GET /json/a HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let f = s.json.frame();
+    t.frame("json", &f);
+    let id = frame_id(&f);
+    // One reply at a time, each read by the client before the next: one notice each.
+    for body in ["first", "second reply"] {
+        s.json.reply(&id, &reply_ok(body));
+        t.client("reply", read_until(&mut c, body.as_bytes()));
+        t.frame("json", &s.json.frame());
+    }
+    // The next request on the connection carries no credits.
+    c.write_all(b"GET /json/b HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    t.frame("json", &s.json.frame());
+    x_reply(&s.json, &id, b"20:3:ctl,10:10:keep-alive,4:true!}]");
+    s.json.reply(&id, &reply_ok("third"));
+    t.client("reply", read_until(&mut c, b"third"));
+    t.drain(s);
+    // tnetstring handler: its notices in tnetstring.
+    let mut c2 = s.client();
+    c2.write_all(b"GET /tnet/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let f = s.tnet.frame();
+    t.frame("tnet", &f);
+    let tid = frame_id(&f);
+    s.tnet.reply(&tid, &reply_ok("tnet"));
+    t.client("tnet reply", read_until(&mut c2, b"tnet"));
+    t.frame("tnet", &s.tnet.frame());
+    s.tnet.reply(&tid, b"");
+    t.client("tnet close", read_to_close(&mut c2));
+    t.drain(s);
+    // WebSocket as the connection's first request: the handshake and frames carry it.
+    let mut w = s.client();
+    w.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let f = s.json.frame();
+    t.frame("json", &f);
+    let wid = frame_id(&f);
+    w.write_all(&ws_frame(0x81, b"hello")).unwrap();
+    t.frame("json", &s.json.frame());
+    s.json.reply(&wid, b"\x81\x02ok");
+    t.client("ws", read_until(&mut w, b"ok"));
+    t.frame("json", &s.json.frame());
+    // A reply over the 100 KiB budget: the connection is dropped, nothing written.
+    s.json.reply(&id, &vec![b'x'; 150_000]);
+    t.client("over budget", read_to_close(&mut c));
+    t.drain(s);
+    t
+}
+
+both_runtimes! {
+    download_flow_control_matches_mongrel2(rt) {
+        let settings = "'download.flow_control': 1";
+        let m2 = Server::start("mongrel2", settings);
+        let want = flow_script(&m2);
+        drop(m2);
+        assert!(
+            want.items.iter().any(|(_, b)| contains(b, b"DOWNLOAD_CREDITS\":\"102400\"")),
+            "Mongrel2 sent no DOWNLOAD_CREDITS"
+        );
+        assert!(want.items.iter().any(|(_, b)| contains(b, b"{\"type\":\"credits\"}")));
+        let z = Server::start(rt, settings);
+        let got = flow_script(&z);
+        compare(&want, &got);
+    }
+}
+
 /// The config of `config` with one more handler (ports `extra[0]`, `extra[1]`) routed at
 /// `/new`: what a reload adds.
 fn config_with_new_route(ports: &[u16], extra: &[u16]) -> String {

@@ -50,12 +50,19 @@ struct HandlerSockets {
 pub struct M2Sockets {
     setup: Arc<Setup>,
     handlers: Vec<HandlerSockets>,
+    /// The control ports (`m2control`).
+    control: super::m2control::Control,
 }
 
 /// Binds every handler's sockets.
 pub fn open(ctx: &zmq::Context, setup: Arc<Setup>, hwm: i32) -> Result<M2Sockets, String> {
     let handlers = open_handlers(ctx, &setup, 0, hwm, BIND_TRIES_START)?;
-    Ok(M2Sockets { setup, handlers })
+    let control = super::m2control::open(ctx, &setup);
+    Ok(M2Sockets {
+        setup,
+        handlers,
+        control,
+    })
 }
 
 /// A reloaded setup and the sockets of the handlers it added (its handler list extends
@@ -188,6 +195,13 @@ impl M2Sockets {
                 items.push(h.push.as_poll_item(zmq::POLLOUT));
             }
         }
+        self.control.poll_items(items);
+    }
+
+    /// Serves the control ports (`m2control`); true while a request waits for workers.
+    pub fn control_turn(&mut self, shared: &Shared) -> bool {
+        self.control.turn(shared, &self.setup);
+        self.control.waiting()
     }
 
     /// Reads replies and queues them for the workers. Returns true when some worker's queue

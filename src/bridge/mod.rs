@@ -22,6 +22,7 @@ use crate::m2serve::Setup;
 use crate::proto::zhttp;
 
 pub mod m2;
+pub mod m2control;
 mod notify;
 
 /// A handler address (`from`), at most 64 bytes.
@@ -131,6 +132,11 @@ pub struct Inbox {
     /// one is there without taking the lock on every wake-up.
     pub m2_setup: Mutex<Option<Arc<Setup>>>,
     pub m2_setup_pending: AtomicBool,
+    /// A control port request for this worker (`m2control::Ask`), `m2_ask_pending` saying
+    /// one is there; the worker posts its `m2_answer` and wakes the bridge.
+    pub m2_ask: Mutex<Option<m2control::Ask>>,
+    pub m2_ask_pending: AtomicBool,
+    pub m2_answer: Mutex<Option<m2control::Answer>>,
 }
 
 impl Inbox {
@@ -147,6 +153,9 @@ impl Inbox {
             m2: Default::default(),
             m2_setup: Mutex::new(None),
             m2_setup_pending: AtomicBool::new(false),
+            m2_ask: Mutex::new(None),
+            m2_ask_pending: AtomicBool::new(false),
+            m2_answer: Mutex::new(None),
         })
     }
 
@@ -547,6 +556,10 @@ impl Bridge {
                 break;
             }
             let inbox_full = self.deliver_inbound();
+            let control_waiting = self
+                .m2
+                .as_mut()
+                .is_some_and(|m| m.control_turn(&self.shared));
             self.announce_due_deaths();
             let stats = &self.shared.metrics.bridge;
             stats.held.set(self.held_len() as i64);
@@ -557,7 +570,8 @@ impl Bridge {
             // peer while another is writable (`router_pollout_useful`), a full inbox, held
             // first packets that may expire, the exit deadline, and a handler's death
             // whose grace ends.
-            let mut timeout_ms = if self.held_len() > 0 || inbox_full || exiting {
+            let mut timeout_ms = if self.held_len() > 0 || inbox_full || exiting || control_waiting
+            {
                 limits::BRIDGE_RETRY_MS as i64
             } else {
                 -1

@@ -22,7 +22,12 @@ use crate::proto::http1::{self, BodyKind, Version};
 use crate::proto::m2::{
     encode_request, encode_stream_chunk, notice::encode_disconnect, request::ws_flags,
     split_target, HeaderTable, Message, ReplyKind, Request, Scheme, DELIVER_OUTSTANDING_MSGS,
+    DOWNLOAD_CREDITS_DEFAULT,
 };
+
+/// `DOWNLOAD_CREDITS`'s value on a connection's first request (`MAX_CREDITS`, `%d`).
+const DOWNLOAD_CREDITS_TEXT: &[u8] = b"102400";
+const _: () = assert!(DOWNLOAD_CREDITS_DEFAULT == 102_400);
 use crate::proto::ws::{self, AcceptKey, Event, MessageKind};
 
 /// Mongrel2's cap on a WebSocket message (`MAX_WS_LENGTH`, never enforced by Mongrel2).
@@ -60,6 +65,20 @@ pub(super) struct M2Conn {
     bytes_written: u64,
     last_read_ms: u64,
     last_write_ms: u64,
+    /// When the connection was accepted or last pinged (`ctl` keep-alive): Mongrel2's
+    /// `last_ping` (ms since the worker's epoch), for `status what=net`.
+    last_ping_ms: u64,
+    /// Mongrel2's `CONN_TYPE_*` for `status what=net`: 0 before the first request, 1 HTTP,
+    /// 3 WebSocket.
+    kind: u8,
+    /// `download.flow_control`: the connection's first request was seen (Mongrel2's
+    /// `downloadCreditsInitialized`), and whether the request being served is that one (its
+    /// messages, WebSocket frames included, carry `DOWNLOAD_CREDITS`).
+    credits_initialized: bool,
+    credits_header: bool,
+    /// Reply bytes queued for the client and not yet written (Mongrel2's
+    /// `deliverBytesPending`): credited back to the handler as they are written.
+    credits_pending: u64,
 }
 
 /// An open Mongrel2 WebSocket: the handshake head every frame message repeats.
@@ -122,7 +141,13 @@ fn canned(code: u16) -> &'static [u8] {
 impl M2Conn {
     /// The session of a Mongrel2 connection of server `server` with id `id` (the worker's,
     /// at accept).
-    pub(super) fn new(t: &mut Transport, s: &Arc<Setup>, server: u16, id: u32) -> Box<M2Conn> {
+    pub(super) fn new(
+        t: &mut Transport,
+        s: &Arc<Setup>,
+        server: u16,
+        id: u32,
+        now_ms: u64,
+    ) -> Box<M2Conn> {
         // A head plus an inline body is read before anything goes to the handler.
         let inline = s.limits.content_length.min(64 << 20) as u32;
         t.spill_max = t.spill_max.saturating_add(inline);
@@ -143,7 +168,39 @@ impl M2Conn {
             bytes_written: 0,
             last_read_ms: 0,
             last_write_ms: 0,
+            last_ping_ms: now_ms,
+            kind: 0,
+            credits_initialized: false,
+            credits_header: false,
+            credits_pending: 0,
         })
+    }
+
+    /// The server (index in the setup) this connection belongs to.
+    pub(super) fn server(&self) -> u16 {
+        self.server
+    }
+
+    /// This connection's `status what=net` row (`Register_info`): the id only once it has
+    /// talked to a handler (Mongrel2 assigns ids then), times as seconds since (0: never).
+    pub(super) fn net_row(&self, now_ms: u64, fd: i64) -> crate::proto::m2::control::NetRow {
+        let since = |at: u64| match at {
+            0 => 0,
+            at => (now_ms.saturating_sub(at) / 1000) as i64,
+        };
+        crate::proto::m2::control::NetRow {
+            id: match self.handler {
+                Some(_) => i64::from(self.id),
+                None => -1,
+            },
+            fd,
+            kind: self.kind,
+            last_ping_s: since(self.last_ping_ms),
+            last_read_s: since(self.last_read_ms),
+            last_write_s: since(self.last_write_ms),
+            bytes_read: self.bytes_read as i64,
+            bytes_written: self.bytes_written as i64,
+        }
     }
 
     /// Bytes from the client (plaintext).
@@ -231,6 +288,29 @@ impl M2Conn {
         m.outstanding = 0;
         m.bytes_written += n as u64;
         m.last_write_ms = now_ms;
+        // `Connection_deliver_raw_internal`: what was written of the handler's replies goes
+        // back as credits (one notice per completed send: replies written together are
+        // credited together).
+        let credited = m.credits_pending.min(n as u64);
+        if credited == 0 || !m.setup.limits.download_flow_control {
+            return;
+        }
+        m.credits_pending -= credited;
+        let Some(h) = m.handler else { return };
+        let handler = &m.setup.handlers[h as usize];
+        let mut data = Vec::with_capacity(128);
+        crate::proto::m2::notice::encode_credits(
+            &mut data,
+            handler.send_ident.as_bytes(),
+            m.id,
+            credited.min(u64::from(u32::MAX)) as u32,
+            handler.protocol,
+        );
+        cx.packet(OutPacket {
+            route: Route::M2(h),
+            data,
+            expires: None,
+        });
     }
 
     fn notice(&self, cx: &mut Ctx) {
@@ -263,6 +343,21 @@ impl M2Conn {
             return; // closing: Mongrel2 drops what comes for a dying connection
         }
         match kind {
+            ReplyKind::Data if self.setup.limits.download_flow_control => {
+                // `Connection_deliver_enqueue` with flow control: a byte budget, not a count.
+                let m = &mut *self;
+                if m.credits_pending + body.len() as u64 > u64::from(DOWNLOAD_CREDITS_DEFAULT) {
+                    crate::log!(
+                        crate::log::DEBUG,
+                        "m2",
+                        "connection {}: too many outstanding bytes, dropped",
+                        m.id
+                    );
+                    return t.close(cx.pool);
+                }
+                m.credits_pending += body.len() as u64;
+                t.write_out(cx.pool, |out| out.extend_from_slice(body));
+            }
             ReplyKind::Data => {
                 if t.sending.is_some() {
                     let m = &mut *self;
@@ -286,6 +381,10 @@ impl M2Conn {
                 }
                 if c.keep_alive {
                     t.touch_client(cx.now, cx.settings, true);
+                    self.last_ping_ms = cx
+                        .now
+                        .saturating_duration_since(cx.settings.epoch)
+                        .as_millis() as u64;
                 }
                 if let (Some(n), Some(st)) = (c.credits, self.stream.as_mut()) {
                     st.credits = st.credits.saturating_add(n);
@@ -398,6 +497,15 @@ impl M2Conn {
             Ok(http1::Status::Partial) => return None,
             Ok(http1::Status::Complete(r)) => {
                 cx.stats.requests.inc();
+                if self.kind == 0 {
+                    self.kind = 1; // CONN_TYPE_HTTP
+                }
+                // src/connection.c: set once per connection, on its first request.
+                self.credits_header = false;
+                if self.setup.limits.download_flow_control && !self.credits_initialized {
+                    self.credits_initialized = true;
+                    self.credits_header = true;
+                }
                 r
             }
             Err(e) => {
@@ -479,6 +587,7 @@ impl M2Conn {
         m.continued = false;
         m.handler = Some(hi);
         if req.upgrade_websocket {
+            self.kind = 3; // CONN_TYPE_SOCKET
             return Some(self.ws_handshake(t, cx, &req, found.pattern, hi, input));
         }
         if upload {
@@ -565,9 +674,12 @@ impl M2Conn {
         if let Some(p) = t.peer {
             let _ = write!(super::ArrayWriter(&mut remote), "{}", p.ip());
         }
-        let mut all: ArrayVec<(&[u8], &[u8]), 4> = ArrayVec::new();
+        let mut all: ArrayVec<(&[u8], &[u8]), 5> = ArrayVec::new();
         if !s.limits.no_clobber_xff {
             all.push((b"x-forwarded-for", &remote));
+        }
+        if self.credits_header {
+            all.push((b"DOWNLOAD_CREDITS", DOWNLOAD_CREDITS_TEXT));
         }
         for e in extra.iter().take(3) {
             all.push(*e);

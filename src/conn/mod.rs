@@ -210,9 +210,28 @@ impl Conn {
 
     /// Makes this a Mongrel2 connection of server `server` with id `id` (the worker, at
     /// accept).
-    pub fn m2_attach(&mut self, setup: &Arc<crate::m2serve::Setup>, server: u16, id: u32) {
+    pub fn m2_attach(
+        &mut self,
+        setup: &Arc<crate::m2serve::Setup>,
+        server: u16,
+        id: u32,
+        now_ms: u64,
+    ) {
         self.t.clear_timer(Timer::Request); // Mongrel2 keeps its own limits (`m2::timeout`)
-        self.session = Session::M2(M2Conn::new(&mut self.t, setup, server, id));
+        self.session = Session::M2(M2Conn::new(&mut self.t, setup, server, id, now_ms));
+    }
+
+    /// A Mongrel2 connection's server and `status what=net` row (`fd`: what the row shows
+    /// in Mongrel2's fd column); `None` for other connections.
+    pub fn m2_net_row(
+        &self,
+        now_ms: u64,
+        fd: i64,
+    ) -> Option<(u16, crate::proto::m2::control::NetRow)> {
+        match &self.session {
+            Session::M2(m) => Some((m.server(), m.net_row(now_ms, fd))),
+            _ => None,
+        }
     }
 
     /// The Mongrel2 id, for the worker's id table.

@@ -85,7 +85,7 @@ pub const KNOWN: &[(&str, Kind, &str, Support)] = &[
         "download.flow_control",
         Kind::Int,
         "0",
-        Support::Unsupported,
+        Support::Implemented,
     ),
     ("certdir", Kind::Str, "", Support::Implemented),
     ("server.daemonize", Kind::Int, "1", Support::Implemented),

@@ -33,6 +33,10 @@ pub struct Limits {
     pub no_clobber_xff: bool,
     /// `upload.stream`: large bodies go to the handler in credit-driven messages.
     pub stream: bool,
+    /// `download.flow_control`: a connection's first request carries `DOWNLOAD_CREDITS`,
+    /// each reply written is acknowledged with a credits notice, and a connection may hold
+    /// `DOWNLOAD_CREDITS_DEFAULT` bytes of unwritten replies (src/connection.c).
+    pub download_flow_control: bool,
     /// `limits.min_read_rate` / `limits.min_write_rate` (bytes/s, 0 = off) and
     /// `limits.kill_limit`: an idle connection dies when more than `kill_limit` of
     /// (idle past `min_ping`, read rate low, write rate low) hold (src/register.c).
@@ -403,6 +407,7 @@ fn build(
             .unwrap_or(0o600),
         no_clobber_xff: int("no_clobber_xff") != 0,
         stream: int("upload.stream") != 0,
+        download_flow_control: int("download.flow_control") != 0,
         min_read_rate: int("limits.min_read_rate").max(0) as u64,
         min_write_rate: int("limits.min_write_rate").max(0) as u64,
         kill_limit: int("limits.kill_limit").clamp(0, 3) as u32,

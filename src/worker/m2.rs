@@ -10,10 +10,12 @@ use std::time::Instant;
 
 use super::Worker;
 use crate::bridge::m2::{M2In, ReplyKind};
+use crate::bridge::m2control::{Answer, Ask};
 use crate::bridge::{OutPacket, Route};
 use crate::conn::Conn;
 use crate::limits;
 use crate::metrics::CloseReason as Cause;
+use crate::proto::m2::control::encode_net_row;
 use crate::proto::m2::notice::encode_disconnect;
 
 /// Mongrel2 connection id → slot, for the worker's open connections.
@@ -21,10 +23,25 @@ use crate::proto::m2::notice::encode_disconnect;
 pub(super) struct Ids {
     slots: HashMap<u32, u32>,
     next: u32,
+    /// A `status what=net` table being built (`control_turn`).
+    snapshot: Option<Snapshot>,
 }
 
+/// This worker's part of a `status what=net` table, built over several turns.
+struct Snapshot {
+    server: u16,
+    /// The next slot to look at.
+    cursor: usize,
+    /// Rendered rows so far.
+    rows: Vec<u8>,
+}
+
+/// Slots one turn looks at for a `status what=net` table: at 20,000 connections a worker
+/// answers within 5 turns, and no turn does more than this many small row writes.
+const SNAPSHOT_SLOTS_PER_TURN: usize = 4096;
+
 /// A new connection on `listener` got `slot`: give it its server and id.
-pub(super) fn on_accept(w: &mut Worker, listener: usize, slot: u32) {
+pub(super) fn on_accept(w: &mut Worker, now: Instant, listener: usize, slot: u32) {
     let Some(setup) = w.settings.m2.clone() else {
         return;
     };
@@ -44,7 +61,8 @@ pub(super) fn on_accept(w: &mut Worker, listener: usize, slot: u32) {
             break id;
         }
     };
-    w.conns[slot as usize].m2_attach(&setup, server, id);
+    let now_ms = now.saturating_duration_since(w.settings.epoch).as_millis() as u64;
+    w.conns[slot as usize].m2_attach(&setup, server, id, now_ms);
 }
 
 /// Queues an access log line for server `server`'s file (written at the end of the turn).
@@ -104,6 +122,7 @@ pub(super) fn wake(w: &mut Worker, now: Instant) {
     let Some(setup) = w.settings.m2.clone() else {
         return;
     };
+    control_turn(w, now);
     let batch: Vec<Arc<M2In>> = {
         let inbox = &w.shared.inboxes[w.index as usize];
         let mut q = inbox.m2.lock().unwrap();
@@ -146,4 +165,81 @@ pub(super) fn wake(w: &mut Worker, now: Instant) {
             }
         }
     }
+}
+
+/// The control port's requests (`bridge::m2control`): a `kill` is done at once; a
+/// `status what=net` table is built `SNAPSHOT_SLOTS_PER_TURN` slots a turn (the worker wakes
+/// itself for the rest), then posted. Either answer wakes the bridge.
+fn control_turn(w: &mut Worker, now: Instant) {
+    let index = w.index as usize;
+    let shared = Arc::clone(&w.shared);
+    let inbox = &shared.inboxes[index];
+    if inbox
+        .m2_ask_pending
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        match inbox.m2_ask.lock().unwrap().take() {
+            Some(Ask::Kill { server, id }) => {
+                let found = kill(w, now, server, id);
+                *inbox.m2_answer.lock().unwrap() = Some(Answer::Kill(found));
+                shared.wake_bridge();
+            }
+            Some(Ask::Net { server }) => {
+                w.m2_ids.snapshot = Some(Snapshot {
+                    server,
+                    cursor: 0,
+                    rows: Vec::new(),
+                });
+            }
+            None => {}
+        }
+    }
+    let Some(mut snap) = w.m2_ids.snapshot.take() else {
+        return;
+    };
+    let now_ms = now.saturating_duration_since(w.settings.epoch).as_millis() as u64;
+    let workers = w.settings.m2.as_ref().map_or(1, |s| s.workers.max(1)) as usize;
+    let end = (snap.cursor + SNAPSHOT_SLOTS_PER_TURN).min(w.slots);
+    for slot in snap.cursor..end {
+        let Some(conn) = w.conns.get(slot) else {
+            continue;
+        };
+        // Mongrel2's fd column: zring's slot, made unique across workers.
+        let fd = (slot * workers + index) as i64;
+        if let Some((server, row)) = conn.m2_net_row(now_ms, fd) {
+            if server == snap.server && !conn.is_closed() {
+                encode_net_row(&mut snap.rows, &row);
+            }
+        }
+    }
+    snap.cursor = end;
+    if end < w.slots {
+        w.m2_ids.snapshot = Some(snap);
+        inbox.wake(); // the rest next turn, after this turn's I/O
+        return;
+    }
+    *inbox.m2_answer.lock().unwrap() = Some(Answer::Net(snap.rows));
+    shared.wake_bridge();
+}
+
+/// `kill id=N`: closes the connection as Mongrel2's `Register_disconnect` does (no
+/// disconnect notice). False when no open connection of `server` has that id.
+fn kill(w: &mut Worker, now: Instant, server: u16, id: u32) -> bool {
+    let Some(slot) = w.m2_ids.slots.get(&id).copied() else {
+        return false;
+    };
+    // Only an id Mongrel2 would have given out: one the connection's handler has seen
+    // (`Register_fd_for_id` knows no other).
+    let ours = w
+        .conns
+        .get(slot as usize)
+        .and_then(|c| c.m2_net_row(0, 0))
+        .is_some_and(|(s, row)| s == server && row.id >= 0);
+    if !ours || w.conns.get(slot as usize).is_none_or(|c| c.is_closed()) {
+        return false;
+    }
+    w.with_conn(now, slot, Cause::Handler, |c, cx| {
+        c.handle_m2_reply(cx, ReplyKind::Kill, &[])
+    });
+    true
 }

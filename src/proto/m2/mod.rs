@@ -10,6 +10,7 @@
 //! listed in `docs/mongrel2.md`.
 
 pub mod access;
+pub mod control;
 pub mod hash_order;
 pub mod notice;
 pub mod reply;
