@@ -145,36 +145,6 @@ impl Stack {
             .map(|d| d.count())
             .unwrap_or(0)
     }
-
-    /// Accepted client connections on zring's stream or req port that zring has not closed
-    /// yet (kernel state ESTABLISHED or CLOSE_WAIT), read from the namespace's TCP tables:
-    /// what a leaked connection would show on either runtime (io_uring's direct descriptors
-    /// are not in `/proc/PID/fd`). ZeroMQ's own sockets, which libzmq may reconnect at any
-    /// time, are not counted.
-    pub fn open_client_conns(&self) -> Vec<String> {
-        let pid = self.zring.pid();
-        let mut held = Vec::new();
-        for table in ["tcp", "tcp6"] {
-            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-                continue;
-            };
-            for line in text.lines().skip(1) {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.len() < 4 {
-                    continue;
-                }
-                let local_port = f[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok());
-                let ours = local_port == Some(self.port) || local_port == Some(self.req_port);
-                if ours && (f[3] == "01" || f[3] == "08") {
-                    held.push(format!("{} {} st={}", f[1], f[2], f[3]));
-                }
-            }
-        }
-        held
-    }
 }
 
 impl Drop for Stack {
