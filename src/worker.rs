@@ -695,7 +695,7 @@ impl Driver for Worker {
         peer: Option<SocketAddr>,
     ) -> Option<u32> {
         let m = mode_index(self.listeners[listener].mode);
-        if self.stopping() || self.conns.len() + self.backends_used() >= self.slots {
+        if self.shutting_down || self.conns.len() + self.backends_used() >= self.slots {
             return None; // the reserve is used up too (`accepting` stops this early)
         }
         let refuse = self.count[m] >= self.maxconn[m] && self.make_room(now, m);
@@ -717,6 +717,12 @@ impl Driver for Worker {
             .set(slot, self.conns[slot as usize].poll_timeout(&self.settings));
         if refuse {
             self.with_conn(now, slot, Cause::Overload, |c, cx| c.reject_overload(cx));
+        } else if self.drain_deadline.is_some() {
+            // Accepted during the drain (io_uring: an accept already in the kernel when
+            // the drain began; its connection would be reset if closed now): its request
+            // is served, the connection's last (a takeover's old process must not drop
+            // what it accepted).
+            self.with_conn(now, slot, Cause::Shutdown, |c, cx| c.handle_drain(cx));
         } else {
             self.idle.set(slot, m, self.conns[slot as usize].is_idle());
         }

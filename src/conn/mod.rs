@@ -532,6 +532,8 @@ impl Conn {
         };
         if wait == Wait::KeepAlive || self.t.spill.is_empty() {
             crate::log!(crate::log::DEBUG, "conn", "{wait:?} deadline: closing");
+            // Draining: nothing is owed, so no lingering close to hold up the exit.
+            self.t.eof |= self.t.last_exchange;
             return self.t.drain(cx);
         }
         crate::log!(crate::log::DEBUG, "conn", "{wait:?} deadline: 408");
@@ -570,8 +572,10 @@ impl Conn {
         }
     }
 
-    /// zring is draining (the first SIGTERM; see `docs/operations.md`). Idle connections
-    /// close at once; an HTTP exchange with its handler goes on, and the connection closes
+    /// zring is draining (the first SIGTERM or a takeover; see `docs/operations.md`), or a
+    /// connection was accepted during the drain. An idle connection waits
+    /// `DRAIN_IDLE_GRACE_MS` for a request (served with `Connection: close`), then closes;
+    /// an HTTP exchange with its handler goes on, and the connection closes
     /// when its response is written (`Connection: close` on a response that starts now); an
     /// open WebSocket gets a close 1001 and its handshake (bounded by the close wait); an
     /// upgrade still with its handler, and a Mongrel2 connection, are cut as at shutdown.
@@ -585,9 +589,13 @@ impl Conn {
         let Conn { t, session } = self;
         match session {
             Session::Idle(..) => {
-                // Nothing is asked of a handler: a FIN (a TLS close_notify first), no linger.
-                t.eof = true;
-                t.drain(cx);
+                // Nothing is asked of a handler yet, but a request may be on its way (a
+                // kept-alive client writes its next one as soon as it has read a response;
+                // a new one right after connecting): it is served, the last one. With none
+                // by `DRAIN_IDLE_GRACE_MS` the connection closes (`request_timeout`: a FIN,
+                // a TLS close_notify first, no linger).
+                let grace = cx.now + Duration::from_millis(limits::DRAIN_IDLE_GRACE_MS);
+                t.cap_timer(cx.settings, Timer::Request, grace);
             }
             Session::Http(x) => x.drain(t, cx),
             // A close handshake already under way goes on.
