@@ -95,6 +95,12 @@ pub struct Config {
     pub m2_uuid: Option<String>,
     /// `--prometheus [addr:]port[,prefix=NAME]`: serve metrics and `/healthz` there.
     pub prometheus: Option<Prometheus>,
+    /// `--takeover-socket PATH`: where this process offers its listening sockets to a
+    /// successor (`takeover`).
+    pub takeover_socket: Option<PathBuf>,
+    /// `--takeover`: take the listening sockets of the zring at `takeover_socket`, then
+    /// have it drain.
+    pub takeover: bool,
 }
 
 impl Default for Config {
@@ -131,6 +137,8 @@ impl Default for Config {
             m2_server: None,
             m2_uuid: None,
             prometheus: None,
+            takeover_socket: None,
+            takeover: false,
         }
     }
 }
@@ -197,6 +205,14 @@ OPTIONS (zring):
                                     Serve Prometheus metrics (GET /metrics) and readiness
                                     (GET /healthz) on this address, as pushpin-connmgr; NAME
                                     is prepended to every metric name [default: off]
+    --takeover-socket <path>        Offer this process's listening sockets to a successor on
+                                    this Unix socket (see --takeover) [default: off]
+    --takeover                      Restart or upgrade without dropping a connection: take the
+                                    listening sockets of the zring serving --takeover-socket
+                                    (the same kernel sockets: nothing in their backlog is
+                                    lost), start serving, then have it drain as on SIGTERM
+    Socket activation: sockets passed by systemd (LISTEN_FDS) are used for the --listen and
+    --prometheus addresses they are bound to; the others are bound by zring.
 
 OPTIONS (Mongrel2 mode; excludes --listen, --zclient-*, --tls-identities-dir):
     --m2-config <file>              Serve a Mongrel2 config (m2sh syntax) with its handlers
@@ -254,6 +270,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
             "--compression" => c.compression = true,
             "--zclient-connect" => c.zclient_connect = true,
             "--no-pin" => c.pin = false,
+            "--takeover" => c.takeover = true,
+            "--takeover-socket" => c.takeover_socket = Some(PathBuf::from(value()?)),
             "--log-level" => c.log_level = number(&name, &value()?, 0, 255)? as u8,
             "--id" => c.id = value()?,
             "--workers" => {
@@ -315,6 +333,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
     }
     if c.m2_config.is_some() || c.m2_db.is_some() || c.m2_server.is_some() || c.m2_uuid.is_some() {
         check_m2_flags(&c)?;
+    }
+    if c.takeover && c.takeover_socket.is_none() {
+        return Err("--takeover needs --takeover-socket (where the running zring listens)".into());
+    }
+    if c.takeover && (c.m2_config.is_some() || c.m2_db.is_some()) {
+        return Err("--takeover: not in Mongrel2 mode (its pid file names one process)".into());
     }
     finish(&mut c)?;
     Ok(Action::Run(Box::new(c)))

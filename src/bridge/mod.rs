@@ -199,6 +199,9 @@ pub struct Shared {
     /// Set by the signal handler thread on the first SIGTERM: workers stop accepting and
     /// drain (`worker::Worker::start_drain`), cutting what is left at `--shutdown-timeout`.
     pub drain: AtomicBool,
+    /// Set once a successor has taken the listening sockets (`takeover`): the metrics
+    /// thread stops accepting on the listener it now shares with it.
+    pub handed_over: AtomicBool,
     /// Set by the workers once they have queued their last packets.
     pub workers_done: AtomicUsize,
     /// A reloaded Mongrel2 setup with its new handlers' sockets, from the signal thread to
@@ -222,6 +225,7 @@ impl Shared {
             bridge_wake_pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             drain: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             workers_done: AtomicUsize::new(0),
             m2_reload: Mutex::new(Vec::new()),
             metrics: crate::metrics::Metrics::new(workers),
