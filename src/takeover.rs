@@ -247,15 +247,32 @@ fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> std::io::R
             );
         }
     }
-    // SAFETY: every pointer in `msg` refers to live locals for the call's duration.
-    let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if n as usize != bytes.len() {
+    let n = loop {
+        // SAFETY: every pointer in `msg` refers to live locals for the call's duration.
+        let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        match retry(n)? {
+            Some(n) => break n,
+            None => continue,
+        }
+    };
+    if n != bytes.len() {
         return Err(std::io::Error::other("short sendmsg"));
     }
     Ok(())
+}
+
+/// A socket call's result: `None` to call again after `EINTR`. A socket with a timeout
+/// (ours have) is not restarted by the kernel after an interruption, and io_uring's task
+/// work interrupts like a signal (seen at startup, after the runtime probe's ring).
+fn retry(n: isize) -> std::io::Result<Option<usize>> {
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = std::io::Error::last_os_error();
+    match e.kind() {
+        std::io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(e),
+    }
 }
 
 /// One `recvmsg`: a line (the whole message) and the fds attached, close-on-exec.
@@ -272,11 +289,14 @@ fn recv_with_fds(stream: &UnixStream) -> std::io::Result<(String, Vec<RawFd>)> {
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: `msg` points at live buffers of the sizes it states.
-    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let n = loop {
+        // SAFETY: `msg` points at live buffers of the sizes it states.
+        let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        match retry(n)? {
+            Some(n) => break n,
+            None => continue,
+        }
+    };
     let mut fds = Vec::new();
     // SAFETY: the kernel filled `control` and set `msg_controllen`; the CMSG macros walk
     // only within it, and each SCM_RIGHTS payload is a whole number of c_ints.
@@ -299,7 +319,7 @@ fn recv_with_fds(stream: &UnixStream) -> std::io::Result<(String, Vec<RawFd>)> {
             "more sockets than one takeover passes",
         ));
     }
-    let line = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
     Ok((line.trim_end_matches('\n').to_owned(), fds))
 }
 
