@@ -101,6 +101,10 @@ pub struct Config {
     /// `--takeover`: take the listening sockets of the zring at `takeover_socket`, then
     /// have it drain.
     pub takeover: bool,
+    /// `--config FILE`: options read from a file (again on SIGHUP).
+    pub config: Option<PathBuf>,
+    /// `--access-log FILE`: one line per request, written by the access log thread.
+    pub access_log: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -139,6 +143,8 @@ impl Default for Config {
             prometheus: None,
             takeover_socket: None,
             takeover: false,
+            config: None,
+            access_log: None,
         }
     }
 }
@@ -211,6 +217,15 @@ OPTIONS (zring):
                                     listening sockets of the zring serving --takeover-socket
                                     (the same kernel sockets: nothing in their backlog is
                                     lost), start serving, then have it drain as on SIGTERM
+    --access-log <file>             Log every request to this file: common log format, then the
+                                    duration (s) and the handler's address. Written by its own
+                                    thread; lines it cannot take in time are dropped and counted
+                                    (connmgr_access_log_dropped_total). Reopened on SIGHUP
+    --config <file>                 Read options from this file, one per line (`log-level 3`;
+                                    the command line wins); SIGHUP reads it again and applies
+                                    the log level
+    SIGHUP: re-reads the TLS identities, the --config file's log level, reopens the access
+    log (and in Mongrel2 mode reloads the config); open connections are not touched.
     Socket activation: sockets passed by systemd (LISTEN_FDS) are used for the --listen and
     --prometheus addresses they are bound to; the others are bound by zring.
 
@@ -243,7 +258,66 @@ pub fn parse_argv<I: IntoIterator<Item = String>>(argv: I) -> Result<Action, Str
 }
 
 /// Parses `args` (without the program name). The error is one line for the user.
+/// `--config FILE` puts the file's options (see [`options_file`]) before the command
+/// line's, so the command line wins where both set an option.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
+    let args: Vec<String> = args.into_iter().collect();
+    let mut file = None;
+    let mut rest = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.strip_prefix("--config") {
+            Some("") => file = Some(it.next().ok_or("--config needs a value")?),
+            Some(v) if v.starts_with('=') => file = Some(v[1..].to_string()),
+            _ => rest.push(a),
+        }
+    }
+    let mut all = match &file {
+        Some(path) => options_file(path)?,
+        None => Vec::new(),
+    };
+    all.extend(rest);
+    let mut action = parse_args(all)?;
+    if let Action::Run(c) = &mut action {
+        c.config = file.map(PathBuf::from);
+    }
+    Ok(action)
+}
+
+/// The options of a `--config` file as command-line arguments: one option per line,
+/// `name value`, `name = value` or a bare `name` for a flag, the leading `--` optional;
+/// blank lines and lines starting with `#` are skipped. SIGHUP reads it again (the log
+/// level applies at once; see `docs/operations.md`).
+pub fn options_file(path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
+    let mut args = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = match line.find(|ch: char| ch == '=' || ch.is_whitespace()) {
+            Some(i) => {
+                let value =
+                    line[i..].trim_start_matches(|ch: char| ch == '=' || ch.is_whitespace());
+                (&line[..i], Some(value.trim()))
+            }
+            None => (line, None),
+        };
+        let name = name.trim_start_matches('-');
+        if name == "config" {
+            return Err(format!(
+                "--config {path}: a config file cannot name another"
+            ));
+        }
+        args.push(match value {
+            Some(v) => format!("--{name}={v}"),
+            None => format!("--{name}"),
+        });
+    }
+    Ok(args)
+}
+
+fn parse_args(args: Vec<String>) -> Result<Action, String> {
     let mut c = Config::default();
     let mut args = args.into_iter();
     let mut sizes = false;
@@ -271,6 +345,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
             "--zclient-connect" => c.zclient_connect = true,
             "--no-pin" => c.pin = false,
             "--takeover" => c.takeover = true,
+            "--access-log" => c.access_log = Some(PathBuf::from(value()?)),
             "--takeover-socket" => c.takeover_socket = Some(PathBuf::from(value()?)),
             "--log-level" => c.log_level = number(&name, &value()?, 0, 255)? as u8,
             "--id" => c.id = value()?,

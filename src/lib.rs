@@ -12,6 +12,7 @@
 //! - [`metrics`]: counters kept as things happen, and the `--prometheus` listener.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod access_log;
 pub mod bridge;
 pub mod config;
 pub mod conn;

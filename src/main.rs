@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use zring::access_log::AccessLog;
 use zring::config::{self, Action, Config, ListenAddr, RuntimeChoice};
 use zring::listeners::{self, Inherited, Origin};
 use zring::runtime::Kind;
@@ -45,11 +46,17 @@ fn print_sizes() {
 }
 
 /// One rustls configuration per tls listener (`None` for plain ones), all sharing one
-/// provider and one identities directory. Every `default-cert` must load now: a missing or
-/// bad identity is a startup error naming the file, not a failure at the first client.
-fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, String> {
+/// provider and one identities directory (returned too, for SIGHUP). Every `default-cert`
+/// must load now: a missing or bad identity is a startup error naming the file, not a
+/// failure at the first client.
+type TlsConfigs = (
+    Vec<Option<Arc<rustls::ServerConfig>>>,
+    Option<Arc<tls::Identities>>,
+);
+
+fn tls_configs(cfg: &Config) -> Result<TlsConfigs, String> {
     if !cfg.listen.iter().any(|l| l.tls) {
-        return Ok(cfg.listen.iter().map(|_| None).collect());
+        return Ok((cfg.listen.iter().map(|_| None).collect(), None));
     }
     let dir = &cfg.tls_identities_dir;
     std::fs::read_dir(dir).map_err(|e| format!("--tls-identities-dir {}: {e}", dir.display()))?;
@@ -62,7 +69,8 @@ fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, S
             .filter(|l| l.tls)
             .filter_map(|l| l.default_cert.as_deref()),
     )?;
-    cfg.listen
+    let configs = cfg
+        .listen
         .iter()
         .map(|l| {
             l.tls
@@ -75,7 +83,8 @@ fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, S
                 })
                 .transpose()
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((configs, Some(identities)))
 }
 
 fn run(mut cfg: Config) -> Result<(), String> {
@@ -113,13 +122,37 @@ fn run(mut cfg: Config) -> Result<(), String> {
     }
     let sockets = Sockets::open(&cfg, taken.as_ref())?;
     let fds = sockets.listen.clone();
+    // The config's absolute path and the chroot, taken before the chroot hides the outside.
+    let m2_paths = m2.as_ref().map(|setup| {
+        let source = cfg.m2_db.as_ref().or(cfg.m2_config.as_ref()).cloned();
+        let absolute = source.as_ref().and_then(|p| std::fs::canonicalize(p).ok());
+        let chroot = std::fs::canonicalize(&setup.servers[0].server.chroot).ok();
+        (absolute, chroot)
+    });
     // Then, before any thread exists, Mongrel2's pid file, chroot, daemon and privileges.
     let process = match m2.as_mut() {
-        Some(setup) => Some(m2_process(&mut cfg, setup)?),
+        Some(setup) => Some(zring::m2serve::process::start(
+            &setup.servers[0].server,
+            &setup.settings,
+        )?),
         None => None,
     };
+    // The access log thread (after the daemon's fork: threads do not survive it).
+    let (access, access_thread) =
+        AccessLog::start().map_err(|e| format!("access log thread: {e}"))?;
+    let access_zhttp = match &cfg.access_log {
+        Some(path) => Some(
+            access
+                .open(path)
+                .map_err(|e| format!("--access-log: {e}"))?,
+        ),
+        None => None,
+    };
+    if let (Some(setup), Some(p), Some(paths)) = (m2.as_mut(), &process, m2_paths) {
+        m2_settle(&mut cfg, setup, p, paths, &access)?;
+    }
     let mut infos = Vec::new();
-    let tls_configs = tls_configs(&cfg)?;
+    let (tls_configs, identities) = tls_configs(&cfg)?;
     for ((l, tls), origin) in cfg.listen.iter().zip(tls_configs).zip(&sockets.origins) {
         infos.push(ListenerInfo { mode: l.mode, tls });
         zring::log!(
@@ -141,6 +174,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         unsafe { std::net::TcpListener::from_raw_fd(fd) }
     });
     let shared = bridge::Shared::new(cfg.workers).map_err(|e| format!("eventfd: {e}"))?;
+    let _ = shared.access_log.set((access.clone(), access_zhttp));
     let bridge = bridge::start(&cfg, m2.clone(), shared.clone())?;
     let zmq_context = bridge.context();
     let bridge_thread = std::thread::Builder::new()
@@ -206,27 +240,31 @@ fn run(mut cfg: Config) -> Result<(), String> {
         })
         .map_err(|e| format!("takeover thread: {e}"))?;
     }
-    // SIGHUP reloads a Mongrel2 config; SIGTERM drains, SIGINT stops.
+    // SIGHUP reloads (TLS identities, the --config log level, access logs, a Mongrel2
+    // config); SIGTERM drains, SIGINT stops.
     let first = loop {
         let sig = wait_signal(&signals);
         if sig != Signal::Hup {
             break sig;
         }
-        match m2.as_mut() {
-            Some(running) => {
-                m2_reload(&cfg, &zmq_context, &shared, running);
-                if let Some(p) = &process {
-                    let server = &running.servers[0].server;
-                    if let Err(e) = zring::m2serve::process::reopen_error_log(p, server) {
-                        zring::log!(log::ERROR, "m2", "SIGHUP: {e}");
-                    }
-                }
-            }
-            None => zring::log!(
+        reload_options(&cfg);
+        if let Some(ids) = &identities {
+            let (loaded, failed) = ids.reload_all(std::time::Instant::now());
+            zring::log!(
                 log::INFO,
                 "zring",
-                "SIGHUP: nothing to reload outside Mongrel2 mode"
-            ),
+                "SIGHUP: {loaded} TLS identities reloaded, {failed} kept (failed to load)"
+            );
+        }
+        access.reopen();
+        if let Some(running) = m2.as_mut() {
+            m2_reload(&cfg, &zmq_context, &shared, running, &access);
+            if let Some(p) = &process {
+                let server = &running.servers[0].server;
+                if let Err(e) = zring::m2serve::process::reopen_error_log(p, server) {
+                    zring::log!(log::ERROR, "m2", "SIGHUP: {e}");
+                }
+            }
         }
     };
     let stop = |flag: &std::sync::atomic::AtomicBool| {
@@ -283,6 +321,9 @@ fn run(mut cfg: Config) -> Result<(), String> {
         let _ = w.join();
     }
     let _ = bridge_thread.join();
+    // Every line the workers queued is written before the exit.
+    access.finish();
+    let _ = access_thread.join();
     // A successor serves on the sockets (and their paths) now; systemd owns its own.
     let handed_over = shared.handed_over.load(Ordering::SeqCst);
     for (l, origin) in cfg.listen.iter().zip(&sockets.origins) {
@@ -300,12 +341,16 @@ fn run(mut cfg: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Mongrel2's process steps (`m2serve::process`) for the first served server; once in its
-/// chroot, the config's path and the setup's paths are rebased into it.
-fn m2_process(
+/// After Mongrel2's process steps (`m2serve::process::start`, for the first served
+/// server): in its chroot, the config's path and the setup's paths are rebased into it;
+/// the access logs are opened.
+fn m2_settle(
     cfg: &mut Config,
     setup: &mut Arc<zring::m2serve::Setup>,
-) -> Result<zring::m2serve::process::Process, String> {
+    process: &zring::m2serve::process::Process,
+    (absolute, chroot): (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
+    access: &AccessLog,
+) -> Result<(), String> {
     let server = setup.servers[0].server.clone();
     if setup.servers.len() > 1 {
         zring::log!(
@@ -316,16 +361,11 @@ fn m2_process(
             server.uuid
         );
     }
-    // The config's absolute path, taken before the chroot hides the outside.
-    let source = cfg.m2_db.as_ref().or(cfg.m2_config.as_ref()).cloned();
-    let absolute = source.as_ref().and_then(|p| std::fs::canonicalize(p).ok());
-    let chroot = std::fs::canonicalize(&server.chroot).ok();
-    let process = zring::m2serve::process::start(&server, &setup.settings)?;
     let own = Arc::get_mut(setup).expect("the setup is not shared before the threads start");
     if process.chrooted {
         own.enter_chroot();
     }
-    own.open_access_logs()?;
+    own.open_access_logs(access)?;
     if process.chrooted {
         // SIGHUP reads the config again: from inside the chroot when it lies there.
         let inside = match (absolute, chroot) {
@@ -343,7 +383,7 @@ fn m2_process(
             ),
         }
     }
-    Ok(process)
+    Ok(())
 }
 
 /// SIGHUP: the config read again becomes the setup of new connections (open ones keep
@@ -353,8 +393,9 @@ fn m2_reload(
     context: &zmq::Context,
     shared: &bridge::Shared,
     running: &mut Arc<zring::m2serve::Setup>,
+    access: &AccessLog,
 ) {
-    let result = zring::m2serve::reload(cfg, running).and_then(|p| {
+    let result = zring::m2serve::reload(cfg, running, access).and_then(|p| {
         bridge::submit_m2_reload(context, shared, cfg, p.setup.clone(), running)?;
         Ok(p)
     });
@@ -375,6 +416,28 @@ fn m2_reload(
             "m2",
             "SIGHUP: reload refused, the running config stays: {e}"
         ),
+    }
+}
+
+/// SIGHUP: the `--config` file is read again and its log level applied (the other options
+/// need a restart or a takeover). A file that fails to parse changes nothing.
+fn reload_options(cfg: &Config) {
+    let Some(path) = &cfg.config else {
+        return;
+    };
+    match config::parse_argv(std::env::args()) {
+        Ok(Action::Run(c)) => {
+            log::set_level(c.log_level);
+            zring::log!(
+                log::INFO,
+                "zring",
+                "SIGHUP: {} read again; log level {}",
+                path.display(),
+                c.log_level
+            );
+        }
+        Ok(_) => {}
+        Err(e) => zring::log!(log::ERROR, "zring", "SIGHUP: {e}; the running options stay"),
     }
 }
 

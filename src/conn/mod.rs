@@ -98,6 +98,8 @@ pub struct Settings {
     pub epoch_unix_ms: u64,
     /// Mongrel2 mode (`--m2-config`): the loaded config; `None` in ZHTTP mode.
     pub m2: Option<Arc<crate::m2serve::Setup>>,
+    /// `--access-log`: ZHTTP sessions emit `Output::AccessLog` lines (server 0).
+    pub access_log: bool,
 }
 
 /// A handler packet as a connection sees it: the decoded fields, whose spans index `buf`.
@@ -682,6 +684,7 @@ impl Conn {
     /// Emits the I/O this connection's state calls for now (see the module's contract).
     /// `paused_by_worker`: the worker's outbox is full, so reading pauses.
     pub fn flush(&mut self, cx: &mut Ctx, paused_by_worker: bool) {
+        self.log_access(cx);
         if let Session::M2(m) = &mut self.session {
             m.proxy_flush(&self.t, cx);
             if let Some(addr) = m.backend_wanted(&self.t) {
@@ -695,6 +698,29 @@ impl Conn {
     }
 
     // ---- ZHTTP requests ----
+
+    /// `--access-log`: a session's line goes out once zring has its whole response (HTTP),
+    /// or once the connection stops being open (a WebSocket; an exchange cut short, with
+    /// the status written so far or none).
+    fn log_access(&mut self, cx: &mut Ctx) {
+        let (z, done) = match &mut self.session {
+            Session::Http(x) => {
+                let done = x.z.response_done;
+                (&mut x.z, done)
+            }
+            Session::Ws(w) => (&mut w.z, false),
+            _ => return,
+        };
+        if z.access.is_none() || (!done && self.t.is_open()) {
+            return;
+        }
+        let Some(entry) = z.access.take() else {
+            return;
+        };
+        let handler = z.handler.clone();
+        let line = (*entry).line(cx, self.t.peer, handler.as_deref().map(|a| &a[..]));
+        cx.out.push(Output::AccessLog { server: 0, line });
+    }
 
     /// The response is written and the connection is kept: read the next request.
     fn next_request(&mut self, cx: &mut Ctx) {
@@ -882,7 +908,10 @@ impl Conn {
         self.t.clear_timer(Timer::Credit);
         self.t.clear_timer(Timer::Request);
         cx.stats.requests.inc();
-        let z = ZhttpSession::new(cx, req.version);
+        let mut z = ZhttpSession::new(cx, req.version);
+        if cx.settings.access_log {
+            z.access = Some(zhttp_session::AccessEntry::new(cx, req));
+        }
         if !req.upgrade_websocket {
             // req mode's bodies were held to `--body-buffer-size` before (`parse_head`).
             debug_assert!(HttpExchange::new_len_ok(req, self.t.mode, cx.settings));
@@ -1049,7 +1078,7 @@ fn zhttp_of(session: &mut Session) -> Option<&mut ZhttpSession> {
 }
 
 /// `fmt::Write`-style adapter over a fixed array (ids and addresses never allocate).
-struct ArrayWriter<'a, const N: usize>(&'a mut ArrayVec<u8, N>);
+pub(super) struct ArrayWriter<'a, const N: usize>(&'a mut ArrayVec<u8, N>);
 
 impl<const N: usize> std::io::Write for ArrayWriter<'_, N> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
