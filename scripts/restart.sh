@@ -91,5 +91,6 @@ for load in keepalive close; do
   errors=$(awk '/Socket errors/{gsub(",", ""); s=0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i; print s}' "$f")
   non2xx=$(awk '/Non-2xx/{print $NF}' "$f")
   rps=$(awk '/Requests\/sec/{print $2}' "$f")
-  echo "test=restart mode=$MODE runtime=$RUNTIME load=$load conns=$CONNS seconds=$seconds restarts=$RESTARTS requests=$requests socket_errors=${errors:-0} non_2xx=${non2xx:-0} rps=$rps"
+  latency_max=$(awk '$1 == "Latency" {print $4}' "$f")
+  echo "test=restart mode=$MODE runtime=$RUNTIME load=$load conns=$CONNS seconds=$seconds restarts=$RESTARTS requests=$requests socket_errors=${errors:-0} non_2xx=${non2xx:-0} rps=$rps latency_max=$latency_max"
 done
