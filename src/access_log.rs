@@ -33,9 +33,14 @@ pub struct Target(u16);
 
 enum Message {
     Lines(Target, Vec<u8>),
-    Open(Target, File),
     /// Everything queued before it is written: the writer ends.
     Finish,
+}
+
+/// A target: its path, and its file until the writer takes it.
+struct Entry {
+    path: PathBuf,
+    file: Option<File>,
 }
 
 /// The handle workers and `main` hold (cheap to clone). The writer thread ends at
@@ -47,8 +52,10 @@ pub struct AccessLog {
 
 struct Inner {
     tx: SyncSender<Message>,
-    /// Every target's path, by index (for `open`'s dedup and the writer's reopen).
-    paths: Arc<Mutex<Vec<PathBuf>>>,
+    /// Every target, by index (`open`'s dedup, the writer's new files and reopen). Files
+    /// go to the writer through this, not the channel, so `open` never waits for a writer
+    /// that is stuck.
+    entries: Arc<Mutex<Vec<Entry>>>,
     /// Set by `reopen`, taken by the writer before its next write.
     reopen: Arc<AtomicBool>,
 }
@@ -63,12 +70,12 @@ impl AccessLog {
     /// Starts the writer thread.
     pub fn start() -> std::io::Result<(AccessLog, std::thread::JoinHandle<()>)> {
         let (tx, rx) = sync_channel(BATCHES_QUEUED_MAX);
-        let paths = Arc::new(Mutex::new(Vec::new()));
+        let entries = Arc::new(Mutex::new(Vec::new()));
         let reopen = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             rx,
             files: Vec::new(),
-            paths: paths.clone(),
+            entries: entries.clone(),
             reopen: reopen.clone(),
             failing: false,
         };
@@ -76,7 +83,11 @@ impl AccessLog {
             .name("access-log".into())
             .spawn(move || writer.run())?;
         let log = AccessLog {
-            inner: Arc::new(Inner { tx, paths, reopen }),
+            inner: Arc::new(Inner {
+                tx,
+                entries,
+                reopen,
+            }),
         };
         Ok((log, thread))
     }
@@ -84,19 +95,19 @@ impl AccessLog {
     /// Opens `path` for appending (created if missing) and gives it to the writer; the
     /// same path again is the same target.
     pub fn open(&self, path: &Path) -> Result<Target, String> {
-        let mut paths = self.inner.paths.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = paths.iter().position(|p| p == path) {
+        let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = entries.iter().position(|e| e.path == path) {
             return Ok(Target(i as u16));
         }
-        let index = u16::try_from(paths.len()).map_err(|_| "too many access logs".to_string())?;
+        let index = u16::try_from(entries.len())
+            .ok()
+            .filter(|&i| i < u16::MAX)
+            .ok_or_else(|| "too many access logs".to_string())?;
         let file = append(path).map_err(|e| format!("access log {}: {e}", path.display()))?;
-        paths.push(path.to_path_buf());
-        drop(paths);
-        // Blocking: called at startup and at a reload, never by a worker.
-        self.inner
-            .tx
-            .send(Message::Open(Target(index), file))
-            .map_err(|_| "the access log thread is gone".to_string())?;
+        entries.push(Entry {
+            path: path.to_path_buf(),
+            file: Some(file),
+        });
         Ok(Target(index))
     }
 
@@ -123,10 +134,10 @@ impl AccessLog {
         }
     }
 
-    /// At exit, once no worker writes any more: the writer writes what is queued and ends
-    /// (join its thread then).
-    pub fn finish(&self) {
-        let _ = self.inner.tx.send(Message::Finish);
+    /// At exit, once no worker writes any more: the writer writes what is queued and ends.
+    /// False when its queue is full (a stuck file): then it will not end soon.
+    pub fn finish(&self) -> bool {
+        self.inner.tx.try_send(Message::Finish).is_ok()
     }
 
     /// SIGHUP: the writer opens every file again by its path before its next write.
@@ -149,10 +160,9 @@ fn append(path: &Path) -> std::io::Result<File> {
 
 struct Writer {
     rx: Receiver<Message>,
-    /// By target index; `None` until its `Open` arrives (a batch for it cannot come
-    /// first: `open` returns the target after sending).
+    /// By target index, taken from `entries` when a batch names a target not seen yet.
     files: Vec<Option<File>>,
-    paths: Arc<Mutex<Vec<PathBuf>>>,
+    entries: Arc<Mutex<Vec<Entry>>>,
     reopen: Arc<AtomicBool>,
     /// A write failed and was logged; logged again only after one succeeds.
     failing: bool,
@@ -166,13 +176,6 @@ impl Writer {
                 self.reopen_all();
             }
             match message {
-                Message::Open(Target(i), file) => {
-                    let i = i as usize;
-                    if self.files.len() <= i {
-                        self.files.resize_with(i + 1, || None);
-                    }
-                    self.files[i] = Some(file);
-                }
                 Message::Lines(Target(i), lines) => self.append(i as usize, &lines),
                 Message::Finish => return,
             }
@@ -180,6 +183,12 @@ impl Writer {
     }
 
     fn append(&mut self, index: usize, lines: &[u8]) {
+        if index >= self.files.len() && index != u16::MAX as usize {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let known = self.files.len();
+            self.files
+                .extend(entries[known..].iter_mut().map(|e| e.file.take()));
+        }
         let Some(Some(file)) = self.files.get_mut(index) else {
             return; // the reopen wake-up (no target)
         };
@@ -194,14 +203,20 @@ impl Writer {
     }
 
     fn reopen_all(&mut self) {
-        let paths = self.paths.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let paths: Vec<PathBuf> = {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.iter().map(|e| e.path.clone()).collect()
+        };
         for (i, path) in paths.iter().enumerate() {
             match append(path) {
-                Ok(f) => {
-                    if let Some(slot) = self.files.get_mut(i) {
-                        *slot = Some(f);
+                Ok(f) => match self.files.get_mut(i) {
+                    Some(slot) => *slot = Some(f),
+                    // Not written to yet: its entry's file is replaced.
+                    None => {
+                        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+                        entries[i].file = Some(f);
                     }
-                }
+                },
                 // The old file stays open: lines keep going somewhere.
                 Err(e) => log!(
                     log::ERROR,
@@ -251,7 +266,7 @@ mod tests {
             std::fs::read_to_string(dir.join("a.log.1")).unwrap(),
             "one\ntwo\n"
         );
-        drop(log);
+        assert!(log.finish());
         thread.join().unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -752,6 +752,40 @@ mod tests {
     }
 
     #[test]
+    fn config_file_options_come_before_the_command_line() {
+        // Goal: `--config`'s lines are options (with or without `--`, `=` or a space, bare
+        // flags, comments); the command line wins; `--listen` adds up; errors name the file.
+        let dir = std::env::temp_dir().join(format!("zring-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("zring.conf");
+        std::fs::write(
+            &path,
+            "# options\nlog-level 3\n--workers=4\nlisten = 127.0.0.1:9000\n\nno-pin\n",
+        )
+        .unwrap();
+        let p = path.display().to_string();
+        let c = run(&["--config", &p, "--log-level", "1", "--listen", "9001"]).unwrap();
+        assert_eq!((c.log_level, c.workers, c.pin), (1, 4, false));
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.config.as_deref(), Some(path.as_path()));
+        let c = run(&[&format!("--config={p}")]).unwrap();
+        assert_eq!(c.log_level, 3);
+        std::fs::write(&path, "workers many\n").unwrap();
+        assert!(run(&["--config", &p]).unwrap_err().starts_with("--workers"));
+        std::fs::write(&path, "config other.conf\n").unwrap();
+        assert!(run(&["--config", &p])
+            .unwrap_err()
+            .contains("cannot name another"));
+        assert!(run(&["--config", "/nonexistent/zring.conf"])
+            .unwrap_err()
+            .starts_with("--config /nonexistent/zring.conf"));
+        assert!(run(&["--takeover"])
+            .unwrap_err()
+            .contains("--takeover-socket"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn bad_flags_are_one_line_errors() {
         for args in [
             &["--workers", "x"][..],

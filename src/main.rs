@@ -321,9 +321,14 @@ fn run(mut cfg: Config) -> Result<(), String> {
         let _ = w.join();
     }
     let _ = bridge_thread.join();
-    // Every line the workers queued is written before the exit.
-    access.finish();
-    let _ = access_thread.join();
+    // Every line the workers queued is written before the exit (bounded: a stuck file
+    // does not hold the exit up).
+    if access.finish() {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !access_thread.is_finished() && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
     // A successor serves on the sockets (and their paths) now; systemd owns its own.
     let handed_over = shared.handed_over.load(Ordering::SeqCst);
     for (l, origin) in cfg.listen.iter().zip(&sockets.origins) {

@@ -12,6 +12,9 @@
 //!    keeps the sockets open until it exits, so what waits in their backlog is accepted by
 //!    the new one, never reset.
 //!
+//! The listening sockets are ordinary fds in both runtimes (io_uring accepts *into* direct
+//! descriptors, but listens on a regular fd), so they can be passed as they are.
+//!
 //! If the new one fails before step 3 (it closes the connection, or sends nothing for
 //! [`DRAIN_WAIT`]), the old one goes on serving as if nothing happened. The old one serves
 //! one successor: after `draining` its takeover socket closes.

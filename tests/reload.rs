@@ -233,6 +233,11 @@ both_runtimes! {
         assert!(requests > 3_000, "too few requests to fill the queue: {text}");
         assert!(dropped > 0, "{requests} requests and nothing dropped");
         assert!(dropped < requests);
+        // Nor does it hold the exit: SIGTERM with the writer still stuck.
+        let mut s = s;
+        s.zring.signal(libc::SIGTERM);
+        let status = s.zring.wait_exit(Duration::from_secs(5)).expect("zring exits with its log stuck");
+        assert!(status.success(), "{status:?}");
     }
 }
 
