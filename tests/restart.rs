@@ -218,7 +218,8 @@ both_runtimes! {
         // Still unanswered: they wait in the backlog.
         queued[0].set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         assert!(queued[0].read(&mut [0u8; 64]).is_err(), "a queued connection was served by the draining zring");
-        let mut new = zring(rt, "zring-new", &dir, port, &base, &["--id", CM_ID, "--takeover"]);
+        // The handler starts after it: under CI load it may take seconds to connect.
+        let mut new = zring(rt, "zring-new", &dir, port, &base, &["--id", CM_ID, "--handler-wait", "60000", "--takeover"]);
         let _handler = example_handler(&base);
         for (i, s) in queued.iter_mut().enumerate() {
             s.set_read_timeout(Some(START_BOUND)).unwrap();
