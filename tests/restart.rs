@@ -198,7 +198,7 @@ both_runtimes! {
         let dir = temp_dir(&format!("restart-queued-{rt}"));
         let base = format!("ipc://{}/z", dir.display());
         let port = free_port();
-        let mut old = zring(rt, "zring-old", &dir, port, &base, &["--id", CM_ID, "--handler-wait", "60000"]);
+        let mut old = zring(rt, "zring-old", &dir, port, &base, &["--id", CM_ID, "--handler-wait", "60000", "--shutdown-timeout", "60000"]);
         wait_port(port, &mut old, START_BOUND);
         let mut h = Handler::connect_to(&base, None, &[H1], true);
         let mut held = TcpStream::connect(("127.0.0.1", port)).unwrap();
