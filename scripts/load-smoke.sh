@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI: the small versions of the load scripts (5,000 idle WebSockets, a 2,000-client fan-out
-# with its floor, a 500-client zring/Condure/Mongrel2 comparison), checking that each runs and prints one parseable key=value line with the
+# with its floor, two takeovers under load, a 500-client zring/Condure/Mongrel2 comparison), checking that each runs and prints one parseable key=value line with the
 # figures it promises. Proves the tools work; the figures themselves are not judged here.
 # Uses the debug binaries `cargo test` already built (PROFILE=debug); ~100 s.
 set -euo pipefail
@@ -31,6 +31,22 @@ check fanout "$line" fanout_p50_ms fanout_p99_ms fanout_p100_ms floor_p100_ms ra
 line=$(timeout 150 scripts/fanout.sh --clients 2000 --rounds 1 --floor-threads 1 | tail -n 1)
 check fanout "$line" fanout_p100_ms floor_p100_ms ratio_p100
 [[ "$line" == *" floor_threads=1 "* && "$line" == *" status=ok "* ]] || { echo "fanout --floor-threads 1: failed" >&2; exit 1; }
+
+# Two takeovers under wrk (scripts/restart.sh; ~6 s): every handover done, no request lost.
+if command -v wrk >/dev/null; then
+  out=$(timeout 120 env RESTARTS=2 INTERVAL=2 scripts/restart.sh | grep '^test=restart')
+  while read -r line; do
+    case "$line" in
+      *" handover="*) check restart "$line" new_serving_ms old_exit_ms
+        [[ "$line" == *" old=exited" ]] || { echo "restart: the old zring did not exit" >&2; exit 1; } ;;
+      *) check restart "$line" requests socket_errors non_2xx
+        [[ "$line" == *" socket_errors=0 non_2xx=0 "* ]] || { echo "restart: requests lost" >&2; exit 1; } ;;
+    esac
+  done <<<"$out"
+  [ "$(grep -c ' handover=' <<<"$out")" = 2 ] || { echo "restart: missing handovers: $out" >&2; exit 1; }
+else
+  echo "restart: skipped (needs wrk)"
+fi
 
 # The comparison at 500 clients, 1 s per throughput run, one fan-out round, zring beside
 # Condure and Mongrel2 (not zring-m2, for time): every cell is a number or a reported

@@ -63,10 +63,11 @@ esac
 
 # test: the peers (pushpin brings condure, zurl and mongrel2-core; named so a removed one
 # comes back), the Python clients for /usr/bin/python3 (prometheus-client: the real
-# Prometheus text parser of tests/metrics.rs), and the load and HTTP tools.
+# Prometheus text parser of tests/metrics.rs), and the load and HTTP tools (systemd for
+# systemd-socket-activate: tests/restart.rs's socket activation; nothing is started).
 apt_install "${build_pkgs[@]}" condure pushpin zurl mongrel2-core python3-zmq python3-websocket \
   python3-prometheus-client \
-  python3-websockets curl wrk
+  python3-websockets curl wrk systemd
 # node + npm for the node `ws` client: the machine image may have Node 20 with npm (not from
 # Debian's packages, which conflict with it), so Debian's only when npm is absent.
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm

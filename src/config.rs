@@ -95,6 +95,16 @@ pub struct Config {
     pub m2_uuid: Option<String>,
     /// `--prometheus [addr:]port[,prefix=NAME]`: serve metrics and `/healthz` there.
     pub prometheus: Option<Prometheus>,
+    /// `--takeover-socket PATH`: where this process offers its listening sockets to a
+    /// successor (`takeover`).
+    pub takeover_socket: Option<PathBuf>,
+    /// `--takeover`: take the listening sockets of the zring at `takeover_socket`, then
+    /// have it drain.
+    pub takeover: bool,
+    /// `--config FILE`: options read from a file (again on SIGHUP).
+    pub config: Option<PathBuf>,
+    /// `--access-log FILE`: one line per request, written by the access log thread.
+    pub access_log: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -131,6 +141,10 @@ impl Default for Config {
             m2_server: None,
             m2_uuid: None,
             prometheus: None,
+            takeover_socket: None,
+            takeover: false,
+            config: None,
+            access_log: None,
         }
     }
 }
@@ -197,6 +211,23 @@ OPTIONS (zring):
                                     Serve Prometheus metrics (GET /metrics) and readiness
                                     (GET /healthz) on this address, as pushpin-connmgr; NAME
                                     is prepended to every metric name [default: off]
+    --takeover-socket <path>        Offer this process's listening sockets to a successor on
+                                    this Unix socket (see --takeover) [default: off]
+    --takeover                      Restart or upgrade without dropping a connection: take the
+                                    listening sockets of the zring serving --takeover-socket
+                                    (the same kernel sockets: nothing in their backlog is
+                                    lost), start serving, then have it drain as on SIGTERM
+    --access-log <file>             Log every request to this file: common log format, then the
+                                    duration (s) and the handler's address. Written by its own
+                                    thread; lines it cannot take in time are dropped and counted
+                                    (connmgr_access_log_dropped_total). Reopened on SIGHUP
+    --config <file>                 Read options from this file, one per line (`log-level 3`;
+                                    the command line wins); SIGHUP reads it again and applies
+                                    the log level
+    SIGHUP: re-reads the TLS identities, the --config file's log level, reopens the access
+    log (and in Mongrel2 mode reloads the config); open connections are not touched.
+    Socket activation: sockets passed by systemd (LISTEN_FDS) are used for the --listen and
+    --prometheus addresses they are bound to; the others are bound by zring.
 
 OPTIONS (Mongrel2 mode; excludes --listen, --zclient-*, --tls-identities-dir):
     --m2-config <file>              Serve a Mongrel2 config (m2sh syntax) with its handlers
@@ -227,7 +258,66 @@ pub fn parse_argv<I: IntoIterator<Item = String>>(argv: I) -> Result<Action, Str
 }
 
 /// Parses `args` (without the program name). The error is one line for the user.
+/// `--config FILE` puts the file's options (see [`options_file`]) before the command
+/// line's, so the command line wins where both set an option.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
+    let args: Vec<String> = args.into_iter().collect();
+    let mut file = None;
+    let mut rest = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.strip_prefix("--config") {
+            Some("") => file = Some(it.next().ok_or("--config needs a value")?),
+            Some(v) if v.starts_with('=') => file = Some(v[1..].to_string()),
+            _ => rest.push(a),
+        }
+    }
+    let mut all = match &file {
+        Some(path) => options_file(path)?,
+        None => Vec::new(),
+    };
+    all.extend(rest);
+    let mut action = parse_args(all)?;
+    if let Action::Run(c) = &mut action {
+        c.config = file.map(PathBuf::from);
+    }
+    Ok(action)
+}
+
+/// The options of a `--config` file as command-line arguments: one option per line,
+/// `name value`, `name = value` or a bare `name` for a flag, the leading `--` optional;
+/// blank lines and lines starting with `#` are skipped. SIGHUP reads it again (the log
+/// level applies at once; see `docs/operations.md`).
+pub fn options_file(path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
+    let mut args = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = match line.find(|ch: char| ch == '=' || ch.is_whitespace()) {
+            Some(i) => {
+                let value =
+                    line[i..].trim_start_matches(|ch: char| ch == '=' || ch.is_whitespace());
+                (&line[..i], Some(value.trim()))
+            }
+            None => (line, None),
+        };
+        let name = name.trim_start_matches('-');
+        if name == "config" {
+            return Err(format!(
+                "--config {path}: a config file cannot name another"
+            ));
+        }
+        args.push(match value {
+            Some(v) => format!("--{name}={v}"),
+            None => format!("--{name}"),
+        });
+    }
+    Ok(args)
+}
+
+fn parse_args(args: Vec<String>) -> Result<Action, String> {
     let mut c = Config::default();
     let mut args = args.into_iter();
     let mut sizes = false;
@@ -254,6 +344,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
             "--compression" => c.compression = true,
             "--zclient-connect" => c.zclient_connect = true,
             "--no-pin" => c.pin = false,
+            "--takeover" => c.takeover = true,
+            "--access-log" => c.access_log = Some(PathBuf::from(value()?)),
+            "--takeover-socket" => c.takeover_socket = Some(PathBuf::from(value()?)),
             "--log-level" => c.log_level = number(&name, &value()?, 0, 255)? as u8,
             "--id" => c.id = value()?,
             "--workers" => {
@@ -315,6 +408,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
     }
     if c.m2_config.is_some() || c.m2_db.is_some() || c.m2_server.is_some() || c.m2_uuid.is_some() {
         check_m2_flags(&c)?;
+    }
+    if c.takeover && c.takeover_socket.is_none() {
+        return Err("--takeover needs --takeover-socket (where the running zring listens)".into());
+    }
+    if c.takeover && (c.m2_config.is_some() || c.m2_db.is_some()) {
+        return Err("--takeover: not in Mongrel2 mode (its pid file names one process)".into());
     }
     finish(&mut c)?;
     Ok(Action::Run(Box::new(c)))
@@ -650,6 +749,40 @@ mod tests {
         assert!(invoked_as_mongrel2("/usr/local/bin/mongrel2"));
         assert!(invoked_as_mongrel2("mongrel2"));
         assert!(!invoked_as_mongrel2("/usr/bin/zring"));
+    }
+
+    #[test]
+    fn config_file_options_come_before_the_command_line() {
+        // Goal: `--config`'s lines are options (with or without `--`, `=` or a space, bare
+        // flags, comments); the command line wins; `--listen` adds up; errors name the file.
+        let dir = std::env::temp_dir().join(format!("zring-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("zring.conf");
+        std::fs::write(
+            &path,
+            "# options\nlog-level 3\n--workers=4\nlisten = 127.0.0.1:9000\n\nno-pin\n",
+        )
+        .unwrap();
+        let p = path.display().to_string();
+        let c = run(&["--config", &p, "--log-level", "1", "--listen", "9001"]).unwrap();
+        assert_eq!((c.log_level, c.workers, c.pin), (1, 4, false));
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.config.as_deref(), Some(path.as_path()));
+        let c = run(&[&format!("--config={p}")]).unwrap();
+        assert_eq!(c.log_level, 3);
+        std::fs::write(&path, "workers many\n").unwrap();
+        assert!(run(&["--config", &p]).unwrap_err().starts_with("--workers"));
+        std::fs::write(&path, "config other.conf\n").unwrap();
+        assert!(run(&["--config", &p])
+            .unwrap_err()
+            .contains("cannot name another"));
+        assert!(run(&["--config", "/nonexistent/zring.conf"])
+            .unwrap_err()
+            .starts_with("--config /nonexistent/zring.conf"));
+        assert!(run(&["--takeover"])
+            .unwrap_err()
+            .contains("--takeover-socket"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

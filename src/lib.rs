@@ -12,16 +12,19 @@
 //! - [`metrics`]: counters kept as things happen, and the `--prometheus` listener.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod access_log;
 pub mod bridge;
 pub mod config;
 pub mod conn;
 pub mod limits;
+pub mod listeners;
 pub mod log;
 pub mod m2config;
 pub mod m2serve;
 pub mod metrics;
 pub mod proto;
 pub mod runtime;
+pub mod takeover;
 pub mod timer;
 pub mod tls;
 pub mod worker;

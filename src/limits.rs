@@ -109,6 +109,14 @@ pub const MALLOC_TRIM_INTERVAL_MS: u64 = 10_000;
 pub const HANDLER_WAIT_MS_DEFAULT: u64 = 5_000;
 /// `--shutdown-timeout`: SIGTERM's drain (pushpin-connmgr's `SHUTDOWN_TIMEOUT`, 10 s).
 pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// The drain keeps an idle connection (a new one, or a kept-alive one between requests) open
+/// this long for a request that may be on its way, and serves it with `Connection: close`:
+/// a kept-alive client writes its next request as soon as it has read a response, and a
+/// new client right after connecting, so closing at once would reset requests in flight.
+/// Long enough for a loaded client to write; short enough that a drain with only idle
+/// connections ends in a second. (A takeover depends on it: the old process serves what it
+/// has accepted, `docs/operations.md`.)
+pub const DRAIN_IDLE_GRACE_MS: u64 = 1_000;
 /// Default of `--head-timeout`: a request head must be complete this long after accept (or
 /// after its first byte on a kept-alive connection). Trickling bytes do not extend it, so a
 /// slowloris holds a slot this long at most.

@@ -24,6 +24,7 @@ use crate::proto::zhttp::{self, Kind};
 use crate::runtime::{Command, Driver, RuntimeStats};
 use crate::timer::Wheel;
 
+mod access;
 mod idle;
 mod m2;
 
@@ -91,8 +92,8 @@ pub struct Worker {
     backend_free: Vec<u32>,
     /// Mongrel2 mode: connection ids of this worker's open connections.
     m2_ids: m2::Ids,
-    /// Mongrel2 mode: this turn's access log lines, per server (written once per turn).
-    m2_access: Vec<Vec<u8>>,
+    /// This turn's access log lines, per file (`access`; handed over once per turn).
+    access_pending: Vec<Vec<u8>>,
     /// Idle connections, oldest first: closed to make room at the connection limit.
     idle: IdleList,
     /// Connections closed or answered `503` at the limit since the last log line about it,
@@ -183,6 +184,7 @@ impl Worker {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
                 m2,
+                access_log: shared.access_log.get().is_some_and(|(_, t)| t.is_some()),
             },
             listeners,
             conns: Slab::with_capacity(slots),
@@ -216,7 +218,7 @@ impl Worker {
             backends: vec![None; backends],
             backend_free: (0..backends as u32).rev().collect(),
             m2_ids: m2::Ids::default(),
-            m2_access: Vec::new(),
+            access_pending: Vec::new(),
             idle: IdleList::new(slots),
             overload_unlogged: (0, 0),
             overload_log_at: now,
@@ -325,7 +327,7 @@ impl Worker {
                         answer = Some(bslot);
                     }
                     Output::AccessLog { server, line } => {
-                        m2::access_log(&mut self.m2_access, server, &line);
+                        access::queue(&mut self.access_pending, server, &line);
                         self.pool.give(line);
                     }
                     Output::Cancel(addr, counter, seq) => {
@@ -695,7 +697,7 @@ impl Driver for Worker {
         peer: Option<SocketAddr>,
     ) -> Option<u32> {
         let m = mode_index(self.listeners[listener].mode);
-        if self.stopping() || self.conns.len() + self.backends_used() >= self.slots {
+        if self.shutting_down || self.conns.len() + self.backends_used() >= self.slots {
             return None; // the reserve is used up too (`accepting` stops this early)
         }
         let refuse = self.count[m] >= self.maxconn[m] && self.make_room(now, m);
@@ -717,6 +719,12 @@ impl Driver for Worker {
             .set(slot, self.conns[slot as usize].poll_timeout(&self.settings));
         if refuse {
             self.with_conn(now, slot, Cause::Overload, |c, cx| c.reject_overload(cx));
+        } else if self.drain_deadline.is_some() {
+            // Accepted during the drain (io_uring: an accept already in the kernel when
+            // the drain began; its connection would be reset if closed now): its request
+            // is served, the connection's last (a takeover's old process must not drop
+            // what it accepted).
+            self.with_conn(now, slot, Cause::Shutdown, |c, cx| c.handle_drain(cx));
         } else {
             self.idle.set(slot, m, self.conns[slot as usize].is_idle());
         }
@@ -910,7 +918,7 @@ impl Driver for Worker {
             self.flush_cancels();
             // End of the turn's commands: hand this turn's packets over in one batch.
             self.shared.send_batch(&mut self.packets);
-            m2::flush_access_log(self);
+            access::flush(self);
         }
         c
     }

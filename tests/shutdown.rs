@@ -255,8 +255,8 @@ fn bridge_exit_wake_is_never_lost() {
 }
 
 const SLOW_GET: &[u8] = b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n";
-/// How soon the drain's immediate effects (idle closes, the 1001, the WebSocket's cancel)
-/// must be seen, and how soon zring must exit once nothing is left.
+/// How soon the drain's immediate effects (idle closes after their 1 s grace, the 1001, the
+/// WebSocket's cancel) must be seen, and how soon zring must exit once nothing is left.
 const PROMPT: Duration = Duration::from_secs(2);
 
 fn connect(port: u16) -> std::net::TcpStream {
@@ -285,7 +285,8 @@ fn read_to_end(s: &mut std::net::TcpStream, within: Duration) -> (Vec<u8>, bool)
 
 both_runtimes! {
     sigterm_drains(rt) {
-        // Goal (issue 15, item 3): on SIGTERM an idle connection closes at once, an open
+        // Goal (issue 15, item 3): on SIGTERM an idle connection closes (after the drain's
+        // 1 s grace for a request on its way, `DRAIN_IDLE_GRACE_MS`), an open
         // WebSocket gets close 1001 (and its handler a cancel), a new connection is not
         // served, a request the handler holds is answered after the signal (with
         // `Connection: close`), and zring exits as soon as that response is written.

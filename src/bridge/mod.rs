@@ -208,6 +208,15 @@ pub struct Shared {
     /// Set by the signal handler thread on the first SIGTERM: workers stop accepting and
     /// drain (`worker::Worker::start_drain`), cutting what is left at `--shutdown-timeout`.
     pub drain: AtomicBool,
+    /// Set once a successor has taken the listening sockets (`takeover`): the metrics
+    /// thread stops accepting on the listener it now shares with it.
+    pub handed_over: AtomicBool,
+    /// The access log writer and the target of `--access-log` (Mongrel2 mode: none; its
+    /// servers' targets are in the setup). Set by `main` before the workers start.
+    pub access_log: std::sync::OnceLock<(
+        crate::access_log::AccessLog,
+        Option<crate::access_log::Target>,
+    )>,
     /// Set by the workers once they have queued their last packets.
     pub workers_done: AtomicUsize,
     /// A reloaded Mongrel2 setup with its new handlers' sockets, from the signal thread to
@@ -231,6 +240,8 @@ impl Shared {
             bridge_wake_pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             drain: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
+            access_log: std::sync::OnceLock::new(),
             workers_done: AtomicUsize::new(0),
             m2_reload: Mutex::new(Vec::new()),
             metrics: crate::metrics::Metrics::new(workers),

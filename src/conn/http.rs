@@ -464,6 +464,9 @@ impl HttpExchange {
                 return self.z.fail_invalid_response(t, cx);
             }
             cx.stats.response(code);
+            if let Some(a) = &mut self.z.access {
+                a.status = code;
+            }
             self.z.response_started = true;
         }
         if t.mode == Mode::Stream {
@@ -493,6 +496,9 @@ impl HttpExchange {
             Framing::CloseDelimited => t.write_out(cx.pool, |out| out.extend_from_slice(body)),
         }
         t.out_body += body.len() as u64;
+        if let (Some(a), false) = (&mut self.z.access, matches!(self.framing, Framing::None)) {
+            a.bytes += body.len() as u64;
+        }
     }
 
     fn end_body(&mut self, t: &mut Transport, cx: &mut Ctx) {

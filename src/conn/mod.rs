@@ -98,6 +98,8 @@ pub struct Settings {
     pub epoch_unix_ms: u64,
     /// Mongrel2 mode (`--m2-config`): the loaded config; `None` in ZHTTP mode.
     pub m2: Option<Arc<crate::m2serve::Setup>>,
+    /// `--access-log`: ZHTTP sessions emit `Output::AccessLog` lines (server 0).
+    pub access_log: bool,
 }
 
 /// A handler packet as a connection sees it: the decoded fields, whose spans index `buf`.
@@ -551,6 +553,8 @@ impl Conn {
         };
         if wait == Wait::KeepAlive || self.t.spill.is_empty() {
             crate::log!(crate::log::DEBUG, "conn", "{wait:?} deadline: closing");
+            // Draining: nothing is owed, so no lingering close to hold up the exit.
+            self.t.eof |= self.t.last_exchange;
             return self.t.drain(cx);
         }
         crate::log!(crate::log::DEBUG, "conn", "{wait:?} deadline: 408");
@@ -589,8 +593,10 @@ impl Conn {
         }
     }
 
-    /// zring is draining (the first SIGTERM; see `docs/operations.md`). Idle connections
-    /// close at once; an HTTP exchange with its handler goes on, and the connection closes
+    /// zring is draining (the first SIGTERM or a takeover; see `docs/operations.md`), or a
+    /// connection was accepted during the drain. An idle connection waits
+    /// `DRAIN_IDLE_GRACE_MS` for a request (served with `Connection: close`), then closes;
+    /// an HTTP exchange with its handler goes on, and the connection closes
     /// when its response is written (`Connection: close` on a response that starts now); an
     /// open WebSocket gets a close 1001 and its handshake (bounded by the close wait); an
     /// upgrade still with its handler, and a Mongrel2 connection, are cut as at shutdown.
@@ -604,9 +610,13 @@ impl Conn {
         let Conn { t, session } = self;
         match session {
             Session::Idle(..) => {
-                // Nothing is asked of a handler: a FIN (a TLS close_notify first), no linger.
-                t.eof = true;
-                t.drain(cx);
+                // Nothing is asked of a handler yet, but a request may be on its way (a
+                // kept-alive client writes its next one as soon as it has read a response;
+                // a new one right after connecting): it is served, the last one. With none
+                // by `DRAIN_IDLE_GRACE_MS` the connection closes (`request_timeout`: a FIN,
+                // a TLS close_notify first, no linger).
+                let grace = cx.now + Duration::from_millis(limits::DRAIN_IDLE_GRACE_MS);
+                t.cap_timer(cx.settings, Timer::Request, grace);
             }
             Session::Http(x) => x.drain(t, cx),
             // A close handshake already under way goes on.
@@ -693,6 +703,7 @@ impl Conn {
     /// Emits the I/O this connection's state calls for now (see the module's contract).
     /// `paused_by_worker`: the worker's outbox is full, so reading pauses.
     pub fn flush(&mut self, cx: &mut Ctx, paused_by_worker: bool) {
+        self.log_access(cx);
         if let Session::M2(m) = &mut self.session {
             m.proxy_flush(&self.t, cx);
             if let Some(addr) = m.backend_wanted(&self.t) {
@@ -706,6 +717,29 @@ impl Conn {
     }
 
     // ---- ZHTTP requests ----
+
+    /// `--access-log`: a session's line goes out once zring has its whole response (HTTP),
+    /// or once the connection stops being open (a WebSocket; an exchange cut short, with
+    /// the status written so far or none).
+    fn log_access(&mut self, cx: &mut Ctx) {
+        let (z, done) = match &mut self.session {
+            Session::Http(x) => {
+                let done = x.z.response_done;
+                (&mut x.z, done)
+            }
+            Session::Ws(w) => (&mut w.z, false),
+            _ => return,
+        };
+        if z.access.is_none() || (!done && self.t.is_open()) {
+            return;
+        }
+        let Some(entry) = z.access.take() else {
+            return;
+        };
+        let handler = z.handler.clone();
+        let line = (*entry).line(cx, self.t.peer, handler.as_deref().map(|a| &a[..]));
+        cx.out.push(Output::AccessLog { server: 0, line });
+    }
 
     /// The response is written and the connection is kept: read the next request.
     fn next_request(&mut self, cx: &mut Ctx) {
@@ -893,7 +927,10 @@ impl Conn {
         self.t.clear_timer(Timer::Credit);
         self.t.clear_timer(Timer::Request);
         cx.stats.requests.inc();
-        let z = ZhttpSession::new(cx, req.version);
+        let mut z = ZhttpSession::new(cx, req.version);
+        if cx.settings.access_log {
+            z.access = Some(zhttp_session::AccessEntry::new(cx, req));
+        }
         if !req.upgrade_websocket {
             // req mode's bodies were held to `--body-buffer-size` before (`parse_head`).
             debug_assert!(HttpExchange::new_len_ok(req, self.t.mode, cx.settings));
@@ -1060,7 +1097,7 @@ fn zhttp_of(session: &mut Session) -> Option<&mut ZhttpSession> {
 }
 
 /// `fmt::Write`-style adapter over a fixed array (ids and addresses never allocate).
-struct ArrayWriter<'a, const N: usize>(&'a mut ArrayVec<u8, N>);
+pub(super) struct ArrayWriter<'a, const N: usize>(&'a mut ArrayVec<u8, N>);
 
 impl<const N: usize> std::io::Write for ArrayWriter<'_, N> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {

@@ -139,6 +139,16 @@ impl Transport {
         self.deadlines[t as usize] = (us.div_ceil(1000) as u64).max(1);
     }
 
+    /// Sets timer `t` to `at` unless it is set to fire earlier.
+    pub fn cap_timer(&mut self, s: &Settings, t: Timer, at: Instant) {
+        let current = self.deadlines[t as usize];
+        let us = at.saturating_duration_since(s.epoch).as_micros();
+        let at_ms = (us.div_ceil(1000) as u64).max(1);
+        if current == 0 || current > at_ms {
+            self.deadlines[t as usize] = at_ms;
+        }
+    }
+
     pub fn clear_timer(&mut self, t: Timer) {
         self.deadlines[t as usize] = 0;
     }

@@ -140,6 +140,9 @@ impl WsSession {
                     cx.stats.protocol_error(kind);
                 }
                 cx.stats.response(code);
+                if let Some(a) = &mut self.z.access {
+                    a.status = code;
+                }
                 t.write_out(cx.pool, |out| ws::encode_rejection(out, version, e));
                 self.z.response_started = true;
                 self.z.response_done = true;
@@ -307,6 +310,9 @@ impl WsSession {
             return self.z.fail_invalid_response(t, cx);
         }
         cx.stats.response(101);
+        if let Some(a) = &mut self.z.access {
+            a.status = 101;
+        }
         self.z.response_started = true;
         self.flags.phase = Phase::Open;
         // Condure: a 101 with no credits means our own buffer size (pushpin-proxy sends none).
@@ -371,6 +377,9 @@ impl WsSession {
             return self.z.fail_invalid_response(t, cx);
         }
         cx.stats.response(code);
+        if let Some(a) = &mut self.z.access {
+            a.status = code;
+        }
         self.z.response_started = true;
         self.z.response_done = true;
         self.flags.phase = Phase::None;

@@ -2,7 +2,7 @@
 //! Its id, the `seq` both ways, the handler's address, credits both ways, and the rules
 //! every handler packet passes first (`accept_packet`) and every failure follows (`fail`).
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 
@@ -48,6 +48,78 @@ pub(super) struct ZhttpSession {
     pub fanout: bool,
     pub response_started: bool,
     pub response_done: bool,
+    /// `--access-log`: what the session's line needs, from its request head to its end.
+    pub access: Option<Box<AccessEntry>>,
+}
+
+/// What the access log line of a session needs (`proto::access`), kept while it lasts.
+pub(super) struct AccessEntry {
+    /// The request line's parts, as read: method, then target, then version.
+    request: Vec<u8>,
+    method_len: u16,
+    target_len: u32,
+    started: Instant,
+    /// The status written (0: none yet).
+    pub status: u16,
+    /// Response body bytes written.
+    pub bytes: u64,
+}
+
+impl AccessEntry {
+    pub fn new(cx: &mut Ctx, req: &http1::Request) -> Box<AccessEntry> {
+        let mut request = cx.pool.take();
+        request.extend_from_slice(req.method.as_bytes());
+        request.extend_from_slice(req.target.as_bytes());
+        request.extend_from_slice(match req.version {
+            Version::Http10 => b"HTTP/1.0",
+            Version::Http11 => b"HTTP/1.1",
+        });
+        Box::new(AccessEntry {
+            request,
+            method_len: req.method.len() as u16,
+            target_len: req.target.len() as u32,
+            started: cx.now,
+            status: 0,
+            bytes: 0,
+        })
+    }
+
+    /// The line, into a pooled buffer; the entry's buffer goes back to the pool.
+    pub fn line(
+        self,
+        cx: &mut Ctx,
+        peer: Option<std::net::SocketAddr>,
+        handler: Option<&[u8]>,
+    ) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut remote: ArrayVec<u8, { limits::PEER_TEXT_BYTES_MAX }> = ArrayVec::new();
+        match peer {
+            Some(p) => {
+                let _ = write!(super::ArrayWriter(&mut remote), "{}", p.ip());
+            }
+            None => remote.push(b'-'), // a Unix socket
+        }
+        let since_epoch = self.started.saturating_duration_since(cx.settings.epoch);
+        let (method, rest) = self.request.split_at(self.method_len as usize);
+        let (target, version) = rest.split_at(self.target_len as usize);
+        let mut line = cx.pool.take();
+        crate::proto::access::encode(
+            &mut line,
+            &crate::proto::access::Entry {
+                remote_addr: &remote,
+                time_unix_ms: cx.settings.epoch_unix_ms + since_epoch.as_millis() as u64,
+                method,
+                target,
+                version,
+                status: self.status,
+                bytes: Some(self.bytes),
+                duration_us: cx.now.saturating_duration_since(self.started).as_micros() as u64,
+                handler,
+            },
+        );
+        cx.pool.give(self.request);
+        line
+    }
 }
 
 impl ZhttpSession {
@@ -70,6 +142,7 @@ impl ZhttpSession {
             fanout: false,
             response_started: false,
             response_done: false,
+            access: None,
         }
     }
 
@@ -288,6 +361,9 @@ impl ZhttpSession {
             return t.drain(cx);
         }
         write_error(t, cx, self.version, code, reason, body);
+        if let Some(a) = &mut self.access {
+            a.status = code;
+        }
         self.response_started = true;
         self.response_done = true;
         t.drain(cx);

@@ -61,9 +61,9 @@ pub struct ServerRt {
     /// Where `Dir` bases are relative to (`/` in the chroot, else the `chroot` taken
     /// relative to the working directory as Mongrel2's test mode does).
     pub root: PathBuf,
-    /// `access_log`, opened for appending once the process is set up
-    /// ([`Setup::open_access_logs`]); `None`: not logging.
-    pub access_log: Option<Arc<std::fs::File>>,
+    /// `access_log`, opened for appending by the access log thread once the process is set
+    /// up ([`Setup::open_access_logs`]); `None`: not logging.
+    pub access_log: Option<crate::access_log::Target>,
 }
 
 /// Everything Mongrel2 mode needs at run time; built at start and on each SIGHUP (a
@@ -103,7 +103,7 @@ impl Setup {
     /// up, and on SIGHUP, which reopens it as Mongrel2 does for logrotate). The path is the
     /// chroot's when zring chrooted, else `chroot` + `access_log` (Mongrel2's test mode).
     /// `disable.access_logging` turns it off.
-    pub fn open_access_logs(&mut self) -> Result<(), String> {
+    pub fn open_access_logs(&mut self, log: &crate::access_log::AccessLog) -> Result<(), String> {
         if settings::int(&self.settings, "disable.access_logging") != 0 {
             return Ok(());
         }
@@ -113,12 +113,10 @@ impl Setup {
             } else {
                 format!("{}{}", s.server.chroot, s.server.access_log)
             };
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)
+            let target = log
+                .open(std::path::Path::new(&path))
                 .map_err(|e| format!("access_log {path}: {e}"))?;
-            s.access_log = Some(Arc::new(file));
+            s.access_log = Some(target);
         }
         Ok(())
     }
@@ -245,7 +243,11 @@ pub fn prepare(cfg: &mut Config) -> Result<Option<Prepared>, String> {
 /// setup stays): another set of servers, a handler whose identity changed. A server's new
 /// `bind_addr`/`port`/`use_ssl` is ignored with a warning, as Mongrel2 keeps its listening
 /// socket (`load_server` with `old_srv`); so are the settings that size the process.
-pub fn reload(cfg: &Config, old: &Setup) -> Result<Prepared, String> {
+pub fn reload(
+    cfg: &Config,
+    old: &Setup,
+    log: &crate::access_log::AccessLog,
+) -> Result<Prepared, String> {
     let loaded = load(cfg)?.ok_or("not in Mongrel2 mode")?;
     let built = build(cfg, loaded, Some(old), old.chrooted)?;
     let mut warning = built.warning;
@@ -291,7 +293,7 @@ pub fn reload(cfg: &Config, old: &Setup) -> Result<Prepared, String> {
     }
     // Reopened, as Mongrel2's SIGHUP reopens its logs (logrotate moves them first).
     let mut setup = built.setup;
-    setup.open_access_logs()?;
+    setup.open_access_logs(log)?;
     Ok(Prepared {
         setup: Arc::new(setup),
         warning,
@@ -542,7 +544,8 @@ servers = [main]
         };
         let first = prepare(&mut cfg).unwrap().unwrap().setup;
         std::fs::write(&path, changed).unwrap();
-        let second = reload(&cfg, &first);
+        let (log, _writer) = crate::access_log::AccessLog::start().unwrap();
+        let second = reload(&cfg, &first, &log);
         let _ = std::fs::remove_dir_all(&dir);
         (first, second)
     }

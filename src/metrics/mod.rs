@@ -303,6 +303,8 @@ pub struct WorkerStats {
     pub sent_bytes: [Counter; 2],
     /// Request heads read (ZHTTP and Mongrel2).
     pub requests: Counter,
+    /// Access log lines dropped because the writer thread was behind (`access_log`).
+    pub access_log_dropped: Counter,
     /// Response heads written (the handler's, and zring's own errors), by status class
     /// (index 0 for 1xx … 4 for 5xx).
     pub responses: [Counter; 5],

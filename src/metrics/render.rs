@@ -255,6 +255,14 @@ fn errors(o: &mut Out, w: &[WorkerStats]) {
         let v: u64 = w.iter().map(|w| w.protocol_errors[i].get()).sum();
         o.sample("protocol_errors_total", &[("kind", kind)], v);
     }
+    let v: u64 = w.iter().map(|w| w.access_log_dropped.get()).sum();
+    o.single(
+        "access_log_dropped_total",
+        "counter",
+        "Access log lines dropped because the access log thread was behind (a worker never \
+         waits for it).",
+        v,
+    );
     let v: u64 = w.iter().map(|w| w.handler_wait_expired.get()).sum();
     o.single(
         "handler_wait_expired_total",

@@ -7,6 +7,7 @@
 //! and the shared flags: a scrape never waits for, or slows, a worker.
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ const REQUEST_BYTES_MAX: usize = 4096;
 /// How long a client may take to send its request head, and to take the answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the thread looks whether a successor took the listener over.
+const HANDOVER_CHECK_MS: libc::c_int = 100;
 
 /// What the metrics thread serves.
 pub struct Server {
@@ -45,14 +48,33 @@ impl Server {
         // The process's one scrape buffer, reused: its size is fixed by the metric list.
         let mut body = String::new();
         let mut rendered = None;
-        // Never ends: the process exits around it.
-        for stream in self.listener.incoming() {
-            match stream {
-                Ok(s) => {
+        if let Err(e) = self.listener.set_nonblocking(true) {
+            log!(log::WARN, "metrics", "listener: {e}");
+        }
+        // Ends only when a successor has taken the listener over (`takeover`): it may
+        // then be shared with it, and scrapes are the successor's. Otherwise the process
+        // exits around it.
+        loop {
+            if self.shared.handed_over.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; the timeout bounds how late a handover is seen.
+            if unsafe { libc::poll(&mut pfd, 1, HANDOVER_CHECK_MS) } <= 0 {
+                continue;
+            }
+            match self.listener.accept() {
+                Ok((s, _)) => {
                     if let Err(e) = self.serve(s, &mut body, &mut rendered) {
                         log!(log::DEBUG, "metrics", "client: {e}");
                     }
                 }
+                // Another process sharing the listener took it.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     // EMFILE and the like: back off instead of spinning.
                     log!(log::WARN, "metrics", "accept: {e}");

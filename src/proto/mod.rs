@@ -1,6 +1,7 @@
 //! Sans-IO protocol codecs. Nothing here touches a socket, a thread or a clock.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod http1;
 pub mod m2;
 pub mod tnetstring;

@@ -146,6 +146,34 @@ impl Identities {
         key
     }
 
+    /// Re-reads every cached identity now, whatever its files' mtimes say (SIGHUP: a
+    /// rotation that kept the mtimes, or one that should not wait for the next check). A
+    /// failure keeps the last good key. Returns how many loaded and how many failed.
+    pub fn reload_all(&self, now: Instant) -> (usize, usize) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut loaded, mut failed) = (0, 0);
+        for (name, entry) in cache.iter_mut() {
+            let (crt, key) = self.paths(name);
+            if let (Ok(c), Ok(k)) = (mtime(&crt), mtime(&key)) {
+                entry.mtimes = (c, k);
+            }
+            entry.checked = now;
+            match self.load(name) {
+                Ok(key) => {
+                    entry.key = Some(key);
+                    entry.failure_logged = false;
+                    loaded += 1;
+                }
+                Err(e) => {
+                    log!(log::WARN, MODULE, "{e}; keeping the last good certificate");
+                    entry.failure_logged = true;
+                    failed += 1;
+                }
+            }
+        }
+        (loaded, failed)
+    }
+
     /// Re-reads a cached identity whose files changed; a failure keeps the last good key.
     fn reload(&self, name: &str, entry: &mut Entry) {
         match self.load(name) {

@@ -65,40 +65,6 @@ pub(super) fn on_accept(w: &mut Worker, now: Instant, listener: usize, slot: u32
     w.conns[slot as usize].m2_attach(&setup, server, id, now_ms);
 }
 
-/// Queues an access log line for server `server`'s file (written at the end of the turn).
-pub(super) fn access_log(pending: &mut Vec<Vec<u8>>, server: u16, line: &[u8]) {
-    let index = server as usize;
-    if pending.len() <= index {
-        pending.resize_with(index + 1, Vec::new);
-    }
-    pending[index].extend_from_slice(line);
-}
-
-/// Writes the turn's access log lines, one `write(2)` per server, to the files of the
-/// worker's current setup (so a SIGHUP's reopened files take them at once). `O_APPEND`
-/// keeps the workers' lines whole. A failed write drops the lines (logging must not stall
-/// or stop the server).
-pub(super) fn flush_access_log(w: &mut Worker) {
-    if w.m2_access.iter().all(Vec::is_empty) {
-        return;
-    }
-    let setup = w.settings.m2.clone();
-    for (index, lines) in w.m2_access.iter_mut().enumerate() {
-        if lines.is_empty() {
-            continue;
-        }
-        let file = setup
-            .as_deref()
-            .and_then(|s| s.servers.get(index))
-            .and_then(|s| s.access_log.as_deref());
-        if let Some(mut file) = file {
-            use std::io::Write;
-            let _ = file.write_all(lines);
-        }
-        lines.clear();
-    }
-}
-
 /// The slot's connection is gone: its id names nobody now.
 pub(super) fn on_closed(w: &mut Worker, conn: &Conn) {
     if let Some(id) = conn.m2_id() {

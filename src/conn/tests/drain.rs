@@ -1,4 +1,5 @@
-//! The drain (the first SIGTERM): no more accepts; idle connections close at once; an
+//! The drain (the first SIGTERM): no more accepts; idle connections close after a grace
+//! for a request on its way (`DRAIN_IDLE_GRACE_MS`); an
 //! exchange with its handler finishes (`Connection: close` on a response that starts now);
 //! an open WebSocket gets a close 1001; what is left at `--shutdown-timeout` is cut, its
 //! handlers told with batched `cancel`s.
@@ -10,11 +11,13 @@ use crate::config::Config;
 
 const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n";
 const TIMEOUT: Duration = Duration::from_millis(10_000);
+const GRACE: Duration = Duration::from_millis(crate::limits::DRAIN_IDLE_GRACE_MS);
 
 #[test]
-fn idle_connections_close_at_once() {
-    // Goal: a connection that sent nothing, and a kept-alive one between requests, close
-    // at once (no linger: nothing is owed to them); no accepts; the worker is then done.
+fn idle_connections_close_after_the_grace() {
+    // Goal: a connection that sent nothing, and a kept-alive one between requests, are kept
+    // `DRAIN_IDLE_GRACE_MS` for a request that may be on its way, then closed (no linger:
+    // nothing is owed to them); no accepts; the worker is then done.
     let mut h = Harness::new();
     let fresh = h.connect();
     let kept = h.connect();
@@ -27,11 +30,45 @@ fn idle_connections_close_at_once() {
     assert!(h.accepting());
     h.drain();
     assert!(!h.accepting(), "no accepts while draining");
+    assert_eq!(h.ios(fresh), []);
+    assert_eq!(h.ios(kept), []);
+    h.advance(GRACE - Duration::from_millis(10));
+    assert_eq!(h.ios(fresh), [], "still in the grace");
+    h.advance(Duration::from_millis(20));
     assert_eq!(h.ios(fresh), [Io::Close]);
     assert_eq!(h.ios(kept), [Io::Close]);
     h.assert_no_packet();
     assert_eq!(h.conn_count(), 0);
-    assert!(h.finished(), "nothing left: the worker is done at once");
+    assert!(h.finished(), "nothing left: the worker is done");
+}
+
+#[test]
+fn a_request_in_the_grace_is_served_with_connection_close() {
+    // Goal: a kept-alive client whose next request, and a new client whose first request,
+    // arrive just after the drain began (they were on their way) are answered, each with
+    // `Connection: close`, then closed; so is a connection accepted during the drain (an
+    // io_uring accept already in the kernel). Closing them would reset requests in flight.
+    let mut h = Harness::new();
+    let kept = h.connect();
+    h.write(kept, GET);
+    let (_, mut s) = h.request();
+    h.reply(&mut s, Reply::response(200, "OK").body(b"hi"));
+    assert!(h.read_text(kept).ends_with("hi"));
+    let fresh = h.connect();
+    h.drain();
+    let late = h.connect();
+    h.advance(GRACE / 2);
+    for c in [kept, fresh, late] {
+        assert_eq!(h.ios(c), [], "kept open in the grace");
+        h.write(c, GET);
+        let (_, mut s) = h.request();
+        h.reply(&mut s, Reply::response(200, "OK").body(b"last"));
+        assert_eq!(
+            h.read_text(c),
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast"
+        );
+        assert_eq!(h.ios(c), [Io::ShutdownWrite]);
+    }
 }
 
 #[test]
@@ -198,15 +235,16 @@ fn kinds(packets: Vec<ToHandler>) -> Vec<String> {
 }
 
 #[test]
-fn tls_connections_close_at_once_with_close_notify() {
-    // Goal: an idle TLS connection (handshake done) and one mid-handshake close at once,
-    // without lingering; the drain does not trip over TLS state.
+fn tls_connections_close_after_the_grace_with_close_notify() {
+    // Goal: an idle TLS connection (handshake done) and one mid-handshake close after the
+    // grace, without lingering; the drain does not trip over TLS state.
     let mut h = Harness::new();
     let done = h.connect_tls();
     assert!(h.tls_established(done));
     let raw = h.connect_raw(TLS);
     h.write(raw, b"\x16\x03\x01"); // the start of a ClientHello
     h.drain();
+    h.advance(GRACE + Duration::from_millis(10));
     assert_eq!(h.ios(done), [Io::Close]);
     assert_eq!(h.ios(raw), [Io::Close]);
     assert!(h.finished());
