@@ -125,6 +125,10 @@ fn run(mut cfg: Config) -> Result<(), String> {
     };
     let shared = bridge::Shared::new(cfg.workers).map_err(|e| format!("eventfd: {e}"))?;
     let bridge = bridge::start(&cfg, m2.clone(), shared.clone())?;
+    if !cfg.zserver_stream.is_empty() || !cfg.zserver_req.is_empty() {
+        zring::resolver::spawn(&shared, zring::limits::DNS_THREADS)
+            .map_err(|e| format!("resolver threads: {e}"))?;
+    }
     let zmq_context = bridge.context();
     let bridge_thread = std::thread::Builder::new()
         .name("bridge".into())

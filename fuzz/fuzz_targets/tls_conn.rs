@@ -84,6 +84,7 @@ impl Harness {
             epoch: now,
             epoch_unix_ms: 0,
             m2: None,
+            deny_out_internal: false,
         };
         let config = server_config();
         let conn = Conn::new(now, &settings, Mode::Stream, Some(&config), None);
