@@ -372,8 +372,8 @@ mod tests {
             ("seq", "1:0#"),
             ("ext", "15:5:multi,4:true!}"),
             ("method", "4:POST,"),
-            ("uri", "16:http://a.test/x,"),
-            ("headers", "13:10:1:A,2:bb,]]"),
+            ("uri", "15:http://a.test/x,"),
+            ("headers", "12:9:1:A,2:bb,]]"),
             ("body", "2:hi,"),
             ("more", "4:true!"),
             ("stream", "5:false!"),
@@ -412,14 +412,14 @@ mod tests {
     #[test]
     fn list_ids_and_bad_fields() {
         let buf = packet(&[
-            ("id", "30:13:2:id,1:a,3:seq,1:4#}0:}]"),
+            ("id", "26:19:2:id,1:a,3:seq,1:4#}0:}]"),
             ("type", "10:keep-alive,"),
         ]);
         let r = decode(&buf);
         // an id entry without `id` is an error
         assert_eq!(r, Err(Error::MissingId));
         let buf = packet(&[
-            ("id", "38:16:2:id,1:a,3:seq,1:4#}16:2:id,1:b,3:seq,1:9#}]"),
+            ("id", "46:19:2:id,1:a,3:seq,1:4#}19:2:id,1:b,3:seq,1:9#}]"),
             ("type", "10:keep-alive,"),
         ]);
         let r = decode(&buf).unwrap();
