@@ -137,7 +137,7 @@ both_runtimes! {
             ("uri", s(&origin.url(&format!("/big/{n}")))),
             ("credits", int(65_536)),
         ]);
-        let x = r.collect(&id, 1, Duration::from_secs(120));
+        let x = r.collect(&id, 1, Duration::from_secs(30));
         let body = x.body();
         assert_eq!(body.len(), n);
         assert!(body.iter().enumerate().all(|(i, &b)| b == ((i % 65536) % 251) as u8));

@@ -187,7 +187,13 @@ impl Requester {
         let mut seq = 1;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no end of the exchange within {timeout:?}: {:?}", r.kinds());
+            assert!(
+                !left.is_zero(),
+                "no end of the exchange within {timeout:?}: {} packets, the last {} seq {:?}",
+                r.packets.len(),
+                r.last_kind(),
+                r.packets.last().and_then(|p| p.get("seq")?.as_int())
+            );
             let Some(p) = self.recv(left) else { continue };
             if p.get("id").and_then(|i| i.as_bytes()) != Some(id.as_bytes()) {
                 continue;

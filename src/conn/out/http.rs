@@ -519,5 +519,13 @@ impl HttpOut {
             return;
         }
         sh.want_paused(self.carry.len() >= cx.settings.buffer_size);
+        crate::log!(
+            crate::log::TRACE,
+            "client",
+            "deliver: credits {} carry {} total {}",
+            self.credits,
+            self.carry.len(),
+            self.body_total
+        );
     }
 }

@@ -386,6 +386,7 @@ impl Shell {
         }
         if self.pause_want != self.paused {
             self.paused = self.pause_want;
+            crate::log!(crate::log::TRACE, "client", "origin reads paused: {}", self.paused);
             let slot = cx.slot;
             cx.out.push(Output::Io(match self.paused {
                 true => Command::PauseRecv { slot },
@@ -577,11 +578,10 @@ impl OutConn {
         if !self.sh.is_open() {
             return;
         }
+        // The session ends the exchange (a failure, or the end of a read-to-EOF body); a
+        // body read whole but not yet credited waits for the requester's credits.
         let OutSession::Http(h) = &mut self.session;
         h.handle_eof(&mut self.sh, cx);
-        if !self.sh.ended && self.sh.after == After::Done {
-            self.sh.end(cx);
-        }
     }
 
     pub fn handle_sent(&mut self, cx: &mut Ctx, buf: Vec<u8>) {

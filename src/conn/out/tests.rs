@@ -490,3 +490,25 @@ fn a_redirect_to_an_internal_address_is_refused() {
     assert_eq!(p[0].0.condition.unwrap().get(&p[0].1), b"policy-violation");
     assert!(cmds.is_empty(), "no connect to the internal hop");
 }
+
+#[test]
+fn the_origin_closing_after_the_body_does_not_cut_what_waits_for_credits() {
+    // Goal: regression (found by tests/client_mode.rs on io_uring): a body read whole, then
+    // the origin's EOF, while the requester still has to grant credits: the rest is
+    // delivered when the credits come, not dropped.
+    let mut t = T::new(false);
+    let mut c = t.start(&first("http://origin.test/", "GET", "")).unwrap();
+    t.take();
+    connected(&mut t, &mut c, "192.0.2.1:80");
+    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n{}", "z".repeat(300));
+    t.run(&mut c, |c, cx| c.handle_recv(cx, resp.as_bytes()));
+    t.run(&mut c, |c, cx| c.handle_eof(cx));
+    let (p, cmds) = t.take();
+    assert_eq!(p.len(), 2, "head, then 100 bytes");
+    assert!(cmds.is_empty(), "not closed while 200 bytes wait");
+    t.send(&mut c, "from=5:3:req,;id=2:r1,;type=6:credit,;credits=3:200#", 1);
+    let (p, cmds) = t.take();
+    assert_eq!(p[0].0.body.len(), 200);
+    assert!(!p[0].0.more);
+    assert!(matches!(cmds[..], [Command::Close { .. }]));
+}
