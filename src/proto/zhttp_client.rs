@@ -340,7 +340,7 @@ pub fn encode_response(out: &mut Vec<u8>, r: &Reply<'_>, resp: &Response<'_>) {
         }
         w.end_list();
     }
-    if !resp.body.is_empty() || resp.code.is_some() {
+    if !resp.body.is_empty() {
         w.bytes(b"body");
         w.bytes(resp.body);
     }

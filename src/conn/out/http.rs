@@ -292,6 +292,13 @@ impl HttpOut {
                 sh.fail(cx, Condition::Undefined, false);
                 return Some(buf.len());
             };
+            // zurl answers a Content-Length over `max-size` before any head.
+            if let (Framing::Length(n), Some(max)) = (&framing, self.max_size) {
+                if *n > max {
+                    sh.fail(cx, Condition::MaxSizeExceeded, false);
+                    return Some(buf.len());
+                }
+            }
             self.framing = Some(framing);
             if !self.whole {
                 let done = matches!(self.framing, Some(Framing::None | Framing::Length(0)));

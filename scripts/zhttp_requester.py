@@ -2,12 +2,12 @@
 """A ZHTTP requester (the role pushpin-proxy plays toward a client-mode connection manager),
 for zring's client mode and, for parity, zurl 1.11. python3-zmq with /usr/bin/python3.
 
-Usage: zhttp-requester.py IN IN_STREAM OUT SCENARIO [ORIGIN_URL] [--credit-step N]
+Usage: zhttp_requester.py IN IN_STREAM OUT SCENARIO [ORIGIN_URL] [--credit-step N]
 
 Connects PUSH to IN, ROUTER (identity "req-py") to IN_STREAM and SUB to OUT, runs one named
 scenario and prints every reply packet for it as one JSON line (bytes as latin-1 strings,
 bodies over 64 bytes replaced by their length and a checksum), so two responders' replies
-can be compared line by line (scripts/zurl-parity.sh).
+can be compared line by line (scripts/zurl-parity.py).
 """
 import json
 import sys
