@@ -238,6 +238,61 @@ both_runtimes! {
     }
 }
 
+both_runtimes! {
+    req_mode(rt) {
+        // Goal: --zserver-req answers a REQ requester with one packet (no from, seq or ext),
+        // the whole body, or error with its condition; alongside the stream sockets.
+        let origin = Origin::start();
+        let dir = temp_dir(&format!("client-req-{rt}"));
+        let req = format!("ipc://{}/req", dir.display());
+        let (_z, _ep, _d) = zring(rt, &["--zserver-req", &req]);
+        let ctx = zmq::Context::new();
+        let sock = ctx.socket(zmq::REQ).unwrap();
+        sock.set_rcvtimeo(20_000).unwrap();
+        sock.set_linger(0).unwrap();
+        sock.connect(&req).unwrap();
+        let ask = |uri: &str| -> Value {
+            let v = Value::Dict(vec![
+                (b"id".to_vec(), s("q1")),
+                (b"method".to_vec(), s("GET")),
+                (b"uri".to_vec(), s(uri)),
+            ]);
+            let mut msg = b"T".to_vec();
+            msg.extend(support::tn::encode(&v));
+            sock.send(msg, 0).unwrap();
+            let reply = sock.recv_bytes(0).expect("no req-mode reply");
+            support::tn::decode(&reply[1..]).unwrap()
+        };
+        let r = ask(&origin.url("/chunked"));
+        assert_eq!(r.keys(), ["id", "code", "reason", "headers", "body"]);
+        assert_eq!(r.get("code").and_then(|c| c.as_int()), Some(200));
+        assert_eq!(r.get("body").and_then(|b| b.as_bytes()), Some(&b"abcdefg"[..]));
+        let r = ask("http://nonexistent.invalid/");
+        assert_eq!(r.str_of("type").as_deref(), Some("error"));
+        assert_eq!(r.str_of("condition").as_deref(), Some("remote-connection-failed"));
+        assert!(r.get("from").is_none() && r.get("seq").is_none());
+    }
+
+    server_and_client_mode_in_one_process(rt) {
+        // Goal: as Pushpin runs pushpin-connmgr: a --listen port (server mode) and client
+        // mode in one zring; both work.
+        let origin = Origin::start();
+        let port = support::free_port();
+        let dir = temp_dir(&format!("client-both-{rt}"));
+        let zc = format!("ipc://{}/zc", dir.display());
+        let listen = format!("127.0.0.1:{port}");
+        let (mut z, ep, _d) = zring(rt, &["--listen", &listen, "--zclient-stream", &zc, "--handler-wait", "200"]);
+        support::wait_port(port, &mut z, Duration::from_secs(10));
+        let mut r = Requester::connect(&ep, "req-h");
+        let x = get(&mut r, &origin.url("/get"), "GET", vec![]);
+        assert_eq!(x.body(), b"hello");
+        // No handler on the server side: the request waits --handler-wait, then gets 503.
+        let url = format!("http://{listen}/x");
+        let (rc, code) = support::curl(&["-o", "/dev/null", "-w", "%{http_code}", &url]);
+        assert_eq!((rc, code.as_str()), (0, "503"));
+    }
+}
+
 #[test]
 fn help_lists_client_mode_flags() {
     // Goal: Pushpin's C++ runner enables client mode only when `--help` mentions it.
