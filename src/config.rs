@@ -279,7 +279,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> 
             "--zserver-req" => c.zserver_req.push(zmq_spec(&name, value()?)?),
             "--zserver-stream" => {
                 let spec = zmq_spec(&name, value()?)?;
-                crate::bridge::client::stream_endpoints(&spec).map_err(|e| format!("{name}: {e}"))?;
+                crate::bridge::client::stream_endpoints(&spec)
+                    .map_err(|e| format!("{name}: {e}"))?;
                 c.zserver_stream.push(spec)
             }
             "--no-pin" => c.pin = false,
@@ -610,11 +611,19 @@ mod tests {
             "--deny-out-internal",
         ])
         .unwrap();
-        assert_eq!(c.zserver_stream, vec!["ipc:///r/connmgr-client".to_string()]);
+        assert_eq!(
+            c.zserver_stream,
+            vec!["ipc:///r/connmgr-client".to_string()]
+        );
         assert!(c.deny_out_internal);
         assert_eq!(c.listen.len(), 1);
         // zurl's role: client mode alone, no default listener.
-        let c = run(&["--zserver-stream", "tcp://127.0.0.1:5000", "--zserver-connect"]).unwrap();
+        let c = run(&[
+            "--zserver-stream",
+            "tcp://127.0.0.1:5000",
+            "--zserver-connect",
+        ])
+        .unwrap();
         assert!(c.listen.is_empty());
         assert!(c.zserver_connect);
         let c = run(&["--zserver-req", "ipc://req"]).unwrap();

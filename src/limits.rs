@@ -191,9 +191,6 @@ pub const CONNECT_TIMEOUT_MS: u64 = 30_000;
 pub const REDIRECTS_MAX: u8 = 8;
 /// Bytes of an origin's response head, at most (1xx interim heads included, each).
 pub const OUT_RESPONSE_HEAD_BYTES_MAX: usize = 32_768;
-/// Outbound sessions per worker beyond its share of the maxconn flags: none; the client
-/// mode slots are the share of `--stream-maxconn` (stream) and `--req-maxconn` (req).
-pub const OUT_KEEP_ALIVE_IDS_MAX: usize = PACKET_IDS_MAX;
 
 const _: () = assert!(DNS_TIMEOUT_MS < SESSION_EXPIRY_MS);
 const _: () = assert!(REDIRECTS_MAX >= 8);

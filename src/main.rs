@@ -38,6 +38,10 @@ fn print_sizes() {
     );
     println!("timer_link: {} bytes", zring::timer::LINK_BYTES);
     println!(
+        "outbound_exchange: {} bytes (client mode; + its boxed HTTP session while one runs)",
+        std::mem::size_of::<zring::conn::out::OutConn>()
+    );
+    println!(
         "websocket_decoder: {} bytes (only while a frame or message is half read)",
         zring::conn::WS_DECODER_BYTES
     );

@@ -135,7 +135,10 @@ mod tests {
     #[test]
     fn resolves_literals_and_hosts_names_and_fails_invalid() {
         let a = resolve("127.0.0.1", 80);
-        assert_eq!(a.as_slice(), &["127.0.0.1:80".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            a.as_slice(),
+            &["127.0.0.1:80".parse::<SocketAddr>().unwrap()]
+        );
         let a = resolve("localhost", 81);
         assert!(!a.is_empty());
         assert!(a.iter().all(|a| a.ip().is_loopback() && a.port() == 81));

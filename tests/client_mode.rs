@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::origin::Origin;
-use support::requester::{Endpoints, Requester, Replies};
+use support::requester::{Endpoints, Replies, Requester};
 use support::tn::Value;
 use support::zhttp::{hdrs, int};
 use support::{temp_dir, Proc};
@@ -25,16 +25,27 @@ fn zring(rt: &str, extra: &[&str]) -> (Proc, Endpoints, std::path::PathBuf) {
     let dir = temp_dir(&format!("client-{rt}"));
     let base = format!("ipc://{}/client", dir.display());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
-    cmd.args(["--runtime", rt, "--zserver-stream", &base, "--id", "zring-c"])
-        .args(["--workers", "2", "--log-level", "1"])
-        .args(extra)
-        .stdout(Stdio::null());
+    cmd.args([
+        "--runtime",
+        rt,
+        "--zserver-stream",
+        &base,
+        "--id",
+        "zring-c",
+    ])
+    .args(["--workers", "2", "--log-level", "1"])
+    .args(extra)
+    .stdout(Stdio::null());
     let mut p = Proc::start("zring", &mut cmd);
     let ready = Path::new(&dir).join("client-in-stream");
     let end = Instant::now() + Duration::from_secs(10);
     while !ready.exists() {
         assert!(p.exited().is_none(), "zring exited: {}", p.log_tail(20));
-        assert!(Instant::now() < end, "zring did not bind {}", ready.display());
+        assert!(
+            Instant::now() < end,
+            "zring did not bind {}",
+            ready.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     (p, Endpoints::from_base(&base), dir)
@@ -47,7 +58,10 @@ fn get(r: &mut Requester, uri: &str, method: &str, extra: Vec<(&str, Value)>) ->
         ("uri", s(uri)),
         ("headers", hdrs(&[("User-Agent", "client-mode-test")])),
         ("credits", int(200_000)),
-        ("ext", Value::Dict(vec![(b"multi".to_vec(), Value::Bool(true))])),
+        (
+            "ext",
+            Value::Dict(vec![(b"multi".to_vec(), Value::Bool(true))]),
+        ),
     ];
     fields.extend(extra);
     r.start(&id, fields);
@@ -296,9 +310,15 @@ both_runtimes! {
 #[test]
 fn help_lists_client_mode_flags() {
     // Goal: Pushpin's C++ runner enables client mode only when `--help` mentions it.
-    let out = support::proc::output(Command::new(env!("CARGO_BIN_EXE_zring")).arg("--help")).unwrap();
+    let out =
+        support::proc::output(Command::new(env!("CARGO_BIN_EXE_zring")).arg("--help")).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--zserver-stream", "--zserver-req", "--zserver-connect", "--deny-out-internal"] {
+    for flag in [
+        "--zserver-stream",
+        "--zserver-req",
+        "--zserver-connect",
+        "--deny-out-internal",
+    ] {
         assert!(text.contains(flag), "{flag} missing from --help");
     }
 }

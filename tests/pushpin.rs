@@ -83,7 +83,8 @@ fn serve(mut c: TcpStream) {
     let path = line.split(' ').nth(1).unwrap_or("").to_string();
     if path == "/big" {
         let body: Vec<u8> = (0..BIG_BYTES).map(|i| b'a' + (i % 26) as u8).collect();
-        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG_BYTES}\r\nConnection: close\r\n\r\n");
+        let head =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG_BYTES}\r\nConnection: close\r\n\r\n");
         let _ = c.write_all(head.as_bytes());
         let _ = c.write_all(&body);
         return;
@@ -104,7 +105,8 @@ fn serve(mut c: TcpStream) {
             }
         }
         let body = &req[head_end..head_end + length];
-        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+        let head =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
         let _ = c.write_all(head.as_bytes());
         let _ = c.write_all(body);
         return;
@@ -495,7 +497,10 @@ fn end_to_end_with(cm: Cm, client: bool) {
         let (status, body) = http_get(http, "/big", Duration::from_secs(20)).unwrap();
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert_eq!(body.len(), BIG_BYTES, "a streamed response, whole");
-        assert!(body.bytes().enumerate().all(|(i, b)| b == b'a' + (i % 26) as u8));
+        assert!(body
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b == b'a' + (i % 26) as u8));
         let big_post = "p".repeat(300_000);
         let mut c = peers::Client::connect(http).unwrap();
         let host = c.host();
@@ -506,8 +511,15 @@ fn end_to_end_with(cm: Cm, client: bool) {
         .unwrap();
         let r = c.read_response(false, Duration::from_secs(20)).unwrap();
         let text = String::from_utf8_lossy(&r);
-        assert!(text.starts_with("HTTP/1.1 200 OK"), "{}", &text[..text.len().min(200)]);
-        assert!(text.ends_with(&big_post), "the POST body went through whole");
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK"),
+            "{}",
+            &text[..text.len().min(200)]
+        );
+        assert!(
+            text.ends_with(&big_post),
+            "the POST body went through whole"
+        );
     }
 
     // GRIP HTTP streaming: the stream stays open and receives a published message.

@@ -141,7 +141,10 @@ fn recv_parts(sock: &zmq::Socket) -> Option<Vec<zmq::Message>> {
 
 impl ClientSockets {
     pub fn poll_items<'a>(&'a self, items: &mut Vec<zmq::PollItem<'a>>, read: zmq::PollEvents) {
-        for s in [&self.pull, &self.in_stream, &self.req].into_iter().flatten() {
+        for s in [&self.pull, &self.in_stream, &self.req]
+            .into_iter()
+            .flatten()
+        {
             items.push(s.as_poll_item(read));
         }
     }
@@ -181,7 +184,14 @@ impl ClientSockets {
         full
     }
 
-    fn route(&mut self, shared: &Shared, wake: &mut [bool], msg: zmq::Message, via: Via, first: bool) -> bool {
+    fn route(
+        &mut self,
+        shared: &Shared,
+        wake: &mut [bool],
+        msg: zmq::Message,
+        via: Via,
+        first: bool,
+    ) -> bool {
         let packet = match zhttp_client::decode(&msg) {
             Ok(p) => p,
             Err(e) => {
@@ -272,13 +282,21 @@ mod tests {
         assert_eq!(b, "ipc:///r/connmgr-client-in-stream");
         assert_eq!(c, "ipc:///r/connmgr-client-out");
         let (a, b, c) = stream_endpoints("tcp://127.0.0.1:5000").unwrap();
-        assert_eq!((a.as_str(), b.as_str(), c.as_str()), ("tcp://127.0.0.1:5000", "tcp://127.0.0.1:5001", "tcp://127.0.0.1:5002"));
+        assert_eq!(
+            (a.as_str(), b.as_str(), c.as_str()),
+            (
+                "tcp://127.0.0.1:5000",
+                "tcp://127.0.0.1:5001",
+                "tcp://127.0.0.1:5002"
+            )
+        );
         assert!(stream_endpoints("tcp://h").is_err());
         let w = worker_of(b"proxy_1", b"abc", 4);
         assert_eq!(w, worker_of(b"proxy_1", b"abc", 4));
         assert!(w < 4);
-        let spread: std::collections::HashSet<_> =
-            (0..64).map(|i| worker_of(b"p", format!("id{i}").as_bytes(), 4)).collect();
+        let spread: std::collections::HashSet<_> = (0..64)
+            .map(|i| worker_of(b"p", format!("id{i}").as_bytes(), 4))
+            .collect();
         assert_eq!(spread.len(), 4);
     }
 }

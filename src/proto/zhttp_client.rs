@@ -13,8 +13,8 @@
 use arrayvec::ArrayVec;
 
 use super::tnetstring::{self, List, Value, Writer};
+use super::zhttp::{Error, Field, HEADERS_MAX, IDS_MAX, ID_BYTES_MAX};
 pub use super::zhttp::{Ids, Kind, Span};
-use super::zhttp::{Error, Field, HEADERS_MAX, ID_BYTES_MAX, IDS_MAX};
 
 /// Longest `from` a requester may give (pushpin-connmgr drops longer ones).
 pub const FROM_BYTES_MAX: usize = crate::limits::ADDRESS_BYTES_MAX;
@@ -227,7 +227,10 @@ impl Spans<'_> {
             if id.len() > ID_BYTES_MAX {
                 return Err(Error::TooLong(Field::Id));
             }
-            let seq = entry.get(b"seq").map(|s| u32_of(s, Field::Seq)).transpose()?;
+            let seq = entry
+                .get(b"seq")
+                .map(|s| u32_of(s, Field::Seq))
+                .transpose()?;
             ids.push((self.span(id), seq));
         }
         Ok(Ids::Many(ids))
@@ -323,7 +326,11 @@ pub fn encode_error(out: &mut Vec<u8>, r: &Reply<'_>, condition: &[u8]) {
 /// Appends a response packet: the head (`code`, `reason`, `headers`) when `code` is set,
 /// then `body` and `more`, each left out when empty or false.
 pub fn encode_response(out: &mut Vec<u8>, r: &Reply<'_>, resp: &Response<'_>) {
-    let headers_len: usize = resp.headers.iter().map(|(n, v)| n.len() + v.len() + 12).sum();
+    let headers_len: usize = resp
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 12)
+        .sum();
     let mut w = begin(out, r, resp.body.len() + headers_len + resp.reason.len());
     if let Some(code) = resp.code {
         w.bytes(b"code");
@@ -423,8 +430,16 @@ mod tests {
             ("type", "10:keep-alive,"),
         ]);
         let r = decode(&buf).unwrap();
-        let ids: Vec<_> = r.ids.unwrap().iter().map(|(i, s)| (i.get(&buf).to_vec(), s)).collect();
-        assert_eq!(ids, vec![(b"a".to_vec(), Some(4)), (b"b".to_vec(), Some(9))]);
+        let ids: Vec<_> = r
+            .ids
+            .unwrap()
+            .iter()
+            .map(|(i, s)| (i.get(&buf).to_vec(), s))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![(b"a".to_vec(), Some(4)), (b"b".to_vec(), Some(9))]
+        );
         assert_eq!(r.kind.get(), Kind::KeepAlive);
         let bad = packet(&[("connect-port", "5:70000#")]);
         assert_eq!(decode(&bad), Err(Error::OutOfRange(Field::Code)));
@@ -460,9 +475,19 @@ mod tests {
         assert_eq!(p.headers.len(), 1);
         let (root, _) = tnetstring::parse(&out[1..]).unwrap();
         let echoed = root.as_dict().unwrap().get(b"user-data").unwrap();
-        assert_eq!(echoed.as_dict().unwrap().get(b"k").unwrap().as_bytes(), Some(&b"v"[..]));
+        assert_eq!(
+            echoed.as_dict().unwrap().get(b"k").unwrap().as_bytes(),
+            Some(&b"v"[..])
+        );
         out.clear();
-        encode_error(&mut out, &Reply { user_data: None, ..r }, b"remote-connection-failed");
+        encode_error(
+            &mut out,
+            &Reply {
+                user_data: None,
+                ..r
+            },
+            b"remote-connection-failed",
+        );
         let p = super::super::zhttp::decode(&out).unwrap();
         assert_eq!(p.kind, Kind::Error);
         assert_eq!(p.condition.unwrap().get(&out), b"remote-connection-failed");

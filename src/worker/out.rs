@@ -115,11 +115,15 @@ impl Worker {
                         crate::log!(crate::log::WARN, "client", "DNS queue full");
                         // Answered as a name that does not resolve, next wake-up.
                         let inbox = &self.shared.inboxes[self.index as usize];
-                        inbox.resolved.lock().unwrap().push(crate::resolver::Answer {
-                            slot,
-                            token,
-                            addrs: Default::default(),
-                        });
+                        inbox
+                            .resolved
+                            .lock()
+                            .unwrap()
+                            .push(crate::resolver::Answer {
+                                slot,
+                                token,
+                                addrs: Default::default(),
+                            });
                         inbox.wake();
                     }
                 }
@@ -198,7 +202,11 @@ impl Worker {
             .and_then(|(id, _)| Addr::try_from(id.get(buf)).ok())
             .map(|id| (from, id));
         let stream = matches!(p.via, Via::Stream);
-        if stream && key.as_ref().is_none_or(|k| self.out.sessions.contains_key(k)) {
+        if stream
+            && key
+                .as_ref()
+                .is_none_or(|k| self.out.sessions.contains_key(k))
+        {
             return; // no single id, or "session id in use" (pushpin-connmgr)
         }
         if self.out.conns.len() >= self.out.max || self.stopping() {
@@ -241,7 +249,11 @@ impl Worker {
         let mut data = Vec::new();
         let stream = matches!(p.via, Via::Stream);
         let reply = zc::Reply {
-            from: if stream { &self.settings.instance_id } else { b"" },
+            from: if stream {
+                &self.settings.instance_id
+            } else {
+                b""
+            },
             id,
             seq: stream.then_some(0),
             ext: stream,
@@ -258,7 +270,11 @@ impl Worker {
                 Err(_) => return,
             },
         };
-        crate::log!(crate::log::WARN, "client", "at the outbound limit: request refused");
+        crate::log!(
+            crate::log::WARN,
+            "client",
+            "at the outbound limit: request refused"
+        );
         self.packets.push(OutPacket {
             route,
             data,

@@ -73,7 +73,12 @@ impl Replies {
         self.packets
             .iter()
             .filter(|p| p.kind() == "data")
-            .flat_map(|p| p.get("body").and_then(|b| b.as_bytes()).unwrap_or(b"").to_vec())
+            .flat_map(|p| {
+                p.get("body")
+                    .and_then(|b| b.as_bytes())
+                    .unwrap_or(b"")
+                    .to_vec()
+            })
             .collect()
     }
 
@@ -200,13 +205,23 @@ impl Requester {
             }
             let kind = p.kind();
             let more = p.get("more").and_then(|m| m.as_bool()).unwrap_or(false);
-            let body_len = p.get("body").and_then(|b| b.as_bytes()).map_or(0, |b| b.len());
+            let body_len = p
+                .get("body")
+                .and_then(|b| b.as_bytes())
+                .map_or(0, |b| b.len());
             r.packets.push(p);
             match kind.as_str() {
                 "error" | "cancel" => return r,
                 "data" if !more => return r,
                 "data" if credit_step > 0 && body_len > 0 => {
-                    self.send(id, seq, vec![("type", s("credit")), ("credits", Value::Int(body_len as i64))]);
+                    self.send(
+                        id,
+                        seq,
+                        vec![
+                            ("type", s("credit")),
+                            ("credits", Value::Int(body_len as i64)),
+                        ],
+                    );
                     seq += 1;
                 }
                 _ => {}

@@ -75,7 +75,11 @@ impl HttpOut {
     /// The session for a first packet; `None` when it cannot be a request (no method).
     pub fn new(pkt: &Request, buf: &[u8], req_mode: bool) -> Option<HttpOut> {
         let method = std::str::from_utf8(pkt.method?.get(buf)).ok()?;
-        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if method.is_empty()
+            || !method
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return None;
         }
         let mut length = None;
@@ -83,11 +87,19 @@ impl HttpOut {
         for (n, v) in &pkt.headers {
             let name = String::from_utf8_lossy(n.get(buf)).into_owned();
             let value = v.get(buf);
-            if value.iter().any(|&b| b == b'\r' || b == b'\n') || name.contains([':', ' ', '\r', '\n']) {
+            if value.iter().any(|&b| b == b'\r' || b == b'\n')
+                || name.contains([':', ' ', '\r', '\n'])
+            {
                 return None;
             }
             if name.eq_ignore_ascii_case("content-length") {
-                length = Some(std::str::from_utf8(value).ok()?.trim().parse::<u64>().ok()?);
+                length = Some(
+                    std::str::from_utf8(value)
+                        .ok()?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()?,
+                );
             }
             if !DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) {
                 headers.push((name, value.to_vec()));
@@ -174,7 +186,8 @@ impl HttpOut {
         match self.framing_out {
             ReqFraming::Chunked => {
                 if !body.is_empty() {
-                    sh.out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                    sh.out
+                        .extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
                     sh.out.extend_from_slice(body);
                     sh.out.extend_from_slice(b"\r\n");
                 }
@@ -332,7 +345,11 @@ impl HttpOut {
         let mut length = None;
         for h in resp.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(h.value).ok()?.trim().parse::<u64>().ok()?;
+                let n = std::str::from_utf8(h.value)
+                    .ok()?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()?;
                 if length.is_some_and(|l| l != n) {
                     return None;
                 }
@@ -449,7 +466,12 @@ impl HttpOut {
             sh.fail(cx, Condition::MaxSizeExceeded, false);
             return;
         }
-        if self.whole && self.carry.len() > cx.settings.body_buffer_size.max(self.max_size.unwrap_or(0) as usize) {
+        if self.whole
+            && self.carry.len()
+                > cx.settings
+                    .body_buffer_size
+                    .max(self.max_size.unwrap_or(0) as usize)
+        {
             sh.fail(cx, Condition::Undefined, false);
         }
     }
@@ -518,8 +540,7 @@ impl HttpOut {
             }
         }
         if self.body_done && self.carry.is_empty() {
-            if self.head_sent && !matches!(self.framing, Some(Framing::None | Framing::Length(0)))
-            {
+            if self.head_sent && !matches!(self.framing, Some(Framing::None | Framing::Length(0))) {
                 sh.send_packet(cx, |o, r| zc::encode_response(o, r, &Response::default()));
             }
             sh.end(cx);

@@ -187,7 +187,9 @@ impl Shell {
         let req = matches!(self.reply.via, Via::Req(_));
         Reply {
             from: if req { b"" } else { &s.instance_id },
-            id: Some(&self.reply.id).filter(|id| !id.is_empty()).map(|id| &id[..]),
+            id: Some(&self.reply.id)
+                .filter(|id| !id.is_empty())
+                .map(|id| &id[..]),
             seq: if req { None } else { seq },
             ext: !req,
             user_data: self.reply.user_data.as_deref(),
@@ -382,11 +384,17 @@ impl Shell {
             let fresh = cx.pool.take();
             let buf = std::mem::replace(&mut self.out, fresh);
             self.sending = Some(std::mem::take(&mut self.out_body));
-            cx.out.push(Output::Io(Command::Send { slot: cx.slot, buf }));
+            cx.out
+                .push(Output::Io(Command::Send { slot: cx.slot, buf }));
         }
         if self.pause_want != self.paused {
             self.paused = self.pause_want;
-            crate::log!(crate::log::TRACE, "client", "origin reads paused: {}", self.paused);
+            crate::log!(
+                crate::log::TRACE,
+                "client",
+                "origin reads paused: {}",
+                self.paused
+            );
             let slot = cx.slot;
             cx.out.push(Output::Io(match self.paused {
                 true => Command::PauseRecv { slot },
@@ -462,7 +470,12 @@ impl OutConn {
         );
         sh.keep_alive_at = ms(cx.settings, now) + limits::KEEP_ALIVE_INTERVAL_MS;
         if let Some(t) = pkt.timeout_ms.filter(|&t| t > 0) {
-            sh.set_timer(cx.settings, now, Timer::Whole, Some(Duration::from_millis(t)));
+            sh.set_timer(
+                cx.settings,
+                now,
+                Timer::Whole,
+                Some(Duration::from_millis(t)),
+            );
         }
         let uri = pkt.uri.map(|u| u.get(buf)).unwrap_or_default();
         let target = std::str::from_utf8(uri).ok().and_then(Target::parse);
@@ -643,7 +656,8 @@ impl OutConn {
     /// zring is stopping: `cancel` to the requester (pushpin-connmgr), close the origin.
     pub fn handle_shutdown(&mut self, cx: &mut Ctx) {
         if !self.sh.ended {
-            self.sh.send_packet(cx, |o, r| zc::encode_control(o, r, Kind::Cancel));
+            self.sh
+                .send_packet(cx, |o, r| zc::encode_control(o, r, Kind::Cancel));
         }
         self.sh.end(cx);
     }
@@ -661,7 +675,13 @@ impl OutConn {
 
     /// The earliest deadline.
     pub fn poll_timeout(&self, s: &Settings) -> Option<Instant> {
-        let min = self.sh.deadlines.iter().copied().filter(|&d| d != 0).min()?;
+        let min = self
+            .sh
+            .deadlines
+            .iter()
+            .copied()
+            .filter(|&d| d != 0)
+            .min()?;
         Some(s.epoch + Duration::from_millis(min))
     }
 

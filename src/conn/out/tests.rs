@@ -175,12 +175,20 @@ fn get_acks_at_once_then_head_and_body_under_credits() {
     // Goal: the ack (keep-alive, seq 0, from zring) precedes DNS; the head goes alone with
     // more; the body is cut to the requester's 100 credits and resumes on `credit`.
     let mut t = T::new(false);
-    let mut c = t.start(&first("http://origin.test:8080/a?b", "GET", "")).unwrap();
+    let mut c = t
+        .start(&first("http://origin.test:8080/a?b", "GET", ""))
+        .unwrap();
     let (p, cmds) = t.take();
     assert_eq!(p.len(), 1);
     assert_eq!(kind(&p[0].0), zhttp::Kind::KeepAlive);
     assert_eq!(p[0].0.from.unwrap().get(&p[0].1), b"zring");
-    assert_eq!(p[0].0.ids, zhttp::Ids::One { id: p[0].0.ids.iter().next().unwrap().0, seq: Some(0) });
+    assert_eq!(
+        p[0].0.ids,
+        zhttp::Ids::One {
+            id: p[0].0.ids.iter().next().unwrap().0,
+            seq: Some(0)
+        }
+    );
     assert_eq!(cmds.len(), 1, "a resolve");
     let req = connected(&mut t, &mut c, "192.0.2.1:8080");
     assert_eq!(
@@ -198,7 +206,11 @@ fn get_acks_at_once_then_head_and_body_under_credits() {
     assert_eq!(p[1].0.body.len(), 100);
     assert!(p[1].0.more);
     assert!(cmds.is_empty());
-    t.send(&mut c, "from=5:3:req,;id=2:r1,;type=6:credit,;credits=3:500#", 1);
+    t.send(
+        &mut c,
+        "from=5:3:req,;id=2:r1,;type=6:credit,;credits=3:500#",
+        1,
+    );
     let (p, cmds) = t.take();
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].0.body.len(), 150);
@@ -223,7 +235,7 @@ fn chunked_and_eof_bodies_head_204_304_and_1xx() {
         connected(&mut t, &mut c, "192.0.2.1:80");
         t.run(&mut c, |c, cx| c.handle_recv(cx, resp.as_bytes()));
         let (p, cmds) = t.take();
-        assert_eq!(p[0].0.code.is_some(), true, "{resp}");
+        assert!(p[0].0.code.is_some(), "{resp}");
         assert_ne!(p[0].0.code, Some(100));
         assert_eq!(p[0].0.more, more_after_head, "{resp}");
         let got: Vec<u8> = p[1..].iter().flat_map(|(q, b)| q.body.get(b).to_vec()).collect();
@@ -236,7 +248,9 @@ fn chunked_and_eof_bodies_head_204_304_and_1xx() {
     let mut c = t.start(&first("http://origin.test/", "GET", "")).unwrap();
     t.take();
     connected(&mut t, &mut c, "192.0.2.1:80");
-    t.run(&mut c, |c, cx| c.handle_recv(cx, b"HTTP/1.0 200 OK\r\n\r\nuntil"));
+    t.run(&mut c, |c, cx| {
+        c.handle_recv(cx, b"HTTP/1.0 200 OK\r\n\r\nuntil")
+    });
     t.run(&mut c, |c, cx| c.handle_recv(cx, b" close"));
     let (p, cmds) = t.take();
     assert_eq!(p.len(), 3);
@@ -254,7 +268,11 @@ fn post_streams_the_body_chunked_under_granted_credits() {
     // first bytes are written, then what each send wrote; the last packet ends the chunks.
     let mut t = T::new(false);
     let mut c = t
-        .start(&first("http://origin.test/p", "POST", "body=3:abc,;more=4:true!"))
+        .start(&first(
+            "http://origin.test/p",
+            "POST",
+            "body=3:abc,;more=4:true!",
+        ))
         .unwrap();
     t.take();
     let req = connected(&mut t, &mut c, "192.0.2.1:80");
@@ -270,18 +288,32 @@ fn post_streams_the_body_chunked_under_granted_credits() {
     let mut t = T::new(false);
     let hdr = "headers=26:22:14:Content-Length,1:5,]]";
     let mut c = t
-        .start(&first("http://origin.test/p", "PUT", &format!("body=2:ab,;more=4:true!;{hdr}")))
+        .start(&first(
+            "http://origin.test/p",
+            "PUT",
+            &format!("body=2:ab,;more=4:true!;{hdr}"),
+        ))
         .unwrap();
     t.take();
     let req = connected(&mut t, &mut c, "192.0.2.1:80");
-    assert!(req.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\nab"), "{req}");
+    assert!(
+        req.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\nab"),
+        "{req}"
+    );
     // An overrun of the grant fails the exchange.
     t.run(&mut c, |c, cx| c.handle_sent(cx, Vec::new()));
     t.take();
     let big = "y".repeat(9000);
-    t.send(&mut c, &format!("from=5:3:req,;id=2:r1,;body={}", s(&big)), 1);
+    t.send(
+        &mut c,
+        &format!("from=5:3:req,;id=2:r1,;body={}", s(&big)),
+        1,
+    );
     let (p, cmds) = t.take();
-    assert_eq!(p[0].0.condition.unwrap().get(&p[0].1), b"undefined-condition");
+    assert_eq!(
+        p[0].0.condition.unwrap().get(&p[0].1),
+        b"undefined-condition"
+    );
     assert!(matches!(cmds[..], [Command::Close { .. }]));
 }
 
@@ -301,7 +333,11 @@ fn policy_refuses_internal_addresses_resolved_or_literal() {
     assert_eq!(p[0].0.condition.unwrap().get(&p[0].1), b"policy-violation");
     assert!(cmds.is_empty());
     assert!(c.is_released());
-    for uri in ["http://[::ffff:10.0.0.1]/", "http://127.0.0.1:9/", "http://0.0.0.0/"] {
+    for uri in [
+        "http://[::ffff:10.0.0.1]/",
+        "http://127.0.0.1:9/",
+        "http://0.0.0.0/",
+    ] {
         let mut t = T::new(true);
         assert!(t.start(&first(uri, "GET", "")).is_none());
         let (p, cmds) = t.take();
@@ -310,7 +346,11 @@ fn policy_refuses_internal_addresses_resolved_or_literal() {
         assert!(cmds.is_empty());
     }
     let mut t = T::new(true);
-    let c = t.start(&first("http://127.0.0.1:9/", "GET", "ignore-policies=4:true!"));
+    let c = t.start(&first(
+        "http://127.0.0.1:9/",
+        "GET",
+        "ignore-policies=4:true!",
+    ));
     assert!(c.is_some());
     let (_, cmds) = t.take();
     assert!(matches!(cmds[..], [Command::Connect { .. }]));
@@ -318,8 +358,10 @@ fn policy_refuses_internal_addresses_resolved_or_literal() {
     let mut t = T::new(true);
     let mut c = t.start(&first("http://origin.test/", "GET", "")).unwrap();
     t.take();
-    let addrs: Vec<SocketAddr> =
-        ["10.0.0.1:80", "192.0.2.7:80"].iter().map(|a| a.parse().unwrap()).collect();
+    let addrs: Vec<SocketAddr> = ["10.0.0.1:80", "192.0.2.7:80"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
     t.run(&mut c, |c, cx| c.handle_resolved(cx, &addrs));
     let (_, cmds) = t.take();
     assert!(matches!(cmds[..], [Command::Connect { addr, .. }] if addr == addrs[1]));
@@ -335,34 +377,48 @@ fn dns_failure_refused_connects_and_timeouts_name_their_condition() {
     t.take();
     t.run(&mut c, |c, cx| c.handle_resolved(cx, &[]));
     let (p, _) = t.take();
-    assert_eq!(p[0].0.condition.unwrap().get(&p[0].1), b"remote-connection-failed");
+    assert_eq!(
+        p[0].0.condition.unwrap().get(&p[0].1),
+        b"remote-connection-failed"
+    );
     assert!(c.is_released());
 
     let mut t = T::new(false);
     let mut c = t.start(&first("http://origin.test/", "GET", "")).unwrap();
     t.take();
-    let addrs: Vec<SocketAddr> =
-        ["192.0.2.1:80", "192.0.2.2:80"].iter().map(|a| a.parse().unwrap()).collect();
+    let addrs: Vec<SocketAddr> = ["192.0.2.1:80", "192.0.2.2:80"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
     t.run(&mut c, |c, cx| c.handle_resolved(cx, &addrs));
     t.take();
     t.run(&mut c, |c, cx| c.handle_connected(cx, false));
     let (_, cmds) = t.take();
     assert!(matches!(cmds[..], [Command::Close { .. }]));
-    assert!(!t.cx(|cx| c.handle_closed(cx)), "the next address, same slot");
+    assert!(
+        !t.cx(|cx| c.handle_closed(cx)),
+        "the next address, same slot"
+    );
     let (_, cmds) = t.take();
     assert!(matches!(cmds[..], [Command::Connect { addr, .. }] if addr == addrs[1]));
     t.run(&mut c, |c, cx| c.handle_connected(cx, false));
     t.take();
     assert!(t.cx(|cx| c.handle_closed(cx)));
     let (p, _) = t.take();
-    assert_eq!(p[0].0.condition.unwrap().get(&p[0].1), b"remote-connection-failed");
+    assert_eq!(
+        p[0].0.condition.unwrap().get(&p[0].1),
+        b"remote-connection-failed"
+    );
 
     let mut t = T::new(false);
     let mut c = t.start(&first("http://origin.test/", "GET", "")).unwrap();
     t.take();
     t.advance(&mut c, Duration::from_millis(limits::DNS_TIMEOUT_MS + 1));
     let (p, _) = t.take();
-    assert_eq!(p[0].0.condition.unwrap().get(&p[0].1), b"connection-timeout");
+    assert_eq!(
+        p[0].0.condition.unwrap().get(&p[0].1),
+        b"connection-timeout"
+    );
 }
 
 #[test]
@@ -370,11 +426,21 @@ fn keep_alives_expiry_cancel_and_seq() {
     // Goal: a keep-alive within 45 s; a requester silent for 60 s loses the session with no
     // reply; `cancel` closes the origin connection with no reply; a wrong seq likewise.
     let mut t = T::new(false);
-    let mut c = t.start(&first("http://origin.test/", "GET", "ext=15:5:multi,4:true!}")).unwrap();
+    let mut c = t
+        .start(&first(
+            "http://origin.test/",
+            "GET",
+            "ext=15:5:multi,4:true!}",
+        ))
+        .unwrap();
     t.take();
     connected(&mut t, &mut c, "192.0.2.1:80");
-    assert!(c.keep_alive(&t.s, t.now + Duration::from_secs(44)).is_none());
-    let k = c.keep_alive(&t.s, t.now + Duration::from_millis(45_001)).unwrap();
+    assert!(c
+        .keep_alive(&t.s, t.now + Duration::from_secs(44))
+        .is_none());
+    let k = c
+        .keep_alive(&t.s, t.now + Duration::from_millis(45_001))
+        .unwrap();
     assert_eq!((k.seq, k.multi, &k.id[..]), (1, true, &b"r1"[..]));
     t.advance(&mut c, Duration::from_secs(59));
     assert!(t.take().1.is_empty());
@@ -398,7 +464,11 @@ fn keep_alives_expiry_cancel_and_seq() {
     let mut c = t.start(&first("http://origin.test/", "GET", "")).unwrap();
     t.take();
     connected(&mut t, &mut c, "192.0.2.1:80");
-    t.send(&mut c, "from=5:3:req,;id=2:r1,;type=6:credit,;credits=1:1#", 5);
+    t.send(
+        &mut c,
+        "from=5:3:req,;id=2:r1,;type=6:credit,;credits=1:1#",
+        5,
+    );
     let (p, cmds) = t.take();
     assert!(p.is_empty());
     assert!(matches!(cmds[..], [Command::Close { .. }]));
@@ -410,12 +480,19 @@ fn redirects_follow_up_to_eight_and_post_becomes_get_on_303() {
     // ninth hop fails with too-many-redirects; without follow-redirects the 3xx is relayed.
     let mut t = T::new(false);
     let mut c = t
-        .start(&first("http://origin.test/a", "POST", "body=2:hi,;follow-redirects=4:true!"))
+        .start(&first(
+            "http://origin.test/a",
+            "POST",
+            "body=2:hi,;follow-redirects=4:true!",
+        ))
         .unwrap();
     t.take();
     connected(&mut t, &mut c, "192.0.2.1:80");
     t.run(&mut c, |c, cx| {
-        c.handle_recv(cx, b"HTTP/1.1 303 See Other\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n")
+        c.handle_recv(
+            cx,
+            b"HTTP/1.1 303 See Other\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n",
+        )
     });
     let (p, cmds) = t.take();
     assert!(p.is_empty());
@@ -427,10 +504,15 @@ fn redirects_follow_up_to_eight_and_post_becomes_get_on_303() {
     assert!(req.starts_with("GET /b HTTP/1.1\r\n"), "{req}");
     assert!(!req.contains("Content-Length"), "{req}");
     for hop in 1..=8 {
-        t.run(&mut c, |c, cx| c.handle_recv(cx, b"HTTP/1.1 302 Found\r\nLocation: /c\r\n\r\n"));
+        t.run(&mut c, |c, cx| {
+            c.handle_recv(cx, b"HTTP/1.1 302 Found\r\nLocation: /c\r\n\r\n")
+        });
         let (p, _) = t.take();
         if hop == 8 {
-            assert_eq!(p[0].0.condition.unwrap().get(&p[0].1), b"too-many-redirects");
+            assert_eq!(
+                p[0].0.condition.unwrap().get(&p[0].1),
+                b"too-many-redirects"
+            );
             return;
         }
         assert!(!t.cx(|cx| c.handle_closed(cx)));
@@ -446,24 +528,37 @@ fn stream_false_and_max_size_as_zurl() {
     let mut t = T::new(false);
     let ud = "user-data=8:1:k,1:v,}";
     let mut c = t
-        .start(&first("http://origin.test/", "GET", &format!("stream=5:false!;{ud}")))
+        .start(&first(
+            "http://origin.test/",
+            "GET",
+            &format!("stream=5:false!;{ud}"),
+        ))
         .unwrap();
     let (p, _) = t.take();
     assert!(p[0].1.windows(9).any(|w| w == b"user-data"));
     connected(&mut t, &mut c, "192.0.2.1:80");
-    t.run(&mut c, |c, cx| c.handle_recv(cx, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"));
+    t.run(&mut c, |c, cx| {
+        c.handle_recv(cx, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+    });
     assert!(t.take().0.is_empty());
     t.run(&mut c, |c, cx| c.handle_recv(cx, b"cd"));
     let (p, _) = t.take();
     assert_eq!(p.len(), 1);
-    assert_eq!((p[0].0.code, p[0].0.body.get(&p[0].1)), (Some(200), &b"abcd"[..]));
+    assert_eq!(
+        (p[0].0.code, p[0].0.body.get(&p[0].1)),
+        (Some(200), &b"abcd"[..])
+    );
     assert!(p[0].1.windows(9).any(|w| w == b"user-data"));
 
     let mut t = T::new(false);
-    let mut c = t.start(&first("http://origin.test/", "GET", "max-size=1:3#")).unwrap();
+    let mut c = t
+        .start(&first("http://origin.test/", "GET", "max-size=1:3#"))
+        .unwrap();
     t.take();
     connected(&mut t, &mut c, "192.0.2.1:80");
-    t.run(&mut c, |c, cx| c.handle_recv(cx, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd"));
+    t.run(&mut c, |c, cx| {
+        c.handle_recv(cx, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd")
+    });
     let (p, _) = t.take();
     let last = p.last().unwrap();
     assert_eq!(last.0.condition.unwrap().get(&last.1), b"max-size-exceeded");
@@ -475,14 +570,21 @@ fn a_redirect_to_an_internal_address_is_refused() {
     // in policy-violation, with no connect to it.
     let mut t = T::new(true);
     let mut c = t
-        .start(&first("http://192.0.2.1/", "GET", "follow-redirects=4:true!"))
+        .start(&first(
+            "http://192.0.2.1/",
+            "GET",
+            "follow-redirects=4:true!",
+        ))
         .unwrap();
     let (_, cmds) = t.take();
     assert!(matches!(cmds[..], [Command::Connect { .. }]));
     t.run(&mut c, |c, cx| c.handle_connected(cx, true));
     t.take();
     t.run(&mut c, |c, cx| {
-        c.handle_recv(cx, b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:6379/\r\n\r\n")
+        c.handle_recv(
+            cx,
+            b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:6379/\r\n\r\n",
+        )
     });
     t.take();
     assert!(t.cx(|cx| c.handle_closed(cx)));
@@ -500,13 +602,20 @@ fn the_origin_closing_after_the_body_does_not_cut_what_waits_for_credits() {
     let mut c = t.start(&first("http://origin.test/", "GET", "")).unwrap();
     t.take();
     connected(&mut t, &mut c, "192.0.2.1:80");
-    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n{}", "z".repeat(300));
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n{}",
+        "z".repeat(300)
+    );
     t.run(&mut c, |c, cx| c.handle_recv(cx, resp.as_bytes()));
     t.run(&mut c, |c, cx| c.handle_eof(cx));
     let (p, cmds) = t.take();
     assert_eq!(p.len(), 2, "head, then 100 bytes");
     assert!(cmds.is_empty(), "not closed while 200 bytes wait");
-    t.send(&mut c, "from=5:3:req,;id=2:r1,;type=6:credit,;credits=3:200#", 1);
+    t.send(
+        &mut c,
+        "from=5:3:req,;id=2:r1,;type=6:credit,;credits=3:200#",
+        1,
+    );
     let (p, cmds) = t.take();
     assert_eq!(p[0].0.body.len(), 200);
     assert!(!p[0].0.more);
