@@ -25,8 +25,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrayvec::ArrayVec;
-
 use super::{Ctx, Output, Settings};
 use crate::bridge::{Addr, OutPacket, Route};
 use crate::limits;
@@ -148,7 +146,8 @@ pub(crate) struct Shell {
     pub target: Target,
     /// `connect-host`/`connect-port`: where to connect instead of the URI's host.
     connect: Option<(String, u16)>,
-    addrs: ArrayVec<SocketAddr, { limits::DNS_ADDRESSES_MAX }>,
+    /// The allowed addresses of the last resolution (≤ `limits::DNS_ADDRESSES_MAX`).
+    addrs: Vec<SocketAddr>,
     addr_next: usize,
     /// Addresses refused by policy in the last resolution.
     denied: bool,
@@ -328,7 +327,9 @@ impl Shell {
                 self.denied = true;
                 continue;
             }
-            let _ = self.addrs.try_push(a);
+            if self.addrs.len() < limits::DNS_ADDRESSES_MAX {
+                self.addrs.push(a);
+            }
         }
         if self.addrs.is_empty() {
             return Some(match (addrs.is_empty(), self.denied) {
@@ -450,7 +451,7 @@ impl OutConn {
                 path: String::new(),
             },
             connect: None,
-            addrs: ArrayVec::new(),
+            addrs: Vec::new(),
             addr_next: 0,
             denied: false,
             redirects: 0,
