@@ -68,6 +68,11 @@ impl Resolver {
         true
     }
 
+    /// The oldest query, if any (the in-process harness answers queries itself).
+    pub fn try_take(&self) -> Option<Query> {
+        self.queue.lock().unwrap().pop_front()
+    }
+
     fn take(&self) -> Query {
         let mut queue = self.queue.lock().unwrap();
         loop {

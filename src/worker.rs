@@ -243,6 +243,12 @@ impl Worker {
         self.conns.len()
     }
 
+    /// Client mode's outbound exchanges held.
+    #[cfg(any(test, feature = "harness"))]
+    pub fn out_count(&self) -> usize {
+        self.out.conns.len()
+    }
+
     /// `Conn::buffered` of the slot's connection, if it holds one.
     #[cfg(any(test, feature = "harness"))]
     pub fn conn_buffered(&self, slot: u32) -> Option<(usize, usize)> {
@@ -916,7 +922,7 @@ impl Driver for Worker {
             if !self.conns.is_empty() {
                 self.sweep_keep_alives();
             }
-            self.out_sweep(now);
+            self.out_sweep();
             if self.index == 0 && now >= self.trim_at {
                 self.trim_at = now + Duration::from_millis(limits::MALLOC_TRIM_INTERVAL_MS);
                 // A burst (thousands of handshakes, a fan-out) leaves freed packet buffers

@@ -285,7 +285,7 @@ impl Worker {
     /// One step of the keep-alive sweep over the outbound exchanges: each is visited once
     /// per `KEEP_ALIVE_SWEEP_STEPS` steps; what is due goes out batched per requester (list
     /// form, up to `PACKET_IDS_MAX` ids) when the requester takes it.
-    pub(super) fn out_sweep(&mut self, now: Instant) {
+    pub(super) fn out_sweep(&mut self) {
         if self.out.conns.is_empty() {
             return;
         }
@@ -299,7 +299,7 @@ impl Worker {
             let Some(c) = self.out.conns.get_mut(i) else {
                 continue;
             };
-            let Some(k) = c.keep_alive(&self.settings, now) else {
+            let Some(k) = c.keep_alive() else {
                 continue;
             };
             if k.multi {

@@ -141,8 +141,6 @@ pub(crate) struct Shell {
     /// Pause or resume asked by the session, not yet issued.
     pause_want: bool,
     deadlines: [u64; TIMERS],
-    /// When the next keep-alive is due (ms since epoch).
-    keep_alive_at: u64,
     pub target: Target,
     /// `connect-host`/`connect-port`: where to connect instead of the URI's host.
     connect: Option<(String, u16)>,
@@ -215,7 +213,6 @@ impl Shell {
         let seq = self.seq_out;
         encode(&mut data, &self.reply_fields(cx.settings, Some(seq)));
         self.seq_out = self.seq_out.wrapping_add(1);
-        self.keep_alive_at = ms(cx.settings, cx.now) + limits::KEEP_ALIVE_INTERVAL_MS;
         cx.out.push(Output::Packet(OutPacket {
             route: self.route(),
             data,
@@ -443,7 +440,6 @@ impl OutConn {
             paused: false,
             pause_want: false,
             deadlines: [0; TIMERS],
-            keep_alive_at: 0,
             target: Target {
                 scheme: Scheme::Http,
                 host: String::new(),
@@ -469,7 +465,6 @@ impl OutConn {
             Timer::Expiry,
             Some(Duration::from_millis(limits::SESSION_EXPIRY_MS)),
         );
-        sh.keep_alive_at = ms(cx.settings, now) + limits::KEEP_ALIVE_INTERVAL_MS;
         if let Some(t) = pkt.timeout_ms.filter(|&t| t > 0) {
             sh.set_timer(
                 cx.settings,
@@ -686,15 +681,18 @@ impl OutConn {
         Some(s.epoch + Duration::from_millis(min))
     }
 
-    /// A keep-alive when one is due (stream mode, replies still open); takes its `seq`.
-    pub fn keep_alive(&mut self, s: &Settings, now: Instant) -> Option<KeepAlive> {
+    /// The keep-alive sweep's visit (once per `limits::KEEP_ALIVE_INTERVAL_MS`, as Condure
+    /// sweeps its sessions): a keep-alive for a stream session whose replies are open;
+    /// takes its `seq`. Sent at every visit, so no requester waits longer than the interval
+    /// (skipping sessions that had a packet lately would let a gap reach twice the interval,
+    /// past the requester's 60 s expiry).
+    pub fn keep_alive(&mut self) -> Option<KeepAlive> {
         let open = !self.sh.ended && matches!(self.sh.reply.via, Via::Stream);
-        if !open || self.sh.reply.from.is_empty() || ms(s, now) < self.sh.keep_alive_at {
+        if !open || self.sh.reply.from.is_empty() {
             return None;
         }
         let seq = self.sh.seq_out;
         self.sh.seq_out = seq.wrapping_add(1);
-        self.sh.keep_alive_at = ms(s, now) + limits::KEEP_ALIVE_INTERVAL_MS;
         Some(KeepAlive {
             route: self.sh.route(),
             multi: self.sh.reply.multi && self.sh.reply.user_data.is_none(),
