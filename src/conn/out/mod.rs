@@ -34,7 +34,7 @@ use crate::runtime::Command;
 mod http;
 mod target;
 
-pub use target::{is_internal, Scheme, Target, HOST_BYTES_MAX};
+pub use target::{is_internal, Scheme, Target, HOST_BYTES_MAX, URI_BYTES_MAX};
 
 /// How the requester reached zring, and so where replies go.
 #[derive(Clone, Debug)]
@@ -180,6 +180,78 @@ fn ms(s: &Settings, now: Instant) -> u64 {
 }
 
 impl Shell {
+    /// The shell of a first packet's exchange, its deadlines set. `None`: a packet to skip
+    /// (no single id, a stream packet without `seq 0`, an over-long `from` or id).
+    fn new(cx: &mut Ctx, pkt: &Request, buf: &[u8], via: Via) -> Option<Shell> {
+        let (id, seq) = match (&pkt.ids, &via) {
+            (Some(_), _) => pkt.single_id()?,
+            (None, Via::Req(_)) => (zc::Span::EMPTY, None),
+            (None, Via::Stream) => return None,
+        };
+        let stream = matches!(via, Via::Stream);
+        if stream && seq != Some(0) {
+            return None; // pushpin-connmgr skips a first packet without seq 0
+        }
+        let from = pkt.from.map_or(&b""[..], |f| f.get(buf));
+        let mut sh = Shell {
+            reply: ReplyTo {
+                from: Addr::try_from(from).ok()?,
+                id: Addr::try_from(id.get(buf)).ok()?,
+                via,
+                router_resp: pkt.router_resp,
+                multi: pkt.multi,
+                user_data: pkt.user_data.map(|u| u.get(buf).into()),
+            },
+            seq_out: 0,
+            seq_in: 1,
+            token: {
+                *cx.counter += 1;
+                *cx.counter
+            },
+            socket: Socket::None,
+            after: After::Done,
+            out: Vec::new(),
+            out_body: 0,
+            sending: None,
+            paused: false,
+            pause_want: false,
+            deadlines: [0; TIMERS],
+            target: Target {
+                scheme: Scheme::Http,
+                host: String::new(),
+                port: 0,
+                path: String::new(),
+            },
+            connect: None,
+            addrs: Vec::new(),
+            addr_next: 0,
+            denied: false,
+            redirects: 0,
+            ignore_policies: pkt.ignore_policies,
+            ended: false,
+            io_timeout: match stream {
+                true => cx.settings.stream_timeout,
+                false => cx.settings.req_timeout,
+            },
+        };
+        let now = cx.now;
+        sh.set_timer(
+            cx.settings,
+            now,
+            Timer::Expiry,
+            Some(Duration::from_millis(limits::SESSION_EXPIRY_MS)),
+        );
+        if let Some(t) = pkt.timeout_ms.filter(|&t| t > 0) {
+            sh.set_timer(
+                cx.settings,
+                now,
+                Timer::Whole,
+                Some(Duration::from_millis(t)),
+            );
+        }
+        Some(sh)
+    }
+
     fn reply_fields<'a>(&'a self, s: &'a Settings, seq: Option<u32>) -> Reply<'a> {
         let req = matches!(self.reply.via, Via::Req(_));
         Reply {
@@ -407,72 +479,8 @@ impl OutConn {
     /// error) and returns the exchange, or `None` when there is none to run (bad request:
     /// answered with `error`, or dropped when it cannot be answered).
     pub fn start(cx: &mut Ctx, pkt: &Request, buf: &[u8], via: Via) -> Option<OutConn> {
-        let (id, seq) = match (&pkt.ids, &via) {
-            (Some(_), _) => pkt.single_id()?,
-            (None, Via::Req(_)) => (zc::Span::EMPTY, None),
-            (None, Via::Stream) => return None,
-        };
         let stream = matches!(via, Via::Stream);
-        if stream && seq != Some(0) {
-            return None; // pushpin-connmgr skips a first packet without seq 0
-        }
-        let from = pkt.from.map_or(&b""[..], |f| f.get(buf));
-        let mut sh = Shell {
-            reply: ReplyTo {
-                from: Addr::try_from(from).ok()?,
-                id: Addr::try_from(id.get(buf)).ok()?,
-                via,
-                router_resp: pkt.router_resp,
-                multi: pkt.multi,
-                user_data: pkt.user_data.map(|u| u.get(buf).into()),
-            },
-            seq_out: 0,
-            seq_in: 1,
-            token: {
-                *cx.counter += 1;
-                *cx.counter
-            },
-            socket: Socket::None,
-            after: After::Done,
-            out: Vec::new(),
-            out_body: 0,
-            sending: None,
-            paused: false,
-            pause_want: false,
-            deadlines: [0; TIMERS],
-            target: Target {
-                scheme: Scheme::Http,
-                host: String::new(),
-                port: 0,
-                path: String::new(),
-            },
-            connect: None,
-            addrs: Vec::new(),
-            addr_next: 0,
-            denied: false,
-            redirects: 0,
-            ignore_policies: pkt.ignore_policies,
-            ended: false,
-            io_timeout: match stream {
-                true => cx.settings.stream_timeout,
-                false => cx.settings.req_timeout,
-            },
-        };
-        let now = cx.now;
-        sh.set_timer(
-            cx.settings,
-            now,
-            Timer::Expiry,
-            Some(Duration::from_millis(limits::SESSION_EXPIRY_MS)),
-        );
-        if let Some(t) = pkt.timeout_ms.filter(|&t| t > 0) {
-            sh.set_timer(
-                cx.settings,
-                now,
-                Timer::Whole,
-                Some(Duration::from_millis(t)),
-            );
-        }
+        let mut sh = Shell::new(cx, pkt, buf, via)?;
         let uri = pkt.uri.map(|u| u.get(buf)).unwrap_or_default();
         let target = std::str::from_utf8(uri).ok().and_then(Target::parse);
         let Some(target) = target.filter(|t| t.scheme == Scheme::Http) else {
