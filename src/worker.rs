@@ -922,7 +922,7 @@ impl Driver for Worker {
             if !self.conns.is_empty() {
                 self.sweep_keep_alives();
             }
-            self.out_sweep();
+            self.out_sweep(now);
             if self.index == 0 && now >= self.trim_at {
                 self.trim_at = now + Duration::from_millis(limits::MALLOC_TRIM_INTERVAL_MS);
                 // A burst (thousands of handshakes, a fan-out) leaves freed packet buffers

@@ -282,14 +282,16 @@ impl Worker {
         });
     }
 
-    /// One step of the keep-alive sweep over the outbound exchanges: each is visited once
-    /// per `KEEP_ALIVE_SWEEP_STEPS` steps; what is due goes out batched per requester (list
-    /// form, up to `PACKET_IDS_MAX` ids) when the requester takes it.
-    pub(super) fn out_sweep(&mut self) {
+    /// One step of the keep-alive sweep over the outbound exchanges: each is visited twice
+    /// per `KEEP_ALIVE_INTERVAL_MS` (every `KEEP_ALIVE_SWEEP_STEPS / 2` steps); what is due
+    /// goes out batched per requester (list form, up to `PACKET_IDS_MAX` ids) when the
+    /// requester takes it.
+    pub(super) fn out_sweep(&mut self, now: Instant) {
         if self.out.conns.is_empty() {
             return;
         }
-        let steps = limits::KEEP_ALIVE_SWEEP_STEPS as usize;
+        // Twice per interval (see `OutConn::keep_alive`).
+        let steps = limits::KEEP_ALIVE_SWEEP_STEPS as usize / 2;
         let per_step = self.out.max.max(1).div_ceil(steps);
         let cycle = per_step * steps;
         let mut batch: Vec<(Route, Addr, u32)> = Vec::new();
@@ -299,7 +301,7 @@ impl Worker {
             let Some(c) = self.out.conns.get_mut(i) else {
                 continue;
             };
-            let Some(k) = c.keep_alive() else {
+            let Some(k) = c.keep_alive(&self.settings, now) else {
                 continue;
             };
             if k.multi {

@@ -143,7 +143,7 @@ impl HttpOut {
     }
 
     /// Connected: the request head and the first packet's body go out.
-    pub fn handle_connected(&mut self, sh: &mut Shell, cx: &mut Ctx) {
+    pub fn handle_connected(&mut self, sh: &mut Shell) {
         let out = &mut sh.out;
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
@@ -178,7 +178,6 @@ impl HttpOut {
         let body0 = std::mem::take(&mut self.body0);
         self.write_body(sh, &body0, !self.more);
         self.body0 = body0;
-        let _ = cx;
     }
 
     /// Appends request-body bytes for the origin (`last`: the body ends here).

@@ -141,6 +141,8 @@ pub(crate) struct Shell {
     /// Pause or resume asked by the session, not yet issued.
     pause_want: bool,
     deadlines: [u64; TIMERS],
+    /// When zring last sent the requester a packet (ms since epoch), for the keep-alives.
+    sent_at: u64,
     pub target: Target,
     /// `connect-host`/`connect-port`: where to connect instead of the URI's host.
     connect: Option<(String, u16)>,
@@ -216,6 +218,7 @@ impl Shell {
             paused: false,
             pause_want: false,
             deadlines: [0; TIMERS],
+            sent_at: ms(cx.settings, cx.now),
             target: Target {
                 scheme: Scheme::Http,
                 host: String::new(),
@@ -285,6 +288,7 @@ impl Shell {
         let seq = self.seq_out;
         encode(&mut data, &self.reply_fields(cx.settings, Some(seq)));
         self.seq_out = self.seq_out.wrapping_add(1);
+        self.sent_at = ms(cx.settings, cx.now);
         cx.out.push(Output::Packet(OutPacket {
             route: self.route(),
             data,
@@ -579,7 +583,7 @@ impl OutConn {
         self.sh.socket = Socket::Open;
         self.sh.touch(cx);
         let OutSession::Http(h) = &mut self.session;
-        h.handle_connected(&mut self.sh, cx);
+        h.handle_connected(&mut self.sh);
     }
 
     pub fn handle_recv(&mut self, cx: &mut Ctx, data: &[u8]) {
@@ -689,18 +693,20 @@ impl OutConn {
         Some(s.epoch + Duration::from_millis(min))
     }
 
-    /// The keep-alive sweep's visit (once per `limits::KEEP_ALIVE_INTERVAL_MS`, as Condure
-    /// sweeps its sessions): a keep-alive for a stream session whose replies are open;
-    /// takes its `seq`. Sent at every visit, so no requester waits longer than the interval
-    /// (skipping sessions that had a packet lately would let a gap reach twice the interval,
-    /// past the requester's 60 s expiry).
-    pub fn keep_alive(&mut self) -> Option<KeepAlive> {
+    /// The keep-alive sweep's visit (every `KEEP_ALIVE_INTERVAL_MS / 2`: `worker::out`): a
+    /// keep-alive for an open stream session that has had no packet from zring for half the
+    /// interval; takes its `seq`. Visiting twice per interval is what bounds the gap by the
+    /// interval: with one visit per interval, a session skipped for a recent packet would wait
+    /// nearly two intervals, past the requester's 60 s expiry.
+    pub fn keep_alive(&mut self, s: &Settings, now: Instant) -> Option<KeepAlive> {
         let open = !self.sh.ended && matches!(self.sh.reply.via, Via::Stream);
-        if !open || self.sh.reply.from.is_empty() {
+        let idle = ms(s, now).saturating_sub(self.sh.sent_at);
+        if !open || self.sh.reply.from.is_empty() || idle < limits::KEEP_ALIVE_INTERVAL_MS / 2 {
             return None;
         }
         let seq = self.sh.seq_out;
         self.sh.seq_out = seq.wrapping_add(1);
+        self.sh.sent_at = ms(s, now);
         Some(KeepAlive {
             route: self.sh.route(),
             multi: self.sh.reply.multi && self.sh.reply.user_data.is_none(),

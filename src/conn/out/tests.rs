@@ -423,8 +423,8 @@ fn dns_failure_refused_connects_and_timeouts_name_their_condition() {
 
 #[test]
 fn keep_alives_expiry_cancel_and_seq() {
-    // Goal: a keep-alive at each sweep visit, taking a seq; a requester silent for 60 s
-    // loses the session with no
+    // Goal: a keep-alive once zring was silent for half the interval, taking a seq; a
+    // requester silent for 60 s loses the session with no
     // reply; `cancel` closes the origin connection with no reply; a wrong seq likewise.
     let mut t = T::new(false);
     let mut c = t
@@ -436,7 +436,12 @@ fn keep_alives_expiry_cancel_and_seq() {
         .unwrap();
     t.take();
     connected(&mut t, &mut c, "192.0.2.1:80");
-    let k = c.keep_alive().unwrap();
+    assert!(c
+        .keep_alive(&t.s, t.now + Duration::from_secs(22))
+        .is_none());
+    let k = c
+        .keep_alive(&t.s, t.now + Duration::from_millis(22_600))
+        .unwrap();
     assert_eq!((k.seq, k.multi, &k.id[..]), (1, true, &b"r1"[..]));
     t.advance(&mut c, Duration::from_secs(59));
     assert!(t.take().1.is_empty());

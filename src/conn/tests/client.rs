@@ -116,8 +116,8 @@ fn keep_alives_go_batched_then_silent_requesters_expire() {
         h.packet();
         origins.push(h.origin_connect(true).0);
     }
-    // The sweep visits every slot once per 45 s (the first visit comes early: the cursor
-    // starts at slot 0), each visit one list-form packet for the three neighbours.
+    // The sweep visits every slot twice per 45 s; a session zring has been silent to for
+    // 22.5 s gets a keep-alive: one list-form packet for the three neighbours each time.
     h.advance(Duration::from_secs(46));
     let ka = h.packets();
     assert!(!ka.is_empty() && ka.len() <= 2, "{ka:?}");
