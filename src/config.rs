@@ -65,6 +65,13 @@ pub struct Config {
     pub zclient_req: Vec<String>,
     pub zclient_stream: Vec<String>,
     pub zclient_connect: bool,
+    /// Client mode (`--zserver-req`, `--zserver-stream`, `--zserver-connect`), as
+    /// pushpin-connmgr: zring makes outbound requests for ZHTTP requesters.
+    pub zserver_req: Vec<String>,
+    pub zserver_stream: Vec<String>,
+    pub zserver_connect: bool,
+    /// `--deny-out-internal`: client mode refuses internal addresses (`conn::out::is_internal`).
+    pub deny_out_internal: bool,
     pub ipc_file_mode: Option<u32>,
     pub tls_identities_dir: PathBuf,
     pub compression: bool,
@@ -124,6 +131,10 @@ impl Default for Config {
             zclient_req: Vec::new(),
             zclient_stream: Vec::new(),
             zclient_connect: false,
+            zserver_req: Vec::new(),
+            zserver_stream: Vec::new(),
+            zserver_connect: false,
+            deny_out_internal: false,
             ipc_file_mode: None,
             tls_identities_dir: PathBuf::from("."),
             compression: false,
@@ -189,6 +200,16 @@ OPTIONS (Condure 1.9.1):
     --zclient-connect               ZeroMQ client sockets connect instead of bind
     --zclient-req <spec>            ZeroMQ client REQ spec, repeatable [default: ipc://client]
     --zclient-stream <spec-base>    ZeroMQ client PUSH/ROUTER/SUB spec base, repeatable [default: ipc://client]
+
+OPTIONS (client mode, as pushpin-connmgr; outbound HTTP for ZHTTP requesters, as zurl):
+    --zserver-stream <spec-base>    ZeroMQ server PULL (-in)/ROUTER (-in-stream)/PUB (-out) spec
+                                    base, repeatable; tcp://host:P uses P, P+1, P+2
+    --zserver-req <spec>            ZeroMQ server ROUTER spec for req mode, repeatable
+    --zserver-connect               ZeroMQ server sockets connect instead of bind
+    --deny-out-internal             Refuse outbound connections to internal addresses (loopback,
+                                    private, link-local, 0/8, 100.64/10, unique-local IPv6,
+                                    IPv4-mapped IPv6 of these); a request's ignore-policies lifts it
+    With --zserver-* and no --listen, zring runs client mode only (no server port).
 
 OPTIONS (zring):
     --runtime <auto|uring|epoll>    Event loop; auto falls back to epoll without io_uring [default: auto]
@@ -343,6 +364,15 @@ fn parse_args(args: Vec<String>) -> Result<Action, String> {
             "--sizes" => sizes = true,
             "--compression" => c.compression = true,
             "--zclient-connect" => c.zclient_connect = true,
+            "--zserver-connect" => c.zserver_connect = true,
+            "--deny-out-internal" => c.deny_out_internal = true,
+            "--zserver-req" => c.zserver_req.push(zmq_spec(&name, value()?)?),
+            "--zserver-stream" => {
+                let spec = zmq_spec(&name, value()?)?;
+                crate::bridge::client::stream_endpoints(&spec)
+                    .map_err(|e| format!("{name}: {e}"))?;
+                c.zserver_stream.push(spec)
+            }
             "--no-pin" => c.pin = false,
             "--takeover" => c.takeover = true,
             "--access-log" => c.access_log = Some(PathBuf::from(value()?)),
@@ -457,7 +487,12 @@ fn check_m2_flags(c: &Config) -> Result<(), String> {
     if c.m2_server.is_some() && c.m2_uuid.is_some() {
         return Err("--m2-server and --m2-uuid exclude each other".into());
     }
-    if !c.listen.is_empty() || !c.zclient_stream.is_empty() || !c.zclient_req.is_empty() {
+    if !c.listen.is_empty()
+        || !c.zclient_stream.is_empty()
+        || !c.zclient_req.is_empty()
+        || !c.zserver_stream.is_empty()
+        || !c.zserver_req.is_empty()
+    {
         return Err(
             "Mongrel2 mode excludes --listen and --zclient-*: the config names the ports and handlers"
                 .into(),
@@ -476,7 +511,9 @@ fn finish(c: &mut Config) -> Result<(), String> {
             c.id
         ));
     }
-    if c.listen.is_empty() {
+    // pushpin-connmgr: with a zserver spec the default listener is not added (client mode
+    // alone, as zurl runs).
+    if c.listen.is_empty() && c.zserver_stream.is_empty() && c.zserver_req.is_empty() {
         c.listen.push(parse_listen("0.0.0.0:8000,stream")?);
     }
     if c.zclient_req.is_empty() {
@@ -661,6 +698,39 @@ mod tests {
         assert!(c.listen[1].tls);
         assert_eq!(c.listen[1].default_cert.as_deref(), Some("default_443"));
         assert_eq!(c.stream_maxconn, 50_000);
+    }
+
+    #[test]
+    fn client_mode_flags_as_pushpin_runs_them() {
+        // Pushpin's runner adds these to the server flags.
+        let c = run(&[
+            "--listen=127.0.0.1:7999,stream",
+            "--zclient-stream=ipc:///r/condure",
+            "--zserver-stream=ipc:///r/connmgr-client",
+            "--deny-out-internal",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.zserver_stream,
+            vec!["ipc:///r/connmgr-client".to_string()]
+        );
+        assert!(c.deny_out_internal);
+        assert_eq!(c.listen.len(), 1);
+        // zurl's role: client mode alone, no default listener.
+        let c = run(&[
+            "--zserver-stream",
+            "tcp://127.0.0.1:5000",
+            "--zserver-connect",
+        ])
+        .unwrap();
+        assert!(c.listen.is_empty());
+        assert!(c.zserver_connect);
+        let c = run(&["--zserver-req", "ipc://req"]).unwrap();
+        assert!(c.listen.is_empty());
+        assert!(run(&["--zserver-stream", "tcp://h"]).is_err());
+        assert!(run(&["--zserver-stream", "inproc://x"]).is_err());
+        assert!(HELP.contains("--zserver-stream"));
+        assert!(HELP.contains("--deny-out-internal"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod m2config;
 pub mod m2serve;
 pub mod metrics;
 pub mod proto;
+pub mod resolver;
 pub mod runtime;
 pub mod takeover;
 pub mod timer;

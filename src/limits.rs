@@ -179,3 +179,28 @@ pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// 2,048 of expansion, RFC 8446 §5.2 / RFC 5246 §6.2.3) and its header, with room for the
 /// start of the next read.
 pub const TLS_TAIL_BYTES_MAX: usize = 16_384 + 2_048 + 5 + 4_096;
+
+// Client mode (`--zserver-*`, `conn::out`, `resolver`).
+
+/// Resolver threads shared by all workers (pushpin-connmgr runs 10).
+pub const DNS_THREADS: usize = 4;
+/// Queries waiting for a resolver thread, at most; past it a request fails at once
+/// (`remote-connection-failed`) instead of queueing without bound.
+pub const DNS_QUEUE_MAX: usize = 4096;
+/// Addresses kept from one resolution (pushpin-connmgr keeps 16).
+pub const DNS_ADDRESSES_MAX: usize = 16;
+/// A name not resolved within this fails the request (getaddrinfo has no timeout of its
+/// own; the late answer is dropped).
+pub const DNS_TIMEOUT_MS: u64 = 10_000;
+/// An outbound connect not established within this fails with `connection-timeout`
+/// (pushpin-connmgr leaves it to the kernel's SYN retries, about two minutes).
+pub const CONNECT_TIMEOUT_MS: u64 = 30_000;
+/// Redirects followed for one request (pushpin-connmgr and zurl: 8).
+pub const REDIRECTS_MAX: u8 = 8;
+/// Bytes of an origin's response head, at most (1xx interim heads included, each).
+pub const OUT_RESPONSE_HEAD_BYTES_MAX: usize = 32_768;
+
+const _: () = assert!(DNS_TIMEOUT_MS < SESSION_EXPIRY_MS);
+const _: () = assert!(REDIRECTS_MAX >= 8);
+/// Receive HWM of client mode's PULL and send HWM of its req ROUTER (pushpin-connmgr: 128).
+pub const ZSERVER_PULL_HWM: i32 = 128;

@@ -44,6 +44,10 @@ fn print_sizes() {
     );
     println!("timer_link: {} bytes", zring::timer::LINK_BYTES);
     println!(
+        "outbound_exchange: {} bytes (client mode; + its boxed HTTP session while one runs)",
+        std::mem::size_of::<zring::conn::out::OutConn>()
+    );
+    println!(
         "websocket_decoder: {} bytes (only while a frame or message is half read)",
         zring::conn::WS_DECODER_BYTES
     );
@@ -180,6 +184,10 @@ fn run(mut cfg: Config) -> Result<(), String> {
     let shared = bridge::Shared::new(cfg.workers).map_err(|e| format!("eventfd: {e}"))?;
     let _ = shared.access_log.set((access.clone(), access_zhttp));
     let bridge = bridge::start(&cfg, m2.clone(), shared.clone())?;
+    if !cfg.zserver_stream.is_empty() || !cfg.zserver_req.is_empty() {
+        zring::resolver::spawn(&shared, zring::limits::DNS_THREADS)
+            .map_err(|e| format!("resolver threads: {e}"))?;
+    }
     let zmq_context = bridge.context();
     let bridge_thread = std::thread::Builder::new()
         .name("bridge".into())

@@ -27,6 +27,7 @@ use crate::timer::Wheel;
 mod access;
 mod idle;
 mod m2;
+mod out;
 
 use idle::IdleList;
 
@@ -103,6 +104,8 @@ pub struct Worker {
     /// Per client slot: its connection's class as last counted in the gauges, and why it
     /// ended (`metrics`; kept here so that no scrape walks the slots).
     slot_metrics: Vec<SlotMetrics>,
+    /// Client mode's outbound exchanges (runtime slots after the backends').
+    out: out::Out,
 }
 
 /// What the worker's gauges last counted a slot's connection as.
@@ -160,6 +163,8 @@ impl Worker {
         let maxconn = [share(cfg.stream_maxconn), share(cfg.req_maxconn)];
         let slots = maxconn[0] + maxconn[1] + limits::OVERLOAD_SLOTS;
         let backends = backend_slots(m2.as_deref(), slots);
+        let out_slots = out::slots(cfg);
+        let all_slots = slots + backends + out_slots;
         Worker {
             index: index as u16,
             settings: Settings {
@@ -185,13 +190,14 @@ impl Worker {
                     .map_or(0, |d| d.as_millis() as u64),
                 m2,
                 access_log: shared.access_log.get().is_some_and(|(_, t)| t.is_some()),
+                deny_out_internal: cfg.deny_out_internal,
             },
             listeners,
             conns: Slab::with_capacity(slots),
             maxconn,
             count: [0; 2],
             modes: vec![0; slots],
-            wheel: Wheel::new(now, slots),
+            wheel: Wheel::new(now, all_slots),
             cmds: VecDeque::new(),
             packets: Vec::new(),
             outputs: Vec::new(),
@@ -229,6 +235,7 @@ impl Worker {
                 };
                 slots
             ],
+            out: out::Out::new(slots + backends, out_slots),
         }
     }
 
@@ -236,6 +243,12 @@ impl Worker {
     #[cfg(any(test, feature = "harness"))]
     pub fn conn_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Client mode's outbound exchanges held.
+    #[cfg(any(test, feature = "harness"))]
+    pub fn out_count(&self) -> usize {
+        self.out.conns.len()
     }
 
     /// `Conn::buffered` of the slot's connection, if it holds one.
@@ -263,7 +276,7 @@ impl Worker {
 
     /// Upper bound on slots, for the runtime's tables.
     pub fn slots_max(&self) -> u32 {
-        (self.slots + self.backends.len()) as u32
+        (self.slots + self.backends.len() + self.out.max) as u32
     }
 
     /// Runs `f` on the slot's connection with a context, then carries out what the
@@ -333,6 +346,7 @@ impl Worker {
                     Output::Cancel(addr, counter, seq) => {
                         self.cancels.push(((*addr).clone(), counter, seq, slot));
                     }
+                    Output::Resolve(_) => debug_assert!(false, "a server connection resolves"),
                 }
             }
         }
@@ -643,6 +657,7 @@ impl Worker {
             return;
         }
         self.shutting_down = true;
+        self.out_shutdown(now);
         let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
         for slot in slots {
             if !self.conns[slot as usize].is_closed() {
@@ -732,6 +747,10 @@ impl Driver for Worker {
     }
 
     fn handle_recv(&mut self, now: Instant, slot: u32, data: &mut [u8]) {
+        if let Some(i) = self.out.index(slot) {
+            self.stats().received_bytes[Peer::Backend as usize].add(data.len() as u64);
+            return self.out_event(now, i, out::OutEvent::Recv(data));
+        }
         let peer = match slot as usize >= self.slots {
             true => Peer::Backend,
             false => Peer::Client,
@@ -749,6 +768,9 @@ impl Driver for Worker {
     }
 
     fn handle_eof(&mut self, now: Instant, slot: u32) {
+        if let Some(i) = self.out.index(slot) {
+            return self.out_event(now, i, out::OutEvent::Eof);
+        }
         if let Some(client) = self.backend_client(slot) {
             if let Some(c) = client {
                 self.with_conn(now, c, Cause::Backend, |conn, cx| {
@@ -761,6 +783,9 @@ impl Driver for Worker {
     }
 
     fn handle_sent(&mut self, now: Instant, slot: u32, buf: Vec<u8>) {
+        if let Some(i) = self.out.index(slot) {
+            return self.out_event(now, i, out::OutEvent::Sent(buf));
+        }
         if let Some(client) = self.backend_client(slot) {
             match client {
                 Some(c) => self.with_conn(now, c, Cause::Backend, |conn, cx| {
@@ -774,6 +799,12 @@ impl Driver for Worker {
     }
 
     fn handle_connected(&mut self, now: Instant, slot: u32, result: std::io::Result<()>) {
+        if let Some(i) = self.out.index(slot) {
+            if let Err(e) = &result {
+                crate::log!(crate::log::DEBUG, "client", "connect: {e}");
+            }
+            return self.out_event(now, i, out::OutEvent::Connected(result.is_ok()));
+        }
         if let Some(Some(c)) = self.backend_client(slot) {
             if let Err(e) = &result {
                 crate::log!(crate::log::DEBUG, "m2", "proxy connect: {e}");
@@ -792,7 +823,10 @@ impl Driver for Worker {
         stats.uring_cq_overflows.set(r.cq_overflows);
     }
 
-    fn handle_closed(&mut self, _now: Instant, slot: u32) {
+    fn handle_closed(&mut self, now: Instant, slot: u32) {
+        if let Some(i) = self.out.index(slot) {
+            return self.out_event(now, i, out::OutEvent::Closed);
+        }
         if let Some(i) = (slot as usize).checked_sub(self.slots) {
             self.backends[i] = None;
             self.backend_free.push(i as u32);
@@ -866,6 +900,7 @@ impl Driver for Worker {
             inbox.wake();
         }
         m2::wake(self, now);
+        self.out_wake(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -882,7 +917,9 @@ impl Driver for Worker {
         self.wheel.expire(now, &mut self.due);
         let mut due = std::mem::take(&mut self.due);
         for &slot in &due {
-            if self.conns.contains(slot as usize) {
+            if let Some(i) = self.out.index(slot) {
+                self.out_event(now, i, out::OutEvent::Timeout);
+            } else if self.conns.contains(slot as usize) {
                 self.with_conn(now, slot, Cause::Timeout, |c, cx| c.handle_timeout(cx));
             }
         }
@@ -893,6 +930,7 @@ impl Driver for Worker {
             if !self.conns.is_empty() {
                 self.sweep_keep_alives();
             }
+            self.out_sweep(now);
             if self.index == 0 && now >= self.trim_at {
                 self.trim_at = now + Duration::from_millis(limits::MALLOC_TRIM_INTERVAL_MS);
                 // A burst (thousands of handshakes, a fan-out) leaves freed packet buffers
@@ -904,7 +942,8 @@ impl Driver for Worker {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let sweep = (!self.conns.is_empty()).then_some(self.sweep_at);
+        let busy = !self.conns.is_empty() || !self.out.conns.is_empty();
+        let sweep = busy.then_some(self.sweep_at);
         let drain = self.drain_deadline.filter(|_| !self.shutting_down);
         [self.wheel.next_deadline(), sweep, drain]
             .into_iter()
@@ -942,7 +981,10 @@ impl Driver for Worker {
     }
 
     fn finished(&self) -> bool {
-        self.stopping() && self.conns.is_empty() && self.backends_used() == 0
+        self.stopping()
+            && self.conns.is_empty()
+            && self.backends_used() == 0
+            && self.out.conns.is_empty()
     }
 }
 

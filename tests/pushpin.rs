@@ -21,6 +21,8 @@ use support::peers::{Cm, Proc, TempDir};
 const PLAIN_BODY: &str = "hello from origin\n";
 const STREAM_BODY: &str = "stream open\n";
 const PUBLISHED: &str = "published message\n";
+/// `/big`: a response large enough to go through Pushpin's proxy in many credit steps.
+const BIG_BYTES: usize = 1_000_000;
 
 // ------------------------------------------------------------------------------------------
 // The origin: a tiny HTTP/1.1 server on loopback
@@ -77,8 +79,38 @@ fn serve(mut c: TcpStream) {
             Ok(n) => req.extend_from_slice(&buf[..n]),
         }
     }
-    let line = String::from_utf8_lossy(&req);
+    let line = String::from_utf8_lossy(&req).into_owned();
     let path = line.split(' ').nth(1).unwrap_or("").to_string();
+    if path == "/big" {
+        let body: Vec<u8> = (0..BIG_BYTES).map(|i| b'a' + (i % 26) as u8).collect();
+        let head =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG_BYTES}\r\nConnection: close\r\n\r\n");
+        let _ = c.write_all(head.as_bytes());
+        let _ = c.write_all(&body);
+        return;
+    }
+    if path == "/echo" {
+        let head_end = peers::find(&req, b"\r\n\r\n").unwrap() + 4;
+        let lower = line.to_ascii_lowercase();
+        let length: usize = lower
+            .split("content-length:")
+            .nth(1)
+            .and_then(|r| r.lines().next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while req.len() < head_end + length {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = &req[head_end..head_end + length];
+        let head =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+        let _ = c.write_all(head.as_bytes());
+        let _ = c.write_all(body);
+        return;
+    }
     let resp = match path.as_str() {
         "/plain" => format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_BODY}",
@@ -154,7 +186,9 @@ struct Pushpin {
 }
 
 impl Pushpin {
-    fn start(cm_bin: &Path, dir: &TempDir, origin: u16) -> Pushpin {
+    /// `client`: the CM is also Pushpin's outbound connection manager (zring's client mode,
+    /// `ZRING_CLIENT_BASE` in the rundir) in zurl's place, and zurl is not run.
+    fn start(cm_bin: &Path, dir: &TempDir, origin: u16, client: bool) -> Pushpin {
         let src = std::fs::read_to_string("/etc/pushpin/pushpin.conf")
             .expect("pushpin is not installed (/etc/pushpin/pushpin.conf missing; scripts/setup.sh test installs it)");
         let pushpin = peers::require_bin("pushpin");
@@ -177,7 +211,10 @@ impl Pushpin {
             (
                 "runner",
                 "services",
-                "condure,zurl,pushpin-proxy,pushpin-handler".into(),
+                match client {
+                    false => "condure,zurl,pushpin-proxy,pushpin-handler".into(),
+                    true => "condure,pushpin-proxy,pushpin-handler".into(),
+                },
             ),
             ("runner", "http_port", format!("127.0.0.1:{}", ports.http)),
             ("runner", "logdir", dir.s("log")),
@@ -226,6 +263,18 @@ impl Pushpin {
                 format!("tcp://127.0.0.1:{}", ports.command),
             ),
         ];
+        let mut ov = ov;
+        if client {
+            for (key, suffix) in [
+                ("zurl_out_specs", "in"),
+                ("zurl_out_stream_specs", "in-stream"),
+                ("zurl_in_specs", "out"),
+            ] {
+                let spec = format!("ipc://{}/{ZRING_CLIENT_BASE}-{suffix}", dir.s("run"));
+                ov.retain(|(_, k, _)| *k != key);
+                ov.push(("proxy", key, spec));
+            }
+        }
         let conf = dir.join("pushpin.conf");
         std::fs::write(&conf, rewrite_ini(&src, &ov)).unwrap();
         let mut cmd = std::process::Command::new(pushpin);
@@ -360,14 +409,25 @@ fn publish(port: u16) -> Result<(), String> {
     Ok(())
 }
 
+/// The base of zring's client-mode endpoints in Pushpin's rundir (as Pushpin 1.37+'s runner
+/// names its connmgr's: `<rundir>/connmgr-client`).
+const ZRING_CLIENT_BASE: &str = "connmgr-client";
+
 /// The binary Pushpin should run as `condure_bin` for `cm` (a wrapper script adding the
-/// runtime flag for zring; it execs, so the pid stays the CM's).
-fn cm_bin_for(cm: Cm, dir: &TempDir) -> PathBuf {
+/// runtime flag for zring, and with `client` the client-mode flags Pushpin 1.37+ adds;
+/// it execs, so the pid stays the CM's).
+fn cm_bin_for(cm: Cm, dir: &TempDir, client: bool) -> PathBuf {
     if !cm.is_zring() {
         return cm.bin();
     }
     let w = dir.join("cm-wrapper");
-    let args = cm.runtime_args().join(" ");
+    let mut args = cm.runtime_args().join(" ");
+    if client {
+        args.push_str(&format!(
+            " --zserver-stream=ipc://{}/{ZRING_CLIENT_BASE} --deny-out-internal",
+            dir.s("run")
+        ));
+    }
     std::fs::write(
         &w,
         format!("#!/bin/sh\nexec '{}' {args} \"$@\"\n", cm.bin().display()),
@@ -379,12 +439,18 @@ fn cm_bin_for(cm: Cm, dir: &TempDir) -> PathBuf {
 }
 
 fn end_to_end(cm: Cm) {
+    end_to_end_with(cm, false);
+}
+
+/// `client`: zring is Pushpin's only connection manager, inbound (server mode) and outbound
+/// (client mode, in zurl's place) in one process, as Pushpin 1.37+ runs pushpin-connmgr.
+fn end_to_end_with(cm: Cm, client: bool) {
     if !peers::enabled(cm) {
         return;
     }
-    let dir = TempDir::new(&format!("pushpin-{cm:?}"));
+    let dir = TempDir::new(&format!("pushpin-{cm:?}-{client}"));
     let origin = Origin::start();
-    let mut pp = Pushpin::start(&cm_bin_for(cm, &dir), &dir, origin.port);
+    let mut pp = Pushpin::start(&cm_bin_for(cm, &dir, client), &dir, origin.port, client);
     let http = pp.ports.http;
 
     // Ready when a request goes all the way to the origin and back.
@@ -423,6 +489,38 @@ fn end_to_end(cm: Cm) {
     let (status, body) = http_get(http, "/plain", Duration::from_secs(5)).unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK", "{}", cm.name());
     assert_eq!(body, PLAIN_BODY, "{}", cm.name());
+    if client {
+        // No zurl: the origin was reached through zring's client mode. The route target is
+        // 127.0.0.1, allowed under --deny-out-internal because Pushpin marks route targets
+        // trusted (`ignore-policies`).
+        assert_eq!(pp.service_pid("zurl"), None, "zurl is running");
+        let (status, body) = http_get(http, "/big", Duration::from_secs(20)).unwrap();
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(body.len(), BIG_BYTES, "a streamed response, whole");
+        assert!(body
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b == b'a' + (i % 26) as u8));
+        let big_post = "p".repeat(300_000);
+        let mut c = peers::Client::connect(http).unwrap();
+        let host = c.host();
+        c.send(format!(
+            "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big_post}",
+            big_post.len()
+        ))
+        .unwrap();
+        let r = c.read_response(false, Duration::from_secs(20)).unwrap();
+        let text = String::from_utf8_lossy(&r);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK"),
+            "{}",
+            &text[..text.len().min(200)]
+        );
+        assert!(
+            text.ends_with(&big_post),
+            "the POST body went through whole"
+        );
+    }
 
     // GRIP HTTP streaming: the stream stays open and receives a published message.
     // pushpin-proxy hands held requests to pushpin-handler, which may still be starting
@@ -499,6 +597,16 @@ fn zring_uring() {
 #[test]
 fn zring_epoll() {
     end_to_end(Cm::ZringEpoll);
+}
+
+#[test]
+fn zring_uring_client_mode() {
+    end_to_end_with(Cm::ZringUring, true);
+}
+
+#[test]
+fn zring_epoll_client_mode() {
+    end_to_end_with(Cm::ZringEpoll, true);
 }
 
 #[test]

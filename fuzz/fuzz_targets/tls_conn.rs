@@ -85,6 +85,7 @@ impl Harness {
             epoch_unix_ms: 0,
             m2: None,
             access_log: true,
+            deny_out_internal: false,
         };
         let config = server_config();
         let conn = Conn::new(now, &settings, Mode::Stream, Some(&config), None);

@@ -21,6 +21,7 @@ use crate::log;
 use crate::m2serve::Setup;
 use crate::proto::zhttp;
 
+pub mod client;
 pub mod m2;
 pub mod m2control;
 mod notify;
@@ -39,6 +40,12 @@ pub enum Route {
     Dealer,
     /// Mongrel2 mode: a request for handler `n` (its PUSH socket).
     M2(u16),
+    /// Client mode: a reply on PUB, to the requester with this address.
+    Pub(Addr),
+    /// Client mode, `router-resp`: a reply out of the in-stream ROUTER to this identity.
+    ClientRouter(Addr),
+    /// Client mode, req: a reply along the request's envelope.
+    ClientReq(Arc<Vec<Vec<u8>>>),
 }
 
 /// An encoded packet (`T` + tnetstring) on its way to a handler.
@@ -137,6 +144,10 @@ pub struct Inbox {
     pub m2_ask: Mutex<Option<m2control::Ask>>,
     pub m2_ask_pending: AtomicBool,
     pub m2_answer: Mutex<Option<m2control::Answer>>,
+    /// Client mode: requester packets for this worker's outbound sessions.
+    pub client: Mutex<VecDeque<Arc<client::ClientIn>>>,
+    /// Client mode: the resolver's answers for this worker.
+    pub resolved: Mutex<Vec<crate::resolver::Answer>>,
 }
 
 impl Inbox {
@@ -156,6 +167,8 @@ impl Inbox {
             m2_ask: Mutex::new(None),
             m2_ask_pending: AtomicBool::new(false),
             m2_answer: Mutex::new(None),
+            client: Mutex::new(VecDeque::new()),
+            resolved: Mutex::new(Vec::new()),
         })
     }
 
@@ -173,6 +186,13 @@ impl Inbox {
         q.push_back(item);
         self.pushed.fetch_add(1, Ordering::Relaxed);
         q.len() >= limits::WORKER_INBOX_PACKETS_MAX
+    }
+
+    /// Queues a requester packet (client mode). True when the queue is at its bound.
+    pub fn push_client(&self, item: Arc<client::ClientIn>) -> bool {
+        let mut q = self.client.lock().unwrap();
+        q.push_back(item);
+        q.len() >= client::CLIENT_INBOX_MAX
     }
 
     /// Packets ever queued for the worker (see `pushed`).
@@ -224,6 +244,8 @@ pub struct Shared {
     pub m2_reload: Mutex<Vec<m2::Reload>>,
     /// Every worker's and the bridge's counters (`metrics`), read by the scraper.
     pub metrics: crate::metrics::Metrics,
+    /// Client mode's DNS queries, served by `resolver::spawn`'s threads.
+    pub resolver: crate::resolver::Resolver,
 }
 
 impl Shared {
@@ -245,6 +267,7 @@ impl Shared {
             workers_done: AtomicUsize::new(0),
             m2_reload: Mutex::new(Vec::new()),
             metrics: crate::metrics::Metrics::new(workers),
+            resolver: crate::resolver::Resolver::new(limits::DNS_QUEUE_MAX),
         }))
     }
 
@@ -314,7 +337,9 @@ fn held_kind(r: &Route) -> usize {
         Route::Push => HELD_PUSH,
         Route::Router(_) => HELD_ROUTER,
         Route::Dealer => HELD_DEALER,
-        Route::M2(_) => HELD_PUSH,
+        Route::M2(_) | Route::Pub(_) => HELD_PUSH,
+        Route::ClientRouter(_) => HELD_ROUTER,
+        Route::ClientReq(_) => HELD_DEALER,
     }
 }
 
@@ -492,6 +517,7 @@ pub fn start_with_hwm(
 ) -> Result<Bridge, String> {
     let ctx = zmq::Context::new();
     let sockets = open_sockets(&ctx, cfg, m2.is_some(), hwm)?;
+    let client = client::open(&ctx, cfg, hwm)?;
     let m2 = m2.map(|setup| m2::open(&ctx, setup, hwm)).transpose()?;
     shared
         .metrics
@@ -501,6 +527,7 @@ pub fn start_with_hwm(
     Ok(Bridge {
         ctx,
         sockets,
+        client,
         m2,
         shared,
         batch: Vec::new(),
@@ -513,6 +540,8 @@ pub fn start_with_hwm(
 pub struct Bridge {
     ctx: zmq::Context,
     sockets: Sockets,
+    /// Client mode's sockets (none open without `--zserver-*`).
+    client: client::ClientSockets,
     /// Mongrel2 mode's handler sockets.
     m2: Option<m2::M2Sockets>,
     shared: Arc<Shared>,
@@ -646,6 +675,7 @@ impl Bridge {
         if let Some(m) = &self.m2 {
             m.poll_items(&mut items, read, !self.held[HELD_PUSH].is_empty());
         }
+        self.client.poll_items(&mut items, read);
         // zmq_poll checks each socket's ZMQ_EVENTS before it blocks, so a message that
         // arrived while we were busy is not missed despite ZMQ_FD being edge-style.
         let _ = zmq::poll(&mut items, timeout_ms);
@@ -821,6 +851,9 @@ impl Bridge {
                     .and_then(|_| s.send(&p.data[..], zmq::DONTWAIT))
             }),
             Route::M2(h) => self.m2.as_ref().map(|m| m.send(*h, &p.data)),
+            Route::Pub(_) | Route::ClientRouter(_) | Route::ClientReq(_) => {
+                self.client.send(&p.route, &p.data)
+            }
         };
         match r {
             Some(Ok(())) | None => {
@@ -902,6 +935,9 @@ impl Bridge {
         }
         if let (Some(m), false) = (self.m2.as_mut(), full) {
             full = m.deliver(&self.shared, &mut self.wake_pending);
+        }
+        if !full {
+            full = self.client.deliver(&self.shared, &mut self.wake_pending);
         }
         for (w, pending) in self.wake_pending.iter_mut().enumerate() {
             if std::mem::take(pending) {

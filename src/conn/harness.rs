@@ -105,6 +105,8 @@ struct Socket {
     sends: usize,
     shared_sends: usize,
     tls: Option<ClientConnection>,
+    /// Client mode: an origin socket whose connect the test has not settled yet.
+    connecting: bool,
 }
 
 /// A packet zring handed to the bridge, decoded.
@@ -126,6 +128,11 @@ pub struct ToHandler {
     pub code: Option<i64>,
     pub content_type: Option<String>,
     pub peer: Option<(String, i64)>,
+    /// Client mode's replies: `reason`, `condition` of an error, and whether `user-data`
+    /// was echoed.
+    pub reason: String,
+    pub condition: Option<String>,
+    pub user_data: bool,
     /// The packet as encoded (lossy UTF-8), for byte-level checks.
     pub raw: String,
 }
@@ -183,6 +190,9 @@ impl ToHandler {
             code: None,
             content_type: None,
             peer: None,
+            reason: String::new(),
+            condition: None,
+            user_data: false,
             raw: String::from_utf8_lossy(&p.data).into_owned(),
         };
         let mut seq = None;
@@ -223,6 +233,9 @@ impl ToHandler {
                 b"peer-address" => peer_address = Some(text(v)),
                 b"peer-port" => out.peer = peer_address.take().zip(v.as_int()),
                 b"ext" => {}
+                b"reason" => out.reason = text(v),
+                b"condition" => out.condition = Some(text(v)),
+                b"user-data" => out.user_data = true,
                 _ => panic!("unexpected key {:?}", String::from_utf8_lossy(key)),
             }
         }
@@ -462,6 +475,9 @@ pub struct Harness {
     to_m2: VecDeque<(u16, Vec<u8>)>,
     /// What a TLS client of this harness trusts (the `TLS` listener's certificate).
     client_tls: Arc<ClientConfig>,
+    /// Client mode: origin sockets the worker asked to connect, oldest first, with the
+    /// address it asked for.
+    connects: VecDeque<(usize, SocketAddr)>,
 }
 
 impl Default for Harness {
@@ -558,6 +574,7 @@ impl Harness {
             batch: Vec::new(),
             to_m2: VecDeque::new(),
             client_tls,
+            connects: VecDeque::new(),
         }
     }
 
@@ -669,6 +686,7 @@ impl Harness {
             sends: 0,
             shared_sends: 0,
             tls,
+            connecting: false,
         });
         let c = Client(n);
         self.flush_tls(c); // a TLS client speaks first (ClientHello)
@@ -921,6 +939,71 @@ impl Harness {
         inbox.wake();
     }
 
+    // ---- client mode: requesters, the resolver, origins ----
+
+    /// A requester's packet (`first`: from PULL, else from the in-stream ROUTER), built as
+    /// a handler packet is (`Reply::sent_by(requester)`), queued as the bridge queues it.
+    pub fn requester_send(&mut self, first: bool, packet: Vec<u8>) {
+        let decoded = crate::proto::zhttp_client::decode(&packet).expect("a requester packet");
+        let item = Arc::new(crate::bridge::client::ClientIn {
+            msg: zmq::Message::from(packet),
+            packet: decoded,
+            via: crate::conn::out::Via::Stream,
+            first,
+        });
+        let inbox = &self.shared.inboxes[0];
+        let _ = inbox.push_client(item);
+        inbox.wake();
+        self.drive();
+    }
+
+    /// Answers the oldest DNS query with `addrs` (as a resolver thread does); returns the
+    /// name asked for, or `None` when no query waits.
+    pub fn resolve(&mut self, addrs: &[SocketAddr]) -> Option<String> {
+        let q = self.shared.resolver.try_take()?;
+        let inbox = &self.shared.inboxes[0];
+        inbox
+            .resolved
+            .lock()
+            .unwrap()
+            .push(crate::resolver::Answer {
+                slot: q.slot,
+                token: q.token,
+                addrs: addrs.iter().copied().collect(),
+            });
+        inbox.wake();
+        self.drive();
+        Some(format!("{}:{}", q.host, q.port))
+    }
+
+    /// Settles the oldest pending outbound connect: established (`ok`), or refused. Returns
+    /// the origin's socket (write to it and read from it as a client) and the address.
+    pub fn origin_connect(&mut self, ok: bool) -> (Client, SocketAddr) {
+        let (i, addr) = self.connects.pop_front().expect("no connect pending");
+        let s = &mut self.sockets[i];
+        assert!(!s.close_issued, "connect settled after Close");
+        s.connecting = false;
+        let slot = s.slot.expect("an origin socket");
+        let now = self.now();
+        let result = match ok {
+            true => Ok(()),
+            false => Err(std::io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+        };
+        self.worker.handle_connected(now, slot, result);
+        self.drive();
+        (Client(i), addr)
+    }
+
+    /// True when the worker holds no outbound exchange.
+    pub fn finished_out(&self) -> bool {
+        self.worker.out_count() == 0
+    }
+
+    /// Outbound connects the worker asked for and the test has not settled.
+    pub fn connects_pending(&self) -> usize {
+        self.connects.len()
+    }
+
     // ---- time and turns ----
 
     /// Runs turns until the worker settles ([`DRIVE_STEPS_MAX`] at most).
@@ -1047,7 +1130,7 @@ impl Harness {
     fn receive(&mut self, now: Instant, i: usize) -> bool {
         let s = &mut self.sockets[i];
         let Some(slot) = s.slot else { return false };
-        if s.close_issued || s.paused || s.eof_delivered {
+        if s.close_issued || s.paused || s.eof_delivered || s.connecting {
             return false;
         }
         if let Some(mut piece) = s.input.pop_front() {
@@ -1071,7 +1154,31 @@ impl Harness {
             | Command::ResumeRecv { slot }
             | Command::ShutdownWrite { slot }
             | Command::Close { slot } => *slot,
-            Command::Connect { .. } => panic!("the harness has no outbound connections"),
+            Command::Connect { slot, addr } => {
+                assert!(
+                    self.sockets.iter().all(|s| s.slot != Some(*slot)),
+                    "Connect on slot {slot} while it is in use"
+                );
+                self.connects.push_back((self.sockets.len(), *addr));
+                self.sockets.push(Socket {
+                    slot: Some(*slot),
+                    input: VecDeque::new(),
+                    eof_queued: false,
+                    eof_delivered: false,
+                    received: Vec::new(),
+                    in_flight: None,
+                    stalled: false,
+                    paused: false,
+                    shutdown: false,
+                    close_issued: false,
+                    ios: Vec::new(),
+                    sends: 0,
+                    shared_sends: 0,
+                    tls: None,
+                    connecting: true,
+                });
+                return;
+            }
         };
         let s = self
             .sockets
@@ -1079,6 +1186,14 @@ impl Harness {
             .find(|s| s.slot == Some(slot))
             .unwrap_or_else(|| panic!("{cmd:?} for a slot no client holds"));
         assert!(!s.close_issued, "{cmd:?} after Close");
+        let data = matches!(
+            cmd,
+            Command::Send { .. } | Command::SendShared { .. } | Command::ShutdownWrite { .. }
+        );
+        assert!(
+            !(s.connecting && data),
+            "{cmd:?} before the connect completed"
+        );
         match cmd {
             Command::Send { buf, .. } => s.start_send(buf, false),
             Command::SendShared { buf, .. } => s.start_send(buf.to_vec(), true),

@@ -50,6 +50,7 @@ mod id;
 pub mod harness;
 pub mod m2;
 mod m2proxy;
+pub mod out;
 pub mod pool;
 #[cfg(test)]
 mod tests;
@@ -100,6 +101,8 @@ pub struct Settings {
     pub m2: Option<Arc<crate::m2serve::Setup>>,
     /// `--access-log`: ZHTTP sessions emit `Output::AccessLog` lines (server 0).
     pub access_log: bool,
+    /// Client mode's `--deny-out-internal` (`conn::out::is_internal`).
+    pub deny_out_internal: bool,
 }
 
 /// A handler packet as a connection sees it: the decoded fields, whose spans index `buf`.
@@ -130,6 +133,9 @@ pub enum Output {
     /// keep-alive sweep batches keep-alives (pushpin-connmgr batches its shutdown cancels
     /// the same way).
     Cancel(Arc<Addr>, u64, u32),
+    /// Client mode: a name to resolve for this outbound exchange (`resolver`); the answer
+    /// comes back to it as `OutConn::handle_resolved`.
+    Resolve(crate::resolver::Query),
 }
 
 /// Everything a `handle_*` call may touch besides the connection itself.

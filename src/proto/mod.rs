@@ -8,3 +8,4 @@ pub mod tnetstring;
 pub mod ws;
 pub mod ws_deflate;
 pub mod zhttp;
+pub mod zhttp_client;

@@ -195,6 +195,33 @@ impl<'a> Dict<'a> {
     pub fn is_empty(&self) -> bool {
         self.payload.is_empty()
     }
+
+    /// The entries as `(key, value, encoded value)`: the value's own bytes, tag included,
+    /// for passing a value on verbatim (ZHTTP's `user-data` echo, [`Writer::raw`]).
+    pub fn iter_raw(&self) -> RawDictIter<'a> {
+        RawDictIter {
+            values: Iter { rest: self.payload },
+        }
+    }
+}
+
+/// Iterator over a [`Dict`]'s entries with each value's encoded bytes.
+#[derive(Clone, Debug)]
+pub struct RawDictIter<'a> {
+    values: Iter<'a>,
+}
+
+impl<'a> Iterator for RawDictIter<'a> {
+    type Item = (&'a [u8], Value<'a>, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let key = self.values.next()?.as_bytes();
+        let before = self.values.rest;
+        let value = self.values.next();
+        let raw = &before[..before.len() - self.values.rest.len()];
+        debug_assert!(key.is_some() && value.is_some(), "checked dict malformed");
+        Some((key?, value?, raw))
+    }
 }
 
 impl<'a> IntoIterator for Dict<'a> {
@@ -534,6 +561,16 @@ impl<'a> Writer<'a> {
     pub fn bool(&mut self, value: bool) {
         let payload: &[u8] = if value { b"true" } else { b"false" };
         self.scalar(payload, TAG_BOOL);
+    }
+
+    /// Appends an already encoded value (one whole tnetstring, as
+    /// [`Dict::iter_raw`] yields it) as is.
+    pub fn raw(&mut self, encoded: &[u8]) {
+        debug_assert!(
+            parse(encoded).is_ok_and(|(_, used)| used == encoded.len()),
+            "Writer::raw takes exactly one encoded value"
+        );
+        self.out.extend_from_slice(encoded);
     }
 
     /// Appends null.

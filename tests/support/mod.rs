@@ -16,8 +16,10 @@
 pub mod bridge;
 pub mod http;
 pub mod net;
+pub mod origin;
 pub mod peers;
 pub mod proc;
+pub mod requester;
 pub mod runtime;
 pub mod stack;
 pub mod tls;

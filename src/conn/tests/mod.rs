@@ -4,6 +4,7 @@
 //! Mongrel2 mode runs beside ZHTTP: its setup is passed to the worker, not global.
 use super::harness;
 
+mod client;
 mod credits;
 mod deadlines;
 mod drain;
