@@ -122,7 +122,9 @@ impl Harness {
                 Output::Packet(_) | Output::Cancel(..) => {}
                 Output::Io(c) => self.cmds.push_back(c),
                 Output::Backend(_) => panic!("a backend request from a ZHTTP connection"),
-                Output::AccessLog { .. } => panic!("an access log line from a ZHTTP connection"),
+                // The access log is on (Settings::access_log): a finished exchange's line.
+                Output::AccessLog { line, .. } => assert!(!line.is_empty()),
+                Output::Resolve(_) => panic!("a DNS query from a server connection"),
             }
         }
     }
