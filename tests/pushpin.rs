@@ -9,12 +9,11 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::net::LoopbackServer;
 use support::peers;
 use support::peers::{Cm, Proc, TempDir};
 
@@ -26,46 +25,6 @@ const BIG_BYTES: usize = 1_000_000;
 
 // ------------------------------------------------------------------------------------------
 // The origin: a tiny HTTP/1.1 server on loopback
-
-struct Origin {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Origin {
-    fn start() -> Origin {
-        let port = peers::free_ports(1)[0];
-        let l = TcpListener::bind(("127.0.0.1", port)).expect("origin bind");
-        l.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Acquire) {
-                match l.accept() {
-                    Ok((c, _)) => {
-                        std::thread::spawn(move || serve(c));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Origin {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// Answers one request: `/plain` normally, `/stream` with GRIP hold headers.
 fn serve(mut c: TcpStream) {
@@ -449,7 +408,7 @@ fn end_to_end_with(cm: Cm, client: bool) {
         return;
     }
     let dir = TempDir::new(&format!("pushpin-{cm:?}-{client}"));
-    let origin = Origin::start();
+    let origin = LoopbackServer::start(serve);
     let mut pp = Pushpin::start(&cm_bin_for(cm, &dir, client), &dir, origin.port, client);
     let http = pp.ports.http;
 

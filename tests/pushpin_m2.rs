@@ -9,12 +9,11 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::net::LoopbackServer;
 use support::peers::{self, Proc, TempDir};
 
 const PLAIN_BODY: &str = "hello from origin\n";
@@ -22,47 +21,8 @@ const STREAM_BODY: &str = "stream open\n";
 const PUBLISHED: &str = "published message\n";
 const POLL_DONE: &str = "long-poll done\n";
 
-/// A tiny HTTP/1.1 origin: `/plain`, `/stream` (GRIP stream), `/poll` (GRIP long-poll).
-struct Origin {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Origin {
-    fn start() -> Origin {
-        let port = peers::free_ports(1)[0];
-        let l = TcpListener::bind(("127.0.0.1", port)).expect("origin bind");
-        l.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Acquire) {
-                match l.accept() {
-                    Ok((c, _)) => {
-                        std::thread::spawn(move || serve(c));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Origin {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
+/// The origin (run by `LoopbackServer`): `/plain`, `/stream` (GRIP stream), `/poll` (GRIP
+/// long-poll).
 fn serve(mut c: TcpStream) {
     c.set_nonblocking(false).ok();
     c.set_read_timeout(Some(Duration::from_secs(5))).ok();
@@ -264,7 +224,7 @@ fn json_text(s: &str) -> String {
 
 /// The checks, against one server. Returns the runner's output.
 fn run_stack(tag: &str, mongrel2_bin: &Path, want_exe: &Path) -> String {
-    let origin = Origin::start();
+    let origin = LoopbackServer::start(serve);
     let pp = Pushpin::start(tag, mongrel2_bin, origin.port);
     let http = pp.http;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -152,3 +152,46 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::mem::forget(d);
     path
 }
+
+/// A loopback server for scripted origins: binds a free port and runs `serve` on each
+/// accepted connection in a thread of its own, until dropped.
+pub struct LoopbackServer {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoopbackServer {
+    pub fn start(serve: fn(std::net::TcpStream)) -> LoopbackServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let port = free_ports(1)[0];
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("origin bind");
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        std::thread::spawn(move || serve(c));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        LoopbackServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
