@@ -158,6 +158,21 @@ impl Proc {
         String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned()
     }
 
+    /// Waits until the log holds `needle` (true) or `timeout` passes or the process exits
+    /// (false).
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            if self.exited().is_some() || std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let t = self.log_text();
         let v: Vec<&str> = t.lines().collect();
