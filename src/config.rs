@@ -442,9 +442,6 @@ fn parse_args(args: Vec<String>) -> Result<Action, String> {
     if c.takeover && c.takeover_socket.is_none() {
         return Err("--takeover needs --takeover-socket (where the running zring listens)".into());
     }
-    if c.takeover && (c.m2_config.is_some() || c.m2_db.is_some()) {
-        return Err("--takeover: not in Mongrel2 mode (its pid file names one process)".into());
-    }
     finish(&mut c)?;
     Ok(Action::Run(Box::new(c)))
 }
