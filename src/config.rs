@@ -233,7 +233,8 @@ OPTIONS (zring):
                                     (GET /healthz) on this address, as pushpin-connmgr; NAME
                                     is prepended to every metric name [default: off]
     --takeover-socket <path>        Offer this process's listening sockets to a successor on
-                                    this Unix socket (see --takeover) [default: off]
+                                    this Unix socket (see --takeover; in Mongrel2 mode, as
+                                    root, a path in the chroot) [default: off]
     --takeover                      Restart or upgrade without dropping a connection: take the
                                     listening sockets of the zring serving --takeover-socket
                                     (the same kernel sockets: nothing in their backlog is
@@ -248,7 +249,8 @@ OPTIONS (zring):
     SIGHUP: re-reads the TLS identities, the --config file's log level, reopens the access
     log (and in Mongrel2 mode reloads the config); open connections are not touched.
     Socket activation: sockets passed by systemd (LISTEN_FDS) are used for the --listen and
-    --prometheus addresses they are bound to; the others are bound by zring.
+    --prometheus addresses (in Mongrel2 mode: the servers' ports) they are bound to; the
+    others are bound by zring.
 
 OPTIONS (Mongrel2 mode; excludes --listen, --zclient-*, --tls-identities-dir):
     --m2-config <file>              Serve a Mongrel2 config (m2sh syntax) with its handlers
