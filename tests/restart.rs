@@ -8,6 +8,8 @@
 //! - `m2_takeover_under_load_drops_nothing`: the same load through three takeovers of a
 //!   zring serving a Mongrel2 config (its listeners are the config's servers), with
 //!   Mongrel2's pid file handed from each process to the next.
+//! - `m2_socket_activation_serves_the_config_port`: a socket systemd passes serves the
+//!   Mongrel2 server whose port it is bound to.
 //! - `queued_connections_survive_a_takeover`: connections that wait in the backlog of a
 //!   draining zring (it no longer accepts) are served by the one that takes over.
 //! - `reuseport_alone_resets_queued_connections`: why it must be the same socket: with
@@ -287,6 +289,51 @@ both_runtimes! {
         let status = old.wait_exit(EXIT_BOUND).expect("the last zring exits");
         assert!(status.success(), "{status:?}: {}", m2_logs(&dir, &old));
         assert_eq!(pid_in(&pid_file), None, "the last zring removes its pid file");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    m2_socket_activation_serves_the_config_port(rt) {
+        // Goal: in Mongrel2 mode a socket systemd passes (LISTEN_FDS) serves the server
+        // whose bind_addr/port it is bound to, and the connection that made systemd start
+        // zring is served. Method: systemd-socket-activate binds the config's port and
+        // starts zring on the first connection; that client's request gets the handler's
+        // answer, and zring says the socket came from systemd.
+        let dir = temp_dir(&format!("activate-m2-{rt}"));
+        for d in ["run", "logs", "tmp"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let port = free_port();
+        std::fs::write(dir.join("m2.conf"), m2_config(port)).unwrap();
+        let _handler = Proc::start(
+            "m2 handler",
+            Command::new(env!("CARGO_BIN_EXE_zring-m2-handler"))
+                .arg(format!("ipc://{}/send", dir.display()))
+                .arg(format!("ipc://{}/recv", dir.display()))
+                .stdout(std::process::Stdio::null()),
+        );
+        let mut activator = Proc::spawn(
+            "zring",
+            Command::new("systemd-socket-activate")
+                .current_dir(&dir)
+                .arg("-l")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg(env!("CARGO_BIN_EXE_zring"))
+                .args(["--m2-config", "m2.conf", "--runtime", rt, "--workers", "2"]),
+            &dir,
+        );
+        wait_port(port, &mut activator, START_BOUND);
+        let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        first.write_all(HELLO).unwrap();
+        first.set_read_timeout(Some(START_BOUND)).unwrap();
+        // Mongrel2 handlers keep the connection: the response is read by its length.
+        let (head, body) = read_response(&mut first);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}: {}", m2_logs(&dir, &activator));
+        assert_eq!(body, b"hello\n");
+        let log = m2_logs(&dir, &activator);
+        assert!(log.contains(&format!("listening on 127.0.0.1:{port} (from systemd)")), "{log}");
+        activator.signal(libc::SIGTERM);
+        let status = activator.wait_exit(EXIT_BOUND).expect("zring exits");
+        assert!(status.success(), "{status:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
