@@ -5,13 +5,14 @@
 #                            Python and node clients, curl, wrk, openssl, rustfmt, clippy, cargo-fuzz
 #   scripts/setup.sh fuzz    cargo-fuzz only (fuzz-smoke.sh)
 #   scripts/setup.sh hostile what scripts/hostile.sh needs: Condure, slowhttptest, curl
+#   scripts/setup.sh package what scripts/package-deb.sh needs: dpkg-dev (dpkg-shlibdeps)
 # Installs only what is missing, so a second run is a quiet no-op. apt-get needs root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-build}
 case "$what" in
-  build | test | fuzz | hostile) ;;
-  *) echo "usage: $0 [build|test|fuzz|hostile]" >&2; exit 2 ;;
+  build | test | fuzz | hostile | package) ;;
+  *) echo "usage: $0 [build|test|fuzz|hostile|package]" >&2; exit 2 ;;
 esac
 
 as_root() {
@@ -54,18 +55,23 @@ fuzz_tools() {
 # Cargo.toml: no libzmq3-dev or pkg-config) and libFuzzer. openssl makes run-example.sh's
 # TLS certificate.
 build_pkgs=(gcc g++ openssl)
+# scripts/package-deb.sh: dpkg-shlibdeps (dpkg-dev), strip (binutils, with gcc).
+package_pkgs=(dpkg-dev)
 case "$what" in
   build) apt_install "${build_pkgs[@]}"; exit 0 ;;
   fuzz) apt_install "${build_pkgs[@]}"; fuzz_tools; exit 0 ;;
   # The attack side of scripts/hostile.sh (slow headers, body, read) and its peer.
   hostile) apt_install "${build_pkgs[@]}" condure slowhttptest curl; exit 0 ;;
+  package) apt_install "${build_pkgs[@]}" "${package_pkgs[@]}"; exit 0 ;;
 esac
 
 # test: the peers (pushpin brings condure, zurl and mongrel2-core; named so a removed one
 # comes back), the Python clients for /usr/bin/python3 (prometheus-client: the real
 # Prometheus text parser of tests/metrics.rs), and the load and HTTP tools (systemd for
-# systemd-socket-activate: tests/restart.rs's socket activation; nothing is started).
-apt_install "${build_pkgs[@]}" condure pushpin zurl mongrel2-core python3-zmq python3-websocket \
+# systemd-socket-activate: tests/restart.rs's socket activation; nothing is started; and for
+# tests/package.rs: systemd-analyze, systemd-sysusers, with init-system-helpers'
+# deb-systemd-helper, which the package's postinst runs).
+apt_install "${build_pkgs[@]}" "${package_pkgs[@]}" init-system-helpers condure pushpin zurl mongrel2-core python3-zmq python3-websocket \
   python3-prometheus-client \
   python3-websockets curl wrk systemd
 # node + npm for the node `ws` client: the machine image may have Node 20 with npm (not from

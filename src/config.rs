@@ -233,7 +233,8 @@ OPTIONS (zring):
                                     (GET /healthz) on this address, as pushpin-connmgr; NAME
                                     is prepended to every metric name [default: off]
     --takeover-socket <path>        Offer this process's listening sockets to a successor on
-                                    this Unix socket (see --takeover) [default: off]
+                                    this Unix socket (see --takeover; in Mongrel2 mode, as
+                                    root, a path in the chroot) [default: off]
     --takeover                      Restart or upgrade without dropping a connection: take the
                                     listening sockets of the zring serving --takeover-socket
                                     (the same kernel sockets: nothing in their backlog is
@@ -248,7 +249,8 @@ OPTIONS (zring):
     SIGHUP: re-reads the TLS identities, the --config file's log level, reopens the access
     log (and in Mongrel2 mode reloads the config); open connections are not touched.
     Socket activation: sockets passed by systemd (LISTEN_FDS) are used for the --listen and
-    --prometheus addresses they are bound to; the others are bound by zring.
+    --prometheus addresses (in Mongrel2 mode: the servers' ports) they are bound to; the
+    others are bound by zring.
 
 OPTIONS (Mongrel2 mode; excludes --listen, --zclient-*, --tls-identities-dir):
     --m2-config <file>              Serve a Mongrel2 config (m2sh syntax) with its handlers
@@ -441,9 +443,6 @@ fn parse_args(args: Vec<String>) -> Result<Action, String> {
     }
     if c.takeover && c.takeover_socket.is_none() {
         return Err("--takeover needs --takeover-socket (where the running zring listens)".into());
-    }
-    if c.takeover && (c.m2_config.is_some() || c.m2_db.is_some()) {
-        return Err("--takeover: not in Mongrel2 mode (its pid file names one process)".into());
     }
     finish(&mut c)?;
     Ok(Action::Run(Box::new(c)))

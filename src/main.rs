@@ -114,8 +114,15 @@ fn run(mut cfg: Config) -> Result<(), String> {
     let kind = choose_runtime(cfg.runtime)?;
     // Listening sockets first, as Mongrel2 (`load_server`): ports under 1024 need root.
     // Taken over from the running zring, passed by systemd, or bound here.
-    let taken = match (&cfg.takeover_socket, cfg.takeover) {
-        (Some(path), true) => Some(zring::takeover::take(path)?),
+    // In Mongrel2 mode `--takeover-socket` lies in the chroot, as `pid_file` does: the
+    // running zring is reached from outside it (this process chroots below).
+    let taken = match (&cfg.takeover_socket, cfg.takeover, &m2) {
+        (Some(path), true, None) => Some(zring::takeover::take(path)?),
+        (Some(path), true, Some(setup)) => {
+            let server = &setup.servers[0].server;
+            let outside = zring::m2serve::process::outside_chroot(server, path);
+            Some(zring::takeover::take(&outside)?)
+        }
         _ => None,
     };
     if let Some(t) = &taken {
@@ -142,6 +149,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         Some(setup) => Some(zring::m2serve::process::start(
             &setup.servers[0].server,
             &setup.settings,
+            taken.is_some(),
         )?),
         None => None,
     };
@@ -353,7 +361,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
     }
     // As Mongrel2's `complete_shutdown`.
     if let Some(p) = process {
-        let _ = std::fs::remove_file(&p.pid_file);
+        zring::m2serve::process::remove_own_pid_file(&p.pid_file);
     }
     Ok(())
 }

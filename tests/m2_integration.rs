@@ -1073,6 +1073,10 @@ both_runtimes! {
         c.write_all(b"GET /new/y HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
         let f = new.frame();
         assert!(contains(&f, b"/new/y"));
+        // Answered: a request still at its handler would hold SIGTERM's drain until its reply
+        // or --shutdown-timeout (10 s, the bound below; docs/operations.md).
+        new.reply(&frame_id(&f), &reply_ok("last one"));
+        assert!(contains(&read_until(&mut c, b"last one"), b"last one"));
         // SIGTERM: a clean stop that removes the pid file, as Mongrel2's complete_shutdown.
         let status = z.proc.terminate(Duration::from_secs(10));
         assert!(status.is_some_and(|s| s.success()), "{status:?}");

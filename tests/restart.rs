@@ -5,6 +5,11 @@
 //! - `takeover_under_load_drops_nothing`: wrk with keep-alive and wrk with
 //!   `Connection: close` run through three takeovers; no request fails, no connection is
 //!   reset, and a WebSocket on each old process gets close 1001.
+//! - `m2_takeover_under_load_drops_nothing`: the same load through three takeovers of a
+//!   zring serving a Mongrel2 config (its listeners are the config's servers), with
+//!   Mongrel2's pid file handed from each process to the next.
+//! - `m2_socket_activation_serves_the_config_port`: a socket systemd passes serves the
+//!   Mongrel2 server whose port it is bound to.
 //! - `queued_connections_survive_a_takeover`: connections that wait in the backlog of a
 //!   draining zring (it no longer accepts) are served by the one that takes over.
 //! - `reuseport_alone_resets_queued_connections`: why it must be the same socket: with
@@ -133,6 +138,48 @@ fn ws_echo(port: u16) -> ws::Ws {
     w
 }
 
+/// A Mongrel2 config: one server on `port`, every path to one handler on `ipc://` specs
+/// relative to the working directory (the same place inside the chroot, `./`, that a zring
+/// started as root enters, and outside it).
+fn m2_config(port: u16) -> String {
+    format!(
+        "hello = Handler(send_spec='ipc://send', send_ident='6b1f0b1e-0000-4000-8000-000000000001',\n\
+         \x20   recv_spec='ipc://recv', recv_ident='')\n\
+         main = Server(uuid='6b1f0b1e-0000-4000-8000-000000000002', access_log='/logs/access.log',\n\
+         \x20   error_log='/logs/error.log', chroot='./', default_host='localhost', name='main',\n\
+         \x20   pid_file='/run/zring.pid', bind_addr='127.0.0.1', port={port},\n\
+         \x20   hosts=[Host(name='localhost', routes={{'/': hello}})])\n\
+         settings = {{'server.daemonize': 0}}\n\
+         servers = [main]\n"
+    )
+}
+
+/// One zring generation serving `m2.conf` in `dir`, its takeover socket there too (the
+/// chroot's working directory when it chroots).
+fn m2_zring(rt: &str, name: &str, dir: &Path, extra: &[&str]) -> Proc {
+    Proc::spawn(
+        name,
+        Command::new(env!("CARGO_BIN_EXE_zring"))
+            .current_dir(dir)
+            .args(["--m2-config", "m2.conf", "--runtime", rt, "--workers", "2"])
+            .args(["--takeover-socket", "takeover.sock"])
+            .args(extra),
+        dir,
+    )
+}
+
+/// What a Mongrel2-mode zring logged: its own file until it chroots (as root), then the
+/// server's `error_log`, which every generation appends to.
+fn m2_logs(dir: &Path, z: &Proc) -> String {
+    let error_log = std::fs::read_to_string(dir.join("logs/error.log")).unwrap_or_default();
+    format!("{}{error_log}", z.log_text())
+}
+
+/// The pid in Mongrel2's pid file (none when it is absent).
+fn pid_in(file: &Path) -> Option<i32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
 both_runtimes! {
     takeover_under_load_drops_nothing(rt) {
         // Goal: three takeovers under a keep-alive load and a connection-per-request load
@@ -182,6 +229,111 @@ both_runtimes! {
         }
         assert!(old.log_text().contains("takeover: serving"), "{}", old.log_tail(20));
         drop(socket);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    m2_takeover_under_load_drops_nothing(rt) {
+        // Goal: in Mongrel2 mode (listeners named by the config's servers, not --listen) three
+        // takeovers under a keep-alive and a connection-per-request load lose no request and
+        // reset no connection, and Mongrel2's pid file names the serving process throughout.
+        // Method: as the ZHTTP case, with zring-m2-handler on ipc:// specs; each old zring
+        // must exit cleanly on its own, leaving the pid file to its successor; the last one,
+        // stopped with SIGTERM, removes it.
+        const RESTARTS: usize = 3;
+        let dir = temp_dir(&format!("restart-m2-{rt}"));
+        for d in ["run", "logs", "tmp"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let port = free_port();
+        std::fs::write(dir.join("m2.conf"), m2_config(port)).unwrap();
+        let _handler = Proc::start(
+            "m2 handler",
+            Command::new(env!("CARGO_BIN_EXE_zring-m2-handler"))
+                .arg(format!("ipc://{}/send", dir.display()))
+                .arg(format!("ipc://{}/recv", dir.display()))
+                .stdout(std::process::Stdio::null()),
+        );
+        let pid_file = dir.join("run/zring.pid");
+        let mut old = m2_zring(rt, "zring-0", &dir, &[]);
+        wait_hello(port, &mut old);
+        assert_eq!(pid_in(&pid_file), Some(old.pid()), "{}", m2_logs(&dir, &old));
+        let seconds = 2 + 3 * RESTARTS as u64;
+        let keep_alive = wrk(port, seconds, &[]);
+        let per_request = wrk(port, seconds, &["-H", "Connection: close"]);
+        for generation in 1..=RESTARTS {
+            std::thread::sleep(Duration::from_millis(2_500));
+            let started = Instant::now();
+            let mut new = m2_zring(rt, &format!("zring-{generation}"), &dir, &["--takeover"]);
+            let status = old
+                .wait_exit(EXIT_BOUND)
+                .unwrap_or_else(|| panic!("the old zring did not exit: {}", m2_logs(&dir, &old)));
+            assert!(status.success(), "{status:?}: {}", m2_logs(&dir, &old));
+            eprintln!("{rt}: m2 takeover {generation}: old exited {:?} after the new started", started.elapsed());
+            assert!(new.exited().is_none(), "{}", m2_logs(&dir, &new));
+            // The old one left the pid file alone: the successor's pid is in it.
+            assert_eq!(pid_in(&pid_file), Some(new.pid()), "{}", m2_logs(&dir, &new));
+            old = new;
+        }
+        for (name, load) in [("keep-alive", keep_alive), ("Connection: close", per_request)] {
+            let w = load.join().unwrap();
+            eprintln!("{rt}: m2: {name}: {} requests, {} socket errors, {} non-2xx", w.requests, w.socket_errors, w.non_2xx);
+            assert!(w.requests > 100, "{name}: too few requests to mean anything: {}", w.text);
+            assert_eq!(w.socket_errors, 0, "{name}: {}", w.text);
+            assert_eq!(w.non_2xx, 0, "{name}: {}", w.text);
+        }
+        let log = m2_logs(&dir, &old);
+        assert_eq!(log.matches("took the listeners; draining").count(), RESTARTS, "{log}");
+        assert!(log.contains(&format!("listening on 127.0.0.1:{port} (taken over)")), "{log}");
+        assert!(log.contains("takeover: serving"), "{log}");
+        old.signal(libc::SIGTERM);
+        let status = old.wait_exit(EXIT_BOUND).expect("the last zring exits");
+        assert!(status.success(), "{status:?}: {}", m2_logs(&dir, &old));
+        assert_eq!(pid_in(&pid_file), None, "the last zring removes its pid file");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    m2_socket_activation_serves_the_config_port(rt) {
+        // Goal: in Mongrel2 mode a socket systemd passes (LISTEN_FDS) serves the server
+        // whose bind_addr/port it is bound to, and the connection that made systemd start
+        // zring is served. Method: systemd-socket-activate binds the config's port and
+        // starts zring on the first connection; that client's request gets the handler's
+        // answer, and zring says the socket came from systemd.
+        let dir = temp_dir(&format!("activate-m2-{rt}"));
+        for d in ["run", "logs", "tmp"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let port = free_port();
+        std::fs::write(dir.join("m2.conf"), m2_config(port)).unwrap();
+        let _handler = Proc::start(
+            "m2 handler",
+            Command::new(env!("CARGO_BIN_EXE_zring-m2-handler"))
+                .arg(format!("ipc://{}/send", dir.display()))
+                .arg(format!("ipc://{}/recv", dir.display()))
+                .stdout(std::process::Stdio::null()),
+        );
+        let mut activator = Proc::spawn(
+            "zring",
+            Command::new("systemd-socket-activate")
+                .current_dir(&dir)
+                .arg("-l")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg(env!("CARGO_BIN_EXE_zring"))
+                .args(["--m2-config", "m2.conf", "--runtime", rt, "--workers", "2"]),
+            &dir,
+        );
+        wait_port(port, &mut activator, START_BOUND);
+        let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        first.write_all(HELLO).unwrap();
+        first.set_read_timeout(Some(START_BOUND)).unwrap();
+        // Mongrel2 handlers keep the connection: the response is read by its length.
+        let (head, body) = read_response(&mut first);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}: {}", m2_logs(&dir, &activator));
+        assert_eq!(body, b"hello\n");
+        let log = m2_logs(&dir, &activator);
+        assert!(log.contains(&format!("listening on 127.0.0.1:{port} (from systemd)")), "{log}");
+        activator.signal(libc::SIGTERM);
+        let status = activator.wait_exit(EXIT_BOUND).expect("zring exits");
+        assert!(status.success(), "{status:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -887,6 +887,11 @@ impl Harness {
         (h, String::from_utf8_lossy(&data).into_owned())
     }
 
+    /// Mongrel2 mode: how many messages for handlers wait to be taken.
+    pub fn m2_messages_pending(&self) -> usize {
+        self.to_m2.len()
+    }
+
     /// Mongrel2 mode: handler `handler` publishes `msg` (`UUID SIZE:IDS, BODY`); it is parsed
     /// and queued as the bridge does (`bridge::m2`).
     pub fn m2_reply(&mut self, handler: u16, msg: &[u8]) {

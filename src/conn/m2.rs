@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 
+use super::m2_drain::{write_last_reply, Drain};
 use super::transport::{Timer, Transport};
 use super::Ctx;
 use crate::bridge::{OutPacket, Route};
@@ -79,6 +80,10 @@ pub(super) struct M2Conn {
     /// Reply bytes queued for the client and not yet written (Mongrel2's
     /// `deliverBytesPending`): credited back to the handler as they are written.
     credits_pending: u64,
+    /// An HTTP request went to a handler and no reply has come since (the drain waits for
+    /// that reply; see `m2_drain`).
+    awaiting_reply: bool,
+    drain: Drain,
 }
 
 /// An open Mongrel2 WebSocket: the handshake head every frame message repeats.
@@ -173,6 +178,8 @@ impl M2Conn {
             credits_initialized: false,
             credits_header: false,
             credits_pending: 0,
+            awaiting_reply: false,
+            drain: Drain::Off,
         })
     }
 
@@ -356,7 +363,7 @@ impl M2Conn {
                     return t.close(cx.pool);
                 }
                 m.credits_pending += body.len() as u64;
-                t.write_out(cx.pool, |out| out.extend_from_slice(body));
+                self.write_reply(t, cx, body);
             }
             ReplyKind::Data => {
                 if t.sending.is_some() {
@@ -372,7 +379,7 @@ impl M2Conn {
                         return t.close(cx.pool);
                     }
                 }
-                t.write_out(cx.pool, |out| out.extend_from_slice(body));
+                self.write_reply(t, cx, body);
             }
             ReplyKind::Close => t.drain(cx),
             ReplyKind::Control(c) => {
@@ -393,6 +400,64 @@ impl M2Conn {
             }
             ReplyKind::Kill => t.close(cx.pool),
             ReplyKind::Ignore => {}
+        }
+    }
+
+    /// zring drains (`Conn::handle_drain`): a plain HTTP connection serves the request at
+    /// its handler, or one arriving within the grace, then closes (`m2_drain`). Returns
+    /// false for what is closed at once instead (WebSocket, upload, proxied).
+    pub(super) fn handle_drain(&mut self, t: &mut Transport, cx: &mut Ctx) -> bool {
+        let m = &mut *self;
+        if m.ws.is_some() || m.upload.is_some() || m.stream.is_some() || m.proxy.is_some() {
+            return false;
+        }
+        if m.drain != Drain::Off {
+            return true; // already draining
+        }
+        m.drain = if m.awaiting_reply {
+            Drain::Reply
+        } else {
+            let grace = std::time::Duration::from_millis(crate::limits::DRAIN_IDLE_GRACE_MS);
+            t.cap_timer(cx.settings, Timer::Request, cx.now + grace);
+            Drain::Grace
+        };
+        true
+    }
+
+    /// The drain's grace ended with no request: the connection closes (no lingering close:
+    /// nothing is owed).
+    pub(super) fn grace_over(&mut self, t: &mut Transport, cx: &mut Ctx) {
+        if self.drain == Drain::Grace && t.is_open() {
+            t.eof = true;
+            t.drain(cx);
+        }
+    }
+
+    /// An HTTP request went to its handler.
+    fn request_sent(&mut self, t: &mut Transport) {
+        self.awaiting_reply = true;
+        if self.drain == Drain::Grace {
+            self.drain = Drain::Reply;
+            t.clear_timer(Timer::Request);
+        }
+    }
+
+    /// Queues a handler's data reply; during a drain, the last reply's head says
+    /// `Connection: close` and its end closes the connection (`m2_drain`).
+    fn write_reply(&mut self, t: &mut Transport, cx: &mut Ctx, body: &[u8]) {
+        self.awaiting_reply = false;
+        let mut next = self.drain;
+        t.write_out(cx.pool, |out| match next {
+            Drain::Reply => next = write_last_reply(body, out),
+            Drain::Body(left) => {
+                next = Drain::Body(left.saturating_sub(body.len() as u64));
+                out.extend_from_slice(body);
+            }
+            _ => out.extend_from_slice(body),
+        });
+        self.drain = next;
+        if next == Drain::Body(0) {
+            t.drain(cx); // flushed, then a write shutdown
         }
     }
 
@@ -421,6 +486,9 @@ impl M2Conn {
             }
             if m.ws.is_some() {
                 return used + self.ws_feed(t, cx, &mut input[used..]);
+            }
+            if !matches!(m.drain, Drain::Off | Drain::Grace) {
+                return used; // draining: the last request is at its handler
             }
             match self.request(t, cx, &input[used..]) {
                 Some(n) => used += n,
@@ -605,6 +673,7 @@ impl M2Conn {
             &[],
             body,
         );
+        self.request_sent(t);
         self.access(t, cx, found.host, &req, target.path, 200, size(body_len));
         Some(head_len + body_len as usize)
     }

@@ -49,6 +49,7 @@ mod id;
 #[cfg(any(test, feature = "harness"))]
 pub mod harness;
 pub mod m2;
+mod m2_drain;
 mod m2proxy;
 pub mod out;
 pub mod pool;
@@ -539,6 +540,7 @@ impl Conn {
                 match session {
                     Session::Idle(..) => return self.request_timeout(cx),
                     Session::Http(x) => return x.body_timeout(t, cx),
+                    Session::M2(m) => return m.grace_over(t, cx),
                     _ => {}
                 }
             }
@@ -631,7 +633,13 @@ impl Conn {
                 push_cancel(&mut w.z, t, cx);
                 w.going_away(t, cx);
             }
-            Session::Ws(_) | Session::M2(_) => self.handle_shutdown(cx),
+            // A plain HTTP connection serves its last request (`m2_drain`).
+            Session::M2(m) => {
+                if !m.handle_drain(t, cx) {
+                    self.handle_shutdown(cx);
+                }
+            }
+            Session::Ws(_) => self.handle_shutdown(cx),
         }
     }
 

@@ -26,10 +26,18 @@ pub struct Process {
 }
 
 /// Steps 1-6 for `server` with the config's `settings`.
-pub fn start(server: &Server, settings: &[(String, String)]) -> Result<Process, String> {
+/// `replacing`: a takeover (`--takeover`) is under way, and the live pid in the pid file is
+/// the zring being replaced: the file is replaced, not refused.
+pub fn start(
+    server: &Server,
+    settings: &[(String, String)],
+    replacing: bool,
+) -> Result<Process, String> {
     // 1. As `clear_pid_file`: the chroot is a string prefix of the pid file's path.
     let outside = PathBuf::from(format!("{}{}", server.chroot, server.pid_file));
-    remove_dead_pid_file(&outside)?;
+    if !replacing {
+        remove_dead_pid_file(&outside)?;
+    }
     // 2.
     let chrooted = !server.chroot.is_empty() && chroot(&server.chroot)?;
     if !server.chroot.is_empty() && !chrooted {
@@ -56,7 +64,10 @@ pub fn start(server: &Server, settings: &[(String, String)]) -> Result<Process, 
         (false, false) => PathBuf::from(format!(".{}", server.pid_file)),
         _ => PathBuf::from(&server.pid_file),
     };
-    write_pid_file(&pid_file)?;
+    match replacing {
+        true => replace_pid_file(&pid_file)?,
+        false => write_pid_file(&pid_file)?,
+    }
     // 5 and 6.
     if chrooted {
         drop_privileges(Path::new("/"))?;
@@ -108,6 +119,46 @@ fn write_pid_file(path: &Path) -> Result<(), String> {
         .open(path)
         .map_err(|e| format!("pid file {}: {e}", path.display()))?;
     write!(file, "{}", std::process::id()).map_err(|e| format!("pid file {}: {e}", path.display()))
+}
+
+/// A takeover's pid file: written beside, then renamed over the replaced zring's (whose
+/// exit then leaves it, `remove_own_pid_file`).
+fn replace_pid_file(path: &Path) -> Result<(), String> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".{}", std::process::id()));
+    let aside = PathBuf::from(aside);
+    let _ = std::fs::remove_file(&aside);
+    write_pid_file(&aside)?;
+    std::fs::rename(&aside, path).map_err(|e| {
+        let _ = std::fs::remove_file(&aside);
+        format!("pid file {}: {e}", path.display())
+    })
+}
+
+/// At exit (Mongrel2's `complete_shutdown`): the pid file goes if it is still this
+/// process's (after a takeover it names the successor).
+pub fn remove_own_pid_file(path: &Path) {
+    let own = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| leading_int(&t))
+        .is_some_and(|pid| pid == std::process::id() as i32);
+    if own {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Where a path the config names inside the server's chroot (as `pid_file`) is seen from
+/// outside it, before `start` chroots: under the chroot when this process will chroot (root),
+/// as it is otherwise (test mode). `--takeover` connects to the running zring's
+/// `--takeover-socket` through it.
+pub fn outside_chroot(server: &Server, path: &Path) -> PathBuf {
+    // SAFETY: a getter without arguments.
+    let root = unsafe { libc::geteuid() } == 0;
+    match (server.chroot.is_empty(), root) {
+        // In the chroot, `/` and the working directory are both the chroot.
+        (false, true) => Path::new(&server.chroot).join(path.strip_prefix("/").unwrap_or(path)),
+        _ => path.to_owned(),
+    }
 }
 
 /// `chroot(2)` and `chdir("/")`: `Ok(false)` when not permitted (not root: test mode).

@@ -64,3 +64,78 @@ fn a_client_that_leaves_is_announced_and_stale_ids_are_dropped() {
     let (_, notice) = h.m2_message();
     assert!(notice.contains(r#""type":"disconnect""#), "{notice}");
 }
+
+/// The connection id in a Mongrel2 request message (`SENDER ID PATH ...`).
+fn conn_id(msg: &str) -> &str {
+    msg.split(' ').nth(1).expect("an id")
+}
+
+#[test]
+fn a_drain_serves_the_last_request_then_closes_with_connection_close() {
+    // Goal (issue 15, a takeover in Mongrel2 mode): at the drain a connection whose request
+    // is at its handler gets the reply with `Connection: close` added and closes once the
+    // body its Content-Length announces is written; a request pipelined behind it is not
+    // sent; an idle connection serves a request arriving within the grace; one that stays
+    // silent past the grace is closed. Method: three clients on the harness's simulated
+    // clock, the drain flag, handler replies split over two messages.
+    use std::time::Duration;
+    let mut h = harness();
+    let waiting = h.connect_to(0);
+    h.write(waiting, b"GET /app/a HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (_, msg) = h.m2_message();
+    let waiting_id = conn_id(&msg).to_owned();
+    let idle = h.connect_to(0);
+    let silent = h.connect_to(0);
+    h.drain();
+    assert!(!h.is_shut_down(waiting) && !h.is_shut_down(idle) && !h.is_shut_down(silent));
+    h.write(
+        waiting,
+        b"GET /app/pipelined HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    assert_eq!(
+        h.m2_messages_pending(),
+        0,
+        "a request behind the last one went out"
+    );
+    let reply = |id: &str, body: &[u8]| {
+        let mut raw = format!("{SENDER} {}:{id}, ", id.len()).into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    };
+    h.m2_reply(
+        0,
+        &reply(
+            &waiting_id,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok",
+        ),
+    );
+    assert_eq!(
+        h.read_text(waiting),
+        "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nok"
+    );
+    assert!(!h.is_shut_down(waiting), "closed before the body's end");
+    h.m2_reply(0, &reply(&waiting_id, b"!!"));
+    assert_eq!(h.read(waiting), b"!!");
+    assert!(h.is_shut_down(waiting), "not closed at the body's end");
+
+    h.advance(Duration::from_millis(500));
+    h.write(idle, b"GET /app/b HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (_, msg) = h.m2_message();
+    assert!(msg.contains(" /app/b "), "{msg}");
+    let idle_id = conn_id(&msg).to_owned();
+    h.advance(Duration::from_millis(600));
+    assert!(
+        h.is_shut_down(silent) || h.is_closed(silent),
+        "silent past the grace"
+    );
+    assert!(
+        !h.is_shut_down(idle) && !h.is_closed(idle),
+        "its request is at the handler"
+    );
+    h.m2_reply(0, &reply(&idle_id, b"HTTP/1.1 204 No Content\r\n\r\n"));
+    assert_eq!(
+        h.read_text(idle),
+        "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+    );
+    assert!(h.is_shut_down(idle));
+}
