@@ -90,7 +90,8 @@ node_ok || { echo "setup: npm ci in $node failed" >&2; exit 1; }
 # for the plugin), in a venv of Debian's python3 outside the work tree so fresh clones reuse
 # it. No pip cache: a cached wheel built without the plugin must not be reused.
 m2_pypi=/opt/zring-test/m2-pypi
-m2_pypi_ok() { "$m2_pypi/bin/uwsgi" --help 2>/dev/null | grep -q -- '--zeromq'; }
+# (Its help captured whole, not piped into `grep -q`: pipefail would see a SIGPIPE'd uwsgi.)
+m2_pypi_ok() { [[ "$("$m2_pypi/bin/uwsgi" --help 2>/dev/null)" == *--zeromq* ]]; }
 if ! m2_pypi_ok; then
   apt_install python3-venv python3-dev libzmq3-dev
   echo "setup: pip install uwsgi (mongrel2 plugin) into $m2_pypi"
