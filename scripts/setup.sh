@@ -91,6 +91,21 @@ for _ in 1 2; do
   npm ci --no-audit --no-fund --prefix "$node" >/dev/null || true
 done
 node_ok || { echo "setup: npm ci in $node failed" >&2; exit 1; }
+# A Mongrel2 handler library from PyPI on Python 3 (tests/m2_pypi.rs): uWSGI with its mongrel2
+# plugin built in (UWSGI_EMBED_PLUGINS; pip compiles it: python3-dev for Python.h, libzmq3-dev
+# for the plugin), in a venv of Debian's python3 outside the work tree so fresh clones reuse
+# it. No pip cache: a cached wheel built without the plugin must not be reused.
+m2_pypi=/opt/zring-test/m2-pypi
+# (Its help captured whole, not piped into `grep -q`: pipefail would see a SIGPIPE'd uwsgi.)
+m2_pypi_ok() { [[ "$("$m2_pypi/bin/uwsgi" --help 2>/dev/null)" == *--zeromq* ]]; }
+if ! m2_pypi_ok; then
+  apt_install python3-venv python3-dev libzmq3-dev
+  echo "setup: pip install uwsgi (mongrel2 plugin) into $m2_pypi"
+  as_root rm -rf "$m2_pypi"
+  as_root /usr/bin/python3 -m venv "$m2_pypi"
+  as_root env UWSGI_EMBED_PLUGINS=mongrel2 "$m2_pypi/bin/pip" install --quiet --no-cache-dir uwsgi==2.0.31
+  m2_pypi_ok || { echo "setup: uwsgi in $m2_pypi has no mongrel2 plugin" >&2; exit 1; }
+fi
 # test.sh's formatting and lint steps (a minimal rustup profile has neither).
 for c in rustfmt clippy; do
   cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || { echo "setup: rustup component add $c"; rustup component add "$c"; }

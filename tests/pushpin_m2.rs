@@ -20,38 +20,133 @@ const PLAIN_BODY: &str = "hello from origin\n";
 const STREAM_BODY: &str = "stream open\n";
 const PUBLISHED: &str = "published message\n";
 const POLL_DONE: &str = "long-poll done\n";
+const ECHO_PREFIX: &str = "echo: ";
+const WS_PUBLISHED: &str = "published to the WebSocket";
 
 /// The origin (run by `LoopbackServer`): `/plain`, `/stream` (GRIP stream), `/poll` (GRIP
-/// long-poll).
+/// long-poll), `/ws` (GRIP WebSocket-over-HTTP).
 fn serve(mut c: TcpStream) {
     c.set_nonblocking(false).ok();
     c.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let mut req = Vec::new();
     let mut buf = [0u8; 4096];
-    while peers::find(&req, b"\r\n\r\n").is_none() {
+    let head_len = loop {
+        if let Some(i) = peers::find(&req, b"\r\n\r\n") {
+            break i + 4;
+        }
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&req[..head_len]).into_owned();
+    let body_len: usize = header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while req.len() < head_len + body_len {
         match c.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => req.extend_from_slice(&buf[..n]),
         }
     }
-    let line = String::from_utf8_lossy(&req);
-    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+    let body = &req[head_len..head_len + body_len];
+    let path = head.split(' ').nth(1).unwrap_or("").to_string();
     let grip = |hold: &str, channel: &str, body: &str| {
         format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nGrip-Hold: {hold}\r\nGrip-Channel: {channel}\r\nGrip-Timeout: 60\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
+        .into_bytes()
     };
     let resp = match path.as_str() {
         "/plain" => format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_BODY}",
             PLAIN_BODY.len()
-        ),
+        )
+        .into_bytes(),
         "/stream" => grip("stream", "test", STREAM_BODY),
         "/poll" => grip("response", "lp", "timed out\n"),
-        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+        "/ws" if header(&head, "content-type") == Some("application/websocket-events") => {
+            ws_over_http(body)
+        }
+        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
     };
-    let _ = c.write_all(resp.as_bytes());
+    let _ = c.write_all(&resp);
+}
+
+/// A header's value in a request head (first match, case-insensitive name).
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The events of a WebSocket-over-HTTP body: `TYPE[ HEXLEN]\r\n[CONTENT\r\n]` each.
+fn ws_events(mut body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(eol) = peers::find(body, b"\r\n") {
+        let line = String::from_utf8_lossy(&body[..eol]).into_owned();
+        body = &body[eol + 2..];
+        let (kind, len) = match line.split_once(' ') {
+            Some((k, l)) => (k.to_string(), usize::from_str_radix(l, 16).unwrap_or(0)),
+            None => (line.clone(), 0),
+        };
+        let content = if line.contains(' ') {
+            let c = body[..len.min(body.len())].to_vec();
+            body = &body[(len + 2).min(body.len())..];
+            c
+        } else {
+            Vec::new()
+        };
+        out.push((kind, content));
+    }
+    out
+}
+
+/// One event in WebSocket-over-HTTP's encoding.
+fn ws_event(out: &mut Vec<u8>, kind: &str, content: Option<&[u8]>) {
+    match content {
+        Some(c) => {
+            out.extend_from_slice(format!("{kind} {:x}\r\n", c.len()).as_bytes());
+            out.extend_from_slice(c);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => out.extend_from_slice(format!("{kind}\r\n").as_bytes()),
+    }
+}
+
+/// The GRIP WebSocket-over-HTTP origin (Pushpin's `over_http` route): `OPEN` is accepted
+/// with the `grip` extension and a control message subscribing the connection to channel
+/// `ws`; a `TEXT` is echoed with `ECHO_PREFIX` (as content: `m:`); a `CLOSE` is answered with
+/// the same code.
+fn ws_over_http(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (kind, content) in ws_events(body) {
+        match kind.as_str() {
+            "OPEN" => {
+                ws_event(&mut out, "OPEN", None);
+                let sub = br#"c:{"type":"subscribe","channel":"ws"}"#;
+                ws_event(&mut out, "TEXT", Some(sub));
+            }
+            "TEXT" => {
+                // With the `grip` extension every origin message is prefixed: `c:` control,
+                // `m:` content (Pushpin drops an unprefixed one).
+                let mut echo = format!("m:{ECHO_PREFIX}").into_bytes();
+                echo.extend_from_slice(&content);
+                ws_event(&mut out, "TEXT", Some(&echo));
+            }
+            "CLOSE" => ws_event(&mut out, "CLOSE", Some(&content)),
+            _ => {}
+        }
+    }
+    let mut resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/websocket-events\r\nSec-WebSocket-Extensions: grip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        out.len()
+    )
+    .into_bytes();
+    resp.extend_from_slice(&out);
+    resp
 }
 
 /// `/etc/pushpin/pushpin.conf` with `overrides` applied (existing keys replaced in place,
@@ -110,7 +205,8 @@ impl Pushpin {
         let p = peers::free_ports(5);
         std::fs::create_dir_all(dir.join("run")).unwrap();
         let routes = dir.join("routes");
-        std::fs::write(&routes, format!("* 127.0.0.1:{origin}\n")).unwrap();
+        // `over_http`: a WebSocket client reaches the origin as WebSocket-over-HTTP requests.
+        std::fs::write(&routes, format!("* 127.0.0.1:{origin},over_http\n")).unwrap();
         let ov = vec![
             ("global", "rundir", dir.s("run")),
             ("global", "port_offset", "0".into()),
@@ -323,8 +419,89 @@ fn run_stack(tag: &str, mongrel2_bin: &Path, want_exe: &Path) -> String {
     let (status, body) = poll.join().unwrap().unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK", "{tag}: long-poll");
     assert_eq!(body, POLL_DONE, "{tag}: long-poll");
+    websocket_over_http(tag, http, pp.publish);
     std::thread::sleep(Duration::from_millis(500));
     pp.runner.log_text()
+}
+
+/// A WebSocket client through the stack to the WebSocket-over-HTTP origin: the upgrade
+/// answered, a text message echoed by the origin, a publish to the channel the origin
+/// subscribed the connection to, then a clean close (close frame answered, then EOF).
+fn websocket_over_http(tag: &str, http: u16, publish_port: u16) {
+    let mut c = peers::Client::connect(http).unwrap();
+    let host = c.host();
+    c.send(format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        support::ws::KEY
+    ))
+    .unwrap();
+    let head = String::from_utf8_lossy(&c.head().expect("upgrade response")).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 101 "),
+        "{tag}: WebSocket upgrade: {head:?}"
+    );
+    assert_eq!(
+        header(&head, "sec-websocket-accept"),
+        Some(support::ws::ACCEPT),
+        "{tag}: {head:?}"
+    );
+    c.ws_send(true, support::ws::TEXT, b"hello").unwrap();
+    let (op, data) = c
+        .ws_message()
+        .unwrap_or_else(|e| panic!("{tag}: echo: {e}"));
+    assert_eq!(
+        (op, String::from_utf8_lossy(&data).into_owned()),
+        (support::ws::TEXT, format!("{ECHO_PREFIX}hello")),
+        "{tag}: echo"
+    );
+    // The origin's `c:` subscribe applies once the OPEN response is handled: publish until
+    // the message arrives (a publish before the subscription is not delivered).
+    let item = format!(
+        "{{\"channel\":\"ws\",\"formats\":{{\"ws-message\":{{\"content\":\"{WS_PUBLISHED}\"}}}}}}"
+    );
+    let mut got = None;
+    for _ in 0..5 {
+        publish(publish_port, &item).unwrap();
+        match c.ws_message() {
+            Ok(m) => {
+                got = Some(m);
+                break;
+            }
+            Err(e) if e.contains("timed out") => continue,
+            Err(e) => panic!("{tag}: waiting for the publish: {e}"),
+        }
+    }
+    let (op, data) = got.unwrap_or_else(|| panic!("{tag}: published message not received"));
+    assert_eq!(
+        (op, String::from_utf8_lossy(&data).into_owned()),
+        (support::ws::TEXT, WS_PUBLISHED.to_string()),
+        "{tag}: publish"
+    );
+    c.ws_send(true, support::ws::CLOSE, &1000u16.to_be_bytes())
+        .unwrap();
+    let (op, data) = loop {
+        // Publishes that raced the first one may still arrive before the close.
+        let m = c
+            .ws_message()
+            .unwrap_or_else(|e| panic!("{tag}: close reply: {e}"));
+        if m.0 != support::ws::TEXT {
+            break m;
+        }
+    };
+    assert_eq!(op, support::ws::CLOSE, "{tag}: close reply");
+    assert_eq!(
+        data.get(..2),
+        Some(&1000u16.to_be_bytes()[..]),
+        "{tag}: close code"
+    );
+    c.closed_or_open(Duration::from_secs(10)).unwrap();
+    let last = c.events.last().map(|e| e.0.clone());
+    assert_eq!(
+        last.as_deref(),
+        Some("closed"),
+        "{tag}: no EOF after the close"
+    );
 }
 
 #[test]

@@ -161,7 +161,7 @@ pub const KNOWN: &[(&str, Kind, &str, Support)] = &[
         "control_port",
         Kind::Str,
         "ipc://run/control",
-        Support::Unsupported,
+        Support::Implemented,
     ),
 ];
 
