@@ -1034,7 +1034,11 @@ fn main() {
     let router = socket(zmq::ROUTER);
     router.set_identity(me.as_bytes()).unwrap();
     router.connect(&router_ep).unwrap();
-    let pub_sock = socket(zmq::PUB);
+    // XPUB, not PUB: it tells us when zring's SUB has subscribed. A reply published before
+    // that is dropped (ZeroMQ's slow joiner), and zring's PUSH can hand us requests well
+    // before our PUB connection and its subscription are up (a busy box, or a new zring
+    // after a takeover), so requests are taken only while a subscription is known.
+    let pub_sock = socket(zmq::XPUB);
     // A PUB socket drops what its subscriber can't take yet; room for a burst of
     // responses (thousands of clients answered at once) keeps them from being lost.
     pub_sock.set_sndhwm(PUB_HWM).unwrap();
@@ -1061,6 +1065,7 @@ fn main() {
     let mut req_out = Vec::new();
     let mut next_keep_alive = Instant::now() + KEEP_ALIVE_INTERVAL;
     let mut next_tick: Option<Instant> = None;
+    let (mut subscriptions, mut subscribed) = (0u32, false);
     loop {
         let now = Instant::now();
         let mut wake = next_tick.map_or(next_keep_alive, |t| t.min(next_keep_alive));
@@ -1068,16 +1073,35 @@ fn main() {
             wake = wake.min(t);
         }
         let timeout = wake.saturating_duration_since(now).as_millis() as i64 + 1;
+        // Requests wait in the PULL queue until zring has subscribed (see `pub_sock`).
+        let pull_events = match subscribed {
+            true => zmq::POLLIN,
+            false => zmq::PollEvents::empty(),
+        };
         let mut items = vec![
-            pull.as_poll_item(zmq::POLLIN),
+            pull.as_poll_item(pull_events),
             router.as_poll_item(zmq::POLLIN),
+            h.pub_sock.as_poll_item(zmq::POLLIN),
         ];
         if let Some(s) = &req_sock {
             items.push(s.as_poll_item(zmq::POLLIN));
         }
         zmq::poll(&mut items, timeout).unwrap();
         let now = Instant::now();
-        while let Ok(msg) = pull.recv_bytes(zmq::DONTWAIT) {
+        // (Un)subscriptions: 1 or 0, then the topic. Without XPUB_VERBOSE a 0 comes only
+        // when the last subscriber of a topic has gone (its zring exited).
+        while let Ok(msg) = h.pub_sock.recv_bytes(zmq::DONTWAIT) {
+            match msg.first() {
+                Some(1) => subscriptions += 1,
+                Some(0) => subscriptions = subscriptions.saturating_sub(1),
+                _ => {}
+            }
+            subscribed = subscriptions > 0;
+        }
+        while subscribed {
+            let Ok(msg) = pull.recv_bytes(zmq::DONTWAIT) else {
+                break;
+            };
             if let Some(Ok((Value::Dict(d), _))) = msg.strip_prefix(b"T").map(tnetstring::parse) {
                 h.stats.in_packets += 1;
                 h.first_packet(&d, now);
