@@ -115,10 +115,18 @@ fn serve_hello(kind: &str) -> (Vec<u8>, String) {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // uWSGI logs the request after its close message, so the client can see EOF first.
+    let logged = Instant::now() + Duration::from_secs(10);
+    while !app.log_text().contains(REQUEST_LOGGED) && Instant::now() < logged {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     app.stop();
     server.stop();
     (got, app.log_text())
 }
+
+/// uWSGI's request log line for the request: the method, path and query it parsed.
+const REQUEST_LOGGED: &str = "] GET /hello?x=1 => generated";
 
 /// One request on a new connection; everything until the server closes it (uWSGI ends each
 /// response with Mongrel2's empty close message).
@@ -138,7 +146,7 @@ both_runtimes! {
     uwsgi_hello_through_zring_as_through_mongrel2(rt) {
         let (zring, log) = serve_hello(rt);
         // uWSGI's request log: the method, path and query it parsed from zring's message.
-        assert!(log.contains("] GET /hello?x=1 => generated"), "{log}");
+        assert!(log.contains(REQUEST_LOGGED), "{log}");
         let text = String::from_utf8_lossy(&zring).into_owned();
         // The app's status and header, as uWSGI writes them; no body (see the top).
         assert_eq!(text, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n");
