@@ -64,7 +64,7 @@ fn a_get_through_the_worker() {
     assert_eq!(a, addr("192.0.2.9:8080"));
     assert_eq!(
         h.read_text(o),
-        "GET /x HTTP/1.1\r\nHost: origin.test:8080\r\nConnection: close\r\n\r\n"
+        "GET /x HTTP/1.1\r\nHost: origin.test:8080\r\n\r\n"
     );
     h.write(o, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let p = h.packets();
@@ -72,6 +72,22 @@ fn a_get_through_the_worker() {
     assert_eq!((p[0].code, p[0].more), (Some(200), true));
     assert_eq!((p[1].body.as_slice(), p[1].more), (&b"ok"[..], false));
     assert_eq!(p[1].ids, [("r1".to_string(), Some(2))]);
+    // A complete HTTP/1.1 response: the connection stays open for the pool.
+    assert_eq!(h.ios(o), []);
+    // The next request to the same origin takes it: no DNS, no connect.
+    h.requester_send(true, first("r2", "http://origin.test:8080/y"));
+    assert_eq!(h.packet().kind, "keep-alive");
+    assert_eq!(
+        h.read_text(o),
+        "GET /y HTTP/1.1\r\nHost: origin.test:8080\r\n\r\n"
+    );
+    assert_eq!(h.connects_pending(), 0);
+    h.write(
+        o,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    );
+    assert_eq!(h.packets().len(), 2);
+    // `Connection: close`: not pooled.
     assert_eq!(h.ios(o), [Io::Close]);
     h.drive();
     assert!(h.finished_out());
