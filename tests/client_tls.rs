@@ -28,20 +28,36 @@ fn s(v: &str) -> Value {
 
 /// zring in client mode only, on `rt`, trusting `ca` as its system store.
 fn zring(rt: &str, ca: &Path) -> (Proc, Endpoints, PathBuf) {
+    zring_with(rt, ca, &[])
+}
+
+fn zring_with(rt: &str, ca: &Path, extra: &[&str]) -> (Proc, Endpoints, PathBuf) {
     let dir = temp_dir(&format!("client-tls-{rt}"));
     let base = format!("ipc://{}/client", dir.display());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
-    cmd.args(["--runtime", rt, "--zserver-stream", &base, "--id", "zring-c"])
-        .args(["--workers", "1", "--log-level", "1"])
-        .env("SSL_CERT_FILE", ca)
-        .env_remove("SSL_CERT_DIR")
-        .stdout(Stdio::null());
+    cmd.args([
+        "--runtime",
+        rt,
+        "--zserver-stream",
+        &base,
+        "--id",
+        "zring-c",
+    ])
+    .args(["--workers", "1", "--log-level", "1"])
+    .args(extra)
+    .env("SSL_CERT_FILE", ca)
+    .env_remove("SSL_CERT_DIR")
+    .stdout(Stdio::null());
     let mut p = Proc::start("zring", &mut cmd);
     let ready = dir.join("client-in-stream");
     let end = Instant::now() + Duration::from_secs(10);
     while !ready.exists() {
         assert!(p.exited().is_none(), "zring exited: {}", p.log_tail(20));
-        assert!(Instant::now() < end, "zring did not bind {}", ready.display());
+        assert!(
+            Instant::now() < end,
+            "zring did not bind {}",
+            ready.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     (p, Endpoints::from_base(&base), dir)
@@ -79,8 +95,8 @@ fn server_config(pki: Option<(&Pki, &str)>, client_ca: Option<&Path>) -> Arc<rus
         }
         None => {
             let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-            let key = PrivateKeyDer::from_pem_slice(c.signing_key.serialize_pem().as_bytes())
-                .unwrap();
+            let key =
+                PrivateKeyDer::from_pem_slice(c.signing_key.serialize_pem().as_bytes()).unwrap();
             (vec![c.cert.der().clone()], key)
         }
     };
@@ -94,10 +110,12 @@ fn server_config(pki: Option<(&Pki, &str)>, client_ca: Option<&Path>) -> Arc<rus
             for c in CertificateDer::pem_slice_iter(&pem) {
                 roots.add(c.unwrap()).unwrap();
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                    .build()
-                    .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .unwrap();
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -212,7 +230,9 @@ both_runtimes! {
         pki.identity("localhost", "localhost", &["localhost"], false);
         let plain = Origin::start_with(Opts { tls: None, keep_alive: true });
         let tls = tls_origin(server_config(Some((&pki, "localhost")), None), true);
-        let (_z, ep, _d) = zring(rt, &pki.ca);
+        let mport = support::free_port();
+        let prometheus = format!("127.0.0.1:{mport}");
+        let (_z, ep, _d) = zring_with(rt, &pki.ca, &["--prometheus", &prometheus]);
         let mut r = Requester::connect(&ep, "req-tls-e");
         for i in 0..5 {
             let x = request(&mut r, "GET", &plain.url("/get"), vec![]);
@@ -226,6 +246,13 @@ both_runtimes! {
         assert_eq!(plain.accepted(), 1);
         assert_eq!(tls.accepted(), 1);
         assert_eq!(plain.seen.lock().unwrap().len(), 10);
+        // The metrics say the same: 2 connects, 13 of 15 requests on a pooled connection,
+        // and both connections idle in the pool now.
+        wait_metric(mport, "connmgr_outbound_connects_total", 2.0);
+        wait_metric(mport, "connmgr_outbound_reused_total", 13.0);
+        wait_metric(mport, "connmgr_connections{protocol=\"outbound\",tls=\"false\",state=\"idle\"}", 1.0);
+        wait_metric(mport, "connmgr_connections{protocol=\"outbound\",tls=\"true\",state=\"idle\"}", 1.0);
+        wait_metric(mport, "connmgr_connections{protocol=\"outbound\",tls=\"true\",state=\"active\"}", 0.0);
     }
 
     reuse_a_stale_connection_is_retried_once_for_get_only(rt) {
@@ -247,5 +274,29 @@ both_runtimes! {
         assert!(x.head().is_none(), "{:?}", x.packets);
         assert_eq!(x.condition().as_deref(), Some("undefined-condition"));
         assert_eq!(origin.accepted(), 2);
+    }
+}
+
+/// Polls `/metrics` until the sample named exactly `sample` reads `want` (the worker moves
+/// gauges as it goes; the scrape may come a moment early).
+fn wait_metric(port: u16, sample: &str, want: f64) {
+    use std::io::{Read, Write};
+    let end = Instant::now() + T;
+    loop {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        let v = body
+            .lines()
+            .filter_map(|l| l.rsplit_once(' '))
+            .find(|(k, _)| *k == sample)
+            .map(|(_, v)| v.parse::<f64>().unwrap());
+        if v == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < end, "{sample} is {v:?}, not {want}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

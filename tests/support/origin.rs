@@ -227,7 +227,11 @@ fn answer(
     });
     let path = target.as_str();
     let w = r.get_mut();
-    let connection = if keep_alive { "" } else { "Connection: close\r\n" };
+    let connection = if keep_alive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
     let simple = |w: &mut Box<dyn Link>, status: &str, extra: &str, body: &[u8]| {
         let head = format!(
             "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}{connection}\r\n",
