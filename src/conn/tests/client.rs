@@ -94,6 +94,42 @@ fn a_get_through_the_worker() {
 }
 
 #[test]
+fn an_idle_pooled_connection_closes_after_its_idle_time_or_when_the_origin_closes() {
+    // Goal: a parked connection is closed by zring after OUT_POOL_IDLE_MS unused; one the
+    // origin closes while idle is closed at once and the next request connects afresh.
+    let mut h = client_harness();
+    for (id, path) in [("r1", "/a"), ("r2", "/b")] {
+        h.requester_send(true, first(id, &format!("http://origin.test:8080{path}")));
+        h.packet();
+        assert_eq!(
+            h.resolve(&[addr("192.0.2.9:8080")]).as_deref(),
+            Some("origin.test:8080")
+        );
+        let (o, _) = h.origin_connect(true);
+        h.read_text(o);
+        h.write(o, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(h.packets().len(), 2);
+        assert_eq!(h.ios(o), [], "{path}: parked");
+        match id {
+            "r1" => {
+                h.advance(Duration::from_millis(
+                    crate::limits::OUT_POOL_IDLE_MS - 1_000,
+                ));
+                assert_eq!(h.ios(o), [], "still idle");
+                h.advance(Duration::from_millis(2_000));
+                assert_eq!(h.ios(o), [Io::Close], "expired");
+            }
+            _ => {
+                h.client_shutdown(o);
+                assert_eq!(h.ios(o), [Io::Close], "the origin closed it");
+            }
+        }
+        h.drive();
+    }
+    assert!(h.finished_out());
+}
+
+#[test]
 fn refused_connects_try_the_next_address_on_the_same_slot() {
     // Goal: the worker closes the refused socket, then connects the next address once the
     // slot is free; the last refusal is remote-connection-failed and frees the slot.
