@@ -211,6 +211,9 @@ pub const OUT_POOL_IDLE_PER_KEY_MAX: usize = 64;
 /// state; past it a finished exchange's connection is closed instead of parked.
 pub const OUT_POOL_IDLE_PER_WORKER_MAX: usize = 256;
 const _: () = assert!(OUT_POOL_IDLE_PER_KEY_MAX <= OUT_POOL_IDLE_PER_WORKER_MAX);
+/// How long an outbound connection's `close_notify` may take to be written before the
+/// socket is closed anyway (an origin that reads nothing must not hold the slot).
+pub const OUT_CLOSE_NOTIFY_MS: u64 = 5_000;
 /// Client TLS configurations kept for requests with a client certificate or
 /// `trust-connect-host` (`tls::client::ClientTls`): one per distinct combination, the least
 /// recently used dropped past this (then rebuilt: a PEM parse, no I/O).

@@ -397,6 +397,8 @@ impl Shell {
                 if let Some(buf) = notify {
                     self.socket = Socket::Finishing;
                     self.sending = Some(0);
+                    let wait = Some(Duration::from_millis(limits::OUT_CLOSE_NOTIFY_MS));
+                    self.set_timer(cx.settings, cx.now, Timer::Io, wait);
                     let slot = cx.slot;
                     cx.out.push(Output::Io(Command::Send { slot, buf }));
                     return;
@@ -1017,6 +1019,12 @@ impl OutConn {
             let d = self.sh.deadlines[t as usize];
             d != 0 && d <= now
         };
+        if self.sh.socket == Socket::Finishing {
+            if due(Timer::Io) {
+                self.sh.close_now(cx); // close_notify not written in time
+            }
+            return;
+        }
         if due(Timer::Expiry) {
             crate::log!(crate::log::DEBUG, "client", "session expired");
             self.sh.end(cx);

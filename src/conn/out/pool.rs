@@ -133,6 +133,8 @@ impl IdleConn {
         match notify {
             Some(buf) => {
                 self.state = State::Finishing;
+                self.expires =
+                    cx.now + std::time::Duration::from_millis(limits::OUT_CLOSE_NOTIFY_MS);
                 let slot = cx.slot;
                 cx.out.push(Output::Io(Command::Send { slot, buf }));
             }
@@ -165,13 +167,16 @@ impl IdleConn {
     }
 
     pub fn handle_timeout(&mut self, cx: &mut Ctx) {
-        if cx.now >= self.expires {
-            self.close(cx, false);
+        match self.state {
+            _ if cx.now < self.expires => {}
+            State::Idle => self.close(cx, false),
+            State::Finishing => self.close_now(cx), // close_notify not written in time
+            State::Closing => {}
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (self.state == State::Idle).then_some(self.expires)
+        (self.state != State::Closing).then_some(self.expires)
     }
 
     /// Closing or closed: counted as closing.
