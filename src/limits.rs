@@ -199,6 +199,25 @@ pub const CONNECT_TIMEOUT_MS: u64 = 30_000;
 pub const REDIRECTS_MAX: u8 = 8;
 /// Bytes of an origin's response head, at most (1xx interim heads included, each).
 pub const OUT_RESPONSE_HEAD_BYTES_MAX: usize = 32_768;
+/// An idle pooled connection to an origin closes after this (`conn::out::pool`): shorter
+/// than the keep-alive timeouts origins commonly set (nginx 75 s, Node.js 5 s is the
+/// exception), so zring rarely sends on a connection the origin is closing; a stale one is
+/// retried once for idempotent requests anyway. pushpin-connmgr keeps them 55 s.
+pub const OUT_POOL_IDLE_MS: u64 = 30_000;
+/// Idle connections a worker keeps to one origin (one pool key), at most.
+pub const OUT_POOL_IDLE_PER_KEY_MAX: usize = 64;
+/// Idle connections a worker keeps in all: each holds a runtime slot of its own (beside the
+/// exchanges' `--stream-maxconn`/`--req-maxconn` share), a socket and, over TLS, its rustls
+/// state; past it a finished exchange's connection is closed instead of parked.
+pub const OUT_POOL_IDLE_PER_WORKER_MAX: usize = 256;
+const _: () = assert!(OUT_POOL_IDLE_PER_KEY_MAX <= OUT_POOL_IDLE_PER_WORKER_MAX);
+/// How long an outbound connection's `close_notify` may take to be written before the
+/// socket is closed anyway (an origin that reads nothing must not hold the slot).
+pub const OUT_CLOSE_NOTIFY_MS: u64 = 5_000;
+/// Client TLS configurations kept for requests with a client certificate or
+/// `trust-connect-host` (`tls::client::ClientTls`): one per distinct combination, the least
+/// recently used dropped past this (then rebuilt: a PEM parse, no I/O).
+pub const OUT_TLS_CONFIGS_CACHED_MAX: usize = 32;
 
 const _: () = assert!(DNS_TIMEOUT_MS < SESSION_EXPIRY_MS);
 const _: () = assert!(REDIRECTS_MAX >= 8);

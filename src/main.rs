@@ -195,6 +195,10 @@ fn run(mut cfg: Config) -> Result<(), String> {
     if !cfg.zserver_stream.is_empty() || !cfg.zserver_req.is_empty() {
         zring::resolver::spawn(&shared, zring::limits::DNS_THREADS)
             .map_err(|e| format!("resolver threads: {e}"))?;
+        // The CA store is read here, once; https requests share what it held.
+        let tls = zring::tls::client::ClientTls::load(zring::tls::config::provider())?;
+        zring::log!(log::INFO, "zring", "client tls: {tls:?}");
+        let _ = shared.out_tls.set(std::sync::Arc::new(tls));
     }
     let zmq_context = bridge.context();
     let bridge_thread = std::thread::Builder::new()

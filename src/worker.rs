@@ -163,8 +163,8 @@ impl Worker {
         let maxconn = [share(cfg.stream_maxconn), share(cfg.req_maxconn)];
         let slots = maxconn[0] + maxconn[1] + limits::OVERLOAD_SLOTS;
         let backends = backend_slots(m2.as_deref(), slots);
-        let out_slots = out::slots(cfg);
-        let all_slots = slots + backends + out_slots;
+        let out = out::Out::new(slots + backends, out::slots(cfg));
+        let all_slots = slots + backends + out.slots;
         Worker {
             index: index as u16,
             settings: Settings {
@@ -191,6 +191,7 @@ impl Worker {
                 m2,
                 access_log: shared.access_log.get().is_some_and(|(_, t)| t.is_some()),
                 deny_out_internal: cfg.deny_out_internal,
+                out_tls: shared.out_tls.get().cloned(),
             },
             listeners,
             conns: Slab::with_capacity(slots),
@@ -235,7 +236,7 @@ impl Worker {
                 };
                 slots
             ],
-            out: out::Out::new(slots + backends, out_slots),
+            out,
         }
     }
 
@@ -276,7 +277,7 @@ impl Worker {
 
     /// Upper bound on slots, for the runtime's tables.
     pub fn slots_max(&self) -> u32 {
-        (self.slots + self.backends.len() + self.out.max) as u32
+        (self.slots + self.backends.len() + self.out.slots) as u32
     }
 
     /// Runs `f` on the slot's connection with a context, then carries out what the
@@ -643,6 +644,7 @@ impl Worker {
             return;
         }
         self.drain_deadline = Some(now + self.shutdown_timeout);
+        self.out_close_idle(now);
         let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
         for slot in slots {
             if !self.conns[slot as usize].is_closed() {

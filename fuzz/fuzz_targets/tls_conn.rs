@@ -86,6 +86,7 @@ impl Harness {
             m2: None,
             access_log: true,
             deny_out_internal: false,
+            out_tls: None,
         };
         let config = server_config();
         let conn = Conn::new(now, &settings, Mode::Stream, Some(&config), None);

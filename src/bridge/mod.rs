@@ -246,6 +246,9 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Client mode's DNS queries, served by `resolver::spawn`'s threads.
     pub resolver: crate::resolver::Resolver,
+    /// Client mode's TLS configurations (the CA store read once): set by `main` before the
+    /// workers start.
+    pub out_tls: std::sync::OnceLock<Arc<crate::tls::client::ClientTls>>,
 }
 
 impl Shared {
@@ -268,6 +271,7 @@ impl Shared {
             m2_reload: Mutex::new(Vec::new()),
             metrics: crate::metrics::Metrics::new(workers),
             resolver: crate::resolver::Resolver::new(limits::DNS_QUEUE_MAX),
+            out_tls: std::sync::OnceLock::new(),
         }))
     }
 

@@ -104,6 +104,8 @@ pub struct Settings {
     pub access_log: bool,
     /// Client mode's `--deny-out-internal` (`conn::out::is_internal`).
     pub deny_out_internal: bool,
+    /// Client mode's TLS configurations (`https` origins); `None` outside client mode.
+    pub out_tls: Option<Arc<crate::tls::client::ClientTls>>,
 }
 
 /// A handler packet as a connection sees it: the decoded fields, whose spans index `buf`.

@@ -326,6 +326,11 @@ pub struct WorkerStats {
     pub uring_submitted: Counter,
     pub uring_completed: Counter,
     pub uring_cq_overflows: Counter,
+    /// Client mode: outbound connects started, exchanges that took a pooled connection,
+    /// and stale pooled connections whose request went again on a fresh one.
+    pub out_connects: Counter,
+    pub out_reused: Counter,
+    pub out_stale_retries: Counter,
 }
 
 impl WorkerStats {

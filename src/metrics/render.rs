@@ -132,6 +132,7 @@ pub fn render(
         let v = b.hwm_stalls[i].get();
         o.sample("zmq_hwm_stalls_total", &[("socket", name)], v);
     }
+    outbound(&mut o, w);
     uring(&mut o, w, info);
     o.single(
         "metrics_render_seconds",
@@ -156,8 +157,8 @@ fn connections(o: &mut Out, w: &[WorkerStats], shared: &Shared, info: &Info) {
     );
     for c in 0..CONN_CLASSES {
         let (protocol, tls, state) = ConnClass::labels(c);
-        if protocol == "outbound" && (tls == "true" || state != "active") {
-            continue; // never used: outbound connections are plain and active
+        if protocol == "outbound" && state == "tls_handshake" && tls == "false" {
+            continue; // never used: a plain connection has no handshake
         }
         let v: i64 = w.iter().map(|w| w.connections[c].get()).sum();
         let labels = [("protocol", protocol), ("tls", tls), ("state", state)];
@@ -331,6 +332,31 @@ fn zhttp(o: &mut Out, w: &[WorkerStats], b: &BridgeStats) {
         } else {
             -1
         },
+    );
+}
+
+/// Client mode's outbound connections (their gauges are `connections{protocol="outbound"}`:
+/// idle is a pooled connection).
+fn outbound(o: &mut Out, w: &[WorkerStats]) {
+    let sum = |f: fn(&WorkerStats) -> &Counter| w.iter().map(|w| f(w).get()).sum::<u64>();
+    o.single(
+        "outbound_connects_total",
+        "counter",
+        "Client mode: outbound TCP connects started (each address tried counts).",
+        sum(|w| &w.out_connects),
+    );
+    o.single(
+        "outbound_reused_total",
+        "counter",
+        "Client mode: requests sent on a pooled connection (no DNS, connect or handshake).",
+        sum(|w| &w.out_reused),
+    );
+    o.single(
+        "outbound_stale_retries_total",
+        "counter",
+        "Client mode: pooled connections that failed before any response byte, their \
+         idempotent request sent again on a fresh connection.",
+        sum(|w| &w.out_stale_retries),
     );
 }
 

@@ -50,6 +50,10 @@ pub struct Request {
     pub trust_connect_host: bool,
     pub ignore_tls_errors: bool,
     pub follow_redirects: bool,
+    /// `client-cert` and `client-key`: PEM contents (a chain, its key), as Pushpin sends
+    /// them (it reads its routes' files).
+    pub client_cert: Option<Span>,
+    pub client_key: Option<Span>,
     /// `user-data`: the value as encoded, echoed verbatim in every reply.
     pub user_data: Option<Span>,
     /// `condition` of an `error`.
@@ -126,6 +130,8 @@ pub fn decode(buf: &[u8]) -> Result<Request, Error> {
             b"trust-connect-host" => r.trust_connect_host = flag(value, Field::More)?,
             b"ignore-tls-errors" => r.ignore_tls_errors = flag(value, Field::More)?,
             b"follow-redirects" => r.follow_redirects = flag(value, Field::More)?,
+            b"client-cert" => r.client_cert = Some(d.span(bytes(value, Field::Body)?)),
+            b"client-key" => r.client_key = Some(d.span(bytes(value, Field::Body)?)),
             b"user-data" => r.user_data = Some(d.span(raw)),
             b"condition" => r.condition = Some(d.span(utf8(value, Field::Condition)?)),
             _ => {

@@ -14,6 +14,7 @@
 //! handshake.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod config;
 pub mod identities;
 pub mod session;

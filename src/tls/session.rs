@@ -402,13 +402,11 @@ impl Session {
     }
 }
 
-/// Appends the records `write` makes in the write-traffic state to `out`.
-fn encrypt_into(
-    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
-    write: &mut impl FnMut(
-        &mut WriteTraffic<'_, ServerConnectionData>,
-        &mut [u8],
-    ) -> Result<usize, EncryptError>,
+/// Appends the records `write` makes in the write-traffic state to `out` (server and
+/// client sessions alike).
+pub(super) fn encrypt_into<Data>(
+    traffic: &mut WriteTraffic<'_, Data>,
+    write: &mut impl FnMut(&mut WriteTraffic<'_, Data>, &mut [u8]) -> Result<usize, EncryptError>,
     out: &mut Vec<u8>,
 ) -> Result<(), TlsError> {
     let mut exhausted = false;
@@ -446,7 +444,7 @@ fn unrecognized_name(record: &mut [u8]) {
 /// Appends what `write` produces to `out`: asked first with no room, it names the size it
 /// needs (rustls's `InsufficientSize`), so `out` grows by exactly that and nothing is
 /// zero-filled twice.
-fn write_into(
+pub(super) fn write_into(
     out: &mut Vec<u8>,
     mut write: impl FnMut(&mut [u8]) -> Result<usize, InsufficientSizeError>,
 ) {

@@ -1,6 +1,11 @@
-//! Client mode in the worker: outbound exchanges (`conn::out::OutConn`) on runtime slots
-//! `Out::base ..`, the (`from`, `id`) → slot table, requester packets and resolver answers
-//! from the inbox, and the batched keep-alive sweep. The worker routes; `conn::out` decides.
+//! Client mode in the worker: outbound exchanges (`conn::out::OutConn`) and the idle
+//! connections of its pool (`conn::out::pool::IdleConn`) on runtime slots `Out::base ..`,
+//! the (`from`, `id`) → slot table, requester packets and resolver answers from the inbox,
+//! and the batched keep-alive sweep. The worker routes; `conn::out` decides.
+//!
+//! A finished exchange whose connection may serve again becomes an idle entry on the same
+//! slot; a new exchange with the same pool key starts on that slot (the entry turns back
+//! into an exchange), so a connection never changes slots.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,38 +15,67 @@ use slab::Slab;
 use super::Worker;
 use crate::bridge::client::ClientIn;
 use crate::bridge::{Addr, OutPacket, Route};
+use crate::conn::out::pool::{IdleConn, Index};
 use crate::conn::out::{OutConn, Via};
 use crate::conn::{Ctx, Output};
 use crate::limits;
+use crate::metrics::{ConnClass, ConnState, Protocol};
 use crate::proto::zhttp::Kind;
 use crate::proto::zhttp_client as zc;
 
-/// A worker's outbound exchanges.
+/// An outbound slot's occupant. The slab holds entries inline, allocated once: boxing the
+/// exchange would shrink idle entries but cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Entry {
+    Busy(OutConn),
+    Idle(IdleConn),
+}
+
+/// A worker's outbound exchanges and idle pooled connections.
 pub struct Out {
-    /// Runtime slot of exchange 0.
+    /// Runtime slot of entry 0.
     pub base: usize,
+    /// Exchanges at once, at most (the worker's share of the maxconns).
     pub max: usize,
-    pub conns: Slab<OutConn>,
+    /// Entries at most: `max` plus the pool's bound.
+    pub slots: usize,
+    pub conns: Slab<Entry>,
+    /// Exchanges among `conns`.
+    busy: usize,
+    /// Idle connections by pool key.
+    idle: Index,
     /// Stream sessions by (`from`, `id`).
     sessions: HashMap<(Addr, Addr), u32>,
     sweep_cursor: usize,
+    /// Per entry: `ConnClass::index` as last counted in the gauges, or `CLASS_NONE`.
+    classes: Vec<u8>,
 }
+
+const CLASS_NONE: u8 = u8::MAX;
 
 impl Out {
     pub fn new(base: usize, max: usize) -> Out {
+        let slots = match max {
+            0 => 0,
+            _ => max + limits::OUT_POOL_IDLE_PER_WORKER_MAX,
+        };
         Out {
             base,
             max,
-            conns: Slab::with_capacity(max),
+            slots,
+            conns: Slab::with_capacity(slots),
+            busy: 0,
+            idle: Index::default(),
             sessions: HashMap::with_capacity(max),
             sweep_cursor: 0,
+            classes: vec![CLASS_NONE; slots],
         }
     }
 
-    /// The exchange index of runtime slot `slot`, if it is an outbound one.
+    /// The entry index of runtime slot `slot`, if it is an outbound one.
     pub fn index(&self, slot: u32) -> Option<u32> {
         let i = (slot as usize).checked_sub(self.base)?;
-        (i < self.max).then_some(i as u32)
+        (i < self.slots).then_some(i as u32)
     }
 }
 
@@ -70,9 +104,12 @@ impl Worker {
         f: impl FnOnce(&mut OutConn, &mut Ctx) -> bool,
     ) {
         let slot = (self.out.base + i as usize) as u32;
+        let stopping = self.stopping();
         let mut out = std::mem::take(&mut self.outputs);
         let stats = &self.shared.metrics.workers[self.index as usize];
-        let conn = &mut self.out.conns[i as usize];
+        let Some(Entry::Busy(conn)) = self.out.conns.get_mut(i as usize) else {
+            return;
+        };
         let mut cx = Ctx {
             now,
             settings: &self.settings,
@@ -84,21 +121,106 @@ impl Worker {
             out: &mut out,
         };
         let mut done = f(conn, &mut cx);
+        let mut parked = None;
         if !done {
             conn.flush(&mut cx);
             done = conn.is_released();
+            parked = conn.park();
         }
+        let class = conn.class();
         let deadline = conn.poll_timeout(&self.settings);
+        if let Some(p) = parked {
+            // The connection outlives the exchange: an idle entry on the same slot.
+            let mut idle = IdleConn::new(p, now);
+            if stopping || !self.out.idle.push(idle.key(), i) {
+                idle.close(&mut cx, false);
+            }
+            self.carry_out(&mut out);
+            self.outputs = out;
+            self.out_forget(i);
+            self.out.busy -= 1;
+            let deadline = idle.poll_timeout();
+            self.count_out(i, Some(idle_class(&idle)));
+            self.out.conns[i as usize] = Entry::Idle(idle);
+            self.wheel.set(slot, deadline);
+            return;
+        }
         self.carry_out(&mut out);
         self.outputs = out;
         if done {
-            let conn = self.out.conns.remove(i as usize);
-            let (from, id) = conn.key();
-            if self.out.sessions.get(&(from.clone(), id.clone())) == Some(&i) {
-                self.out.sessions.remove(&(from.clone(), id.clone()));
-            }
+            self.out_forget(i);
+            self.out.conns.remove(i as usize);
+            self.out.busy -= 1;
+            self.count_out(i, None);
             self.wheel.set(slot, None);
         } else {
+            self.count_out(i, class.map(busy_class));
+            self.wheel.set(slot, deadline);
+        }
+    }
+
+    /// Drops exchange `i` from the (`from`, `id`) table.
+    fn out_forget(&mut self, i: u32) {
+        let Some(Entry::Busy(conn)) = self.out.conns.get(i as usize) else {
+            return;
+        };
+        let (from, id) = conn.key();
+        let key = (from.clone(), id.clone());
+        if self.out.sessions.get(&key) == Some(&i) {
+            self.out.sessions.remove(&key);
+        }
+    }
+
+    /// Moves entry `i`'s gauge from what it was counted as to `class`.
+    fn count_out(&mut self, i: u32, class: Option<ConnClass>) {
+        let new = class.map_or(CLASS_NONE, |c| c.index() as u8);
+        let old = std::mem::replace(&mut self.out.classes[i as usize], new);
+        if old == new {
+            return;
+        }
+        let stats = &self.shared.metrics.workers[self.index as usize];
+        if old != CLASS_NONE {
+            stats.connections[old as usize].add(-1);
+        }
+        if new != CLASS_NONE {
+            stats.connections[new as usize].add(1);
+        }
+    }
+
+    /// Runs `f` on idle entry `i` with a context; frees the entry when `f` says it closed.
+    fn with_idle(&mut self, now: Instant, i: u32, f: impl FnOnce(&mut IdleConn, &mut Ctx) -> bool) {
+        let slot = (self.out.base + i as usize) as u32;
+        let mut out = std::mem::take(&mut self.outputs);
+        let stats = &self.shared.metrics.workers[self.index as usize];
+        let Some(Entry::Idle(idle)) = self.out.conns.get_mut(i as usize) else {
+            return;
+        };
+        let mut cx = Ctx {
+            now,
+            settings: &self.settings,
+            slot,
+            pool: &mut self.pool,
+            handlers: &mut self.handlers,
+            counter: &mut self.counter,
+            stats,
+            out: &mut out,
+        };
+        let was_idle = idle.is_idle();
+        let closed = f(idle, &mut cx);
+        let key = (was_idle && !idle.is_idle()).then(|| idle.key().clone());
+        let class = idle_class(idle);
+        let deadline = idle.poll_timeout();
+        self.carry_out(&mut out);
+        self.outputs = out;
+        if let Some(key) = key {
+            self.out.idle.remove(&key, i);
+        }
+        if closed {
+            self.out.conns.remove(i as usize);
+            self.count_out(i, None);
+            self.wheel.set(slot, None);
+        } else {
+            self.count_out(i, Some(class));
             self.wheel.set(slot, deadline);
         }
     }
@@ -140,7 +262,11 @@ impl Worker {
             let Some(i) = self.out.index(a.slot) else {
                 continue;
             };
-            if self.out.conns.get(i as usize).map(|c| c.token()) != Some(a.token) {
+            let token = match self.out.conns.get(i as usize) {
+                Some(Entry::Busy(c)) => Some(c.token()),
+                _ => None,
+            };
+            if token != Some(a.token) {
                 continue; // that session is gone
             }
             self.with_out(now, i, |c, cx| {
@@ -209,37 +335,85 @@ impl Worker {
         {
             return; // no single id, or "session id in use" (pushpin-connmgr)
         }
-        if self.out.conns.len() >= self.out.max || self.stopping() {
+        if self.out.busy >= self.out.max || self.stopping() {
             self.out_refuse(now, p);
             return;
         }
-        let entry = self.out.conns.vacant_entry();
-        let i = entry.key() as u32;
-        let slot = (self.out.base + i as usize) as u32;
+        let fresh = self.out.conns.vacant_key();
+        if fresh >= self.out.slots {
+            // Every slot holds an exchange or a closing idle connection.
+            self.out_refuse(now, p);
+            return;
+        }
         let mut out = std::mem::take(&mut self.outputs);
-        let stats = &self.shared.metrics.workers[self.index as usize];
-        let mut cx = Ctx {
+        let started = {
+            let mut cx = self.out_ctx(now, fresh as u32, &mut out);
+            OutConn::start(&mut cx, &p.packet, buf, p.via.clone())
+        };
+        self.carry_out(&mut out);
+        let Some(mut conn) = started else {
+            self.outputs = out;
+            return;
+        };
+        // A pooled connection with the same key whose address this request allows.
+        let pool_key = conn.pool_key();
+        let conns = &self.out.conns;
+        let settings = &self.settings;
+        let taken = self
+            .out
+            .idle
+            .pop(&pool_key, |j| match conns.get(j as usize) {
+                Some(Entry::Idle(idle)) => idle.is_idle() && conn.allows(settings, idle.peer()),
+                _ => false,
+            });
+        let (i, parked) = match taken {
+            Some(j) => match self.out.conns.remove(j as usize) {
+                Entry::Idle(idle) => (j, Some(idle.take())),
+                Entry::Busy(_) => unreachable!("the pool index names idle entries only"),
+            },
+            None => (fresh as u32, None),
+        };
+        let slot = (self.out.base + i as usize) as u32;
+        let begun = {
+            let mut cx = self.out_ctx(now, i, &mut out);
+            let ok = conn.begin(&mut cx, parked);
+            if ok {
+                conn.flush(&mut cx);
+            }
+            ok && !conn.is_released()
+        };
+        self.carry_out(&mut out);
+        self.outputs = out;
+        if !begun {
+            if taken.is_some() {
+                self.count_out(i, None);
+                self.wheel.set(slot, None);
+            }
+            return;
+        }
+        let deadline = conn.poll_timeout(&self.settings);
+        let class = conn.class();
+        let at = self.out.conns.insert(Entry::Busy(conn));
+        assert_eq!(at, i as usize, "an exchange takes the slot it began on");
+        self.out.busy += 1;
+        self.count_out(i, class.map(busy_class));
+        self.wheel.set(slot, deadline);
+        if let (true, Some(key)) = (stream, key) {
+            self.out.sessions.insert(key, i);
+        }
+    }
+
+    fn out_ctx<'a>(&'a mut self, now: Instant, i: u32, out: &'a mut Vec<Output>) -> Ctx<'a> {
+        Ctx {
             now,
             settings: &self.settings,
-            slot,
+            slot: (self.out.base + i as usize) as u32,
             pool: &mut self.pool,
             handlers: &mut self.handlers,
             counter: &mut self.counter,
-            stats,
-            out: &mut out,
-        };
-        let started = OutConn::start(&mut cx, &p.packet, buf, p.via.clone());
-        if let Some(mut conn) = started {
-            conn.flush(&mut cx);
-            let deadline = conn.poll_timeout(&self.settings);
-            entry.insert(conn);
-            self.wheel.set(slot, deadline);
-            if let (true, Some(key)) = (stream, key) {
-                self.out.sessions.insert(key, i);
-            }
+            stats: &self.shared.metrics.workers[self.index as usize],
+            out,
         }
-        self.carry_out(&mut out);
-        self.outputs = out;
     }
 
     /// At the limit (or stopping): the request gets `error` at once, not a slot.
@@ -298,7 +472,7 @@ impl Worker {
         for _ in 0..per_step {
             let i = self.out.sweep_cursor;
             self.out.sweep_cursor = (i + 1) % cycle;
-            let Some(c) = self.out.conns.get_mut(i) else {
+            let Some(Entry::Busy(c)) = self.out.conns.get_mut(i) else {
                 continue;
             };
             let Some(k) = c.keep_alive(&self.settings, now) else {
@@ -336,24 +510,51 @@ impl Worker {
         }
     }
 
-    /// zring is stopping now: every exchange sends `cancel` and closes.
-    pub(super) fn out_shutdown(&mut self, now: Instant) {
-        let all: Vec<u32> = self.out.conns.iter().map(|(i, _)| i as u32).collect();
-        for i in all {
-            self.with_out(now, i, |c, cx| {
-                c.handle_shutdown(cx);
+    /// Draining: the pool's idle connections close (exchanges finish first).
+    pub(super) fn out_close_idle(&mut self, now: Instant) {
+        let idle: Vec<u32> = self
+            .out
+            .conns
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Idle(_)))
+            .map(|(i, _)| i as u32)
+            .collect();
+        for i in idle {
+            self.with_idle(now, i, |c, cx| {
+                c.close(cx, false);
                 false
             });
         }
     }
 
+    /// zring is stopping now: every exchange sends `cancel` and closes.
+    pub(super) fn out_shutdown(&mut self, now: Instant) {
+        let all: Vec<u32> = self.out.conns.iter().map(|(i, _)| i as u32).collect();
+        for i in all {
+            match self.out.conns[i as usize] {
+                Entry::Busy(_) => self.with_out(now, i, |c, cx| {
+                    c.handle_shutdown(cx);
+                    false
+                }),
+                Entry::Idle(_) => self.with_idle(now, i, |c, cx| {
+                    c.close(cx, false);
+                    false
+                }),
+            }
+        }
+    }
+
     /// A runtime event for an outbound slot.
     pub(super) fn out_event(&mut self, now: Instant, i: u32, ev: OutEvent<'_>) {
-        if !self.out.conns.contains(i as usize) {
-            if let OutEvent::Sent(buf) = ev {
-                self.pool.give(buf);
+        match self.out.conns.get(i as usize) {
+            Some(Entry::Busy(_)) => {}
+            Some(Entry::Idle(_)) => return self.idle_event(now, i, ev),
+            None => {
+                if let OutEvent::Sent(buf) = ev {
+                    self.pool.give(buf);
+                }
+                return;
             }
-            return;
         }
         self.with_out(now, i, |c, cx| match ev {
             OutEvent::Recv(d) => {
@@ -383,12 +584,51 @@ impl Worker {
 
 /// A runtime event for an outbound exchange.
 pub(super) enum OutEvent<'a> {
-    Recv(&'a [u8]),
+    Recv(&'a mut [u8]),
     Eof,
     Sent(Vec<u8>),
     Connected(bool),
     Closed,
     Timeout,
+}
+
+/// An exchange's connection as the gauges count it.
+fn busy_class((tls, state): (bool, ConnState)) -> ConnClass {
+    ConnClass::new(Protocol::Outbound, tls, state)
+}
+
+fn idle_class(idle: &IdleConn) -> ConnClass {
+    let state = match idle.is_closing() {
+        true => ConnState::Closing,
+        false => ConnState::Idle,
+    };
+    ConnClass::new(Protocol::Outbound, idle.is_tls(), state)
+}
+
+impl Worker {
+    /// A runtime event for an idle pooled connection.
+    fn idle_event(&mut self, now: Instant, i: u32, ev: OutEvent<'_>) {
+        self.with_idle(now, i, |c, cx| match ev {
+            OutEvent::Recv(_) => {
+                c.handle_recv(cx);
+                false
+            }
+            OutEvent::Eof => {
+                c.handle_eof(cx);
+                false
+            }
+            OutEvent::Sent(buf) => {
+                c.handle_sent(cx, buf);
+                false
+            }
+            OutEvent::Connected(_) => false,
+            OutEvent::Closed => true,
+            OutEvent::Timeout => {
+                c.handle_timeout(cx);
+                false
+            }
+        });
+    }
 }
 
 fn route_key(r: &Route) -> (u8, &[u8]) {

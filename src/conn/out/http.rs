@@ -26,7 +26,7 @@ enum Framing {
 }
 
 /// Hop-by-hop and framing headers zring writes itself (`Host` from the URI, framing from
-/// the body, `Connection: close` while connections are not pooled).
+/// the body) or leaves out (the connection is zring's to keep alive: HTTP/1.1's default).
 const DROPPED: &[&str] = &[
     "host",
     "connection",
@@ -69,6 +69,11 @@ pub(super) struct HttpOut {
     carry: Vec<u8>,
     body_total: u64,
     body_done: bool,
+    /// The origin lets the connection live after this response (HTTP/1.1 without
+    /// `Connection: close`, HTTP/1.0 with `keep-alive`).
+    persistent: bool,
+    /// Bytes came after the response's end: the connection is not reused.
+    excess: bool,
 }
 
 impl HttpOut {
@@ -127,7 +132,26 @@ impl HttpOut {
             carry: Vec::new(),
             body_total: 0,
             body_done: false,
+            persistent: false,
+            excess: false,
         })
+    }
+
+    /// The request may be sent again on a fresh connection: an idempotent method (RFC 9110
+    /// 9.2.2) whose whole body came in the first packet.
+    pub fn retryable(&self) -> bool {
+        let idempotent = matches!(
+            self.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        );
+        idempotent && !self.more
+    }
+
+    /// The exchange ends here: may its connection serve another? The response was
+    /// delimited and read exactly, the origin keeps it alive, the request went whole.
+    fn reusable(&self) -> bool {
+        let delimited = !matches!(self.framing, Some(Framing::Eof) | None);
+        delimited && self.body_done && self.persistent && !self.excess && !self.more
     }
 
     pub fn head_sent(&self) -> bool {
@@ -140,6 +164,9 @@ impl HttpOut {
         self.framing = None;
         self.resp_headers.clear();
         self.credit_started = false;
+        self.persistent = false;
+        self.excess = false;
+        self.body_done = false;
     }
 
     /// Connected: the request head and the first packet's body go out.
@@ -174,7 +201,7 @@ impl HttpOut {
                 ReqFraming::Chunked
             }
         };
-        out.extend_from_slice(b"Connection: close\r\n\r\n");
+        out.extend_from_slice(b"\r\n");
         let body0 = std::mem::take(&mut self.body0);
         self.write_body(sh, &body0, !self.more);
         self.body0 = body0;
@@ -291,6 +318,7 @@ impl HttpOut {
                 return Some(buf.len());
             }
             self.code = code;
+            self.persistent = persistent(&resp);
             self.reason = resp.reason.unwrap_or("").as_bytes().to_vec();
             self.resp_headers = resp
                 .headers
@@ -371,8 +399,8 @@ impl HttpOut {
         let Some(next) = location.and_then(|l| sh.target.resolve(l)) else {
             return false;
         };
-        if next.scheme != super::Scheme::Http {
-            return false; // https comes with TLS (phase 2): hand the 3xx to the requester
+        if !sh.may_follow(&next) {
+            return false; // hand the 3xx to the requester
         }
         if sh.redirects >= limits::REDIRECTS_MAX {
             sh.fail(cx, Condition::TooManyRedirects, false);
@@ -424,9 +452,10 @@ impl HttpOut {
     fn take_body(&mut self, sh: &mut Shell, cx: &mut Ctx, mut data: &[u8]) {
         let before = self.carry.len();
         match self.framing.as_mut() {
-            None | Some(Framing::None) => {}
+            None | Some(Framing::None) => self.excess |= !data.is_empty(),
             Some(Framing::Length(left)) => {
                 let n = (*left).min(data.len() as u64) as usize;
+                self.excess |= n < data.len();
                 self.carry.extend_from_slice(&data[..n]);
                 *left -= n as u64;
                 if *left == 0 {
@@ -455,6 +484,7 @@ impl HttpOut {
                 }
                 if d.is_done() {
                     self.body_done = true;
+                    self.excess |= !data.is_empty();
                 }
             }
         }
@@ -475,10 +505,20 @@ impl HttpOut {
         }
     }
 
-    /// The origin closed: the end of a read-to-EOF body, else a failure.
-    pub fn handle_eof(&mut self, sh: &mut Shell, cx: &mut Ctx) {
+    /// The origin closed: the end of a read-to-EOF body (over TLS only a `clean` one, after
+    /// the origin's `close_notify`), else a failure.
+    pub fn handle_eof(&mut self, sh: &mut Shell, cx: &mut Ctx, clean: bool) {
         match self.framing {
-            Some(Framing::Eof) => self.body_done = true,
+            Some(Framing::Eof) if clean => self.body_done = true,
+            Some(Framing::Eof) => {
+                crate::log!(
+                    crate::log::DEBUG,
+                    "client",
+                    "tls: body cut without close_notify"
+                );
+                sh.fail(cx, Condition::Undefined, self.head_sent);
+                return;
+            }
             _ if self.body_done => {}
             _ => {
                 sh.fail(cx, Condition::Undefined, self.head_sent);
@@ -512,6 +552,7 @@ impl HttpOut {
                     zc::encode_response(o, r, &resp)
                 });
                 self.carry = Vec::new();
+                sh.keep = self.reusable();
                 sh.end(cx);
             }
             return;
@@ -534,6 +575,7 @@ impl HttpOut {
             self.credits -= n as u64;
             if last {
                 self.carry = Vec::new();
+                sh.keep = self.reusable();
                 sh.end(cx);
                 return;
             }
@@ -542,6 +584,7 @@ impl HttpOut {
             if self.head_sent && !matches!(self.framing, Some(Framing::None | Framing::Length(0))) {
                 sh.send_packet(cx, |o, r| zc::encode_response(o, r, &Response::default()));
             }
+            sh.keep = self.reusable();
             sh.end(cx);
             return;
         }
@@ -554,5 +597,25 @@ impl HttpOut {
             self.carry.len(),
             self.body_total
         );
+    }
+}
+
+/// Whether the origin keeps the connection open after this response (RFC 9112 9.3).
+fn persistent(resp: &httparse::Response) -> bool {
+    let mut close = false;
+    let mut keep_alive = false;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    match resp.version {
+        Some(1) => !close,
+        Some(0) => keep_alive && !close,
+        _ => false,
     }
 }

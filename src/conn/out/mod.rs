@@ -10,9 +10,17 @@
 //! An `OutConn` is a shell ([`Shell`]: whom to answer and how, `seq` both ways, the
 //! socket's state, the bytes for the origin, the deadlines, where to connect and the
 //! addresses left to try) plus one session per protocol: [`http::HttpOut`] now; outbound
-//! WebSocket is the next (`OutSession`), and TLS to origins goes under the shell as
-//! `conn::tls` does for the server side (ciphertext in `handle_recv`, records sealed in
-//! `flush`).
+//! WebSocket is the next (`OutSession`). TLS to origins (`https`, `wss`) sits under the
+//! shell ([`tls::OutTls`]) as `conn::tls` does for the server side: ciphertext in
+//! `handle_recv`, records sealed in `flush`; sessions see plaintext only.
+//!
+//! # Reuse
+//! An exchange that ends after a complete response the origin lets live (`Shell::keep`)
+//! leaves its connection open: the worker parks it in its pool ([`pool`]) and a later
+//! exchange with the same [`PoolKey`] starts on it ([`OutConn::begin`] with a
+//! [`pool::Parked`]), skipping DNS, connect and the TLS handshake. A reused connection that
+//! fails before any response byte (the origin closed it as the request went out) sends an
+//! idempotent request once more on a fresh connection.
 //!
 //! # Life
 //! `start` (ack at once) → `Resolving` (or straight on with an IP literal) → `Connecting`
@@ -32,8 +40,11 @@ use crate::proto::zhttp_client::{self as zc, Kind, Reply, Request};
 use crate::runtime::Command;
 
 mod http;
+pub mod pool;
 mod target;
+mod tls;
 
+pub use pool::{Parked, PoolKey};
 pub use target::{is_internal, Scheme, Target, HOST_BYTES_MAX, URI_BYTES_MAX};
 
 /// How the requester reached zring, and so where replies go.
@@ -56,6 +67,9 @@ pub enum Condition {
     TooManyRedirects,
     MaxSizeExceeded,
     SessionTimeout,
+    /// TLS setup, handshake or verification failed (pushpin-connmgr; zurl for a refused
+    /// certificate). Pushpin tries the next route target.
+    TlsError,
     Undefined,
 }
 
@@ -69,6 +83,7 @@ impl Condition {
             Condition::TooManyRedirects => b"too-many-redirects",
             Condition::MaxSizeExceeded => b"max-size-exceeded",
             Condition::SessionTimeout => b"session-timeout",
+            Condition::TlsError => b"tls-error",
             Condition::Undefined => b"undefined-condition",
         }
     }
@@ -81,6 +96,8 @@ enum Socket {
     None,
     Connecting,
     Open,
+    /// Our TLS `close_notify` is being sent; `Close` follows its `handle_sent`.
+    Finishing,
     /// `Close` issued; waiting for `handle_closed`.
     Closing,
 }
@@ -94,6 +111,9 @@ enum After {
     NextAddress,
     /// Follow a redirect: resolve the new target.
     Redirect,
+    /// A reused connection failed before any response byte: the request again, on a fresh
+    /// connection (resolved anew).
+    Retry,
 }
 
 /// Deadlines, as ms since `Settings::epoch` (0: unset).
@@ -157,6 +177,28 @@ pub(crate) struct Shell {
     pub ended: bool,
     /// req mode: `--req-timeout`, else `--stream-timeout`.
     io_timeout: Duration,
+    /// TLS to the origin, from connect (or from the pool) to close.
+    tls: Option<Box<tls::OutTls>>,
+    /// The TLS configuration of the current target (`None`: plain http).
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// The TLS configuration the request asked for, for `https` targets (also a redirect's).
+    https_config: Option<Arc<rustls::ClientConfig>>,
+    /// `https_config` also trusts `connect-host`'s name.
+    trusted_connect: bool,
+    /// Where the connection goes (the pool's key), once connected.
+    peer: Option<SocketAddr>,
+    /// The connection came from the pool and has not yet given a response byte.
+    reused: bool,
+    /// A stale reused connection was already retried once.
+    retried: bool,
+    /// The session may send its request again on a fresh connection (idempotent method,
+    /// the whole body at hand).
+    pub retryable: bool,
+    /// The response is complete and the origin lets the connection live: `end` leaves it
+    /// open for the pool.
+    pub keep: bool,
+    /// The send in flight holds handshake records only (no request byte to credit).
+    handshake_send: bool,
 }
 
 enum OutSession {
@@ -236,6 +278,16 @@ impl Shell {
                 true => cx.settings.stream_timeout,
                 false => cx.settings.req_timeout,
             },
+            tls: None,
+            tls_config: None,
+            https_config: None,
+            trusted_connect: false,
+            peer: None,
+            reused: false,
+            retried: false,
+            retryable: false,
+            keep: false,
+            handshake_send: false,
         };
         let now = cx.now;
         sh.set_timer(
@@ -307,6 +359,7 @@ impl Shell {
             self.target.uri(),
             String::from_utf8_lossy(condition.as_bytes())
         );
+        self.keep = false;
         match head_sent && matches!(self.reply.via, Via::Stream) {
             true => self.send_packet(cx, |o, r| zc::encode_control(o, r, Kind::Cancel)),
             false => self.send_packet(cx, |o, r| zc::encode_error(o, r, condition.as_bytes())),
@@ -314,25 +367,58 @@ impl Shell {
         self.end(cx);
     }
 
-    /// Ends the exchange without a reply: closes the origin connection, if any.
+    /// Ends the exchange without a reply: closes the origin connection, if any, unless the
+    /// session said it may live (`keep`) and nothing of it is left in flight: then it stays
+    /// open, reading, for the worker to park (`OutConn::park`).
     pub fn end(&mut self, cx: &mut Ctx) {
         self.ended = true;
         self.after = After::Done;
-        self.close(cx);
         self.deadlines = [0; TIMERS];
+        let quiet = self.sending.is_none()
+            && self.out.is_empty()
+            && self.tls.as_ref().is_none_or(|t| t.is_quiet());
+        if self.keep && quiet && self.socket == Socket::Open && self.peer.is_some() {
+            self.pause_want = false; // an idle connection is read: EOF or bytes close it
+            return;
+        }
+        self.keep = false;
+        self.close(cx);
     }
 
+    /// Closes the origin connection: TLS says `close_notify` first when nothing else is in
+    /// flight (`Finishing`); a send in flight is aborted.
     fn close(&mut self, cx: &mut Ctx) {
+        self.keep = false;
         match self.socket {
-            Socket::Connecting | Socket::Open => {
-                cx.out.push(Output::Io(Command::Close { slot: cx.slot }));
-                self.socket = Socket::Closing;
-                self.sending = None;
+            Socket::Open if self.sending.is_none() => {
                 self.out.clear();
                 self.out_body = 0;
-                self.paused = false;
+                let notify = self.tls.as_mut().and_then(|t| t.close_notify(cx.pool));
+                if let Some(buf) = notify {
+                    self.socket = Socket::Finishing;
+                    self.sending = Some(0);
+                    let wait = Some(Duration::from_millis(limits::OUT_CLOSE_NOTIFY_MS));
+                    self.set_timer(cx.settings, cx.now, Timer::Io, wait);
+                    let slot = cx.slot;
+                    cx.out.push(Output::Io(Command::Send { slot, buf }));
+                    return;
+                }
+                self.close_now(cx);
             }
-            Socket::None | Socket::Closing => {}
+            Socket::Connecting | Socket::Open => self.close_now(cx),
+            Socket::None | Socket::Finishing | Socket::Closing => {}
+        }
+    }
+
+    fn close_now(&mut self, cx: &mut Ctx) {
+        cx.out.push(Output::Io(Command::Close { slot: cx.slot }));
+        self.socket = Socket::Closing;
+        self.sending = None;
+        self.out.clear();
+        self.out_body = 0;
+        self.paused = false;
+        if let Some(t) = self.tls.as_mut() {
+            t.release(cx.pool);
         }
     }
 
@@ -423,6 +509,9 @@ impl Shell {
         debug_assert_eq!(self.socket, Socket::None);
         self.addr_next += 1;
         self.socket = Socket::Connecting;
+        self.peer = Some(addr);
+        self.reused = false;
+        cx.stats.out_connects.inc();
         self.set_timer(
             cx.settings,
             cx.now,
@@ -444,22 +533,44 @@ impl Shell {
             self.connect = None;
         }
         self.target = target;
+        self.apply_tls();
         self.redirects += 1;
         self.after = After::Redirect;
         self.close(cx);
     }
 
-    /// Issues the I/O the state calls for: the next send, pause or resume.
-    fn flush(&mut self, cx: &mut Ctx) {
+    /// Issues the I/O the state calls for: the next send, pause or resume. Over TLS the
+    /// queued plaintext is sealed into records here (held while the handshake runs).
+    fn flush(&mut self, cx: &mut Ctx) -> Result<(), Condition> {
         if self.socket != Socket::Open {
-            return;
+            return Ok(());
         }
-        if self.sending.is_none() && !self.out.is_empty() {
-            let fresh = cx.pool.take();
-            let buf = std::mem::replace(&mut self.out, fresh);
-            self.sending = Some(std::mem::take(&mut self.out_body));
-            cx.out
-                .push(Output::Io(Command::Send { slot: cx.slot, buf }));
+        if self.sending.is_none() {
+            let (buf, handshake) = match self.tls.as_mut() {
+                None if self.out.is_empty() => (None, false),
+                None => (
+                    Some(std::mem::replace(&mut self.out, cx.pool.take())),
+                    false,
+                ),
+                Some(t) => {
+                    // While the handshake runs only its records go; the request waits.
+                    let handshake = t.is_handshaking();
+                    let sealed = t.seal(&mut self.out, cx.pool).map_err(|e| {
+                        crate::log!(crate::log::DEBUG, "client", "tls: {e}");
+                        Condition::TlsError
+                    })?;
+                    (sealed, handshake)
+                }
+            };
+            if let Some(buf) = buf {
+                self.handshake_send = handshake;
+                self.sending = Some(match handshake {
+                    true => 0,
+                    false => std::mem::take(&mut self.out_body),
+                });
+                cx.out
+                    .push(Output::Io(Command::Send { slot: cx.slot, buf }));
+            }
         }
         if self.pause_want != self.paused {
             self.paused = self.pause_want;
@@ -475,20 +586,146 @@ impl Shell {
                 false => Command::ResumeRecv { slot },
             }));
         }
+        Ok(())
+    }
+
+    /// The TLS configuration an `https` target asks for (`ignore-tls-errors`,
+    /// `trust-connect-host`, `client-cert`/`client-key`). `Err`: none can be had (no TLS
+    /// support set up, or a client certificate rustls cannot use).
+    /// Computed for `http` targets too, for a redirect to `https`.
+    fn choose_tls(&mut self, cx: &Ctx, pkt: &Request, buf: &[u8]) -> Result<(), Condition> {
+        let https = self.target.scheme == Scheme::Https;
+        let Some(tls) = cx.settings.out_tls.as_ref() else {
+            return match https {
+                true => Err(Condition::TlsError),
+                false => Ok(()),
+            };
+        };
+        let trust_name = match (pkt.trust_connect_host, &self.connect) {
+            (true, Some((host, _))) => Some(host.as_str()),
+            _ => None,
+        };
+        let client_cert = match (pkt.client_cert, pkt.client_key) {
+            (Some(c), Some(k)) => Some((c.get(buf), k.get(buf))),
+            _ => None,
+        };
+        let wants = crate::tls::client::Wants {
+            ignore_tls_errors: pkt.ignore_tls_errors,
+            trust_name,
+            client_cert,
+        };
+        self.trusted_connect = trust_name.is_some();
+        match tls.config(&wants) {
+            Ok(c) => {
+                self.https_config = Some(c);
+                self.apply_tls();
+                Ok(())
+            }
+            Err(e) if https => {
+                crate::log!(crate::log::DEBUG, "client", "tls: {e}");
+                Err(Condition::TlsError)
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// TLS or not for the current target.
+    fn apply_tls(&mut self) {
+        self.tls_config = match self.target.scheme {
+            Scheme::Https | Scheme::Wss => self.https_config.clone(),
+            Scheme::Http | Scheme::Ws => None,
+        };
+    }
+
+    /// Whether a redirect to `next` can be followed: `https` needs a TLS configuration, and
+    /// one that trusts `connect-host` is not carried to another host.
+    pub fn may_follow(&self, next: &Target) -> bool {
+        match next.scheme {
+            Scheme::Https => {
+                self.https_config.is_some()
+                    && (!self.trusted_connect || next.host == self.target.host)
+            }
+            Scheme::Http => true,
+            Scheme::Ws | Scheme::Wss => false,
+        }
+    }
+
+    /// The connection is up: over TLS the handshake starts (its ClientHello queued; the
+    /// connect deadline still runs until it ends), else the origin's inactivity timer.
+    fn connected(&mut self, cx: &mut Ctx) -> Result<(), Condition> {
+        self.socket = Socket::Open;
+        let Some(config) = self.tls_config.clone() else {
+            self.touch(cx);
+            return Ok(());
+        };
+        match tls::OutTls::new(config, &self.target.host, cx.pool) {
+            Ok(t) => {
+                self.tls = Some(t);
+                Ok(())
+            }
+            Err(e) => {
+                crate::log!(crate::log::DEBUG, "client", "tls: {e}");
+                Err(Condition::TlsError)
+            }
+        }
+    }
+
+    /// Ciphertext (or plaintext) from the origin, as plaintext for the session; `Err`: the
+    /// TLS session failed. `Ok((plain, closed))`: `closed` when the origin sent
+    /// `close_notify`.
+    fn read<'a>(
+        &mut self,
+        cx: &mut Ctx,
+        data: &'a mut [u8],
+        plain: &'a mut Vec<u8>,
+    ) -> Result<(bool, bool), Condition> {
+        let Some(t) = self.tls.as_mut() else {
+            return Ok((false, false));
+        };
+        let r = t.read(data, plain, cx.pool).map_err(|e| {
+            crate::log!(crate::log::DEBUG, "client", "tls: {e}");
+            Condition::TlsError
+        })?;
+        if r.established {
+            self.touch(cx);
+        }
+        Ok((true, r.peer_closed))
+    }
+
+    /// A reused connection gave nothing (EOF, reset, `close_notify`) before any response
+    /// byte: the origin closed it as the request went out. True: the request goes again,
+    /// once, on a fresh connection.
+    fn retry_stale(&mut self, cx: &mut Ctx) -> bool {
+        if !self.reused || self.retried || !self.retryable {
+            return false;
+        }
+        crate::log!(
+            crate::log::DEBUG,
+            "client",
+            "stale pooled connection: retrying"
+        );
+        cx.stats.out_stale_retries.inc();
+        self.retried = true;
+        self.after = After::Retry;
+        self.close_now(cx);
+        true
     }
 }
 
 impl OutConn {
     /// A requester's first packet (`pkt`, spans into `buf`). Answers at once (the ack, or an
     /// error) and returns the exchange, or `None` when there is none to run (bad request:
-    /// answered with `error`, or dropped when it cannot be answered).
+    /// answered with `error`, or dropped when it cannot be answered). It has no connection
+    /// yet: the worker picks its slot (a pooled connection's, or a free one) and calls
+    /// [`OutConn::begin`]. Nothing here depends on `cx.slot`.
     pub fn start(cx: &mut Ctx, pkt: &Request, buf: &[u8], via: Via) -> Option<OutConn> {
         let stream = matches!(via, Via::Stream);
         let mut sh = Shell::new(cx, pkt, buf, via)?;
         let uri = pkt.uri.map(|u| u.get(buf)).unwrap_or_default();
         let target = std::str::from_utf8(uri).ok().and_then(Target::parse);
-        let Some(target) = target.filter(|t| t.scheme == Scheme::Http) else {
-            // https, ws and wss come with TLS and outbound WebSocket (issue 13, phase 2).
+        let Some(target) = target.filter(|t| matches!(t.scheme, Scheme::Http | Scheme::Https))
+        else {
+            // ws and wss come with outbound WebSocket (issue 13, phase 2).
             sh.fail(cx, Condition::BadRequest, false);
             return None;
         };
@@ -506,13 +743,78 @@ impl OutConn {
             // pushpin-connmgr's ack: at once, before DNS, so the requester learns `from`.
             sh.send_packet(cx, |o, r| zc::encode_control(o, r, Kind::KeepAlive));
         }
-        if let Some(c) = sh.resolve(cx) {
+        if let Err(c) = sh.choose_tls(cx, pkt, buf) {
             sh.fail(cx, c, false);
             return None;
         }
+        sh.retryable = session.retryable();
         Some(OutConn {
             sh,
             session: OutSession::Http(Box::new(session)),
+        })
+    }
+
+    /// Sets the exchange going on its slot (`cx.slot`): on `parked`, a pooled connection
+    /// with this exchange's [`PoolKey`] (the request goes out at once), else by resolving
+    /// its target. False: it failed at once (answered; the worker frees it).
+    pub fn begin(&mut self, cx: &mut Ctx, parked: Option<Parked>) -> bool {
+        if let Some(p) = parked {
+            debug_assert!(p.key == self.pool_key());
+            cx.stats.out_reused.inc();
+            self.sh.socket = Socket::Open;
+            self.sh.peer = Some(p.peer);
+            self.sh.tls = p.tls;
+            self.sh.reused = true;
+            self.sh.touch(cx);
+            let OutSession::Http(h) = &mut self.session;
+            h.handle_connected(&mut self.sh);
+            return true;
+        }
+        match self.sh.resolve(cx) {
+            Some(c) => {
+                self.sh.fail(cx, c, false);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// The key this exchange's connections are shared under (`pool`).
+    pub fn pool_key(&self) -> PoolKey {
+        let (host, port) = match &self.sh.connect {
+            Some((h, p)) => (h.as_str(), *p),
+            None => (self.sh.target.host.as_str(), self.sh.target.port),
+        };
+        let tls = self.sh.tls_config.clone();
+        PoolKey {
+            host: host.into(),
+            port,
+            sni: match tls.is_some() {
+                true => self.sh.target.host.as_str().into(),
+                false => "".into(),
+            },
+            tls,
+        }
+    }
+
+    /// Whether this request may use a connection to `peer` (`--deny-out-internal`, unless
+    /// its `ignore-policies`).
+    pub fn allows(&self, s: &Settings, peer: SocketAddr) -> bool {
+        !(s.deny_out_internal && !self.sh.ignore_policies && is_internal(peer.ip()))
+    }
+
+    /// The exchange ended with its connection alive for reuse: hands it over (once).
+    pub fn park(&mut self) -> Option<Parked> {
+        if !(self.sh.ended && self.sh.keep && self.sh.socket == Socket::Open) {
+            return None;
+        }
+        let key = self.pool_key();
+        self.sh.keep = false;
+        self.sh.socket = Socket::None;
+        Some(Parked {
+            key,
+            peer: self.sh.peer?,
+            tls: self.sh.tls.take(),
         })
     }
 
@@ -520,6 +822,20 @@ impl OutConn {
     /// (with a socket, `handle_closed` says so).
     pub fn is_released(&self) -> bool {
         self.sh.ended && self.sh.socket == Socket::None
+    }
+
+    /// How the metrics count its connection: `None` without one; else (TLS, state).
+    pub fn class(&self) -> Option<(bool, crate::metrics::ConnState)> {
+        use crate::metrics::ConnState;
+        let tls = self.sh.tls_config.is_some();
+        Some(match self.sh.socket {
+            Socket::None => return None,
+            Socket::Open if self.sh.tls.as_ref().is_some_and(|t| t.is_handshaking()) => {
+                (tls, ConnState::TlsHandshake)
+            }
+            Socket::Connecting | Socket::Open => (tls, ConnState::Active),
+            Socket::Finishing | Socket::Closing => (tls, ConnState::Closing),
+        })
     }
 
     /// The requester's id and `from`: the session's key.
@@ -551,7 +867,10 @@ impl OutConn {
             Some(Duration::from_millis(limits::SESSION_EXPIRY_MS)),
         );
         match pkt.kind.get() {
-            Kind::Cancel | Kind::Error => self.sh.end(cx),
+            Kind::Cancel | Kind::Error => {
+                self.sh.keep = false; // a cancelled response is not read to its end
+                self.sh.end(cx)
+            }
             Kind::KeepAlive => {}
             Kind::Credit | Kind::Data => {
                 let OutSession::Http(h) = &mut self.session;
@@ -580,36 +899,80 @@ impl OutConn {
             self.sh.close(cx);
             return;
         }
-        self.sh.socket = Socket::Open;
-        self.sh.touch(cx);
+        if let Err(c) = self.sh.connected(cx) {
+            self.fail(cx, c);
+            return;
+        }
         let OutSession::Http(h) = &mut self.session;
         h.handle_connected(&mut self.sh);
     }
 
-    pub fn handle_recv(&mut self, cx: &mut Ctx, data: &[u8]) {
+    pub fn handle_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
         if !self.sh.is_open() {
             return;
         }
-        self.sh.touch(cx);
-        let OutSession::Http(h) = &mut self.session;
-        h.handle_recv(&mut self.sh, cx, data);
+        if self.sh.tls.is_none() {
+            self.sh.touch(cx);
+            self.sh.reused = false; // a response byte: no longer a stale candidate
+            let OutSession::Http(h) = &mut self.session;
+            h.handle_recv(&mut self.sh, cx, data);
+            return;
+        }
+        let mut plain = cx.pool.take();
+        let read = self.sh.read(cx, data, &mut plain);
+        let closed = match read {
+            Ok((_, closed)) => closed,
+            Err(c) => {
+                cx.pool.give(plain);
+                if !self.sh.retry_stale(cx) {
+                    self.fail(cx, c);
+                }
+                return;
+            }
+        };
+        if !plain.is_empty() {
+            self.sh.touch(cx);
+            self.sh.reused = false;
+            let OutSession::Http(h) = &mut self.session;
+            h.handle_recv(&mut self.sh, cx, &plain);
+        }
+        cx.pool.give(plain);
+        if closed {
+            self.handle_eof(cx);
+        }
     }
 
     pub fn handle_eof(&mut self, cx: &mut Ctx) {
-        if !self.sh.is_open() {
+        if !self.sh.is_open() || self.sh.retry_stale(cx) {
             return;
         }
+        if self.sh.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            self.fail(cx, Condition::TlsError);
+            return;
+        }
+        // Over TLS a body read to the end of the connection ends only with the origin's
+        // `close_notify`; without it the body may have been cut (RFC 8446 §6.1).
+        let clean = self.sh.tls.as_ref().is_none_or(|t| t.peer_closed());
+        self.sh.keep = false;
         // The session ends the exchange (a failure, or the end of a read-to-EOF body); a
         // body read whole but not yet credited waits for the requester's credits.
         let OutSession::Http(h) = &mut self.session;
-        h.handle_eof(&mut self.sh, cx);
+        h.handle_eof(&mut self.sh, cx, clean);
     }
 
     pub fn handle_sent(&mut self, cx: &mut Ctx, buf: Vec<u8>) {
         cx.pool.give(buf);
+        if self.sh.socket == Socket::Finishing {
+            self.sh.close_now(cx);
+            return;
+        }
+        let handshake = std::mem::take(&mut self.sh.handshake_send);
         let Some(body) = self.sh.sending.take() else {
             return;
         };
+        if handshake {
+            return; // handshake records only: no request byte went
+        }
         let OutSession::Http(h) = &mut self.session;
         h.handle_sent(&mut self.sh, cx, body);
     }
@@ -617,6 +980,11 @@ impl OutConn {
     /// The runtime closed the socket. True: the exchange is over and the slot free.
     pub fn handle_closed(&mut self, cx: &mut Ctx) -> bool {
         self.sh.socket = Socket::None;
+        if let Some(mut t) = self.sh.tls.take() {
+            t.release(cx.pool);
+        }
+        self.sh.sending = None;
+        self.sh.handshake_send = false;
         let after = std::mem::replace(&mut self.sh.after, After::Done);
         if self.sh.ended {
             return true;
@@ -627,7 +995,7 @@ impl OutConn {
                 self.fail(cx, Condition::RemoteConnectionFailed);
                 true
             }
-            After::Redirect => {
+            After::Redirect | After::Retry => {
                 let OutSession::Http(h) = &mut self.session;
                 h.restart();
                 match self.sh.resolve(cx) {
@@ -651,13 +1019,26 @@ impl OutConn {
             let d = self.sh.deadlines[t as usize];
             d != 0 && d <= now
         };
+        if self.sh.socket == Socket::Finishing {
+            if due(Timer::Io) {
+                self.sh.close_now(cx); // close_notify not written in time
+            }
+            return;
+        }
         if due(Timer::Expiry) {
             crate::log!(crate::log::DEBUG, "client", "session expired");
             self.sh.end(cx);
         } else if due(Timer::Whole) {
             self.fail(cx, Condition::SessionTimeout);
         } else if due(Timer::Io) {
-            self.fail(cx, Condition::ConnectionTimeout);
+            let handshaking = self.sh.tls.as_ref().is_some_and(|t| t.is_handshaking());
+            self.fail(
+                cx,
+                match handshaking {
+                    true => Condition::TlsError,
+                    false => Condition::ConnectionTimeout,
+                },
+            );
         }
     }
 
@@ -667,18 +1048,22 @@ impl OutConn {
             self.sh
                 .send_packet(cx, |o, r| zc::encode_control(o, r, Kind::Cancel));
         }
+        self.sh.keep = false;
         self.sh.end(cx);
     }
 
     fn fail(&mut self, cx: &mut Ctx, c: Condition) {
         let OutSession::Http(h) = &self.session;
         let head_sent = h.head_sent();
+        self.sh.keep = false;
         self.sh.fail(cx, c, head_sent);
     }
 
     /// Issues what the state calls for; the worker calls it after every input.
     pub fn flush(&mut self, cx: &mut Ctx) {
-        self.sh.flush(cx);
+        if let Err(c) = self.sh.flush(cx) {
+            self.fail(cx, c);
+        }
     }
 
     /// The earliest deadline.
@@ -692,7 +1077,6 @@ impl OutConn {
             .min()?;
         Some(s.epoch + Duration::from_millis(min))
     }
-
     /// The keep-alive sweep's visit (every `KEEP_ALIVE_INTERVAL_MS / 2`: `worker::out`): a
     /// keep-alive for an open stream session that has had no packet from zring for half the
     /// interval; takes its `seq`. Visiting twice per interval is what bounds the gap by the

@@ -64,7 +64,7 @@ fn a_get_through_the_worker() {
     assert_eq!(a, addr("192.0.2.9:8080"));
     assert_eq!(
         h.read_text(o),
-        "GET /x HTTP/1.1\r\nHost: origin.test:8080\r\nConnection: close\r\n\r\n"
+        "GET /x HTTP/1.1\r\nHost: origin.test:8080\r\n\r\n"
     );
     h.write(o, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let p = h.packets();
@@ -72,8 +72,60 @@ fn a_get_through_the_worker() {
     assert_eq!((p[0].code, p[0].more), (Some(200), true));
     assert_eq!((p[1].body.as_slice(), p[1].more), (&b"ok"[..], false));
     assert_eq!(p[1].ids, [("r1".to_string(), Some(2))]);
+    // A complete HTTP/1.1 response: the connection stays open for the pool.
+    assert_eq!(h.ios(o), []);
+    // The next request to the same origin takes it: no DNS, no connect.
+    h.requester_send(true, first("r2", "http://origin.test:8080/y"));
+    assert_eq!(h.packet().kind, "keep-alive");
+    assert_eq!(
+        h.read_text(o),
+        "GET /y HTTP/1.1\r\nHost: origin.test:8080\r\n\r\n"
+    );
+    assert_eq!(h.connects_pending(), 0);
+    h.write(
+        o,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    );
+    assert_eq!(h.packets().len(), 2);
+    // `Connection: close`: not pooled.
     assert_eq!(h.ios(o), [Io::Close]);
     h.drive();
+    assert!(h.finished_out());
+}
+
+#[test]
+fn an_idle_pooled_connection_closes_after_its_idle_time_or_when_the_origin_closes() {
+    // Goal: a parked connection is closed by zring after OUT_POOL_IDLE_MS unused; one the
+    // origin closes while idle is closed at once and the next request connects afresh.
+    let mut h = client_harness();
+    for (id, path) in [("r1", "/a"), ("r2", "/b")] {
+        h.requester_send(true, first(id, &format!("http://origin.test:8080{path}")));
+        h.packet();
+        assert_eq!(
+            h.resolve(&[addr("192.0.2.9:8080")]).as_deref(),
+            Some("origin.test:8080")
+        );
+        let (o, _) = h.origin_connect(true);
+        h.read_text(o);
+        h.write(o, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(h.packets().len(), 2);
+        assert_eq!(h.ios(o), [], "{path}: parked");
+        match id {
+            "r1" => {
+                h.advance(Duration::from_millis(
+                    crate::limits::OUT_POOL_IDLE_MS - 1_000,
+                ));
+                assert_eq!(h.ios(o), [], "still idle");
+                h.advance(Duration::from_millis(2_000));
+                assert_eq!(h.ios(o), [Io::Close], "expired");
+            }
+            _ => {
+                h.client_shutdown(o);
+                assert_eq!(h.ios(o), [Io::Close], "the origin closed it");
+            }
+        }
+        h.drive();
+    }
     assert!(h.finished_out());
 }
 
