@@ -205,6 +205,12 @@ fn origin(args: &Args) {
     let port = args.number("--port", 0.0) as u16;
     let body = vec![b'x'; args.number("--body-bytes", 100.0) as usize];
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    // std listens with a backlog of 128. A manager without an origin pool opens a
+    // connection per request; a burst past 128 unaccepted ones drops SYNs, and each drop
+    // costs the client a 1 s retransmit. Linux takes a second listen() as a new backlog.
+    // SAFETY: listen on the descriptor the listener owns; no memory is passed.
+    let listened = unsafe { libc::listen(listener.as_raw_fd(), 4096) };
+    assert_eq!(listened, 0, "listen: {}", std::io::Error::last_os_error());
     println!("origin_port={}", listener.local_addr().unwrap().port());
     std::io::stdout().flush().ok();
     let mut response = format!(
