@@ -106,7 +106,11 @@ EOF
 
 /usr/bin/python3 scripts/pushpin_latest_peers.py origin "$origin_http" "$origin_ws" >"$work/origin.log" 2>&1 &
 LOAD_PIDS+=($!)
-(cd "$work" && PATH="$work/bin:$PATH" exec "$rel/pushpin" --config="$work/config/pushpin.conf") \
+# In a process group of its own: Pushpin 2.0's runner does not pass SIGTERM on to the
+# services it started (it waits for them), so it is stopped as a terminal's Ctrl-C stops it,
+# by signalling its group. setsid execs in place (the subshell leads no group), so the
+# group's id is the runner's pid; checked below.
+(cd "$work" && PATH="$work/bin:$PATH" exec setsid "$rel/pushpin" --config="$work/config/pushpin.conf") \
   >"$work/pushpin.log" 2>&1 &
 runner=$!
 LOAD_PIDS+=("$runner")
@@ -154,12 +158,14 @@ check proxy
 check stream
 check ws
 
-kill "$runner" 2>/dev/null || true
-for _ in $(seq 100); do kill -0 "$runner" 2>/dev/null || break; sleep 0.1; done
+group=$(ps -o pgid= -p "$runner" 2>/dev/null | tr -d ' ' || true)
+if [ "$group" = "$runner" ]; then kill -TERM -- "-$group" 2>/dev/null || true; else kill "$runner" 2>/dev/null || true; fi
+# zring drains for up to its --shutdown-timeout (10 s) after SIGTERM.
+for _ in $(seq 150); do kill -0 "$runner" 2>/dev/null || kill -0 "$cm_pid" 2>/dev/null || break; sleep 0.1; done
 if [ "$cm_pid" -gt 0 ] && kill -0 "$cm_pid" 2>/dev/null; then
-  sleep 2
-  kill -0 "$cm_pid" 2>/dev/null && result stop fail "zring (pid $cm_pid) outlived Pushpin's runner"
+  result stop fail "zring (pid $cm_pid) still running 15 s after Pushpin was stopped"
 fi
+if [ "$group" = "$runner" ]; then kill -KILL -- "-$group" 2>/dev/null || true; fi
 [ -n "${KEEP_LOGS:-}" ] && echo "logs: $work/log $work/pushpin.log"
 if [ "$failed" = 0 ]; then echo "pushpin-latest: all checks passed"; else echo "pushpin-latest: FAILED"; fi
 exit "$failed"
