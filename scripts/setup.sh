@@ -6,13 +6,16 @@
 #   scripts/setup.sh fuzz    cargo-fuzz only (fuzz-smoke.sh)
 #   scripts/setup.sh hostile what scripts/hostile.sh needs: Condure, slowhttptest, curl
 #   scripts/setup.sh package what scripts/package-deb.sh needs: dpkg-dev (dpkg-shlibdeps)
+#   scripts/setup.sh pushpin-latest  what scripts/pushpin-latest.sh needs to build Pushpin 2.0
+#                            from source (Qt 6, qmake6, Boost, libzmq, OpenSSL) and run its checks
+#   scripts/setup.sh client-bench    what scripts/client-bench.sh needs: zurl, the WebSocket origin
 # Installs only what is missing, so a second run is a quiet no-op. apt-get needs root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-build}
 case "$what" in
-  build | test | fuzz | hostile | package) ;;
-  *) echo "usage: $0 [build|test|fuzz|hostile|package]" >&2; exit 2 ;;
+  build | test | fuzz | hostile | package | pushpin-latest | client-bench) ;;
+  *) echo "usage: $0 [build|test|fuzz|hostile|package|pushpin-latest|client-bench]" >&2; exit 2 ;;
 esac
 
 as_root() {
@@ -63,6 +66,15 @@ case "$what" in
   # The attack side of scripts/hostile.sh (slow headers, body, read) and its peer.
   hostile) apt_install "${build_pkgs[@]}" condure slowhttptest curl; exit 0 ;;
   package) apt_install "${build_pkgs[@]}" "${package_pkgs[@]}"; exit 0 ;;
+  # Pushpin 2.0's build (its build.rs runs qmake6 over the C++ half, which needs Qt 6 and
+  # Boost headers; its Rust half links the system libzmq and OpenSSL through pkg-config) and
+  # the origin and clients of the checks (Python with Debian's websockets).
+  pushpin-latest)
+    apt_install "${build_pkgs[@]}" qt6-base-dev qmake6 libboost-dev libzmq3-dev libssl-dev \
+      pkg-config make python3-websockets curl
+    exit 0 ;;
+  # zurl 1.11 side by side with zring; the WebSocket origin of the idle-memory figure.
+  client-bench) apt_install "${build_pkgs[@]}" zurl python3-websockets; exit 0 ;;
 esac
 
 # test: the peers (pushpin brings condure, zurl and mongrel2-core; named so a removed one
