@@ -153,6 +153,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
         )?),
         None => None,
     };
+    // A takeover that fails from here on puts the replaced zring's pid file back.
+    let mut pid_file_restore = process.as_ref().and_then(|p| p.restore_guard());
     // The access log thread (after the daemon's fork: threads do not survive it).
     let (access, access_thread) =
         AccessLog::start().map_err(|e| format!("access log thread: {e}"))?;
@@ -237,6 +239,9 @@ fn run(mut cfg: Config) -> Result<(), String> {
         zring::log!(log::INFO, "zring", "metrics on http://{}/metrics", p.addr);
     }
     if let Some(t) = taken {
+        if let Some(r) = pid_file_restore.as_mut() {
+            r.armed = false; // serving: the pid file is this process's now
+        }
         // Serving on the shared sockets: the old zring may stop accepting.
         match t.finish() {
             Ok(()) => zring::log!(

@@ -8,6 +8,8 @@
 //! - `m2_takeover_under_load_drops_nothing`: the same load through three takeovers of a
 //!   zring serving a Mongrel2 config (its listeners are the config's servers), with
 //!   Mongrel2's pid file handed from each process to the next.
+//! - `m2_failed_takeover_leaves_the_running_zring_and_its_pid_file`: a successor that fails
+//!   after writing its pid file puts the running zring's pid back.
 //! - `m2_socket_activation_serves_the_config_port`: a socket systemd passes serves the
 //!   Mongrel2 server whose port it is bound to.
 //! - `queued_connections_survive_a_takeover`: connections that wait in the backlog of a
@@ -296,8 +298,9 @@ both_runtimes! {
         // Goal: in Mongrel2 mode a socket systemd passes (LISTEN_FDS) serves the server
         // whose bind_addr/port it is bound to, and the connection that made systemd start
         // zring is served. Method: systemd-socket-activate binds the config's port and
-        // starts zring on the first connection; that client's request gets the handler's
-        // answer, and zring says the socket came from systemd.
+        // starts zring on the first connection; that connection's request, sent once the
+        // handler is up, gets the handler's answer, and zring says the socket came from
+        // systemd.
         let dir = temp_dir(&format!("activate-m2-{rt}"));
         for d in ["run", "logs", "tmp"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -323,6 +326,9 @@ both_runtimes! {
         );
         wait_port(port, &mut activator, START_BOUND);
         let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // Its request only once the handler answers others: a handler that connects its
+        // PULL before its PUB would lose the reply (Mongrel2's PUB/SUB, docs/mongrel2.md).
+        wait_hello(port, &mut activator);
         first.write_all(HELLO).unwrap();
         first.set_read_timeout(Some(START_BOUND)).unwrap();
         // Mongrel2 handlers keep the connection: the response is read by its length.
@@ -373,6 +379,55 @@ both_runtimes! {
         assert!(status.success(), "{status:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+#[test]
+fn m2_failed_takeover_leaves_the_running_zring_and_its_pid_file() {
+    // Goal: a successor that fails after it has replaced Mongrel2's pid file (here: its
+    // --access-log cannot be opened, which comes after the pid file) leaves the pid file
+    // naming the running zring, which goes on serving. Method: start a Mongrel2-mode zring,
+    // start a failing successor with --takeover, check its exit, the pid file and a request.
+    let dir = temp_dir("restart-m2-failed");
+    for d in ["run", "logs", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let port = free_port();
+    std::fs::write(dir.join("m2.conf"), m2_config(port)).unwrap();
+    let _handler = Proc::start(
+        "m2 handler",
+        Command::new(env!("CARGO_BIN_EXE_zring-m2-handler"))
+            .arg(format!("ipc://{}/send", dir.display()))
+            .arg(format!("ipc://{}/recv", dir.display()))
+            .stdout(std::process::Stdio::null()),
+    );
+    let pid_file = dir.join("run/zring.pid");
+    let mut old = m2_zring("epoll", "zring-0", &dir, &[]);
+    wait_hello(port, &mut old);
+    assert_eq!(pid_in(&pid_file), Some(old.pid()));
+    let mut new = m2_zring(
+        "epoll",
+        "zring-1",
+        &dir,
+        &["--takeover", "--access-log", "/nonexistent/access.log"],
+    );
+    let status = new
+        .wait_exit(EXIT_BOUND)
+        .expect("the failing successor exits");
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        m2_logs(&dir, &new).contains("--access-log"),
+        "{}",
+        m2_logs(&dir, &new)
+    );
+    assert_eq!(
+        pid_in(&pid_file),
+        Some(old.pid()),
+        "{}",
+        m2_logs(&dir, &old)
+    );
+    assert!(old.exited().is_none(), "{}", m2_logs(&dir, &old));
+    wait_hello(port, &mut old);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 mod queued_connections_survive_a_takeover {

@@ -23,6 +23,35 @@ pub struct Process {
     pub chrooted: bool,
     /// The pid file written (removed at shutdown).
     pub pid_file: PathBuf,
+    /// A takeover's: what the pid file held before (the replaced zring's pid), put back if
+    /// this process fails before it serves (`PidFileRestore`).
+    pub replaced: Option<Vec<u8>>,
+}
+
+/// Until disarmed, puts a takeover's replaced pid file back when dropped: a successor that
+/// fails to start leaves the running zring's pid in it, as it found it.
+pub struct PidFileRestore {
+    path: PathBuf,
+    previous: Vec<u8>,
+    pub armed: bool,
+}
+
+impl Process {
+    pub fn restore_guard(&self) -> Option<PidFileRestore> {
+        Some(PidFileRestore {
+            path: self.pid_file.clone(),
+            previous: self.replaced.clone()?,
+            armed: true,
+        })
+    }
+}
+
+impl Drop for PidFileRestore {
+    fn drop(&mut self) {
+        if self.armed && holds_own_pid(&self.path) {
+            let _ = std::fs::write(&self.path, &self.previous);
+        }
+    }
 }
 
 /// Steps 1-6 for `server` with the config's `settings`.
@@ -64,16 +93,23 @@ pub fn start(
         (false, false) => PathBuf::from(format!(".{}", server.pid_file)),
         _ => PathBuf::from(&server.pid_file),
     };
-    match replacing {
-        true => replace_pid_file(&pid_file)?,
-        false => write_pid_file(&pid_file)?,
-    }
+    let replaced = match replacing {
+        true => Some(replace_pid_file(&pid_file)?),
+        false => {
+            write_pid_file(&pid_file)?;
+            None
+        }
+    };
     // 5 and 6.
     if chrooted {
         drop_privileges(Path::new("/"))?;
         redirect_log(&server.error_log)?;
     }
-    Ok(Process { chrooted, pid_file })
+    Ok(Process {
+        chrooted,
+        pid_file,
+        replaced,
+    })
 }
 
 /// Removes `path` when the pid in it is no live process (`Unixy_remove_dead_pidfile`).
@@ -122,8 +158,9 @@ fn write_pid_file(path: &Path) -> Result<(), String> {
 }
 
 /// A takeover's pid file: written beside, then renamed over the replaced zring's (whose
-/// exit then leaves it, `remove_own_pid_file`).
-fn replace_pid_file(path: &Path) -> Result<(), String> {
+/// exit then leaves it, `remove_own_pid_file`). Returns what it held.
+fn replace_pid_file(path: &Path) -> Result<Vec<u8>, String> {
+    let previous = std::fs::read(path).unwrap_or_default();
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".{}", std::process::id()));
     let aside = PathBuf::from(aside);
@@ -132,17 +169,21 @@ fn replace_pid_file(path: &Path) -> Result<(), String> {
     std::fs::rename(&aside, path).map_err(|e| {
         let _ = std::fs::remove_file(&aside);
         format!("pid file {}: {e}", path.display())
-    })
+    })?;
+    Ok(previous)
+}
+
+fn holds_own_pid(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| leading_int(&t))
+        .is_some_and(|pid| pid == std::process::id() as i32)
 }
 
 /// At exit (Mongrel2's `complete_shutdown`): the pid file goes if it is still this
 /// process's (after a takeover it names the successor).
 pub fn remove_own_pid_file(path: &Path) {
-    let own = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| leading_int(&t))
-        .is_some_and(|pid| pid == std::process::id() as i32);
-    if own {
+    if holds_own_pid(path) {
         let _ = std::fs::remove_file(path);
     }
 }
