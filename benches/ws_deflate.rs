@@ -10,7 +10,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use zring::proto::ws_deflate::{Compressor, Config, Decompressor, Params, TakeoverMemory};
+use zring::proto::ws_deflate::{
+    Compressor, Config, Decompressor, Params, SharedCompressor, TakeoverMemory,
+    SERVER_WINDOW_BITS_DEFAULT,
+};
 
 /// Makes the message with the given index.
 type MakeMessage = fn(usize) -> Vec<u8>;
@@ -138,6 +141,24 @@ fn compress_benches(criterion: &mut Criterion) {
                 })
             });
         }
+        // The worker's compressor of --compression-context shared: no context, its state
+        // reset between messages instead of freed and allocated again.
+        let config = Config {
+            compression_level: level,
+            ..Config::default()
+        };
+        let mut shared = SharedCompressor::default();
+        let mut out = Vec::with_capacity(128 * 1024);
+        let mut index = 0;
+        group.bench_function(BenchmarkId::new(name, "shared"), |bencher| {
+            bencher.iter(|| {
+                out.clear();
+                let message = black_box(&messages[index % MESSAGES]);
+                shared.compress(&config, SERVER_WINDOW_BITS_DEFAULT, message, true, &mut out);
+                index += 1;
+                black_box(out.len())
+            })
+        });
     }
     group.finish();
 }

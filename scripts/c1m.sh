@@ -3,7 +3,12 @@
 # this box, with the example handler behind it and zring-load on the client side.
 #
 #   scripts/c1m.sh [--clients N] [--hold SECS] [--server zring|condure|mongrel2|zring-m2]
-#                  [--mode ws|http] [--settle SECS] [--rate R] [--results FILE]
+#                  [--mode ws|http] [--settle SECS] [--rate R] [--results FILE] [--deflate] [--tls]
+#
+# --deflate: the server runs with --compression and the clients offer permessage-deflate (the
+# idle memory of compressed connections). --tls (ws mode): the clients connect with TLS to
+# a second listener with a throwaway certificate (a CA and a leaf for localhost, openssl);
+# the RSS per connection then includes the server's idle TLS sessions.
 #
 # --mode http holds plain HTTP keep-alive clients instead (one GET /hello each, then idle).
 # --settle: seconds between the last client connecting and the RSS sample (default 2; zring
@@ -19,7 +24,7 @@
 # Env: SERVER, WORKERS, RUNTIME, ZRING_ARGS, PROFILE=debug, KEEP_LOGS=1, PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CLIENTS=1000000 HOLD= SERVER=${SERVER:-zring} RATE=20000 RESULTS= MODE=ws SETTLE=2
+CLIENTS=1000000 HOLD= SERVER=${SERVER:-zring} RATE=20000 RESULTS= MODE=ws SETTLE=2 DEFLATE= TLS=
 while [ $# -gt 0 ]; do
   case "$1" in
     --clients) CLIENTS=$2; shift 2 ;;
@@ -29,7 +34,9 @@ while [ $# -gt 0 ]; do
     --results) RESULTS=$2; shift 2 ;;
     --mode) MODE=$2; shift 2 ;;
     --settle) SETTLE=$2; shift 2 ;;
-    *) echo "usage: $0 [--clients N] [--hold SECS] [--server zring|condure|mongrel2|zring-m2] [--mode ws|http] [--settle S] [--rate R] [--results FILE]" >&2; exit 2 ;;
+    --deflate) DEFLATE=1; shift ;;
+    --tls) TLS=1; shift ;;
+    *) echo "usage: $0 [--clients N] [--hold SECS] [--server zring|condure|mongrel2|zring-m2] [--mode ws|http] [--settle S] [--rate R] [--results FILE] [--deflate] [--tls]" >&2; exit 2 ;;
   esac
 done
 # The hold covers a full keep-alive cycle (zring and Condure visit every session every 45 s)
@@ -47,6 +54,14 @@ source scripts/load-lib.sh
 load_sysctls
 load_build
 PORT=${PORT:-$(free_port)}
+target=$PORT client_args=()
+if [ -n "$DEFLATE" ]; then export DEFLATE; client_args+=(--deflate); fi
+if [ -n "$TLS" ]; then
+  [ "$MODE" = ws ] || { echo "--tls needs --mode ws" >&2; exit 2; }
+  make_tls_ids
+  TLS_PORT=$(free_port); export TLS_PORT
+  target=$TLS_PORT client_args+=(--tls --ca "$TLS_CA")
+fi
 start_server "$SERVER" "$PORT" "$CLIENTS"
 sleep 1
 rss0=$(rss_kb "$SERVER_PID")
@@ -54,8 +69,8 @@ slab0=$(slab_kb)
 sslab0=$(sock_slab_kb)
 
 max_secs=$(( CLIENTS / 150 + HOLD + 120 ))
-"$BIN/zring-load" "${mode_args[@]}" --clients "$CLIENTS" --rate "$RATE" --target "127.0.0.1:$PORT" \
-  --hold "$HOLD" --label "$SERVER" --max-secs "$max_secs" --connect-timeout 60 --inflight 128 \
+"$BIN/zring-load" "${mode_args[@]}" --clients "$CLIENTS" --rate "$RATE" --target "127.0.0.1:$target" \
+  --hold "$HOLD" --label "$SERVER" --max-secs "$max_secs" --connect-timeout 60 --inflight 128 "${client_args[@]}" \
   >"$LOAD_DIR/load.out" 2>"$LOAD_DIR/load.err" &
 load_pid=$!
 LOAD_PIDS+=("$load_pid")
@@ -90,7 +105,7 @@ read -r ka_pps ka_ids_ps < <(awk -v from="$held_rel" '
   END { if (got && s1 > s0) printf "%.1f %.0f\n", (p1 - p0) / (s1 - s0), (d1 - d0) / (s1 - s0); else print "na na" }' \
   "$LOAD_DIR/handler.log")
 per_conn() { awk -v a="$1" -v b="$2" -v n="$connected" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1024 / n; else print "na" }'; }
-out="test=c1m server=$SERVER mode=$MODE clients=$CLIENTS held=$connected"
+out="test=c1m server=$SERVER mode=$MODE deflate=${DEFLATE:-0} tls=${TLS:-0} clients=$CLIENTS held=$connected"
 for k in failed connect_secs connect_rate; do v=$(pick "$k" "$line"); out+=" $k=${v:-na}"; done
 out+=" server_rss_kb=$rss1 server_rss_per_conn_b=$(per_conn "$rss0" "$rss1") slab_per_conn_b=$(per_conn "$sslab0" "$sslab1")"
 out+=" slab_total_per_conn_b=$(per_conn "$slab0" "$slab1")"

@@ -8,7 +8,15 @@
 #
 #   scripts/fanout.sh --clients N [--rounds K] [--idle M] [--server zring|condure|mongrel2|zring-m2]
 #                     [--payload BYTES] [--rate CONNECTS_PER_SEC] [--results FILE]
-#                     [--dist FILE.csv] [--no-floor] [--floor-threads K]
+#                     [--dist FILE.csv] [--no-floor] [--floor-threads K] [--deflate] [--tls]
+#
+# --deflate: the server runs with --compression (zring: --compression-context shared, its
+# default, unless ZRING_ARGS says otherwise) and every client offers permessage-deflate as
+# browsers do, inflates every message and checks its text; the floor sends the same
+# message compressed once (RSV1). --tls: the clients connect with TLS (rustls, full
+# handshakes) to a second listener with a throwaway certificate (openssl, a CA and a leaf
+# for localhost), the trigger POST stays plain; no floor yet with --tls (--no-floor
+# implied).
 #
 # --floor-threads K runs the floor's sender in K threads of its own (as a server's workers
 # are apart from its clients, so it pays for waking them); by default it sends from the
@@ -26,6 +34,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=2000 IDLE=0 ROUNDS=5 SERVER=${SERVER:-zring} PAYLOAD=64 RATE=20000 RESULTS= DIST= FLOOR=--floor-first FLOOR_THREADS=0
+DEFLATE= TLS=
 while [ $# -gt 0 ]; do
   case "$1" in
     --clients) CLIENTS=$2; shift 2 ;;
@@ -38,7 +47,9 @@ while [ $# -gt 0 ]; do
     --dist) DIST=$2; shift 2 ;;
     --no-floor) FLOOR=; shift ;;
     --floor-threads) FLOOR_THREADS=$2; shift 2 ;;
-    *) echo "usage: $0 --clients N [--rounds K] [--idle M] [--server zring|condure|mongrel2|zring-m2] [--payload B] [--rate R] [--results FILE] [--dist FILE] [--no-floor] [--floor-threads K]" >&2; exit 2 ;;
+    --deflate) DEFLATE=1; shift ;;
+    --tls) TLS=1; FLOOR=; shift ;;
+    *) echo "usage: $0 --clients N [--rounds K] [--idle M] [--server zring|condure|mongrel2|zring-m2] [--payload B] [--rate R] [--results FILE] [--dist FILE] [--no-floor] [--floor-threads K] [--deflate] [--tls]" >&2; exit 2 ;;
   esac
 done
 # shellcheck source=scripts/load-lib.sh
@@ -47,6 +58,13 @@ load_sysctls
 load_build
 PORT=${PORT:-$(free_port)}
 TOTAL=$(( CLIENTS + IDLE ))
+target=$PORT client_args=()
+if [ -n "$DEFLATE" ]; then export DEFLATE; client_args+=(--deflate); fi
+if [ -n "$TLS" ]; then
+  make_tls_ids
+  TLS_PORT=$(free_port); export TLS_PORT
+  target=$TLS_PORT client_args+=(--tls --ca "$TLS_CA")
+fi
 start_server "$SERVER" "$PORT" "$TOTAL"
 
 # Bounded: connecting at ≥ ~300/s (zring's io_uring runtime today), plus the rounds.
@@ -54,10 +72,10 @@ max_secs=$(( TOTAL / 150 + ROUNDS * 25 + 120 ))
 dist_args=()
 [ -n "$DIST" ] && dist_args=(--dist "$DIST")
 set +e
-line=$("$BIN/zring-load" --mode ws --clients "$TOTAL" --members "$CLIENTS" --rate "$RATE" --target "127.0.0.1:$PORT" \
+line=$("$BIN/zring-load" --mode ws --clients "$TOTAL" --members "$CLIENTS" --rate "$RATE" --target "127.0.0.1:$target" \
   --path /ws/broadcast --fanout-trigger "http://127.0.0.1:$PORT/broadcast" --rounds "$ROUNDS" \
   --payload "$PAYLOAD" $FLOOR --floor-threads "$FLOOR_THREADS" --label "$SERVER" --max-secs "$max_secs" --connect-timeout 60 --inflight 128 \
-  "${dist_args[@]}" 2>"$LOAD_DIR/load.err")
+  "${client_args[@]}" "${dist_args[@]}" 2>"$LOAD_DIR/load.err")
 rc=$?
 set -e
 state=$(server_state "$SERVER")
@@ -67,7 +85,7 @@ if [ -z "$line" ]; then
   line="mode=ws clients=$CLIENTS status=fail"
 fi
 keys=(connected failed fanout_p50_ms fanout_p99_ms fanout_p100_ms fanout_missed)
-out="test=fanout server=$SERVER clients=$CLIENTS idle=$IDLE rounds=$ROUNDS payload=$PAYLOAD"
+out="test=fanout server=$SERVER clients=$CLIENTS idle=$IDLE rounds=$ROUNDS payload=$PAYLOAD deflate=${DEFLATE:-0} tls=${TLS:-0}"
 for k in "${keys[@]}" handler_sent floor_threads floor_p50_ms floor_p99_ms floor_p100_ms ratio_p100 fanout_p100_median_ms floor_p100_median_ms ratio_p100_median fanout_p100_rounds_ms \
   floor_p100_rounds_ms fanout_backlog_drops fanout_retransmits floor_backlog_drops connect_secs client_bytes_per_conn status; do
   v=$(pick "$k" "$line")

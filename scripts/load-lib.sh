@@ -82,24 +82,46 @@ wait_http() { # port: until /hello answers (bounded: 10 s)
   return 1
 }
 
+# make_tls_ids: a throwaway CA and a certificate for `localhost` it signed (P-256, openssl),
+# in $LOAD_DIR/ids as zring reads identities (localhost.crt, localhost.key); the clients
+# trust $LOAD_DIR/ids/ca.crt. A CA and a leaf, not one self-signed certificate: rustls
+# (webpki) refuses a CA certificate as the server's own.
+make_tls_ids() {
+  local d="$LOAD_DIR/ids"
+  command -v openssl >/dev/null || { echo "openssl is required for --tls (scripts/setup.sh)" >&2; return 1; }
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=zring-load-ca \
+    -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$d/localhost.key" -out "$d/localhost.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/leaf.ext"
+  openssl x509 -req -in "$d/localhost.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+    -extfile "$d/leaf.ext" -out "$d/localhost.crt" 2>/dev/null
+  TLS_CA="$d/ca.crt"
+}
+
 # start_server NAME PORT CLIENTS: starts zring (SERVER=zring, the default) or condure
 # and the example handler; sets SERVER_PID and HANDLER_PID. zring runs WORKERS (default 2,
 # one per core) workers; each opens as many io_uring rings as its share of CLIENTS needs
 # (a ring's direct-descriptor table holds up to RLIMIT_NOFILE, 20,000 here). ZRING_ARGS adds
-# flags.
+# flags. With DEFLATE=1 the server runs with --compression; with TLS_PORT set it also
+# listens there with TLS (make_tls_ids first), PORT staying plain for the fan-out trigger.
 start_server() {
   local name=$1 port=$2 n=$3 maxconn=$(( $3 + 1000 ))
   local spec="ipc://$LOAD_DIR/$name"
+  local extra=()
+  [ -n "${DEFLATE:-}" ] && extra+=(--compression)
+  [ -n "${TLS_PORT:-}" ] && extra+=(--listen "127.0.0.1:$TLS_PORT,tls,default-cert=localhost" --tls-identities-dir "$LOAD_DIR/ids")
   case "$name" in
     zring)
       local workers=${WORKERS:-2}
       # shellcheck disable=SC2086
       "$BIN/zring" --runtime "${RUNTIME:-uring}" --workers "$workers" --stream-maxconn "$maxconn" \
-        --listen "127.0.0.1:$port" --zclient-stream "$spec" ${ZRING_ARGS:-} >"$LOAD_DIR/$name.log" 2>&1 &
+        --listen "127.0.0.1:$port" --zclient-stream "$spec" "${extra[@]}" ${ZRING_ARGS:-} >"$LOAD_DIR/$name.log" 2>&1 &
       ;;
     condure)
       command -v condure >/dev/null || { echo "condure is not installed" >&2; return 1; }
-      condure --stream-maxconn "$maxconn" --listen "127.0.0.1:$port" --zclient-stream "$spec" \
+      condure --stream-maxconn "$maxconn" --listen "127.0.0.1:$port" --zclient-stream "$spec" "${extra[@]}" \
         >"$LOAD_DIR/$name.log" 2>&1 &
       ;;
     mongrel2 | zring-m2)

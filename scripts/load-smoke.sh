@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI: the small versions of the load scripts (5,000 idle WebSockets, a 2,000-client fan-out
-# with its floor, two takeovers under load, a 500-client zring/Condure/Mongrel2 comparison), checking that each runs and prints one parseable key=value line with the
+# with its floor, 2,000-client deflate and wss fan-outs, two takeovers under load, a 500-client zring/Condure/Mongrel2 comparison), checking that each runs and prints one parseable key=value line with the
 # figures it promises. Proves the tools work; the figures themselves are not judged here.
 # Uses the debug binaries `cargo test` already built (PROFILE=debug); ~100 s.
 set -euo pipefail
@@ -31,6 +31,18 @@ check fanout "$line" fanout_p50_ms fanout_p99_ms fanout_p100_ms floor_p100_ms ra
 line=$(timeout 150 scripts/fanout.sh --clients 2000 --rounds 1 --floor-threads 1 | tail -n 1)
 check fanout "$line" fanout_p100_ms floor_p100_ms ratio_p100
 [[ "$line" == *" floor_threads=1 "* && "$line" == *" status=ok "* ]] || { echo "fanout --floor-threads 1: failed" >&2; exit 1; }
+
+# permessage-deflate (--compression-context shared: one compression per message and worker)
+# and wss: 2,000 clients each, two rounds; every client inflates or decrypts every message
+# and checks its text; nothing missed. The wss run has no floor yet.
+line=$(timeout 150 scripts/fanout.sh --clients 2000 --rounds 2 --deflate | tail -n 1)
+check fanout-deflate "$line" fanout_p50_ms fanout_p99_ms fanout_p100_ms floor_p100_ms ratio_p100
+[[ "$line" == *" deflate=1 "* && "$line" == *" fanout_missed=0 "* && "$line" == *" status=ok "* ]] ||
+  { echo "fanout --deflate: messages missed or failed" >&2; exit 1; }
+line=$(timeout 150 scripts/fanout.sh --clients 2000 --rounds 2 --tls | tail -n 1)
+check fanout-tls "$line" fanout_p50_ms fanout_p99_ms fanout_p100_ms connect_secs
+[[ "$line" == *" tls=1 "* && "$line" == *" fanout_missed=0 "* && "$line" == *" status=ok "* ]] ||
+  { echo "fanout --tls: messages missed or failed" >&2; exit 1; }
 
 # Two takeovers under wrk (scripts/restart.sh; ~6 s): every handover done, no request lost.
 if command -v wrk >/dev/null; then

@@ -48,6 +48,19 @@ pub enum RuntimeChoice {
     Epoll,
 }
 
+/// What zring's permessage-deflate compressor keeps between messages
+/// (`--compression-context`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionContext {
+    /// Every offer is answered with `server_no_context_takeover` (RFC 7692 §7.1.1.1), so a
+    /// message is compressed the same for every connection: a fan-out is compressed once
+    /// per worker, and no connection holds a compressor.
+    Shared,
+    /// Each connection keeps its own context (unless its client asks for none): a better
+    /// ratio for chatty one-to-one sessions, one compression per target in a fan-out.
+    Takeover,
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -75,6 +88,8 @@ pub struct Config {
     pub ipc_file_mode: Option<u32>,
     pub tls_identities_dir: PathBuf,
     pub compression: bool,
+    /// `--compression-context`: see [`CompressionContext`].
+    pub compression_context: CompressionContext,
     pub runtime: RuntimeChoice,
     /// zring: how long a request waits for a handler before it gets a 503.
     pub handler_wait_ms: u64,
@@ -138,6 +153,7 @@ impl Default for Config {
             ipc_file_mode: None,
             tls_identities_dir: PathBuf::from("."),
             compression: false,
+            compression_context: CompressionContext::Shared,
             runtime: RuntimeChoice::Auto,
             handler_wait_ms: limits::HANDLER_WAIT_MS_DEFAULT,
             shutdown_timeout_ms: limits::SHUTDOWN_TIMEOUT_MS_DEFAULT,
@@ -213,6 +229,13 @@ OPTIONS (client mode, as pushpin-connmgr; outbound HTTP for ZHTTP requesters, as
 
 OPTIONS (zring):
     --runtime <auto|uring|epoll>    Event loop; auto falls back to epoll without io_uring [default: auto]
+    --compression-context <shared|takeover>
+                                    With --compression: shared answers every permessage-deflate
+                                    offer with server_no_context_takeover, so a message is
+                                    compressed once per worker for all its targets and no
+                                    connection holds a compressor; takeover keeps a context per
+                                    connection (better ratio one-to-one, one compression per
+                                    target) [default: shared]
     --handler-wait <ms>             A request no handler takes within this time gets a 503 [default: 5000]
     --tls-handshake-timeout <ms>    A TLS client that has not finished its handshake by then is dropped [default: 10000]
     --head-timeout <ms>             A request head must be complete this long after accept, or after
@@ -423,6 +446,17 @@ fn parse_args(args: Vec<String>) -> Result<Action, String> {
             "--m2-server" => c.m2_server = Some(value()?),
             "--m2-uuid" => c.m2_uuid = Some(value()?),
             "--prometheus" => c.prometheus = Some(parse_prometheus(&value()?)?),
+            "--compression-context" => {
+                c.compression_context = match value()?.as_str() {
+                    "shared" => CompressionContext::Shared,
+                    "takeover" => CompressionContext::Takeover,
+                    v => {
+                        return Err(format!(
+                            "--compression-context: {v:?} is not one of shared, takeover"
+                        ))
+                    }
+                }
+            }
             "--runtime" => {
                 c.runtime = match value()?.as_str() {
                     "auto" => RuntimeChoice::Auto,
@@ -861,6 +895,7 @@ mod tests {
             &["--bogus"],
             &["--workers"],
             &["--runtime", "kqueue"],
+            &["--compression-context", "none"],
             &["--id", "a b"],
         ] {
             let e = run(args).unwrap_err();

@@ -183,7 +183,11 @@ impl Worker {
                 body_min_bytes: cfg.body_min_bytes as u32,
                 messages_max: cfg.messages_max,
                 compression: cfg.compression,
-                deflate: Default::default(),
+                deflate: crate::proto::ws_deflate::Config {
+                    server_no_context_takeover: cfg.compression_context
+                        == crate::config::CompressionContext::Shared,
+                    ..Default::default()
+                },
                 epoch: now,
                 epoch_unix_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

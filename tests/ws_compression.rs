@@ -115,6 +115,13 @@ both_runtimes! {
         let plain = ext(OFFER).expect("permessage-deflate accepted");
         assert!(plain.starts_with("permessage-deflate"), "{plain}");
         assert!(plain.contains("client_no_context_takeover"), "{plain}");
+        // --compression-context shared (the default) answers every offer without server
+        // context takeover (RFC 7692 §7.1.1.1), asked for or not; takeover does not.
+        assert!(plain.contains("server_no_context_takeover"), "{plain}");
+        let takeover = Stack::with_example(rt, &["--compression", "--compression-context", "takeover"]);
+        let c = Ws::connect_with(takeover.port, "/ws", OFFER);
+        let v = header_of(&c.head, "Sec-WebSocket-Extensions").0.unwrap();
+        assert!(!v.contains("server_no_context_takeover"), "{v}");
         // The client asks for no server context takeover: it must be in the answer.
         let v = ext("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n").unwrap();
         assert!(v.contains("server_no_context_takeover"), "{v}");
@@ -170,9 +177,9 @@ both_runtimes! {
     }
 
     takeover_shrinks_repeats(rt) {
-        // The server keeps its window between messages: the same message compresses
-        // smaller the second time.
-        let s = stack(rt);
+        // With --compression-context takeover the server keeps its window between
+        // messages: the same message compresses smaller the second time.
+        let s = Stack::with_example(rt, &["--compression", "--compression-context", "takeover"]);
         let mut c = Ws::connect_with(s.port, "/ws", OFFER);
         let mut inf = Inflater::new();
         let msg: Vec<u8> = (0..1024u32).map(|i| (i * 7919 % 251) as u8).collect();
@@ -185,6 +192,24 @@ both_runtimes! {
             sizes.push(payload.len());
         }
         assert!(sizes[1] < sizes[0] / 2, "no context takeover: {sizes:?}");
+    }
+
+    shared_context_repeats_exactly(rt) {
+        // The default (shared) keeps no context: the same message is the same compressed
+        // bytes every time, and each inflates alone with a fresh inflater.
+        let s = stack(rt);
+        let mut c = Ws::connect_with(s.port, "/ws", OFFER);
+        let msg: Vec<u8> = (0..1024u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let mut payloads = Vec::new();
+        for _ in 0..2 {
+            let f = c.masked(true, RSV1, BINARY, &deflate(&msg));
+            c.write(&f);
+            let (_, compressed, payload) = read_compressed(&mut c);
+            assert!(compressed);
+            assert_eq!(Inflater::new().message(&payload), msg);
+            payloads.push(payload);
+        }
+        assert_eq!(payloads[0], payloads[1], "no context kept between messages");
     }
 
     rsv1_misuse(rt) {
@@ -236,5 +261,72 @@ both_runtimes! {
                 break;
             }
         }
+    }
+}
+
+/// The example handler's broadcast to `CLIENTS` real deflate clients: `(program, args)` runs
+/// the client script, which opens them all, has the first send `broadcast <text>` for each
+/// text and checks every client gets every text, inflated by its own library.
+fn broadcast_clients(rt: &str, program: &str, dir: &std::path::Path, script: &str) {
+    const CLIENTS: usize = 12;
+    let s = stack(rt);
+    let url = format!("ws://127.0.0.1:{}/ws/broadcast", s.port);
+    // Compressible (JSON-like, repeated) and short texts, the same bytes twice.
+    let long = "{\"sym\":\"ZRNG\",\"px\":101.25,\"qty\":300}".repeat(40);
+    let texts = [long.as_str(), "short one", long.as_str()];
+    let out = std::process::Command::new(program)
+        .current_dir(dir)
+        .arg(script)
+        .arg(&url)
+        .arg(CLIENTS.to_string())
+        .args(texts)
+        .output()
+        .expect("run the broadcast client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.ends_with("done\n"),
+        "{program} {script}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extensions: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("extension "))
+        .collect();
+    assert_eq!(extensions.len(), CLIENTS);
+    for e in extensions {
+        assert!(e.starts_with("permessage-deflate"), "{e}");
+        assert!(e.contains("server_no_context_takeover"), "{e}");
+    }
+    let received = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(received, CLIENTS * texts.len(), "{stdout}");
+}
+
+fn python_broadcast(rt: &str) {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ws_clients");
+    broadcast_clients(rt, "/usr/bin/python3", &dir, "broadcast.py");
+}
+
+fn node_broadcast(rt: &str) {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ws_clients/node");
+    if !dir.join("node_modules/ws/package.json").exists() {
+        let st = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .status()
+            .expect("npm must be installed (scripts/setup.sh test)");
+        assert!(st.success(), "npm ci in {} failed", dir.display());
+    }
+    broadcast_clients(rt, "node", &dir, "broadcast.js");
+}
+
+// A broadcast to deflate clients through the shared compressed frame: Python `websockets`
+// and node `ws` each decode every message, and each was answered server_no_context_takeover.
+both_runtimes! {
+    broadcast_python_websockets(rt) {
+        python_broadcast(rt);
+    }
+
+    broadcast_node_ws(rt) {
+        node_broadcast(rt);
     }
 }

@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use zring::proto::ws_deflate::{
-    negotiate, Compressor, Config, Decompressor, Params, TakeoverMemory,
+    negotiate, Compressor, Config, Decompressor, Params, SharedCompressor, TakeoverMemory,
 };
 
 /// Counts the live heap bytes of the current thread, so that the test harness's other
@@ -176,6 +176,27 @@ fn memory_per_compressed_connection() {
         "  Config::default() (server takeover keeping the window, client none): {idle_default}"
     );
 
+    // --compression-context shared: every offer answered without server context takeover,
+    // the connection's messages compressed by the worker's SharedCompressor.
+    let shared_config = Config {
+        server_no_context_takeover: true,
+        ..Config::default()
+    };
+    let shared_params = negotiate(&shared_config, [b"permessage-deflate".as_slice()]).unwrap();
+    assert!(shared_params.server_no_context_takeover);
+    let idle_shared = connection_bytes(&shared_params, &shared_config, 3);
+    let mut out = Vec::with_capacity(4096);
+    let before = live_bytes();
+    let mut shared = SharedCompressor::default();
+    for _ in 0..100 {
+        out.clear();
+        shared.compress(&shared_config, 12, br#"{"hello":"world"}"#, true, &mut out);
+    }
+    let worker_compressor = live_bytes() - before;
+    drop(shared);
+    println!("  --compression-context shared (server and client none): {idle_shared}");
+    println!("  a worker's SharedCompressor after 100 messages at window 12: {worker_compressor}");
+
     // The figures the module docs quote.
     assert!(size_of::<Compressor>() <= 48);
     assert!(size_of::<Decompressor>() <= 40);
@@ -197,4 +218,12 @@ fn memory_per_compressed_connection() {
     assert_eq!(idle_state, default_compressor + decompressor);
     assert_eq!(idle_window, 4096 + decompressor);
     assert_eq!(idle_default, 4096);
+    assert_eq!(
+        idle_shared, 0,
+        "an idle shared-mode connection holds nothing"
+    );
+    assert_eq!(
+        worker_compressor, default_compressor,
+        "one state, reset not reallocated"
+    );
 }

@@ -7,16 +7,25 @@
 //! flight (`Command::SendShared`) and frees when the last completes. A target takes the
 //! shared frame only when nothing else of its output is pending (no send in flight, `out`
 //! empty), no fragmented message is open and nothing per connection transforms the bytes
-//! (permessage-deflate, TLS); any other target goes through `handle_packet` as usual,
+//! (permessage-deflate with a context of its own); any other target goes through
+//! `handle_packet` as usual,
 //! which copies the frame into its `out` behind what is queued, so per-connection order
 //! and every check (seq, credits, `--messages-max`) are the same either way.
+//!
+//! permessage-deflate targets that keep no server context (`--compression-context shared`,
+//! the default: zring answers every offer with `server_no_context_takeover`) take the
+//! frame's compressed form, made once per worker and message by the first of them: a
+//! message compressed without context is the same bytes for every such target.
+//!
+//! TLS targets seal the shared frame (plain or compressed) straight into a pooled buffer,
+//! the send in flight: no copy into `out`, no framing or compression per target.
 //!
 //! Slow clients: a target whose socket is full keeps its send in flight in the kernel; the
 //! next frames for it queue in its `out` (the copy path), bounded by the credits it gave
 //! the handler (`--buffer-size`) and `--messages-max`. A handler that sends past those
 //! gets the connection failed (1011), as Condure drops it ("received too much data from
 //! handler"). No target ever waits for another.
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::transport::Transport;
 use super::ws::{self, WsSession};
@@ -31,6 +40,19 @@ use crate::runtime::Command;
 pub struct SharedFrame {
     bytes: Arc<[u8]>,
     header_len: usize,
+    /// The same message compressed for permessage-deflate targets without server context
+    /// takeover: made by the first such target (one compression per worker and message),
+    /// taken as it is by every later one.
+    deflated: Arc<OnceLock<DeflatedFrame>>,
+}
+
+/// A shared frame's compressed form: RSV1 set, the payload one independent DEFLATE stream
+/// (`ws_deflate::SharedCompressor`).
+struct DeflatedFrame {
+    bytes: Arc<[u8]>,
+    /// The window it was compressed with: it fits every target whose agreed server window
+    /// is at least this.
+    window_bits: u8,
 }
 
 impl SharedFrame {
@@ -63,6 +85,7 @@ impl SharedFrame {
         let frame = SharedFrame {
             bytes: bytes.into(),
             header_len: header.len(),
+            deflated: Arc::default(),
         };
         *cache = Some(frame.clone());
         Some(frame)
@@ -75,6 +98,35 @@ impl SharedFrame {
 
     fn payload_len(&self) -> u64 {
         (self.bytes.len() - self.header_len) as u64
+    }
+
+    /// The compressed frame for a target whose agreed server window is `window_bits`:
+    /// compressed now if no target has needed it yet, `None` if it was compressed with a
+    /// larger window than this target allows (that target compresses its own).
+    fn deflated(&self, cx: &mut Ctx, window_bits: u8) -> Option<&Arc<[u8]>> {
+        let frame = self.deflated.get_or_init(|| {
+            // The plain frame's first byte: FIN and the opcode, which the compressed frame
+            // keeps; RSV1 is added (RFC 7692 §6: on the first frame of a message).
+            let first = self.bytes[0];
+            let fin = first & 0x80 != 0;
+            let opcode = Opcode::from_bits(first & 0x0f).expect("a data opcode");
+            let body = &self.bytes[self.header_len..];
+            let mut z = cx.pool.take();
+            let config = &cx.settings.deflate;
+            cx.pool
+                .deflate
+                .compress(config, window_bits, body, fin, &mut z);
+            let header = wsproto::encode_header(fin, true, opcode, z.len() as u64);
+            let mut bytes = Vec::with_capacity(header.as_bytes().len() + z.len());
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(&z);
+            cx.pool.give(z);
+            DeflatedFrame {
+                bytes: bytes.into(),
+                window_bits,
+            }
+        });
+        (frame.window_bits <= window_bits).then_some(&frame.bytes)
     }
 }
 
@@ -96,6 +148,13 @@ impl WsSession {
         if !self.takes_shared_frame(t) {
             return false;
         }
+        let bytes = match self.deflate.as_deref() {
+            None => frame.bytes().clone(),
+            Some(d) => match frame.deflated(cx, d.params.server_window_bits()) {
+                Some(bytes) => bytes.clone(),
+                None => return false,
+            },
+        };
         if !self.z.accept_packet(t, cx, pkt, seq) {
             return true; // refused (and failed) as the ordinary path would
         }
@@ -117,24 +176,40 @@ impl WsSession {
         }
         self.flags.tx_open = p.more;
         self.z.spend_budget(len);
-        // One reference count per target, no copy: the runtime drops it on completion.
-        cx.io(Command::SendShared {
-            slot: cx.slot,
-            buf: frame.bytes().clone(),
-        });
+        match t.tls.as_mut() {
+            // One reference count per target, no copy: the runtime drops it on completion.
+            None => cx.io(Command::SendShared {
+                slot: cx.slot,
+                buf: bytes,
+            }),
+            // TLS: the frame sealed from the shared buffer into a pooled one (no copy into
+            // `out`, no framing per target), sent in the same batch as the plain targets'.
+            Some(tls) => match tls.seal_frame(&bytes, cx.pool) {
+                Ok(wire) => cx.io(Command::Send {
+                    slot: cx.slot,
+                    buf: wire,
+                }),
+                Err(e) => {
+                    crate::log!(crate::log::DEBUG, "tls", "{e}: closing");
+                    t.fail_sealing(cx);
+                    return true;
+                }
+            },
+        }
         // The send in flight; its body bytes earn credits back when it completes.
         t.sending = Some(len);
         self.pump(t, cx);
         true
     }
 
-    /// Whether the shared frame is exactly what this connection would write now, with
-    /// nothing of its own output before it.
+    /// Whether the shared frame (or its compressed form) is exactly what this connection
+    /// would write now, with nothing of its own output before it: a permessage-deflate
+    /// connection must keep no compression context (its own would make its bytes differ).
     fn takes_shared_frame(&self, t: &Transport) -> bool {
         t.is_open()
             && self.flags.phase == ws::Phase::Open
-            && t.tls.is_none()
-            && self.deflate.is_none()
+            && t.tls.as_ref().is_none_or(|tls| tls.takes_frames())
+            && self.deflate.as_ref().is_none_or(|d| d.tx.is_none())
             && !self.flags.tx_open
             && !self.flags.close_sent
             && self.flags.frames_over == 0

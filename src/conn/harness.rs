@@ -588,6 +588,12 @@ impl Harness {
         self.elapsed
     }
 
+    /// The worker's fan-out targets so far by outcome: (shared, queued, dropped).
+    pub fn fanout_outcomes(&self) -> (u64, u64, u64) {
+        let f = &self.shared.metrics.workers[0].fanout;
+        (f[0].get(), f[1].get(), f[2].get())
+    }
+
     /// The worker's open connections (slots it has not had `handle_closed` for).
     pub fn conn_count(&self) -> usize {
         self.worker.conn_count()

@@ -1,5 +1,6 @@
 //! What a worker's connections share: a pool of byte buffers, so sends, spills and packets
-//! reuse memory instead of allocating per message and idle connections hold none; and the
+//! reuse memory instead of allocating per message and idle connections hold none (and the
+//! permessage-deflate compressor of connections that keep no context); and the
 //! handler addresses sessions point at, interned so a connection holds a pointer, not 64
 //! bytes.
 use std::collections::HashMap;
@@ -11,6 +12,10 @@ use crate::limits;
 #[derive(Default)]
 pub struct Pool {
     free: Vec<Vec<u8>>,
+    /// The worker's compressor for every permessage-deflate connection without server
+    /// context takeover, and for fan-out frames: a zlib state per window size in use, kept
+    /// and reset between messages, so no connection holds one.
+    pub deflate: crate::proto::ws_deflate::SharedCompressor,
 }
 
 impl Pool {

@@ -5,7 +5,9 @@
 //! Memory: an idle TLS connection holds its boxed session (rustls's state, no byte buffers)
 //! and two empty `Vec`s. `tail` holds ciphertext only while a record is half received;
 //! `wire` holds records only between a `feed` that produced them and the next send. The
-//! plaintext of a read lives in a pooled buffer for the duration of the call.
+//! plaintext of a read lives in a pooled buffer for the duration of the call. A fan-out
+//! frame is sealed straight from the worker's shared frame into a pooled buffer
+//! (`seal_frame`), which is the send in flight and goes back to the pool when it completes.
 use std::sync::Arc;
 
 use rustls::ServerConfig;
@@ -72,6 +74,34 @@ impl TlsConn {
             return Err(e);
         }
         Ok(wire)
+    }
+
+    /// Whether a fan-out frame may be sealed straight from the shared buffer: established,
+    /// not failed or closing, and no record of its own waiting to go first.
+    pub(super) fn takes_frames(&self) -> bool {
+        !self.session.is_handshaking()
+            && !self.failed
+            && !self.close_notify_sent
+            && self.wire.is_empty()
+    }
+
+    /// `frame` (a fan-out frame, shared by every target) sealed into a pooled buffer: the
+    /// only per-target memory is this send in flight, returned to the pool on completion.
+    pub(super) fn seal_frame(
+        &mut self,
+        frame: &[u8],
+        pool: &mut Pool,
+    ) -> Result<Vec<u8>, TlsError> {
+        assert!(self.takes_frames());
+        let mut wire = pool.take();
+        match self.session.encrypt(&mut self.tail, frame, &mut wire) {
+            Ok(()) => Ok(wire),
+            Err(e) => {
+                pool.give(wire);
+                self.failed = true;
+                Err(e)
+            }
+        }
     }
 
     /// Records holding our `close_notify`, or `None` when none is owed (failed, not yet

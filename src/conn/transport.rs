@@ -237,6 +237,13 @@ impl Transport {
     /// The I/O this state calls for: a send of what is queued, the shutdown or close that
     /// ends the connection, pausing or resuming reads. `paused_by_worker`: the worker's
     /// outbox is full. Returns true when a send was issued (its bytes left `out`).
+    /// Sealing failed (the TLS session is broken): close at once, as `flush` does.
+    pub(super) fn fail_sealing(&mut self, cx: &mut Ctx) {
+        self.close(cx.pool);
+        self.close_sent = true;
+        cx.io(Command::Close { slot: cx.slot });
+    }
+
     pub fn flush(&mut self, cx: &mut Ctx, paused_by_worker: bool) -> bool {
         let slot = cx.slot;
         if self.link == Link::Closed {
@@ -255,9 +262,7 @@ impl Transport {
                     Ok(wire) => wire,
                     Err(e) => {
                         crate::log!(crate::log::DEBUG, "tls", "{e}: closing");
-                        self.close(cx.pool);
-                        self.close_sent = true;
-                        cx.io(Command::Close { slot });
+                        self.fail_sealing(cx);
                         return false;
                     }
                 },

@@ -34,7 +34,12 @@ pub(super) struct WsRx {
 /// compressor and decompressor allocate their zlib state lazily (see `ws_deflate`).
 pub(super) struct WsDeflate {
     pub params: ws_deflate::Params,
-    pub tx: ws_deflate::Compressor,
+    /// Invariant: `Some` exactly when the agreed parameters keep the server's context
+    /// (`--compression-context takeover`, and the client did not ask for
+    /// `server_no_context_takeover`). Without context takeover the connection holds no
+    /// compressor: its messages are compressed by the worker's `ws_deflate::SharedCompressor`
+    /// (`Pool::deflate`), and a fan-out's by one compression shared by every target.
+    pub tx: Option<ws_deflate::Compressor>,
     pub rx: ws_deflate::Decompressor,
     /// Inflated text is checked here: the frame session can't see inside compressed data.
     pub utf8: Utf8Validator,
@@ -155,7 +160,9 @@ impl WsSession {
                     let offers = hs.extensions();
                     if let Some(params) = ws_deflate::negotiate(&cx.settings.deflate, offers) {
                         self.deflate = Some(Box::new(WsDeflate {
-                            tx: ws_deflate::Compressor::new(&params, &cx.settings.deflate),
+                            tx: (!params.server_no_context_takeover).then(|| {
+                                ws_deflate::Compressor::new(&params, &cx.settings.deflate)
+                            }),
                             rx: ws_deflate::Decompressor::new(
                                 &params,
                                 limits::WS_MESSAGE_BYTES_MAX_DEFAULT,
@@ -430,9 +437,20 @@ impl WsSession {
             // One compressed message per handler message; a fragment is flushed so it goes
             // out now. RSV1 marks the first frame only (RFC 7692 §6).
             let mut z = cx.pool.take();
-            d.tx.compress(body, !p.more, &mut z);
-            if p.more {
-                d.tx.flush(&mut z);
+            match d.tx.as_mut() {
+                Some(tx) => {
+                    tx.compress(body, !p.more, &mut z);
+                    if p.more {
+                        tx.flush(&mut z);
+                    }
+                }
+                None => {
+                    let bits = d.params.server_window_bits();
+                    let config = &cx.settings.deflate;
+                    cx.pool
+                        .deflate
+                        .compress(config, bits, body, !p.more, &mut z);
+                }
             }
             t.write_out(cx.pool, |out| {
                 out.extend_from_slice(

@@ -39,6 +39,14 @@ pub struct Config {
     pub inflight: u16,
     /// Connects per second, per thread.
     pub rate_per_thread: f64,
+    /// `--deflate`: offer permessage-deflate (as browsers do), inflate what arrives and
+    /// check its text; the floor's clients expect the floor's pre-compressed frame.
+    pub deflate: bool,
+    /// `--payload`: the size every inflated fan-out text must have.
+    pub payload: usize,
+    /// `--tls`: the clients of the server under test speak TLS (rustls, verifying the
+    /// server as `localhost` against `--ca`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Counters of one client group.
@@ -188,6 +196,11 @@ const DEAD: u8 = 4;
 const REARM_QUEUED: u8 = 1;
 /// The client connected to the fan-out path (and counts in a round's expected total).
 const MEMBER: u8 = 2;
+/// permessage-deflate was agreed: compressed messages are inflated.
+const DEFLATE: u8 = 4;
+/// With DEFLATE: the server takes over its context (no `server_no_context_takeover` in its
+/// answer), so the client keeps an inflater of its own (`Ring::inflaters`).
+const TAKEOVER: u8 = 8;
 
 /// A client: 24 bytes, whatever its state.
 #[derive(Clone, Copy, Default)]
@@ -219,6 +232,10 @@ struct Pending {
     body_left: usize,
     member: bool,
 }
+
+/// `--tls`: room for a client's handshake flights and its upgrade request, appended in
+/// `Pending::req` (ClientHello ~0.3 KiB; Finished and the request ~0.3 KiB).
+const TLS_FLIGHTS_BYTES: usize = 4096;
 
 /// Largest response head (plus body, in http mode) a handshake may take.
 const HEAD_MAX: usize = 8192;
@@ -317,6 +334,32 @@ struct Ring {
     accept_armed: bool,
     /// Sockets created so far (group 0/1).
     attempts: u32,
+    /// permessage-deflate: the inflater of every client without context takeover (reset
+    /// per message), its output, compressed messages split over reads (by slot, until
+    /// whole; rare: fan-out messages are small), and the inflaters of clients whose server
+    /// takes over its context (47 KiB each: for small runs only).
+    inflater: proto::Inflater,
+    inflated: Vec<u8>,
+    partial: std::collections::HashMap<u32, Vec<u8>>,
+    inflaters: std::collections::HashMap<u32, Box<proto::Inflater>>,
+    /// `--tls`: each client's rustls connection, by slot (empty without TLS), and the
+    /// plaintext of the read being handled.
+    tls: Vec<Option<Box<rustls::ClientConnection>>>,
+    plain: Vec<u8>,
+}
+
+/// Where the bytes `on_data` handles are: a provided buffer, or `Ring::plain` (decrypted).
+#[derive(Clone, Copy)]
+enum Src {
+    Buf(u16, usize),
+    Plain,
+}
+
+fn source<'a>(bufs: &'a BufRing, plain: &'a [u8], src: Src) -> &'a [u8] {
+    match src {
+        Src::Buf(bid, len) => bufs.data(bid, len),
+        Src::Plain => plain,
+    }
 }
 
 /// Completions copied out of the ring before they are handled.
@@ -379,6 +422,19 @@ impl Ring {
             accepted: Vec::new(),
             accept_armed: false,
             attempts: 0,
+            inflater: proto::Inflater::default(),
+            inflated: if cfg.deflate {
+                vec![0; proto::INFLATED_BYTES_MAX]
+            } else {
+                Vec::new()
+            },
+            partial: Default::default(),
+            inflaters: Default::default(),
+            tls: match (&cfg.tls, spec.group) {
+                (Some(_), 0) => (0..spec.table).map(|_| None).collect(),
+                _ => Vec::new(),
+            },
+            plain: Vec::new(),
         })
     }
 
@@ -472,6 +528,13 @@ impl Ring {
         let gen = c.gen;
         let was = c.state;
         c.state = DEAD;
+        if c.flags & DEFLATE != 0 {
+            self.partial.remove(&slot);
+            self.inflaters.remove(&slot);
+        }
+        if let Some(tls) = self.tls.get_mut(slot as usize) {
+            *tls = None;
+        }
         if was == CONNECTING || was == HANDSHAKE {
             let p = c.pend;
             self.free_pending(p);
@@ -533,6 +596,10 @@ impl Ring {
     fn opened(&mut self, sh: &Shared, slot: u32) {
         let c = &mut self.clients[slot as usize];
         c.state = OPEN;
+        if self.spec.group == 1 && sh.cfg.deflate {
+            // The floor's frame is compressed without context, as zring's shared mode.
+            c.flags |= DEFLATE;
+        }
         let p = c.pend;
         let g = &sh.groups[self.spec.group as usize];
         if self.pend[p as usize].member {
@@ -626,17 +693,99 @@ impl Ring {
                 .as_bytes(),
             );
             pe.req.extend_from_slice(&pe.key);
+            if cfg.deflate {
+                // What browsers offer.
+                pe.req.extend_from_slice(
+                    b"\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+                );
+            }
             pe.req.extend_from_slice(b"\r\n\r\n");
         } else {
             pe.req.extend_from_slice(
                 format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
             );
         }
-        let e = opcode::Send::new(types::Fixed(slot), pe.req.as_ptr(), pe.req.len() as u32)
+        if let Some(config) = cfg.tls.as_ref().filter(|_| self.spec.group == 0) {
+            // The request waits in rustls until the handshake is done; the ClientHello
+            // goes now.
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+            let mut conn = match rustls::ClientConnection::new(config.clone(), name) {
+                Ok(conn) => Box::new(conn),
+                Err(e) => return self.fail(sh, slot, &format!("tls: {e}")),
+            };
+            let pe = &mut self.pend[p];
+            let written = std::io::Write::write_all(&mut conn.writer(), &pe.req);
+            assert!(written.is_ok(), "rustls buffers early plaintext");
+            pe.req.clear();
+            // Room for every flight of the handshake (they are appended, see `decrypt`).
+            pe.req.reserve(TLS_FLIGHTS_BYTES);
+            while conn.wants_write() {
+                conn.write_tls(&mut pe.req).expect("writing to a Vec");
+            }
+            self.tls[slot as usize] = Some(conn);
+        }
+        self.send_req(slot, gen, p, 0);
+    }
+
+    /// Sends `pend[p].req[start..]`. The buffer is rewritten only when the connection is
+    /// set up again, long after the kernel copied it.
+    fn send_req(&mut self, slot: u32, gen: u16, p: usize, start: usize) {
+        let pe = &self.pend[p];
+        let bytes = &pe.req[start..];
+        let e = opcode::Send::new(types::Fixed(slot), bytes.as_ptr(), bytes.len() as u32)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(ud(OP_SEND, gen, slot));
         self.push(&e);
+    }
+
+    /// `--tls`: ciphertext from the server into rustls; the plaintext into `Ring::plain`
+    /// (returned), and during the handshake what rustls answers sent at once.
+    fn decrypt(&mut self, slot: u32, src: Src) -> Result<Vec<u8>, String> {
+        let mut conn = self.tls[slot as usize].take().expect("a TLS client");
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        let mut input = source(&self.bufs, &[], src);
+        let mut result = Ok(());
+        // Bounded: each pass consumes input (rustls takes what its buffer can) or stops.
+        while !input.is_empty() && result.is_ok() {
+            result = match conn.read_tls(&mut input) {
+                Ok(0) => Err("tls: no progress".to_string()),
+                Ok(_) => conn
+                    .process_new_packets()
+                    .map(|_| ())
+                    .map_err(|e| format!("tls: {e}")),
+                Err(e) => Err(format!("tls read: {e}")),
+            };
+            let mut chunk = [0u8; 16 * 1024];
+            while result.is_ok() {
+                match std::io::Read::read(&mut conn.reader(), &mut chunk) {
+                    Ok(0) => result = Err("tls: close_notify from the server".into()),
+                    Ok(n) => plain.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => result = Err(format!("tls: {e}")),
+                }
+            }
+        }
+        let client = self.clients[slot as usize];
+        if result.is_ok() && client.state == HANDSHAKE && conn.wants_write() {
+            // Appended, never overwritten: a SEND of an earlier flight may still wait in
+            // the submission queue (two reads in one batch), pointing into this buffer.
+            let p = client.pend as usize;
+            let pe = &mut self.pend[p];
+            let (start, capacity) = (pe.req.len(), pe.req.capacity());
+            while conn.wants_write() {
+                conn.write_tls(&mut pe.req).expect("writing to a Vec");
+            }
+            if pe.req.capacity() != capacity {
+                // Moved under a queued SEND: cannot happen within TLS_FLIGHTS_BYTES.
+                result = Err("tls: handshake flights larger than their buffer".into());
+            } else {
+                self.send_req(slot, client.gen, p, start);
+            }
+        }
+        self.tls[slot as usize] = Some(conn);
+        result.map(|()| plain)
     }
 
     /// Data for a client still in its handshake: collect the head (and, in http mode, the
@@ -667,6 +816,17 @@ impl Ring {
         let checked = match sh.cfg.mode {
             Mode::Ws => proto::check_ws_head(&pe.head[..end], &pe.key).map(|()| 0),
             Mode::Http => proto::check_http_head(&pe.head[..end]),
+        };
+        let checked = match (checked, sh.cfg.mode == Mode::Ws && sh.cfg.deflate) {
+            (Ok(body), true) => match proto::deflate_answer(&pe.head[..end]) {
+                Err(why) => Err(why),
+                Ok(takeover) => {
+                    let c = &mut self.clients[slot as usize];
+                    c.flags |= DEFLATE | if takeover { TAKEOVER } else { 0 };
+                    Ok(body)
+                }
+            },
+            (other, _) => other,
         };
         match checked {
             Err(why) => {
@@ -700,7 +860,20 @@ impl Ring {
             .is_some_and(|cl| cl.gen == gen && matches!(cl.state, HANDSHAKE | OPEN));
         if live && c.res > 0 {
             if let Some(bid) = bid {
-                self.on_data(sh, st, slot, bid, c.res as usize);
+                let src = Src::Buf(bid, c.res as usize);
+                if self.tls.get(slot as usize).is_some_and(Option::is_some) {
+                    match self.decrypt(slot, src) {
+                        Ok(plain) => {
+                            self.plain = plain;
+                            if !self.plain.is_empty() {
+                                self.on_data(sh, st, slot, Src::Plain);
+                            }
+                        }
+                        Err(why) => self.fail(sh, slot, &why),
+                    }
+                } else {
+                    self.on_data(sh, st, slot, src);
+                }
             }
         }
         if let Some(bid) = bid {
@@ -730,12 +903,12 @@ impl Ring {
         }
     }
 
-    fn on_data(&mut self, sh: &Shared, st: &mut ThreadStats, slot: u32, bid: u16, len: usize) {
-        let size = self.bufs.data(bid, len).len();
+    fn on_data(&mut self, sh: &Shared, st: &mut ThreadStats, slot: u32, src: Src) {
+        let size = source(&self.bufs, &self.plain, src).len();
         let mut at = 0;
         if self.clients[slot as usize].state == HANDSHAKE {
             // Copy out of the buffer ring borrow: handshake data is rare and small.
-            let data = self.bufs.data(bid, len).to_vec();
+            let data = source(&self.bufs, &self.plain, src).to_vec();
             match self.on_handshake_data(sh, slot, &data) {
                 Some(used) => at = used,
                 None => return,
@@ -748,28 +921,82 @@ impl Ring {
             sh.protocol_errors.fetch_add(1, Ordering::Relaxed);
             return self.fail(sh, slot, "unexpected bytes on an idle HTTP connection");
         }
-        let mut parser = self.clients[slot as usize].parser;
+        let client = self.clients[slot as usize];
+        let mut parser = client.parser;
+        let deflate = client.flags & DEFLATE != 0;
         let mut events: [Option<Event>; 8] = Default::default();
         let mut n_ev = 0;
+        let mut texts: [Option<Event>; 8] = Default::default();
+        let mut n_texts = 0;
         let mut overflow = false;
-        let data = self.bufs.data(bid, len);
-        let res = parser.feed(&data[at..], |e| {
-            if n_ev < events.len() {
-                events[n_ev] = Some(e);
-                n_ev += 1;
-            } else {
-                overflow = true; // more than 8 frames in one read: only counted below
-            }
-        });
+        let mut texts_overflow = false;
+        let mut inflate_error = None;
+        let data = source(&self.bufs, &self.plain, src);
+        let (partial, inflaters) = (&mut self.partial, &mut self.inflaters);
+        let (shared_inflater, inflated) = (&mut self.inflater, &mut self.inflated);
+        let payload_bytes = sh.cfg.payload;
+        let res = parser.feed(
+            &data[at..],
+            deflate,
+            |e| {
+                if n_ev < events.len() {
+                    events[n_ev] = Some(e);
+                    n_ev += 1;
+                } else {
+                    overflow = true; // more than 8 frames in one read: only counted below
+                }
+            },
+            |piece, end| {
+                // A message whole in this read is inflated straight from the buffer; one
+                // split over reads is gathered first.
+                let held = partial.get_mut(&slot);
+                let message: std::borrow::Cow<[u8]> = match (held, end) {
+                    (None, true) => piece.into(),
+                    (Some(buf), true) => {
+                        buf.extend_from_slice(piece);
+                        partial.remove(&slot).unwrap_or_default().into()
+                    }
+                    (Some(buf), false) => return buf.extend_from_slice(piece),
+                    (None, false) => {
+                        partial.insert(slot, piece.to_vec());
+                        return;
+                    }
+                };
+                let inflater = match client.flags & TAKEOVER != 0 {
+                    true => &mut **inflaters.entry(slot).or_default(),
+                    false => &mut *shared_inflater,
+                };
+                let fresh = client.flags & TAKEOVER == 0;
+                let text = match inflater.message(&message, fresh, inflated) {
+                    Ok(n) => &inflated[..n],
+                    Err(why) => return inflate_error = Some(why),
+                };
+                if !proto::payload_ok(text, payload_bytes) {
+                    return inflate_error = Some("inflated text is not the payload sent");
+                }
+                let (round, ts_ns) = proto::text_fields(text);
+                if n_texts < texts.len() {
+                    texts[n_texts] = Some(Event::Text { round, ts_ns });
+                    n_texts += 1;
+                } else {
+                    texts_overflow = true;
+                }
+            },
+        );
         self.clients[slot as usize].parser = parser;
         if let Err(why) = res {
             sh.protocol_errors.fetch_add(1, Ordering::Relaxed);
             return self.fail(sh, slot, why);
         }
-        if overflow {
+        if let Some(why) = inflate_error {
+            sh.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            return self.fail(sh, slot, why);
+        }
+        if overflow || texts_overflow {
             st.overflow += 1;
         }
-        for e in events.into_iter().take(n_ev).flatten() {
+        let events = events.into_iter().take(n_ev);
+        for e in events.chain(texts.into_iter().take(n_texts)).flatten() {
             match e {
                 Event::Text { round, ts_ns } => {
                     let cl = &mut self.clients[slot as usize];

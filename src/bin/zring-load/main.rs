@@ -8,7 +8,10 @@
 //!
 //! Phases, each bounded in time:
 //! 1. connect `--clients` at `--rate` (WebSocket upgrade checked: 101 and the accept value;
-//!    or plain HTTP keep-alive, optionally one GET answered 200 each);
+//!    or plain HTTP keep-alive, optionally one GET answered 200 each); with `--deflate` each
+//!    offers permessage-deflate as browsers do, must get it, and inflates every message
+//!    (one inflater per ring when the server keeps no context, else one per client) and
+//!    checks its whole text;
 //! 2. `--rounds` fan-out rounds: POST to `--fanout-trigger` (the example handler's
 //!    `/broadcast`, which stamps its send time into `{ts}`), then every client records
 //!    `receipt - sent` of the message (CLOCK_REALTIME, same machine);
@@ -18,6 +21,9 @@
 //!    (`--floor-first`: before phase 1, its pairs closed again, so the box never holds
 //!    more than N pairs; `--floor-threads K`: the sending side in K threads of its own, so
 //!    like a server it must wake the client threads, instead of sending from them);
+//!    With `--deflate` the floor's frame is compressed once (RSV1) and its clients inflate it;
+//!    With `--tls --ca FILE` the clients of the server under test speak TLS (rustls; one
+//!    `ClientConnection` per client, resumption only with `--tls-resume`); no TLS floor yet.
 //! 4. hold the connections `--hold` seconds, then print one `key=value` line and exit
 //!    (non-zero when clients failed, missed a message, or a protocol error was seen).
 mod bufring;
@@ -62,6 +68,10 @@ struct Opts {
     label: String,
     dist: Option<String>,
     max_failed: u64,
+    deflate: bool,
+    tls: bool,
+    ca: Option<String>,
+    tls_resume: bool,
 }
 
 fn usage(err: &str) -> ! {
@@ -73,7 +83,7 @@ fn usage(err: &str) -> ! {
          [--inflight N] [--bufs N] [--buf-size BYTES] [--connect-timeout SECS] \
          [--fanout-trigger http://HOST:PORT/broadcast] [--rounds K] [--round-gap SECS] \
          [--round-timeout SECS] [--payload BYTES] [--floor] [--floor-first] [--floor-threads K] [--label NAME] [--dist FILE.csv] \
-         [--max-failed N]"
+         [--max-failed N] [--deflate] [--tls --ca CA.pem [--tls-resume]]"
     );
     std::process::exit(2);
 }
@@ -146,6 +156,10 @@ fn parse_opts() -> Opts {
         label: "server".into(),
         dist: None,
         max_failed: 0,
+        deflate: false,
+        tls: false,
+        ca: None,
+        tls_resume: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -189,6 +203,10 @@ fn parse_opts() -> Opts {
             "--label" => o.label = val(),
             "--dist" => o.dist = Some(val()),
             "--max-failed" => o.max_failed = num(&a, val()),
+            "--deflate" => o.deflate = true,
+            "--tls" => o.tls = true,
+            "--ca" => o.ca = Some(val()),
+            "--tls-resume" => o.tls_resume = true,
             "-h" | "--help" => usage("help"),
             _ => usage(&format!("unknown argument {a}")),
         }
@@ -237,6 +255,14 @@ fn parse_opts() -> Opts {
     }
     if o.members.is_some_and(|m| m > o.clients) {
         usage("--members is at most --clients");
+    }
+    if o.tls && (o.ca.is_none() || o.mode != "ws") {
+        usage("--tls needs --ca FILE and --mode ws");
+    }
+    if o.tls && o.floor {
+        // Not built yet: a TLS floor would hold a rustls server session per floor socket
+        // and seal one record per client each round.
+        usage("--floor with --tls is not supported yet");
     }
     if !(20..=65_535).contains(&o.payload) {
         usage("--payload is 20 to 65535 bytes");
@@ -615,6 +641,11 @@ fn main() {
         buf_size: o.buf_size,
         inflight: o.inflight,
         rate_per_thread: o.rate / client_threads as f64,
+        deflate: o.deflate,
+        payload: o.payload,
+        tls: o
+            .tls
+            .then(|| tls_config(o.ca.as_deref().unwrap_or_default(), o.tls_resume)),
     };
     let sh = Arc::new(Shared::new(cfg, threads).unwrap_or_else(|e| {
         eprintln!("zring-load: eventfd: {e}");
@@ -645,9 +676,11 @@ fn main() {
     }
     let rss_rings = rss_kb();
     let mut out = format!(
-        "mode={} label={} clients={} threads={} floor_threads={} rings={} ring_table={}",
+        "mode={} label={} deflate={} tls={} clients={} threads={} floor_threads={} rings={} ring_table={}",
         o.mode,
         o.label,
+        u8::from(o.deflate),
+        u8::from(o.tls),
         o.clients,
         client_threads,
         floor_threads,
@@ -890,7 +923,12 @@ fn floor_phase(
             Duration::from_secs_f64(o.round_timeout),
             || {
                 let ts = engine::realtime_ns().to_string();
-                let frame = proto::server_text_frame(&proto::payload(id, &ts, o.payload));
+                let text = proto::payload(id, &ts, o.payload);
+                let frame = if o.deflate {
+                    deflated_text_frame(&text)
+                } else {
+                    proto::server_text_frame(&text)
+                };
                 *sh.floor_frame.lock().unwrap() = frame;
                 sh.floor_round.store(id, Ordering::Release);
                 sh.wake_all();
@@ -920,4 +958,52 @@ fn floor_phase(
     }
     let p = pct(&sum.all, 100.0);
     (!p.is_nan()).then_some((p, sum.p100_median()))
+}
+
+/// The floor's frame with `--deflate`: compressed once, without context, with zring's
+/// defaults (window 12, level 6, memory level 5), RSV1 set; what zring's shared mode sends
+/// every deflate target, so the floor does the same send work and no protocol work.
+fn deflated_text_frame(text: &[u8]) -> Vec<u8> {
+    use zring::proto::ws_deflate::{Config, SharedCompressor, SERVER_WINDOW_BITS_DEFAULT};
+    let mut z = Vec::with_capacity(text.len() + 64);
+    SharedCompressor::default().compress(
+        &Config::default(),
+        SERVER_WINDOW_BITS_DEFAULT,
+        text,
+        true,
+        &mut z,
+    );
+    let mut frame = proto::server_text_frame(&z);
+    frame[0] |= 0x40; // RSV1: a compressed message (RFC 7692 §6)
+    frame
+}
+
+/// The rustls client of `--tls`: the CA of `--ca` as the only root, the ring provider (what
+/// zring's server uses), TLS 1.3 and 1.2, `http/1.1` by ALPN; session resumption only with
+/// `--tls-resume` (a browser resumes, a fresh client does not: full handshakes by default).
+fn tls_config(ca: &str, resume: bool) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .unwrap_or_else(|e| usage(&format!("--ca {ca}: {e}")));
+    for cert in certs {
+        let cert = cert.unwrap_or_else(|e| usage(&format!("--ca {ca}: {e}")));
+        roots
+            .add(cert)
+            .unwrap_or_else(|e| usage(&format!("--ca {ca}: {e}")));
+    }
+    if roots.is_empty() {
+        usage(&format!("--ca {ca}: no certificate"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Arc::new(config)
 }

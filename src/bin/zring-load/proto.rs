@@ -112,6 +112,19 @@ pub fn check_ws_head(head: &[u8], key: &[u8]) -> Result<(), &'static str> {
     }
 }
 
+/// The server's answer to our permessage-deflate offer: `Ok(true)` when it takes over its
+/// context between messages (no `server_no_context_takeover`), `Ok(false)` when every
+/// message stands alone; an error when it declined the offer.
+pub fn deflate_answer(head: &[u8]) -> Result<bool, &'static str> {
+    let value = header(head, b"sec-websocket-extensions")
+        .ok_or("permessage-deflate offered, not agreed")?;
+    let mut params = value.split(|&b| b == b';').map(<[u8]>::trim_ascii);
+    if params.next() != Some(&b"permessage-deflate"[..]) {
+        return Err("an extension other than permessage-deflate agreed");
+    }
+    Ok(!params.any(|p| p == b"server_no_context_takeover"))
+}
+
 /// Checks a keep-alive HTTP response head; returns the body length to expect.
 pub fn check_http_head(head: &[u8]) -> Result<usize, &'static str> {
     if !head.starts_with(b"HTTP/1.1 200") {
@@ -160,25 +173,41 @@ pub struct FrameParser {
 
 impl FrameParser {
     /// Feeds `data`; `on` gets each event. Returns an error for what no server may send.
-    pub fn feed(&mut self, data: &[u8], mut on: impl FnMut(Event)) -> Result<(), &'static str> {
+    /// With `deflate` (permessage-deflate was agreed) a message whose first frame has RSV1
+    /// is compressed: its payload goes to `on_compressed` piece by piece (`true` with the
+    /// last, possibly empty, piece) instead of being read here, and the caller inflates it
+    /// and reports its `Event::Text` itself.
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        deflate: bool,
+        mut on: impl FnMut(Event),
+        mut on_compressed: impl FnMut(&[u8], bool),
+    ) -> Result<(), &'static str> {
         let mut i = 0;
         while i < data.len() {
             match self.state {
                 0 => {
                     let b = data[i];
-                    if b & 0x70 != 0 {
-                        return Err("frame with RSV bits (no extension was negotiated)");
-                    }
                     let op = b & 0x0f;
                     let fin = b & 0x80 != 0;
+                    let rsv1 = b & 0x40 != 0;
+                    if b & 0x30 != 0 || (rsv1 && !deflate) {
+                        return Err("frame with RSV bits no extension allows");
+                    }
+                    if rsv1 && !matches!(op, 1 | 2) {
+                        return Err("RSV1 on a frame that does not start a data message");
+                    }
                     if op == 0 {
-                        // Continuation: keep the message's opcode and field position.
-                        self.bits = (self.bits & 0x3f) | if fin { 0x40 } else { 0 };
+                        // Continuation: keep the message's opcode, field position and
+                        // compression.
+                        self.bits = (self.bits & 0xbf) | if fin { 0x40 } else { 0 };
                     } else {
                         if !matches!(op, 1 | 2 | 8 | 9 | 10) {
                             return Err("frame with an unknown opcode");
                         }
-                        self.bits = op | if fin { 0x40 } else { 0 };
+                        let compressed = if rsv1 { COMPRESSED } else { 0 };
+                        self.bits = op | compressed | if fin { 0x40 } else { 0 };
                         if op <= 2 {
                             self.ts = 0;
                             self.round = 0;
@@ -202,7 +231,7 @@ impl FrameParser {
                     }
                     i += 1;
                     if self.state == 3 && self.remaining == 0 {
-                        self.frame_end(&mut on);
+                        self.frame_end(&mut on, &mut on_compressed);
                     }
                 }
                 2 => {
@@ -219,7 +248,7 @@ impl FrameParser {
                         self.remaining = len as u32;
                         self.state = 3;
                         if self.remaining == 0 {
-                            self.frame_end(&mut on);
+                            self.frame_end(&mut on, &mut on_compressed);
                         }
                     } else {
                         self.remaining = ((left - 1) << 24) | len as u32;
@@ -227,7 +256,12 @@ impl FrameParser {
                 }
                 _ => {
                     let take = (self.remaining as usize).min(data.len() - i);
-                    if self.bits & 0x0f == 1 {
+                    let last = take == self.remaining as usize && self.bits & 0x40 != 0;
+                    if self.bits & COMPRESSED != 0 {
+                        if take > 0 {
+                            on_compressed(&data[i..i + take], last);
+                        }
+                    } else if self.bits & 0x0f == 1 {
                         for &b in &data[i..i + take] {
                             self.text_byte(b);
                         }
@@ -235,7 +269,14 @@ impl FrameParser {
                     i += take;
                     self.remaining -= take as u32;
                     if self.remaining == 0 {
-                        self.frame_end(&mut on);
+                        // A last piece already went with `last`; only an empty final frame
+                        // still has to end the compressed message.
+                        let ended = take > 0 && last;
+                        self.frame_end(&mut on, &mut |piece: &[u8], end| {
+                            if !ended {
+                                on_compressed(piece, end)
+                            }
+                        });
                     }
                 }
             }
@@ -260,9 +301,20 @@ impl FrameParser {
         }
     }
 
-    fn frame_end(&mut self, on: &mut impl FnMut(Event)) {
+    fn frame_end(
+        &mut self,
+        on: &mut impl FnMut(Event),
+        on_compressed: &mut impl FnMut(&[u8], bool),
+    ) {
         self.state = 0;
         let fin = self.bits & 0x40 != 0;
+        if self.bits & COMPRESSED != 0 {
+            if fin {
+                on_compressed(&[], true);
+                self.bits &= 0x0f;
+            }
+            return;
+        }
         match self.bits & 0x0f {
             1 if fin => on(Event::Text {
                 round: u32::from(self.round),
@@ -275,6 +327,90 @@ impl FrameParser {
         if fin {
             self.bits &= 0x0f; // field position back to 0
         }
+    }
+}
+
+/// `FrameParser::bits`: the message's first frame had RSV1 (permessage-deflate).
+const COMPRESSED: u8 = 0x80;
+
+/// The round and send timestamp a fan-out text carries (`<round> <ts_ns> <padding>`).
+pub fn text_fields(text: &[u8]) -> (u32, u64) {
+    let mut p = FrameParser {
+        bits: 1,
+        ..FrameParser::default()
+    };
+    for &b in text {
+        p.text_byte(b);
+    }
+    (u32::from(p.round), p.ts)
+}
+
+/// Whether `text` is a whole fan-out payload of `size` bytes: the two fields, then only
+/// padding (what zring-load sent through the handler, byte for byte after inflation).
+pub fn payload_ok(text: &[u8], size: usize) -> bool {
+    let mut fields = text.splitn(3, |&b| b == b' ');
+    let round = fields.next().unwrap_or_default();
+    let ts = fields.next().unwrap_or_default();
+    let padding = fields.next().unwrap_or_default();
+    text.len() == size
+        && !round.is_empty()
+        && round.iter().all(u8::is_ascii_digit)
+        && ts.len() == 19
+        && ts.iter().all(u8::is_ascii_digit)
+        && padding.iter().all(|&b| b == b'x')
+}
+
+/// permessage-deflate's receiving side (RFC 7692 §7.2.2) for zring-load: a raw inflater
+/// with a 32 KiB window, used for every client of a ring whose server keeps no context
+/// (`server_no_context_takeover`: reset before each message), or one per client when the
+/// server takes over its context. Independent of zring's own codec only in that it
+/// inflates where zring deflates (both are zlib-rs); the real-client tests use other
+/// libraries.
+pub struct Inflater {
+    state: zlib_rs::Inflate,
+}
+
+/// Largest inflated message: a fan-out payload is at most 65,535 bytes.
+pub const INFLATED_BYTES_MAX: usize = 1 << 17;
+
+impl Default for Inflater {
+    fn default() -> Self {
+        Inflater {
+            state: zlib_rs::Inflate::new(false, 15),
+        }
+    }
+}
+
+impl Inflater {
+    /// Inflates one whole message's payload (`00 00 ff ff` appended, §7.2.2) into `out`
+    /// (at most its length); with `fresh` the state is reset first (no context takeover).
+    /// Returns the inflated length.
+    pub fn message(
+        &mut self,
+        payload: &[u8],
+        fresh: bool,
+        out: &mut [u8],
+    ) -> Result<usize, &'static str> {
+        if fresh {
+            self.state.reset(false);
+        }
+        let start = self.state.total_out();
+        let mut made = 0usize;
+        for input in [payload, &[0x00, 0x00, 0xff, 0xff][..]] {
+            let before_in = self.state.total_in();
+            let r = self
+                .state
+                .decompress(input, &mut out[made..], zlib_rs::InflateFlush::SyncFlush)
+                .map_err(|_| "corrupt DEFLATE data from the server")?;
+            made = (self.state.total_out() - start) as usize;
+            if matches!(r, zlib_rs::Status::StreamEnd) {
+                return Err("a DEFLATE block with BFINAL");
+            }
+            if (self.state.total_in() - before_in) as usize != input.len() {
+                return Err("inflated message larger than 128 KiB");
+            }
+        }
+        Ok(made)
     }
 }
 
@@ -329,8 +465,10 @@ mod tests {
         for split in 1..stream.len() {
             let mut p = FrameParser::default();
             let mut got = Vec::new();
-            p.feed(&stream[..split], |e| got.push(e)).unwrap();
-            p.feed(&stream[split..], |e| got.push(e)).unwrap();
+            p.feed(&stream[..split], false, |e| got.push(e), |_, _| panic!())
+                .unwrap();
+            p.feed(&stream[split..], false, |e| got.push(e), |_, _| panic!())
+                .unwrap();
             assert_eq!(
                 got,
                 vec![
@@ -352,10 +490,70 @@ mod tests {
     #[test]
     fn bad_frames_are_errors() {
         for bad in [&[0x81u8, 0x85][..], &[0x83, 0x00], &[0xc1, 0x00]] {
-            assert!(FrameParser::default().feed(bad, |_| {}).is_err());
+            assert!(FrameParser::default()
+                .feed(bad, false, |_| {}, |_, _| {})
+                .is_err());
         }
         let big = [0x82, 127, 0, 0, 0, 1, 0, 0, 0, 0];
-        assert!(FrameParser::default().feed(&big, |_| {}).is_err());
+        assert!(FrameParser::default()
+            .feed(&big, false, |_| {}, |_, _| {})
+            .is_err());
+        // RSV1 without deflate, and on a continuation or control frame with it.
+        assert!(FrameParser::default()
+            .feed(&[0xc1, 0x00], false, |_| {}, |_, _| {})
+            .is_err());
+        for bad in [&[0x41u8, 0x00, 0xc0, 0x00][..], &[0xc9, 0x00]] {
+            assert!(FrameParser::default()
+                .feed(bad, true, |_| {}, |_, _| {})
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn compressed_frames_in_any_split_inflate_to_the_payload() {
+        // RFC 7692 §7.2.3.1 "Hello" whole, then split over a fragment and a continuation
+        // (§7.2.3.1's second example), then an uncompressed text between them.
+        let mut stream = vec![0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        stream.extend(server_text_frame(&payload(8, "1700000000000000001", 40)));
+        stream.extend([
+            0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00,
+        ]);
+        for split in 1..stream.len() {
+            let mut p = FrameParser::default();
+            let (mut got, mut messages, mut piece) = (Vec::new(), Vec::new(), Vec::new());
+            for half in [&stream[..split], &stream[split..]] {
+                p.feed(
+                    half,
+                    true,
+                    |e| got.push(e),
+                    |z, end| {
+                        piece.extend_from_slice(z);
+                        if end {
+                            messages.push(std::mem::take(&mut piece));
+                        }
+                    },
+                )
+                .unwrap();
+            }
+            assert_eq!(got.len(), 1, "split at {split}");
+            assert_eq!(messages.len(), 2, "split at {split}");
+            let mut out = vec![0; 64];
+            for m in messages {
+                let n = Inflater::default().message(&m, true, &mut out).unwrap();
+                assert_eq!(&out[..n], b"Hello");
+            }
+        }
+    }
+
+    #[test]
+    fn payload_check() {
+        let p = payload(12, "1700000000000000001", 64);
+        assert!(payload_ok(&p, 64));
+        assert_eq!(text_fields(&p), (12, 1_700_000_000_000_000_001));
+        assert!(!payload_ok(&p, 65));
+        let mut bad = p.clone();
+        bad[60] = b'y';
+        assert!(!payload_ok(&bad, 64));
     }
 
     #[test]

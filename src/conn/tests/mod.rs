@@ -7,6 +7,7 @@ use super::harness;
 mod client;
 mod credits;
 mod deadlines;
+mod deflate_fanout;
 mod drain;
 mod fanout;
 mod handler_gone;

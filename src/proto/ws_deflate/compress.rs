@@ -155,22 +155,27 @@ impl Compressor {
     }
 
     fn new_state(&self) -> Deflate {
-        // A raw-DEFLATE compressor cannot run with an 8-bit window (see the module docs):
-        // run a 9-bit one that emits literals only, which fits any window.
-        let (window_bits, strategy) = if self.window_bits < COMPRESSOR_WINDOW_BITS_MIN {
-            (COMPRESSOR_WINDOW_BITS_MIN, Strategy::HuffmanOnly)
-        } else {
-            (self.window_bits, Strategy::Default)
-        };
-        Deflate::new_with_config(DeflateConfig {
-            level: i32::from(self.compression_level),
-            method: Method::Deflated,
-            // Negative: raw DEFLATE, no zlib header or checksum.
-            window_bits: -i32::from(window_bits),
-            mem_level: i32::from(self.memory_level),
-            strategy,
-        })
+        new_state(self.window_bits, self.compression_level, self.memory_level)
     }
+}
+
+/// A raw-DEFLATE zlib-rs state for the agreed window `window_bits`.
+fn new_state(window_bits: u8, compression_level: u8, memory_level: u8) -> Deflate {
+    // A raw-DEFLATE compressor cannot run with an 8-bit window (see the module docs):
+    // run a 9-bit one that emits literals only, which fits any window.
+    let (window_bits, strategy) = if window_bits < COMPRESSOR_WINDOW_BITS_MIN {
+        (COMPRESSOR_WINDOW_BITS_MIN, Strategy::HuffmanOnly)
+    } else {
+        (window_bits, Strategy::Default)
+    };
+    Deflate::new_with_config(DeflateConfig {
+        level: i32::from(compression_level),
+        method: Method::Deflated,
+        // Negative: raw DEFLATE, no zlib header or checksum.
+        window_bits: -i32::from(window_bits),
+        mem_level: i32::from(memory_level),
+        strategy,
+    })
 }
 
 impl fmt::Debug for Compressor {
@@ -185,6 +190,66 @@ impl fmt::Debug for Compressor {
             .field("memory_level", &self.memory_level)
             .field("in_message", &self.in_message)
             .finish()
+    }
+}
+
+/// Compresses messages without context takeover for every connection of a worker whose
+/// agreed parameters include `server_no_context_takeover` (RFC 7692 §7.1.1.1): each message
+/// (or each fragment of one) is an independent DEFLATE stream, so the bytes depend only on
+/// the message and the window, and one compression serves every target of a fan-out.
+///
+/// Holds at most one zlib-rs state per window size, allocated by the first message that
+/// needs it and reset (not freed) between messages: connections hold no compressor at all,
+/// and a message costs no state allocation. A fragment (`fin` false) is flushed and keeps
+/// its `00 00 ff ff`, so the next fragment may start a fresh stream: the receiver's
+/// inflater reads on from a byte boundary, and nothing in the next fragment refers back.
+#[derive(Default)]
+pub struct SharedCompressor {
+    /// Index `window_bits - WINDOW_BITS_MIN`. Invariant: a state is reset (no input fed
+    /// since) whenever no call is under way.
+    states: [Option<Box<Deflate>>; STATES_COUNT],
+}
+
+/// One state per window size from [`WINDOW_BITS_MIN`] to [`super::WINDOW_BITS_MAX`].
+const STATES_COUNT: usize = (super::WINDOW_BITS_MAX - WINDOW_BITS_MIN + 1) as usize;
+
+impl SharedCompressor {
+    /// Appends to `out` the compressed payload of `input`: a whole message with `fin` (its
+    /// trailer removed), else a fragment that the next call continues (trailer kept). The
+    /// output fits any receiver whose agreed server window is at least `window_bits`.
+    ///
+    /// Panics if `config` does not pass [`Config::check`] or `window_bits` is out of range.
+    pub fn compress(
+        &mut self,
+        config: &Config,
+        window_bits: u8,
+        input: &[u8],
+        fin: bool,
+        out: &mut Vec<u8>,
+    ) {
+        assert!((WINDOW_BITS_MIN..=super::WINDOW_BITS_MAX).contains(&window_bits));
+        let start = out.len();
+        let index = usize::from(window_bits - WINDOW_BITS_MIN);
+        let state = self.states[index].get_or_insert_with(|| {
+            assert_eq!(config.check(), Ok(()), "unchecked ws_deflate::Config");
+            Box::new(new_state(
+                window_bits,
+                config.compression_level,
+                config.memory_level,
+            ))
+        });
+        run(state, input, DeflateFlush::SyncFlush, out);
+        // The next message starts from nothing, as the receiver expects.
+        state.reset();
+        if fin {
+            finish(out, start);
+        }
+        assert!(out.len() > start, "a sync flush always writes bytes");
+    }
+
+    /// How many states (one per window size in use) are held.
+    pub fn states_held(&self) -> usize {
+        self.states.iter().filter(|s| s.is_some()).count()
     }
 }
 

@@ -8,6 +8,10 @@
 //!   ([`Params::encode_response`]);
 //! - [`Compressor`]: one connection's outgoing messages, fed in pieces, compressed as raw
 //!   DEFLATE with a sync flush and the trailing `00 00 ff ff` removed (RFC 7692 §7.2.1);
+//! - [`SharedCompressor`]: a worker's messages for every connection that agreed
+//!   `server_no_context_takeover`, each an independent stream: the same bytes for every
+//!   such connection, so a fan-out is compressed once (zring answers every offer with
+//!   `server_no_context_takeover` under `--compression-context shared`);
 //! - [`Decompressor`]: one connection's incoming compressed messages, fed in pieces, with
 //!   `00 00 ff ff` appended at the end (§7.2.2), a hard limit on the message size and a
 //!   per-call bound on the output.
@@ -30,7 +34,10 @@
 //! message; with it, the decompressor keeps its state, and the compressor keeps either its
 //! state or only the last `1 << window_bits` uncompressed bytes, from which the next message
 //! rebuilds it ([`TakeoverMemory`]). [`Config::default`] gives 4 KiB per idle connection:
-//! server-to-client takeover keeping the 4 KiB window, and `client_no_context_takeover`.
+//! server-to-client takeover keeping the 4 KiB window, and `client_no_context_takeover`;
+//! with `server_no_context_takeover` (zring's default, `--compression-context shared`) a
+//! connection holds no compressor at all and the worker's [`SharedCompressor`] one state
+//! per window size in use, reset between messages.
 //!
 //! Window bits 8: zlib (since 1.2.9) and zlib-rs refuse a raw-DEFLATE compressor with an
 //! 8-bit window; with the zlib wrapper they silently use 9. So a client that demands
@@ -48,7 +55,7 @@ mod negotiate;
 #[cfg(test)]
 mod tests;
 
-pub use compress::Compressor;
+pub use compress::{Compressor, SharedCompressor};
 pub use decompress::{Decompressor, Inflated};
 pub use error::{ConfigError, DecompressError};
 pub use negotiate::{negotiate, Config, Params, TakeoverMemory};

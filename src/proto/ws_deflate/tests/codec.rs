@@ -5,8 +5,8 @@
 use zlib_rs::{Inflate, InflateFlush, Status};
 
 use crate::proto::ws_deflate::{
-    Compressor, Config, DecompressError, Decompressor, Params, TakeoverMemory, TRAILER,
-    WINDOW_BITS_MAX,
+    Compressor, Config, DecompressError, Decompressor, Params, SharedCompressor, TakeoverMemory,
+    TRAILER, WINDOW_BITS_MAX,
 };
 
 const MESSAGE_BYTES_MAX: u64 = 1 << 24;
@@ -401,6 +401,52 @@ fn round_trips_at_every_window_and_level() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn shared_compressor_gives_the_bytes_of_a_fresh_compressor_at_every_window() {
+    // Goal: the worker's compressor (state reset between messages, one per window size)
+    // makes exactly what a connection's own compressor without context takeover makes, so
+    // its output can go to any target of that window; a strict inflater with the window
+    // decodes it; and it holds one state per window size used, whatever the message count.
+    let messages = messages();
+    let mut shared = SharedCompressor::default();
+    for window_bits in 8..=15 {
+        let params = params(false, window_bits);
+        let config = config(6);
+        let mut own = Compressor::new(&params, &config);
+        let mut reference = Reference::new(window_bits, false);
+        for message in &messages {
+            let mut out = Vec::new();
+            shared.compress(&config, window_bits, message, true, &mut out);
+            assert_eq!(out, compress(&mut own, &[message]), "window {window_bits}");
+            assert_eq!(reference.message(&out, message.len()), *message);
+        }
+        assert_eq!(shared.states_held(), usize::from(window_bits - 7));
+    }
+}
+
+#[test]
+fn shared_compressor_fragments_continue_one_message() {
+    // Goal: fragments compressed independently (each ends with its sync flush, kept) make
+    // one payload a single inflater decodes as the whole message; only the last loses its
+    // 00 00 ff ff.
+    let message = text(5000, 11);
+    let mut shared = SharedCompressor::default();
+    let config = config(6);
+    for cuts in [[1usize, 2], [10, 4000], [2500, 2500], [0, 0]] {
+        let (a, rest) = message.split_at(cuts[0]);
+        let (b, c) = rest.split_at(cuts[1].min(rest.len()));
+        let mut payload = Vec::new();
+        for (piece, fin) in [(a, false), (b, false), (c, true)] {
+            let start = payload.len();
+            shared.compress(&config, 12, piece, fin, &mut payload);
+            assert_eq!(payload[start..].ends_with(&TRAILER), !fin);
+        }
+        let mut decompressor = Decompressor::new(&params(false, 12), MESSAGE_BYTES_MAX);
+        let got = decompress(&mut decompressor, &[payload.as_slice()], 1 << 20);
+        assert_eq!(got.as_ref(), Ok(&message), "cuts {cuts:?}");
     }
 }
 
