@@ -2,7 +2,8 @@
 # The one install step of the scripts, for Debian 12 with Rust (stable) and nothing else:
 #   scripts/setup.sh         what building and running zring needs (run-example.sh)
 #   scripts/setup.sh test    everything scripts/test.sh needs: Condure, Pushpin, Mongrel2, the
-#                            Python and node clients, curl, wrk, openssl, rustfmt, clippy, cargo-fuzz
+#                            Python and node clients, curl, wrk, openssl, nginx, iproute2, rustfmt,
+#                            clippy, cargo-fuzz
 #   scripts/setup.sh fuzz    cargo-fuzz only (fuzz-smoke.sh)
 #   scripts/setup.sh hostile what scripts/hostile.sh needs: Condure, slowhttptest, curl
 # Installs only what is missing, so a second run is a quiet no-op. apt-get needs root (or sudo).
@@ -36,9 +37,12 @@ apt_install() {
     apt_updated=1
   fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Pushpin's package may start a system instance; the tests start their own on its ports.
+  # Pushpin's and nginx's packages may start a system instance; the scripts start their own.
   if [[ " ${missing[*]} " == *" pushpin "* ]]; then
     as_root systemctl stop pushpin >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    as_root systemctl stop nginx >/dev/null 2>&1 || as_root invoke-rc.d nginx stop >/dev/null 2>&1 || true
   fi
 }
 
@@ -64,10 +68,12 @@ esac
 # test: the peers (pushpin brings condure, zurl and mongrel2-core; named so a removed one
 # comes back), the Python clients for /usr/bin/python3 (prometheus-client: the real
 # Prometheus text parser of tests/metrics.rs), and the load and HTTP tools (systemd for
-# systemd-socket-activate: tests/restart.rs's socket activation; nothing is started).
+# systemd-socket-activate: tests/restart.rs's socket activation; nothing is started), nginx
+# (scripts/bench-tls.sh's TLS terminator to compare with, run with its own config) and
+# iproute2 (scripts/cluster.sh --netns: network namespaces, veth pairs, a bridge).
 apt_install "${build_pkgs[@]}" condure pushpin zurl mongrel2-core python3-zmq python3-websocket \
   python3-prometheus-client \
-  python3-websockets curl wrk systemd
+  python3-websockets curl wrk systemd nginx iproute2
 # node + npm for the node `ws` client: the machine image may have Node 20 with npm (not from
 # Debian's packages, which conflict with it), so Debian's only when npm is absent.
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm

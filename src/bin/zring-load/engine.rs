@@ -54,6 +54,9 @@ pub struct Group {
     pub members_closed: AtomicU64,
 }
 
+/// One thread's arrivals in a round: (round, latencies in µs, the target index of each).
+pub type RoundLatencies = (u32, Vec<u32>, Vec<u8>);
+
 /// Errors kept for the report: the first few messages, the rest only counted.
 const ERRORS_KEPT: usize = 8;
 
@@ -71,8 +74,12 @@ pub struct Shared {
     pub late: AtomicU64,
     pub dups: AtomicU64,
     pub pings: AtomicU64,
-    /// Per thread: (round, arrival latencies in µs), handed to the coordinator.
-    pub lat: Vec<Mutex<(u32, Vec<u32>)>>,
+    /// Per thread: (round, arrival latencies in µs, the target index of each), handed to
+    /// the coordinator.
+    pub lat: Vec<Mutex<RoundLatencies>>,
+    /// Per `--target`: fan-out members connected, and of those closed (as `Group`'s).
+    pub target_members_connected: Vec<AtomicU64>,
+    pub target_members_closed: Vec<AtomicU64>,
     /// The floor: the listening socket, accepted count, and the send trigger.
     pub floor_listen_fd: AtomicI32,
     pub floor_port: AtomicU32,
@@ -94,6 +101,8 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(cfg: Config, threads: usize) -> std::io::Result<Shared> {
+        let targets = cfg.targets.len();
+        assert!(targets <= TARGETS_MAX);
         let mut wake = Vec::new();
         for _ in 0..threads {
             // SAFETY: plain syscall.
@@ -115,7 +124,11 @@ impl Shared {
             late: AtomicU64::new(0),
             dups: AtomicU64::new(0),
             pings: AtomicU64::new(0),
-            lat: (0..threads).map(|_| Mutex::new((0, Vec::new()))).collect(),
+            lat: (0..threads)
+                .map(|_| Mutex::new((0, Vec::new(), Vec::new())))
+                .collect(),
+            target_members_connected: (0..targets).map(|_| AtomicU64::new(0)).collect(),
+            target_members_closed: (0..targets).map(|_| AtomicU64::new(0)).collect(),
             floor_listen_fd: AtomicI32::new(-1),
             floor_port: AtomicU32::new(0),
             floor_accepted: AtomicU64::new(0),
@@ -188,6 +201,11 @@ const DEAD: u8 = 4;
 const REARM_QUEUED: u8 = 1;
 /// The client connected to the fan-out path (and counts in a round's expected total).
 const MEMBER: u8 = 2;
+/// The client's `--target` index lives in the flags above this shift (6 bits).
+const TARGET_SHIFT: u8 = 2;
+/// Targets a run may spread its clients over (the index must fit the flags).
+pub const TARGETS_MAX: usize = 1 << (8 - TARGET_SHIFT);
+const _: () = assert!(REARM_QUEUED < 1 << TARGET_SHIFT && MEMBER < 1 << TARGET_SHIFT);
 
 /// A client: 24 bytes, whatever its state.
 #[derive(Clone, Copy, Default)]
@@ -218,6 +236,8 @@ struct Pending {
     head: Vec<u8>,
     body_left: usize,
     member: bool,
+    /// Index of `dst` in `--target`.
+    target: u8,
 }
 
 /// Largest response head (plus body, in http mode) a handshake may take.
@@ -372,6 +392,7 @@ impl Ring {
                     head: Vec::new(),
                     body_left: 0,
                     member: false,
+                    target: 0,
                 })
                 .collect(),
             free: (0..pend).rev().collect(),
@@ -427,16 +448,20 @@ impl Ring {
         self.attempts += 1;
         let cfg = &sh.cfg;
         let src = cfg.src_ips[n % cfg.src_ips.len()];
+        // Targets in turn (round-robin, as DNS or an L4 balancer would spread clients).
+        let target =
+            (self.attempts as usize - 1 + self.spec.id as usize) % cfg.targets.len().max(1);
         let dst = if self.spec.group == 1 {
             let port = sh.floor_port.load(Ordering::Relaxed) as u16;
             SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
         } else {
-            cfg.targets[(n / cfg.src_ips.len()) % cfg.targets.len()]
+            cfg.targets[target]
         };
         let member = self.attempts <= self.spec.members;
         let pe = &mut self.pend[p as usize];
         pe.used = true;
         pe.member = member;
+        pe.target = target as u8;
         pe.slot = u32::MAX;
         pe.started = Instant::now();
         pe.src = sockaddr(SocketAddrV4::new(src, 0));
@@ -511,8 +536,13 @@ impl Ring {
         let g = &sh.groups[self.spec.group as usize];
         if st == OPEN {
             g.closed.fetch_add(1, Ordering::Relaxed);
-            if self.clients[slot as usize].flags & MEMBER != 0 {
+            let flags = self.clients[slot as usize].flags;
+            if flags & MEMBER != 0 {
                 g.members_closed.fetch_add(1, Ordering::Relaxed);
+                if self.spec.group == 0 {
+                    sh.target_members_closed[usize::from(flags >> TARGET_SHIFT)]
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
         } else {
             g.failed.fetch_add(1, Ordering::Relaxed);
@@ -535,9 +565,14 @@ impl Ring {
         c.state = OPEN;
         let p = c.pend;
         let g = &sh.groups[self.spec.group as usize];
-        if self.pend[p as usize].member {
+        let pe = &self.pend[p as usize];
+        if pe.member {
             c.flags |= MEMBER;
             g.members_connected.fetch_add(1, Ordering::Relaxed);
+            if self.spec.group == 0 {
+                c.flags |= pe.target << TARGET_SHIFT;
+                sh.target_members_connected[usize::from(pe.target)].fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.free_pending(p);
         g.connected.fetch_add(1, Ordering::Relaxed);
@@ -781,7 +816,8 @@ impl Ring {
                     } else {
                         cl.last_round = round as u16;
                         let now = realtime_ns();
-                        st.record(round, now.saturating_sub(ts_ns) / 1000);
+                        let target = cl.flags >> TARGET_SHIFT;
+                        st.record(round, target, now.saturating_sub(ts_ns) / 1000);
                     }
                 }
                 Event::Ping => st.pings += 1,
@@ -1013,15 +1049,18 @@ struct ThreadStats {
     overflow: u64,
     lat_round: u32,
     lat: Vec<u32>,
+    lat_target: Vec<u8>,
 }
 
 impl ThreadStats {
-    fn record(&mut self, round: u32, us: u64) {
+    fn record(&mut self, round: u32, target: u8, us: u64) {
         if round != self.lat_round {
             self.lat.clear();
+            self.lat_target.clear();
             self.lat_round = round;
         }
         self.lat.push(us.min(u64::from(u32::MAX)) as u32);
+        self.lat_target.push(target);
     }
 
     fn flush(&mut self, sh: &Shared, t: usize) {
@@ -1031,9 +1070,11 @@ impl ThreadStats {
                 let mut slot = sh.lat[t].lock().unwrap();
                 if slot.0 == self.lat_round {
                     slot.1.extend_from_slice(&self.lat);
+                    slot.2.extend_from_slice(&self.lat_target);
                 }
             }
             self.lat.clear();
+            self.lat_target.clear();
             sh.received.fetch_add(n, Ordering::Release);
         }
         for (v, a) in [
