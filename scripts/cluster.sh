@@ -173,7 +173,11 @@ fi
 
 # 2. K instances with N clients each; instance K is killed after round KILL_AFTER.
 start_handler cluster
-for i in $(seq "$K"); do start_instance "$i" "$port" $(( N + 1000 )) "${CLUSTER_WORKERS:-1}"; done
+for i in $(seq "$K"); do
+  # One address per namespace; on loopback, one port per instance.
+  [ "$NETNS" = 1 ] || [ "$i" = 1 ] || port=$(free_port)
+  start_instance "$i" "$port" $(( N + 1000 )) "${CLUSTER_WORKERS:-1}"
+done
 killed_pid=${INST_PIDS[$(( K - 1 ))]}
 CLIENTS_NOW=$TOTAL
 # The clients stay connected --expiry-wait seconds after the last round (zring-load --hold),
