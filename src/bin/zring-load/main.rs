@@ -20,6 +20,14 @@
 //!    like a server it must wake the client threads, instead of sending from them);
 //! 4. hold the connections `--hold` seconds, then print one `key=value` line and exit
 //!    (non-zero when clients failed, missed a message, or a protocol error was seen).
+//!
+//! Several `--target`s (scripts/cluster.sh: one per zring instance) take the clients in
+//! turn, as DNS round-robin or an L4 balancer would; the line then also gives, per target,
+//! the members, how many were closed, and each round's expected, received and p100
+//! (`target_*`). Targets and sources are loopback or private addresses (a script's own
+//! network namespaces), never anything else. `--after-round R:CMD` runs CMD after round R
+//! (cluster.sh kills an instance there) and waits for the closes it causes, so later rounds
+//! expect only the clients still open.
 mod bufring;
 mod engine;
 mod proto;
