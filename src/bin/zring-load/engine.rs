@@ -444,13 +444,16 @@ impl Ring {
         let Some(p) = self.free.pop() else {
             return false;
         };
-        let n = self.attempts as usize * 1031 + self.spec.id as usize; // spread over addresses
-        self.attempts += 1;
         let cfg = &sh.cfg;
-        let src = cfg.src_ips[n % cfg.src_ips.len()];
+        let targets = cfg.targets.len().max(1);
         // Targets in turn (round-robin, as DNS or an L4 balancer would spread clients).
-        let target =
-            (self.attempts as usize - 1 + self.spec.id as usize) % cfg.targets.len().max(1);
+        let attempt = self.attempts as usize + self.spec.id as usize;
+        let target = attempt % targets;
+        // Sources spread over the addresses; counted per target turn, so each target sees
+        // every source address (1031 is prime: the walk visits them all).
+        let n = (attempt / targets) * 1031 + self.spec.id as usize;
+        self.attempts += 1;
+        let src = cfg.src_ips[n % cfg.src_ips.len()];
         let dst = if self.spec.group == 1 {
             let port = sh.floor_port.load(Ordering::Relaxed) as u16;
             SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
