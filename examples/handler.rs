@@ -52,11 +52,22 @@
 //! `<base>-in` (everything we send, prefixed with the instance's id). With `--req SPEC` it
 //! also serves req mode through a ROUTER connected to zring's DEALER.
 //!
+//! Sessions expire as Condure's handlers expire them: one the connection manager has sent
+//! nothing about (no packet, no keep-alive) for `--session-expiry SECS` (default 60, the
+//! connection manager's own expiry; it sends a keep-alive for each session every 45 s) is
+//! forgotten, so the sessions of a connection manager instance that died go away on their
+//! own. `--stats` counts them (`expired=`) and gives the sessions per instance
+//! (`instances=ID:N,...`).
+//!
+//! `--bind` binds the three sockets at the `--stream` spec instead of connecting them, for
+//! connection managers started with `--zclient-connect`: many instances (each its own
+//! `--id`) then share this one handler (scripts/cluster.sh, docs/scale-out.md).
+//!
 //! `--reconnect-ms MS` sets how soon its sockets retry a connection that failed or went
 //! away (ZeroMQ's default is 100 ms); tests that restart zring often set it lower.
 //!
-//! Usage: zring-example-handler [--stream ipc://client] [--req ipc://client-req] [--id NAME]
-//!        [--stats SECS] [--reconnect-ms MS]
+//! Usage: zring-example-handler [--stream ipc://client] [--bind] [--req ipc://client-req]
+//!        [--id NAME] [--stats SECS] [--reconnect-ms MS] [--session-expiry SECS]
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -89,6 +100,9 @@ struct Session {
     /// The zring instance (its `from`), which prefixes our PUB messages.
     to: Vec<u8>,
     seq: u32,
+    /// The last packet from the connection manager about this session (keep-alives
+    /// included): the session expires `--session-expiry` after it.
+    seen: Instant,
     echo: Option<Vec<u8>>,
     /// `POST /broadcast`: the collected body is broadcast, not echoed.
     post_broadcast: bool,
@@ -145,6 +159,8 @@ struct Handler {
     streams: HashSet<Vec<u8>>,
     out: Vec<u8>,
     stats: Stats,
+    /// Sessions silent this long are forgotten (`--session-expiry`).
+    expiry: Duration,
 }
 
 /// Running totals for `--stats`.
@@ -154,6 +170,8 @@ struct Stats {
     in_keepalive_packets: u64,
     in_keepalive_ids: u64,
     out_packets: u64,
+    /// Sessions forgotten at expiry.
+    expired: u64,
 }
 
 fn get<'a>(d: &tnetstring::Dict<'a>, key: &[u8]) -> Option<Value<'a>> {
@@ -217,7 +235,7 @@ impl Handler {
         w.bytes(b"from");
         w.bytes(&self.me);
         w.bytes(b"id");
-        w.bytes(id);
+        w.bytes(wire_id(id, &s.to));
         w.bytes(b"seq");
         w.int(s.seq as i64);
         fields(&mut w);
@@ -267,8 +285,8 @@ impl Handler {
     }
 
     fn first_packet(&mut self, d: &tnetstring::Dict, now: Instant) {
-        let id = bytes(get(d, b"id")).to_vec();
         let to = bytes(get(d, b"from")).to_vec();
+        let id = session_key(&to, bytes(get(d, b"id")));
         let uri = bytes(get(d, b"uri"));
         let path = path_of(uri);
         let more = matches!(get(d, b"more"), Some(Value::Bool(true)));
@@ -278,6 +296,7 @@ impl Handler {
             Session {
                 to,
                 seq: 0,
+                seen: now,
                 echo: None,
                 post_broadcast: false,
                 stream_next: None,
@@ -459,7 +478,7 @@ impl Handler {
         let Some(Value::Bytes(id)) = get(d, b"id") else {
             return;
         }; // list form: keep-alives
-        let id = id.to_vec();
+        let id = session_key(bytes(get(d, b"from")), id);
         let typ = bytes(get(d, b"type"));
         if matches!(typ, b"cancel" | b"error") {
             return self.remove(&id);
@@ -709,7 +728,7 @@ impl Handler {
                 }
             };
             let (to, ids) = &mut batches[i];
-            ids.push((id, seq));
+            ids.push((wire_id(id, &s.to), seq));
             if ids.len() == BROADCAST_IDS_MAX {
                 send_list(out, me, pub_sock, to, ids, text);
                 stats.out_packets += 1;
@@ -799,13 +818,59 @@ impl Handler {
                 w.bytes(b"from");
                 w.bytes(&self.me);
                 w.bytes(b"id");
-                write_ids(&mut w, chunk.iter().map(|(id, seq)| (&id[..], *seq)));
+                write_ids(
+                    &mut w,
+                    chunk.iter().map(|(key, seq)| (wire_id(key, &to), *seq)),
+                );
                 w.bytes(b"type");
                 w.bytes(b"keep-alive");
                 w.end_dict();
                 self.stats.out_packets += 1;
                 let _ = self.pub_sock.send(&self.out[..], 0);
             }
+        }
+    }
+
+    /// Marks the sessions a later packet names (one id, or a list-form keep-alive's ids) as
+    /// seen now.
+    fn refresh(&mut self, d: &tnetstring::Dict, now: Instant) {
+        let from = bytes(get(d, b"from"));
+        match get(d, b"id") {
+            Some(Value::Bytes(id)) => {
+                if let Some(s) = self.sessions.get_mut(&session_key(from, id)) {
+                    s.seen = now;
+                }
+            }
+            Some(Value::List(l)) => {
+                let mut key = Vec::new();
+                for v in l.iter() {
+                    let Value::Dict(e) = v else { continue };
+                    key.clear();
+                    key.extend_from_slice(from);
+                    key.push(b' ');
+                    key.extend_from_slice(bytes(get(&e, b"id")));
+                    if let Some(s) = self.sessions.get_mut(&key) {
+                        s.seen = now;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets the sessions the connection manager has said nothing about for `expiry`
+    /// (its instance died, or lost them): Condure's handler-side session expiry.
+    fn expire(&mut self, now: Instant) {
+        let expiry = self.expiry;
+        let stale: Vec<Vec<u8>> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.seen) >= expiry)
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.stats.expired += stale.len() as u64;
+        for id in stale {
+            self.remove(&id);
         }
     }
 
@@ -821,21 +886,58 @@ impl Handler {
         }
     }
 
+    /// Sessions per connection manager instance, `ID:N,...` sorted by id (`none` if no
+    /// session): the handler's view of which instances it serves.
+    fn instances(&self) -> String {
+        let mut by_to: std::collections::BTreeMap<&[u8], u64> = Default::default();
+        for s in self.sessions.values() {
+            *by_to.entry(&s.to[..]).or_default() += 1;
+        }
+        let parts: Vec<String> = by_to
+            .iter()
+            .map(|(to, n)| format!("{}:{n}", String::from_utf8_lossy(to)))
+            .collect();
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(",")
+        }
+    }
+
     fn print_stats(&self, secs: f64) {
         use std::io::Write;
         let s = &self.stats;
         println!(
             "handler_stats secs={secs:.1} sessions={} members={} in_packets={} \
-             in_keepalive_packets={} in_keepalive_ids={} out_packets={}",
+             in_keepalive_packets={} in_keepalive_ids={} out_packets={} expired={} instances={}",
             self.sessions.len(),
             self.members.len(),
             s.in_packets,
             s.in_keepalive_packets,
             s.in_keepalive_ids,
-            s.out_packets
+            s.out_packets,
+            s.expired,
+            self.instances()
         );
         let _ = std::io::stdout().flush();
     }
+}
+
+/// The handler's key for a session: its connection manager's address (`from`), a space,
+/// and its id. Ids are unique only per instance (zring's and Condure's are `W-S-N`), so many
+/// instances sharing this handler (docs/scale-out.md) need the pair, as ZHTTP defines it.
+fn session_key(from: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(from.len() + 1 + id.len());
+    key.extend_from_slice(from);
+    key.push(b' ');
+    key.extend_from_slice(id);
+    key
+}
+
+/// The id on the wire of the session with `key`, whose connection manager is `to`.
+fn wire_id<'a>(key: &'a [u8], to: &[u8]) -> &'a [u8] {
+    debug_assert!(key.starts_with(to) && key.get(to.len()) == Some(&b' '));
+    &key[to.len() + 1..]
 }
 
 /// `text` with every `{ts}` replaced by the current CLOCK_REALTIME in nanoseconds.
@@ -993,6 +1095,8 @@ fn main() {
     let mut me = "zring-example-handler".to_string();
     let mut stats_every: Option<Duration> = None;
     let mut reconnect_ms: Option<i32> = None;
+    let mut bind = false;
+    let mut expiry = Duration::from_millis(zring::limits::SESSION_EXPIRY_MS);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -1001,6 +1105,14 @@ fn main() {
         };
         match a.as_str() {
             "--stream" => stream = val(),
+            "--bind" => bind = true,
+            "--session-expiry" => {
+                expiry = Duration::from_secs_f64(
+                    val()
+                        .parse()
+                        .unwrap_or_else(|_| usage("bad --session-expiry")),
+                )
+            }
             "--req" => req = Some(val()),
             "--id" => me = val(),
             "--stats" => {
@@ -1029,11 +1141,17 @@ fn main() {
         }
         s
     };
+    // Connect to one connection manager's bound sockets, or (`--bind`) bind for many that
+    // connect (`--zclient-connect`).
+    let attach = |s: &zmq::Socket, ep: &str| {
+        if bind { s.bind(ep) } else { s.connect(ep) }
+            .unwrap_or_else(|e| usage(&format!("{ep}: {e}")))
+    };
     let pull = socket(zmq::PULL);
-    pull.connect(&push_ep).unwrap();
+    attach(&pull, &push_ep);
     let router = socket(zmq::ROUTER);
     router.set_identity(me.as_bytes()).unwrap();
-    router.connect(&router_ep).unwrap();
+    attach(&router, &router_ep);
     // XPUB, not PUB: it tells us when zring's SUB has subscribed. A reply published before
     // that is dropped (ZeroMQ's slow joiner), and zring's PUSH can hand us requests well
     // before our PUB connection and its subscription are up (a busy box, or a new zring
@@ -1042,7 +1160,7 @@ fn main() {
     // A PUB socket drops what its subscriber can't take yet; room for a burst of
     // responses (thousands of clients answered at once) keeps them from being lost.
     pub_sock.set_sndhwm(PUB_HWM).unwrap();
-    pub_sock.connect(&sub_ep).unwrap();
+    attach(&pub_sock, &sub_ep);
     let req_sock = req.map(|spec| {
         let s = socket(zmq::ROUTER);
         s.connect(&spec).unwrap();
@@ -1059,7 +1177,11 @@ fn main() {
         members: Members::default(),
         out: Vec::new(),
         stats: Stats::default(),
+        expiry,
     };
+    // Expired sessions are looked for 12 times per expiry period (every 5 s at 60 s).
+    let expiry_check = expiry / 12;
+    let mut next_expiry_check = Instant::now() + expiry_check;
     let started = Instant::now();
     let mut next_stats = stats_every.map(|e| started + e);
     let mut req_out = Vec::new();
@@ -1069,6 +1191,7 @@ fn main() {
     loop {
         let now = Instant::now();
         let mut wake = next_tick.map_or(next_keep_alive, |t| t.min(next_keep_alive));
+        wake = wake.min(next_expiry_check);
         if let Some(t) = next_stats {
             wake = wake.min(t);
         }
@@ -1111,6 +1234,7 @@ fn main() {
             let Some(msg) = parts.last() else { continue };
             if let Some(Ok((Value::Dict(d), _))) = msg.strip_prefix(b"T").map(tnetstring::parse) {
                 h.count_in(&d);
+                h.refresh(&d, now);
                 h.later_packet(&d);
             }
         }
@@ -1118,6 +1242,10 @@ fn main() {
             serve_req(s, &mut req_out);
         }
         next_tick = h.tick(now);
+        if now >= next_expiry_check {
+            h.expire(now);
+            next_expiry_check = now + expiry_check;
+        }
         if now >= next_keep_alive {
             h.keep_alives(now);
             next_keep_alive = now + KEEP_ALIVE_INTERVAL;
@@ -1136,8 +1264,8 @@ fn usage(err: &str) -> ! {
         eprintln!("zring-example-handler: {err}");
     }
     eprintln!(
-        "usage: zring-example-handler [--stream ipc://client] [--req SPEC] [--id NAME] \
-         [--stats SECS] [--reconnect-ms MS]"
+        "usage: zring-example-handler [--stream ipc://client] [--bind] [--req SPEC] [--id NAME] \
+         [--stats SECS] [--reconnect-ms MS] [--session-expiry SECS]"
     );
     std::process::exit(2);
 }

@@ -2,7 +2,8 @@
 # The one install step of the scripts, for Debian 12 with Rust (stable) and nothing else:
 #   scripts/setup.sh         what building and running zring needs (run-example.sh)
 #   scripts/setup.sh test    everything scripts/test.sh needs: Condure, Pushpin, Mongrel2, the
-#                            Python and node clients, curl, wrk, openssl, rustfmt, clippy, cargo-fuzz
+#                            Python and node clients, curl, wrk, openssl, nginx, iproute2, rustfmt,
+#                            clippy, cargo-fuzz
 #   scripts/setup.sh fuzz    cargo-fuzz only (fuzz-smoke.sh)
 #   scripts/setup.sh hostile what scripts/hostile.sh needs: Condure, slowhttptest, curl
 #   scripts/setup.sh package what scripts/package-deb.sh needs: dpkg-dev (dpkg-shlibdeps)
@@ -40,9 +41,12 @@ apt_install() {
     apt_updated=1
   fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Pushpin's package may start a system instance; the tests start their own on its ports.
+  # Pushpin's and nginx's packages may start a system instance; the scripts start their own.
   if [[ " ${missing[*]} " == *" pushpin "* ]]; then
     as_root systemctl stop pushpin >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    as_root systemctl stop nginx >/dev/null 2>&1 || as_root invoke-rc.d nginx stop >/dev/null 2>&1 || true
   fi
 }
 
@@ -82,10 +86,12 @@ esac
 # Prometheus text parser of tests/metrics.rs), and the load and HTTP tools (systemd for
 # systemd-socket-activate: tests/restart.rs's socket activation; nothing is started; and for
 # tests/package.rs: systemd-analyze, systemd-sysusers, with init-system-helpers'
-# deb-systemd-helper, which the package's postinst runs).
+# deb-systemd-helper, which the package's postinst runs), nginx
+# (scripts/bench-tls.sh's TLS terminator to compare with, run with its own config) and
+# iproute2 (scripts/cluster.sh --netns: network namespaces, veth pairs, a bridge).
 apt_install "${build_pkgs[@]}" "${package_pkgs[@]}" init-system-helpers condure pushpin zurl mongrel2-core python3-zmq python3-websocket \
   python3-prometheus-client \
-  python3-websockets curl wrk systemd
+  python3-websockets curl wrk systemd nginx iproute2
 # node + npm for the node `ws` client: the machine image may have Node 20 with npm (not from
 # Debian's packages, which conflict with it), so Debian's only when npm is absent.
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm

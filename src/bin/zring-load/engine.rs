@@ -62,6 +62,9 @@ pub struct Group {
     pub members_closed: AtomicU64,
 }
 
+/// One thread's arrivals in a round: (round, latencies in µs, the target index of each).
+pub type RoundLatencies = (u32, Vec<u32>, Vec<u8>);
+
 /// Errors kept for the report: the first few messages, the rest only counted.
 const ERRORS_KEPT: usize = 8;
 
@@ -79,8 +82,12 @@ pub struct Shared {
     pub late: AtomicU64,
     pub dups: AtomicU64,
     pub pings: AtomicU64,
-    /// Per thread: (round, arrival latencies in µs), handed to the coordinator.
-    pub lat: Vec<Mutex<(u32, Vec<u32>)>>,
+    /// Per thread: (round, arrival latencies in µs, the target index of each), handed to
+    /// the coordinator.
+    pub lat: Vec<Mutex<RoundLatencies>>,
+    /// Per `--target`: fan-out members connected, and of those closed (as `Group`'s).
+    pub target_members_connected: Vec<AtomicU64>,
+    pub target_members_closed: Vec<AtomicU64>,
     /// The floor: the listening socket, accepted count, and the send trigger.
     pub floor_listen_fd: AtomicI32,
     pub floor_port: AtomicU32,
@@ -102,6 +109,8 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(cfg: Config, threads: usize) -> std::io::Result<Shared> {
+        let targets = cfg.targets.len();
+        assert!(targets <= TARGETS_MAX);
         let mut wake = Vec::new();
         for _ in 0..threads {
             // SAFETY: plain syscall.
@@ -123,7 +132,11 @@ impl Shared {
             late: AtomicU64::new(0),
             dups: AtomicU64::new(0),
             pings: AtomicU64::new(0),
-            lat: (0..threads).map(|_| Mutex::new((0, Vec::new()))).collect(),
+            lat: (0..threads)
+                .map(|_| Mutex::new((0, Vec::new(), Vec::new())))
+                .collect(),
+            target_members_connected: (0..targets).map(|_| AtomicU64::new(0)).collect(),
+            target_members_closed: (0..targets).map(|_| AtomicU64::new(0)).collect(),
             floor_listen_fd: AtomicI32::new(-1),
             floor_port: AtomicU32::new(0),
             floor_accepted: AtomicU64::new(0),
@@ -201,6 +214,16 @@ const DEFLATE: u8 = 4;
 /// With DEFLATE: the server takes over its context (no `server_no_context_takeover` in its
 /// answer), so the client keeps an inflater of its own (`Ring::inflaters`).
 const TAKEOVER: u8 = 8;
+/// The client's `--target` index lives in the flags above this shift (4 bits).
+const TARGET_SHIFT: u8 = 4;
+/// Targets a run may spread its clients over (the index must fit the flags).
+pub const TARGETS_MAX: usize = 1 << (8 - TARGET_SHIFT);
+const _: () = assert!(
+    REARM_QUEUED < 1 << TARGET_SHIFT
+        && MEMBER < 1 << TARGET_SHIFT
+        && DEFLATE < 1 << TARGET_SHIFT
+        && TAKEOVER < 1 << TARGET_SHIFT
+);
 
 /// A client: 24 bytes, whatever its state.
 #[derive(Clone, Copy, Default)]
@@ -231,6 +254,8 @@ struct Pending {
     head: Vec<u8>,
     body_left: usize,
     member: bool,
+    /// Index of `dst` in `--target`.
+    target: u8,
 }
 
 /// `--tls`: room for a client's handshake flights and its upgrade request, appended in
@@ -415,6 +440,7 @@ impl Ring {
                     head: Vec::new(),
                     body_left: 0,
                     member: false,
+                    target: 0,
                 })
                 .collect(),
             free: (0..pend).rev().collect(),
@@ -479,20 +505,27 @@ impl Ring {
         let Some(p) = self.free.pop() else {
             return false;
         };
-        let n = self.attempts as usize * 1031 + self.spec.id as usize; // spread over addresses
-        self.attempts += 1;
         let cfg = &sh.cfg;
+        let targets = cfg.targets.len().max(1);
+        // Targets in turn (round-robin, as DNS or an L4 balancer would spread clients).
+        let attempt = self.attempts as usize + self.spec.id as usize;
+        let target = attempt % targets;
+        // Sources spread over the addresses; counted per target turn, so each target sees
+        // every source address (1031 is prime: the walk visits them all).
+        let n = (attempt / targets) * 1031 + self.spec.id as usize;
+        self.attempts += 1;
         let src = cfg.src_ips[n % cfg.src_ips.len()];
         let dst = if self.spec.group == 1 {
             let port = sh.floor_port.load(Ordering::Relaxed) as u16;
             SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
         } else {
-            cfg.targets[(n / cfg.src_ips.len()) % cfg.targets.len()]
+            cfg.targets[target]
         };
         let member = self.attempts <= self.spec.members;
         let pe = &mut self.pend[p as usize];
         pe.used = true;
         pe.member = member;
+        pe.target = target as u8;
         pe.slot = u32::MAX;
         pe.started = Instant::now();
         pe.src = sockaddr(SocketAddrV4::new(src, 0));
@@ -574,8 +607,13 @@ impl Ring {
         let g = &sh.groups[self.spec.group as usize];
         if st == OPEN {
             g.closed.fetch_add(1, Ordering::Relaxed);
-            if self.clients[slot as usize].flags & MEMBER != 0 {
+            let flags = self.clients[slot as usize].flags;
+            if flags & MEMBER != 0 {
                 g.members_closed.fetch_add(1, Ordering::Relaxed);
+                if self.spec.group == 0 {
+                    sh.target_members_closed[usize::from(flags >> TARGET_SHIFT)]
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
         } else {
             g.failed.fetch_add(1, Ordering::Relaxed);
@@ -602,9 +640,14 @@ impl Ring {
         }
         let p = c.pend;
         let g = &sh.groups[self.spec.group as usize];
-        if self.pend[p as usize].member {
+        let pe = &self.pend[p as usize];
+        if pe.member {
             c.flags |= MEMBER;
             g.members_connected.fetch_add(1, Ordering::Relaxed);
+            if self.spec.group == 0 {
+                c.flags |= pe.target << TARGET_SHIFT;
+                sh.target_members_connected[usize::from(pe.target)].fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.free_pending(p);
         g.connected.fetch_add(1, Ordering::Relaxed);
@@ -1008,7 +1051,8 @@ impl Ring {
                     } else {
                         cl.last_round = round as u16;
                         let now = realtime_ns();
-                        st.record(round, now.saturating_sub(ts_ns) / 1000);
+                        let target = cl.flags >> TARGET_SHIFT;
+                        st.record(round, target, now.saturating_sub(ts_ns) / 1000);
                     }
                 }
                 Event::Ping => st.pings += 1,
@@ -1240,15 +1284,18 @@ struct ThreadStats {
     overflow: u64,
     lat_round: u32,
     lat: Vec<u32>,
+    lat_target: Vec<u8>,
 }
 
 impl ThreadStats {
-    fn record(&mut self, round: u32, us: u64) {
+    fn record(&mut self, round: u32, target: u8, us: u64) {
         if round != self.lat_round {
             self.lat.clear();
+            self.lat_target.clear();
             self.lat_round = round;
         }
         self.lat.push(us.min(u64::from(u32::MAX)) as u32);
+        self.lat_target.push(target);
     }
 
     fn flush(&mut self, sh: &Shared, t: usize) {
@@ -1258,9 +1305,11 @@ impl ThreadStats {
                 let mut slot = sh.lat[t].lock().unwrap();
                 if slot.0 == self.lat_round {
                     slot.1.extend_from_slice(&self.lat);
+                    slot.2.extend_from_slice(&self.lat_target);
                 }
             }
             self.lat.clear();
+            self.lat_target.clear();
             sh.received.fetch_add(n, Ordering::Release);
         }
         for (v, a) in [

@@ -26,6 +26,14 @@
 //!    `ClientConnection` per client, resumption only with `--tls-resume`); no TLS floor yet.
 //! 4. hold the connections `--hold` seconds, then print one `key=value` line and exit
 //!    (non-zero when clients failed, missed a message, or a protocol error was seen).
+//!
+//! Several `--target`s (scripts/cluster.sh: one per zring instance) take the clients in
+//! turn, as DNS round-robin or an L4 balancer would; the line then also gives, per target,
+//! the members, how many were closed, and each round's expected, received and p100
+//! (`target_*`). Targets and sources are loopback or private addresses (a script's own
+//! network namespaces), never anything else. `--after-round R:CMD` runs CMD after round R
+//! (cluster.sh kills an instance there) and waits for the closes it causes, so later rounds
+//! expect only the clients still open.
 mod bufring;
 mod engine;
 mod proto;
@@ -72,6 +80,9 @@ struct Opts {
     tls: bool,
     ca: Option<String>,
     tls_resume: bool,
+    /// `--after-round R:CMD`: after fan-out round R, run CMD (scripts/cluster.sh kills an
+    /// instance there), wait for the closes it causes, and go on with the next round.
+    after_round: Option<(u32, String)>,
 }
 
 fn usage(err: &str) -> ! {
@@ -83,7 +94,7 @@ fn usage(err: &str) -> ! {
          [--inflight N] [--bufs N] [--buf-size BYTES] [--connect-timeout SECS] \
          [--fanout-trigger http://HOST:PORT/broadcast] [--rounds K] [--round-gap SECS] \
          [--round-timeout SECS] [--payload BYTES] [--floor] [--floor-first] [--floor-threads K] [--label NAME] [--dist FILE.csv] \
-         [--max-failed N] [--deflate] [--tls --ca CA.pem [--tls-resume]]"
+         [--max-failed N] [--deflate] [--tls --ca CA.pem [--tls-resume]] [--after-round R:COMMAND]"
     );
     std::process::exit(2);
 }
@@ -94,9 +105,10 @@ fn parse_ip_range(s: &str) -> Result<Vec<Ipv4Addr>, String> {
         let (a, b) = part.split_once('-').unwrap_or((part, part));
         let a: Ipv4Addr = a.trim().parse().map_err(|_| format!("bad address {a}"))?;
         let b: Ipv4Addr = b.trim().parse().map_err(|_| format!("bad address {b}"))?;
-        if !a.is_loopback() || !b.is_loopback() || u32::from(b) < u32::from(a) {
+        let ok = |x: Ipv4Addr| x.is_loopback() || x.is_private();
+        if !ok(a) || !ok(b) || u32::from(b) < u32::from(a) {
             return Err(format!(
-                "{part}: want a range inside 127.0.0.0/8 (loopback only)"
+                "{part}: want a range of loopback or private addresses (this box's own)"
             ));
         }
         if u32::from(b) - u32::from(a) > 1 << 16 {
@@ -118,10 +130,15 @@ fn parse_targets(s: &str) -> Result<Vec<SocketAddrV4>, String> {
                 _ => None,
             })
             .ok_or(format!("{t}: no IPv4 address"))?;
-        if !addr.ip().is_loopback() {
-            return Err(format!("{t}: loopback targets only"));
+        if !addr.ip().is_loopback() && !addr.ip().is_private() {
+            return Err(format!(
+                "{t}: loopback or private targets only (a script's own namespaces)"
+            ));
         }
         out.push(addr);
+    }
+    if out.len() > engine::TARGETS_MAX {
+        return Err(format!("at most {} targets", engine::TARGETS_MAX));
     }
     Ok(out)
 }
@@ -160,6 +177,7 @@ fn parse_opts() -> Opts {
         tls: false,
         ca: None,
         tls_resume: false,
+        after_round: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -207,6 +225,13 @@ fn parse_opts() -> Opts {
             "--tls" => o.tls = true,
             "--ca" => o.ca = Some(val()),
             "--tls-resume" => o.tls_resume = true,
+            "--after-round" => {
+                let v = val();
+                let (r, cmd) = v
+                    .split_once(':')
+                    .unwrap_or_else(|| usage("--after-round is ROUND:COMMAND"));
+                o.after_round = Some((num(&a, r.to_string()), cmd.to_string()));
+            }
             "-h" | "--help" => usage("help"),
             _ => usage(&format!("unknown argument {a}")),
         }
@@ -399,6 +424,9 @@ struct RoundResult {
     expected: u64,
     lat: Vec<u32>,
     net: NetCounters,
+    /// Per `--target` (fan-out rounds; empty for the floor): expected, and latencies sorted.
+    expected_by_target: Vec<u64>,
+    lat_by_target: Vec<Vec<u32>>,
 }
 
 /// Machine-wide counters that explain tail latency on loopback: packets dropped because a
@@ -458,6 +486,7 @@ fn round(
     sh: &Shared,
     r: u32,
     expected: u64,
+    expected_by_target: Vec<u64>,
     timeout: Duration,
     fire: impl FnOnce() -> Result<(), String>,
 ) -> Result<RoundResult, String> {
@@ -465,6 +494,7 @@ fn round(
         let mut l = l.lock().unwrap();
         l.0 = r;
         l.1.clear();
+        l.2.clear();
     }
     let base = sh.received.load(Ordering::Acquire);
     let net0 = NetCounters::read();
@@ -477,14 +507,30 @@ fn round(
     sh.round.store(0, Ordering::Release);
     std::thread::sleep(Duration::from_millis(20)); // a turn for threads mid-flush
     let mut lat = Vec::new();
+    let mut lat_by_target = vec![Vec::new(); expected_by_target.len()];
     for l in &sh.lat {
         let mut l = l.lock().unwrap();
         l.0 = 0;
+        for (us, t) in l.1.iter().zip(&l.2) {
+            if let Some(v) = lat_by_target.get_mut(usize::from(*t)) {
+                v.push(*us);
+            }
+        }
+        l.2.clear();
         lat.append(&mut l.1);
     }
     lat.sort_unstable();
+    for v in &mut lat_by_target {
+        v.sort_unstable();
+    }
     let net = NetCounters::read().since(net0);
-    Ok(RoundResult { expected, lat, net })
+    Ok(RoundResult {
+        expected,
+        lat,
+        net,
+        expected_by_target,
+        lat_by_target,
+    })
 }
 
 #[derive(Default)]
@@ -495,6 +541,16 @@ struct Summary {
     all: Vec<u32>,
     p100_rounds: Vec<f64>,
     net: NetCounters,
+    targets: Vec<TargetSummary>,
+}
+
+/// One `--target`'s share of the fan-out rounds (docs/scale-out.md: per instance).
+#[derive(Default, Clone)]
+struct TargetSummary {
+    expected: u64,
+    received: u64,
+    /// The p100 of each round it was expected in.
+    p100_rounds: Vec<f64>,
 }
 
 impl Summary {
@@ -517,6 +573,59 @@ impl Summary {
         self.received += rr.lat.len() as u64;
         self.p100_rounds.push(pct(&rr.lat, 100.0));
         self.all.extend_from_slice(&rr.lat);
+        if self.targets.len() < rr.expected_by_target.len() {
+            self.targets
+                .resize(rr.expected_by_target.len(), TargetSummary::default());
+        }
+        for (i, (e, l)) in rr
+            .expected_by_target
+            .iter()
+            .zip(&rr.lat_by_target)
+            .enumerate()
+        {
+            let t = &mut self.targets[i];
+            t.expected += e;
+            t.received += l.len() as u64;
+            if *e > 0 {
+                t.p100_rounds.push(pct(l, 100.0));
+            }
+        }
+    }
+
+    /// Per target: `target_members`-style comma lists of expected, received, p100 (the
+    /// largest of its rounds) and the median of its rounds' p100s.
+    fn target_fields(&self, out: &mut String) {
+        if self.targets.len() < 2 {
+            return;
+        }
+        let f = |v: f64| {
+            if v.is_nan() {
+                "nan".to_string()
+            } else {
+                format!("{v:.3}")
+            }
+        };
+        let list = |g: &dyn Fn(&TargetSummary) -> String| {
+            self.targets.iter().map(g).collect::<Vec<_>>().join(",")
+        };
+        let p100 = |t: &TargetSummary| t.p100_rounds.iter().copied().fold(f64::NAN, f64::max);
+        let median = |t: &TargetSummary| {
+            let mut v: Vec<f64> = t
+                .p100_rounds
+                .iter()
+                .copied()
+                .filter(|v| !v.is_nan())
+                .collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        out.push_str(&format!(
+            " target_expected={} target_received={} target_p100_ms={} target_p100_median_ms={}",
+            list(&|t| t.expected.to_string()),
+            list(&|t| t.received.to_string()),
+            list(&|t| f(p100(t))),
+            list(&|t| f(median(t))),
+        ));
     }
 
     fn finish(&mut self) {
@@ -756,11 +865,18 @@ fn main() {
             let g = &sh.groups[0];
             let expected = g.members_connected.load(Ordering::Relaxed)
                 - g.members_closed.load(Ordering::Relaxed);
+            let expected_by_target = sh
+                .target_members_connected
+                .iter()
+                .zip(&sh.target_members_closed)
+                .map(|(c, x)| c.load(Ordering::Relaxed) - x.load(Ordering::Relaxed))
+                .collect();
             let body = proto::payload(r, "{ts}", o.payload);
             let res = round(
                 &sh,
                 r,
                 expected,
+                expected_by_target,
                 Duration::from_secs_f64(o.round_timeout),
                 || {
                     let b = post(url, &body)?;
@@ -779,10 +895,16 @@ fn main() {
                     break;
                 }
             }
+            if let Some((after, cmd)) = &o.after_round {
+                if *after == r {
+                    after_round(&sh, cmd, &mut out, &mut failure);
+                }
+            }
             std::thread::sleep(Duration::from_secs_f64(o.round_gap));
         }
         sum.finish();
         sum.fields("fanout", &mut out);
+        sum.target_fields(&mut out);
         out.push_str(&format!(
             " handler_sent={handler_sent} members={}",
             o.members.unwrap_or(main_clients)
@@ -828,7 +950,23 @@ fn main() {
         rss_kb(),
         sh.ring_bytes.load(Ordering::Relaxed),
     ));
-    if closed > 0 {
+    let targets = &sh.target_members_connected;
+    if targets.len() > 1 {
+        let list = |v: &[std::sync::atomic::AtomicU64]| {
+            v.iter()
+                .map(|a| a.load(Ordering::Relaxed).to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        out.push_str(&format!(
+            " target_members={} target_closed={}",
+            list(targets),
+            list(&sh.target_members_closed)
+        ));
+    }
+    // With --after-round the command is expected to close clients (an instance killed):
+    // the caller judges target_closed.
+    if closed > 0 && o.after_round.is_none() {
         failure.push(format!(
             "{closed} connections closed (by the server, or by us after a protocol error)"
         ));
@@ -857,6 +995,34 @@ fn main() {
         std::process::exit(1);
     }
     std::process::exit(0);
+}
+
+/// `--after-round`: runs the command (`sh -c`), then waits until the clients it closed
+/// are all seen closed (no more closing for 2 s; at most 60 s), so the next round expects
+/// only the clients still open.
+fn after_round(sh: &Shared, cmd: &str, out: &mut String, failure: &mut Vec<String>) {
+    let status = std::process::Command::new("sh").arg("-c").arg(cmd).status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => failure.push(format!("--after-round command exited with {s}")),
+        Err(e) => failure.push(format!("--after-round command: {e}")),
+    }
+    let g = &sh.groups[0];
+    let t0 = Instant::now();
+    let mut last = g.closed.load(Ordering::Relaxed);
+    let mut still_since = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) && still_since.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = g.closed.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        }
+    }
+    out.push_str(&format!(
+        " after_round_closed={last} after_round_settle_s={:.1}",
+        t0.elapsed().as_secs_f64()
+    ));
 }
 
 /// The floor: our own listener, N loopback pairs, the same frame to every server side.
@@ -920,6 +1086,7 @@ fn floor_phase(
             sh,
             id,
             expected,
+            Vec::new(),
             Duration::from_secs_f64(o.round_timeout),
             || {
                 let ts = engine::realtime_ns().to_string();
