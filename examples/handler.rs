@@ -1221,10 +1221,7 @@ fn main() {
             }
             subscribed = subscriptions > 0;
         }
-        while subscribed {
-            let Ok(msg) = pull.recv_bytes(zmq::DONTWAIT) else {
-                break;
-            };
+        while let Some(Ok(msg)) = subscribed.then(|| pull.recv_bytes(zmq::DONTWAIT)) {
             if let Some(Ok((Value::Dict(d), _))) = msg.strip_prefix(b"T").map(tnetstring::parse) {
                 h.stats.in_packets += 1;
                 h.first_packet(&d, now);
