@@ -383,7 +383,7 @@ impl Worker {
 
 /// A runtime event for an outbound exchange.
 pub(super) enum OutEvent<'a> {
-    Recv(&'a [u8]),
+    Recv(&'a mut [u8]),
     Eof,
     Sent(Vec<u8>),
     Connected(bool),

@@ -9,10 +9,10 @@
 //! # Shape
 //! An `OutConn` is a shell ([`Shell`]: whom to answer and how, `seq` both ways, the
 //! socket's state, the bytes for the origin, the deadlines, where to connect and the
-//! addresses left to try) plus one session per protocol: [`http::HttpOut`] now; outbound
-//! WebSocket is the next (`OutSession`), and TLS to origins goes under the shell as
+//! addresses left to try) plus one session per protocol (`OutSession`): [`http::HttpOut`]
+//! for `http://`, [`ws::WsOut`] for `ws://`. TLS to origins goes under the shell as
 //! `conn::tls` does for the server side (ciphertext in `handle_recv`, records sealed in
-//! `flush`).
+//! `flush`), so the sessions only see plaintext.
 //!
 //! # Life
 //! `start` (ack at once) → `Resolving` (or straight on with an IP literal) → `Connecting`
@@ -33,6 +33,7 @@ use crate::runtime::Command;
 
 mod http;
 mod target;
+mod ws;
 
 pub use target::{is_internal, Scheme, Target, HOST_BYTES_MAX, URI_BYTES_MAX};
 
@@ -56,6 +57,8 @@ pub enum Condition {
     TooManyRedirects,
     MaxSizeExceeded,
     SessionTimeout,
+    /// A WebSocket rejection whose body is over `--buffer-size` (pushpin-connmgr).
+    RejectionTooLarge,
     Undefined,
 }
 
@@ -69,6 +72,7 @@ impl Condition {
             Condition::TooManyRedirects => b"too-many-redirects",
             Condition::MaxSizeExceeded => b"max-size-exceeded",
             Condition::SessionTimeout => b"session-timeout",
+            Condition::RejectionTooLarge => b"rejection-too-large",
             Condition::Undefined => b"undefined-condition",
         }
     }
@@ -161,6 +165,7 @@ pub(crate) struct Shell {
 
 enum OutSession {
     Http(Box<http::HttpOut>),
+    Ws(Box<ws::WsOut>),
 }
 
 /// One outbound exchange: the shell and its session.
@@ -487,8 +492,10 @@ impl OutConn {
         let mut sh = Shell::new(cx, pkt, buf, via)?;
         let uri = pkt.uri.map(|u| u.get(buf)).unwrap_or_default();
         let target = std::str::from_utf8(uri).ok().and_then(Target::parse);
-        let Some(target) = target.filter(|t| t.scheme == Scheme::Http) else {
-            // https, ws and wss come with TLS and outbound WebSocket (issue 13, phase 2).
+        // https and wss come with TLS to origins; WebSocket only on the stream sockets
+        // (zurl: `bad-request` on its req socket).
+        let allowed = |t: &Target| t.scheme == Scheme::Http || (t.scheme == Scheme::Ws && stream);
+        let Some(target) = target.filter(allowed) else {
             sh.fail(cx, Condition::BadRequest, false);
             return None;
         };
@@ -498,7 +505,19 @@ impl OutConn {
             let port = pkt.connect_port.unwrap_or(sh.target.port);
             sh.connect = Some((host, port));
         }
-        let Some(session) = http::HttpOut::new(pkt, buf, !stream) else {
+        let session = match sh.target.scheme {
+            Scheme::Ws | Scheme::Wss => {
+                let seed = (cx.settings.epoch_unix_ms.rotate_left(20)
+                    ^ u64::from(cx.settings.worker) << 48
+                    ^ sh.token)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                ws::WsOut::new(pkt, buf, seed).map(|w| OutSession::Ws(Box::new(w)))
+            }
+            Scheme::Http | Scheme::Https => {
+                http::HttpOut::new(pkt, buf, !stream).map(|h| OutSession::Http(Box::new(h)))
+            }
+        };
+        let Some(session) = session else {
             sh.fail(cx, Condition::BadRequest, false);
             return None;
         };
@@ -510,10 +529,7 @@ impl OutConn {
             sh.fail(cx, c, false);
             return None;
         }
-        Some(OutConn {
-            sh,
-            session: OutSession::Http(Box::new(session)),
-        })
+        Some(OutConn { sh, session })
     }
 
     /// The replies are over and no socket is left: the worker frees the exchange now
@@ -553,9 +569,11 @@ impl OutConn {
         match pkt.kind.get() {
             Kind::Cancel | Kind::Error => self.sh.end(cx),
             Kind::KeepAlive => {}
-            Kind::Credit | Kind::Data => {
-                let OutSession::Http(h) = &mut self.session;
-                h.handle_packet(&mut self.sh, cx, pkt, buf);
+            Kind::Credit | Kind::Data | Kind::Close | Kind::Ping | Kind::Pong => {
+                match &mut self.session {
+                    OutSession::Http(h) => h.handle_packet(&mut self.sh, cx, pkt, buf),
+                    OutSession::Ws(w) => w.handle_packet(&mut self.sh, cx, pkt, buf),
+                }
             }
             _ => {}
         }
@@ -582,17 +600,21 @@ impl OutConn {
         }
         self.sh.socket = Socket::Open;
         self.sh.touch(cx);
-        let OutSession::Http(h) = &mut self.session;
-        h.handle_connected(&mut self.sh);
+        match &mut self.session {
+            OutSession::Http(h) => h.handle_connected(&mut self.sh),
+            OutSession::Ws(w) => w.handle_connected(&mut self.sh, cx),
+        }
     }
 
-    pub fn handle_recv(&mut self, cx: &mut Ctx, data: &[u8]) {
+    pub fn handle_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
         if !self.sh.is_open() {
             return;
         }
         self.sh.touch(cx);
-        let OutSession::Http(h) = &mut self.session;
-        h.handle_recv(&mut self.sh, cx, data);
+        match &mut self.session {
+            OutSession::Http(h) => h.handle_recv(&mut self.sh, cx, data),
+            OutSession::Ws(w) => w.handle_recv(&mut self.sh, cx, data),
+        }
     }
 
     pub fn handle_eof(&mut self, cx: &mut Ctx) {
@@ -601,8 +623,10 @@ impl OutConn {
         }
         // The session ends the exchange (a failure, or the end of a read-to-EOF body); a
         // body read whole but not yet credited waits for the requester's credits.
-        let OutSession::Http(h) = &mut self.session;
-        h.handle_eof(&mut self.sh, cx);
+        match &mut self.session {
+            OutSession::Http(h) => h.handle_eof(&mut self.sh, cx),
+            OutSession::Ws(w) => w.handle_eof(&mut self.sh, cx),
+        }
     }
 
     pub fn handle_sent(&mut self, cx: &mut Ctx, buf: Vec<u8>) {
@@ -610,8 +634,10 @@ impl OutConn {
         let Some(body) = self.sh.sending.take() else {
             return;
         };
-        let OutSession::Http(h) = &mut self.session;
-        h.handle_sent(&mut self.sh, cx, body);
+        match &mut self.session {
+            OutSession::Http(h) => h.handle_sent(&mut self.sh, cx, body),
+            OutSession::Ws(w) => w.handle_sent(&mut self.sh, cx, body),
+        }
     }
 
     /// The runtime closed the socket. True: the exchange is over and the slot free.
@@ -628,8 +654,9 @@ impl OutConn {
                 true
             }
             After::Redirect => {
-                let OutSession::Http(h) = &mut self.session;
-                h.restart();
+                if let OutSession::Http(h) = &mut self.session {
+                    h.restart();
+                }
                 match self.sh.resolve(cx) {
                     Some(c) => {
                         self.fail(cx, c);
@@ -671,8 +698,10 @@ impl OutConn {
     }
 
     fn fail(&mut self, cx: &mut Ctx, c: Condition) {
-        let OutSession::Http(h) = &self.session;
-        let head_sent = h.head_sent();
+        let head_sent = match &self.session {
+            OutSession::Http(h) => h.head_sent(),
+            OutSession::Ws(w) => w.head_sent(),
+        };
         self.sh.fail(cx, c, head_sent);
     }
 
