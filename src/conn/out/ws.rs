@@ -414,7 +414,10 @@ impl WsOut {
     }
 
     fn drain_spill(&mut self, sh: &mut Shell, cx: &mut Ctx) {
-        if !self.spill.is_empty() && !self.blocked(cx) {
+        // A message's end is an event of its own, due after its last piece even when no
+        // byte is left to decode.
+        let end_due = self.decoder.as_ref().is_some_and(|d| d.message_ending());
+        if (!self.spill.is_empty() || end_due) && !self.blocked(cx) {
             let mut spill = std::mem::take(&mut self.spill);
             let used = self.decode(sh, cx, &mut spill);
             spill.drain(..used);
