@@ -526,3 +526,48 @@ fn is_quoted_byte(byte: u8) -> bool {
     let visible = (0x21..=0x7e).contains(&byte) && byte != b'"' && byte != b'\\';
     byte == b'\t' || byte == b' ' || visible || byte >= 0x80
 }
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn origin_answers() {
+        // Goal: client mode reads an origin's answer exactly (RFC 7692 §7.1): the agreed
+        // parameters, none when deflate was not accepted, and a refusal of an answer that
+        // was not offered, repeated, malformed or without client_max_window_bits's value.
+        let agreed = parse_response(
+            [
+                &b"grip, permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
+                    [..],
+            ],
+            true,
+        );
+        let params = agreed.unwrap().unwrap();
+        assert!(params.server_no_context_takeover && !params.client_no_context_takeover);
+        assert_eq!(params.client_max_window_bits, Some(10));
+        let own = params.mirrored(12);
+        assert_eq!(
+            own.server_max_window_bits,
+            Some(10),
+            "zring compresses with 10"
+        );
+        assert!(
+            own.client_no_context_takeover,
+            "the origin resets its compressor"
+        );
+        assert!(own.mirrored(12).server_no_context_takeover);
+        assert_eq!(parse_response([&b"grip"[..]], true), Ok(None));
+        assert_eq!(
+            parse_response([&b"permessage-deflate"[..]], false),
+            Err(BadResponse)
+        );
+        let twice = [&b"permessage-deflate"[..], &b"permessage-deflate"[..]];
+        assert_eq!(parse_response(twice, true), Err(BadResponse));
+        let bad = [&b"permessage-deflate; client_max_window_bits"[..]];
+        assert_eq!(parse_response(bad, true), Err(BadResponse));
+        let bad = [&b"permessage-deflate; unknown"[..]];
+        assert_eq!(parse_response(bad, true), Err(BadResponse));
+        assert_eq!(parse_response(std::iter::empty(), true), Ok(None));
+    }
+}
