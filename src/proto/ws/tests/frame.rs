@@ -460,18 +460,18 @@ fn client_role_reads_unmasked_frames_and_refuses_masked_ones() {
         let mut decoder = FrameDecoder::with_role(Role::Client);
         let mut payload = Vec::new();
         let mut header = None;
-        for mut rest in [&wire[..split], &wire[split..]] {
-            while let Some(item) = {
-                let d = decoder.decode(rest).unwrap();
-                rest = &rest[d.consumed..];
-                d.item
-            } {
-                match item {
-                    FrameItem::Header(h) => header = Some(h),
-                    FrameItem::Payload(p) => {
+        for (base, piece) in [(0, &wire[..split]), (split, &wire[split..])] {
+            let mut at = 0;
+            loop {
+                let d = decoder.decode(&piece[at..]).unwrap();
+                let taken = base + at..base + at + d.consumed;
+                at += d.consumed;
+                match d.item {
+                    None => break,
+                    Some(FrameItem::Header(h)) => header = Some(h),
+                    Some(FrameItem::Payload(p)) => {
                         assert_eq!(p.mask, [0; 4]);
-                        payload
-                            .extend_from_slice(&wire[wire.len() - rest.len() - p.len..][..p.len]);
+                        payload.extend_from_slice(&wire[taken]);
                     }
                 }
             }
