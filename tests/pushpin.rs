@@ -1,6 +1,9 @@
 //! Pushpin end to end with the connection manager under test in Condure's place: Pushpin's
 //! runner starts it itself (`condure_bin`) with its Condure-style command line, then plain
-//! proxying and a GRIP HTTP stream with a publish must work through it.
+//! proxying and a GRIP HTTP stream with a publish must work through it. In client mode
+//! (zring also in zurl's place) a proxied WebSocket echo (Pushpin → zring's outbound
+//! WebSocket → a tungstenite origin) and WebSocket-over-HTTP (`over_http`, an origin
+//! speaking `application/websocket-events`) work too.
 //!
 //! Each test generates its own Pushpin config (from `/etc/pushpin/pushpin.conf`, as in
 //! docs §6.4) in a temp dir: rundir/logdir there, zurl specs in the rundir, and every TCP port
@@ -48,7 +51,7 @@ fn serve(mut c: TcpStream) {
         let _ = c.write_all(&body);
         return;
     }
-    if path == "/echo" {
+    if path == "/echo" || path.starts_with("/woh") {
         let head_end = peers::find(&req, b"\r\n\r\n").unwrap() + 4;
         let lower = line.to_ascii_lowercase();
         let length: usize = lower
@@ -64,8 +67,15 @@ fn serve(mut c: TcpStream) {
             }
         }
         let body = &req[head_end..head_end + length];
-        let head =
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+        // WebSocket-over-HTTP: the events come back as they came (OPEN accepts the
+        // connection, TEXT is echoed).
+        let kind = match path.starts_with("/woh") {
+            true => "Content-Type: application/websocket-events\r\n",
+            false => "",
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\n{kind}Content-Length: {length}\r\nConnection: close\r\n\r\n"
+        );
         let _ = c.write_all(head.as_bytes());
         let _ = c.write_all(body);
         return;
@@ -82,6 +92,19 @@ fn serve(mut c: TcpStream) {
         _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
     };
     let _ = c.write_all(resp.as_bytes());
+}
+
+/// A WebSocket origin: echoes every text and binary message (tungstenite's server).
+fn serve_ws(c: TcpStream) {
+    c.set_nonblocking(false).ok();
+    let Ok(mut ws) = tungstenite::accept(c) else {
+        return;
+    };
+    while let Ok(m) = ws.read() {
+        if (m.is_text() || m.is_binary()) && ws.send(m).is_err() {
+            return;
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -147,7 +170,8 @@ struct Pushpin {
 impl Pushpin {
     /// `client`: the CM is also Pushpin's outbound connection manager (zring's client mode,
     /// `ZRING_CLIENT_BASE` in the rundir) in zurl's place, and zurl is not run.
-    fn start(cm_bin: &Path, dir: &TempDir, origin: u16, client: bool) -> Pushpin {
+    /// `extra`: route lines put before the catch-all route to `origin`.
+    fn start(cm_bin: &Path, dir: &TempDir, origin: u16, client: bool, extra: &str) -> Pushpin {
         let src = std::fs::read_to_string("/etc/pushpin/pushpin.conf")
             .expect("pushpin is not installed (/etc/pushpin/pushpin.conf missing; scripts/setup.sh test installs it)");
         let pushpin = peers::require_bin("pushpin");
@@ -163,7 +187,7 @@ impl Pushpin {
         std::fs::create_dir_all(dir.join("run")).unwrap();
         std::fs::create_dir_all(dir.join("log")).unwrap();
         let routes = dir.join("routes");
-        std::fs::write(&routes, format!("* 127.0.0.1:{origin}\n")).unwrap();
+        std::fs::write(&routes, format!("{extra}* 127.0.0.1:{origin}\n")).unwrap();
         let ov = vec![
             ("global", "rundir", dir.s("run")),
             ("global", "port_offset", "0".into()),
@@ -409,7 +433,21 @@ fn end_to_end_with(cm: Cm, client: bool) {
     }
     let dir = TempDir::new(&format!("pushpin-{cm:?}-{client}"));
     let origin = LoopbackServer::start(serve);
-    let mut pp = Pushpin::start(&cm_bin_for(cm, &dir, client), &dir, origin.port, client);
+    let ws_origin = LoopbackServer::start(serve_ws);
+    let routes = match client {
+        true => format!(
+            "*,path_beg=/ws/ 127.0.0.1:{}\n*,path_beg=/woh/ 127.0.0.1:{},over_http\n",
+            ws_origin.port, origin.port
+        ),
+        false => String::new(),
+    };
+    let mut pp = Pushpin::start(
+        &cm_bin_for(cm, &dir, client),
+        &dir,
+        origin.port,
+        client,
+        &routes,
+    );
     let http = pp.ports.http;
 
     // Ready when a request goes all the way to the origin and back.
@@ -479,6 +517,8 @@ fn end_to_end_with(cm: Cm, client: bool) {
             text.ends_with(&big_post),
             "the POST body went through whole"
         );
+        ws_echo(http, "/ws/echo", cm, &pp);
+        ws_echo(http, "/woh/echo", cm, &pp);
     }
 
     // GRIP HTTP streaming: the stream stays open and receives a published message.
@@ -541,6 +581,33 @@ fn end_to_end_with(cm: Cm, client: bool) {
         "{}: the CM outlived Pushpin",
         cm.name()
     );
+}
+
+/// A WebSocket through Pushpin at `path`: a text and a 6 KB binary message come back.
+/// (Open: a 100 KB message through Pushpin 1.36 stalls after about 32 KB reached zring,
+/// with zring's credits all given back; not explained yet, see the branch's report.)
+fn ws_echo(http: u16, path: &str, cm: Cm, pp: &Pushpin) {
+    use tungstenite::Message;
+    let url = format!("ws://127.0.0.1:{http}{path}");
+    let (mut ws, resp) = tungstenite::connect(&url)
+        .unwrap_or_else(|e| panic!("{}: WebSocket to {path}: {e}", cm.name()));
+    assert_eq!(resp.status().as_u16(), 101);
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let big: Vec<u8> = (0..6_000u32).map(|i| (i % 253) as u8).collect();
+    for m in [Message::text("hello through zring"), Message::binary(big)] {
+        ws.send(m.clone()).unwrap();
+        let back = loop {
+            match ws.read() {
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(back) => break back,
+                Err(e) => panic!("{}: {path}: no echo: {e}\n{}", cm.name(), pp.logs()),
+            }
+        };
+        assert_eq!(back, m, "{}: {path}", cm.name());
+    }
+    ws.close(None).unwrap();
 }
 
 #[test]

@@ -1,5 +1,7 @@
-//! WebSocket (RFC 6455), server side, sans-IO: the opening handshake, frames, and the
-//! session rules that turn a client's frames into messages.
+//! WebSocket (RFC 6455), sans-IO: the opening handshake, frames, and the session rules that
+//! turn the peer's frames into messages. Server side for zring's listeners; the frame
+//! layer also takes the client role ([`Role::Client`]) for client mode's outbound
+//! WebSocket, with [`client_key`] and [`AcceptKey`] for its handshake.
 //!
 //! Owns the WebSocket wire format on the client side of zring:
 //! - [`validate_request`] checks an upgrade request and computes the accept key;
@@ -33,13 +35,13 @@ mod tests;
 
 pub use error::{Error, HandshakeError};
 pub use frame::{
-    encode_close, encode_frame, encode_header, unmask, unmask_into, ClosePayload, Decoded,
-    EncodedHeader, FrameDecoder, FrameHeader, FrameItem, Opcode, PayloadPiece,
-    CLIENT_HEADER_BYTES_MAX, PAYLOAD_BYTES_MAX, SERVER_HEADER_BYTES_MAX,
+    encode_close, encode_frame, encode_header, encode_masked_frame, unmask, unmask_into,
+    ClosePayload, Decoded, EncodedHeader, FrameDecoder, FrameHeader, FrameItem, Opcode,
+    PayloadPiece, Role, CLIENT_HEADER_BYTES_MAX, PAYLOAD_BYTES_MAX, SERVER_HEADER_BYTES_MAX,
 };
 pub use handshake::{
-    encode_accept, encode_rejection, validate_request, AcceptKey, Handshake, ACCEPT_BYTES, GUID,
-    KEY_BYTES, VERSION,
+    client_key, encode_accept, encode_rejection, validate_request, AcceptKey, Handshake,
+    ACCEPT_BYTES, GUID, KEY_BYTES, KEY_NONCE_BYTES, VERSION,
 };
 pub use message::{parse_close, CloseState, Event, MessageKind, Session, SessionConfig, Step};
 pub use utf8::{is_valid as is_valid_utf8, Utf8Error, Utf8Validator};

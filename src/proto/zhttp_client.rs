@@ -58,6 +58,10 @@ pub struct Request {
     pub user_data: Option<Span>,
     /// `condition` of an `error`.
     pub condition: Option<Span>,
+    /// `content-type: binary` on a WebSocket data packet (absent or `text`: text).
+    pub binary: bool,
+    /// `code` of a WebSocket `close`.
+    pub code: Option<u16>,
 }
 
 /// [`Kind`] with a default, so [`Request`] can derive one.
@@ -134,6 +138,11 @@ pub fn decode(buf: &[u8]) -> Result<Request, Error> {
             b"client-key" => r.client_key = Some(d.span(bytes(value, Field::Body)?)),
             b"user-data" => r.user_data = Some(d.span(raw)),
             b"condition" => r.condition = Some(d.span(utf8(value, Field::Condition)?)),
+            b"content-type" => r.binary = bytes(value, Field::ContentType)? == b"binary",
+            b"code" => {
+                let code = u32_of(value, Field::Code)?;
+                r.code = Some(u16::try_from(code).map_err(|_| Error::OutOfRange(Field::Code))?);
+            }
             _ => {
                 std::str::from_utf8(key).map_err(|_| Error::BadKey)?;
             }
@@ -327,6 +336,107 @@ pub fn encode_error(out: &mut Vec<u8>, r: &Reply<'_>, condition: &[u8]) {
     w.bytes(b"condition");
     w.bytes(condition);
     end(w, r);
+}
+
+/// Appends the answer to a WebSocket request that the origin accepted: `code` 101, its
+/// `reason` and `headers` (all of them, as pushpin-connmgr), and the `credits` zring grants
+/// for messages toward the origin.
+pub fn encode_ws_accepted(
+    out: &mut Vec<u8>,
+    r: &Reply<'_>,
+    reason: &[u8],
+    headers: &[(&[u8], &[u8])],
+    credits: u32,
+) {
+    let headers_len = headers_size(headers);
+    let mut w = begin(out, r, headers_len + reason.len());
+    w.bytes(b"code");
+    w.int(101);
+    w.bytes(b"reason");
+    w.bytes(reason);
+    write_headers(&mut w, headers, headers_len);
+    w.bytes(b"credits");
+    w.int(i64::from(credits));
+    end(w, r);
+}
+
+/// Appends `error` with `condition: rejected` and the origin's non-101 answer: `code`,
+/// `reason`, `headers` and `body` (section 2.5 of the note).
+pub fn encode_ws_rejected(out: &mut Vec<u8>, r: &Reply<'_>, resp: &Response<'_>) {
+    let headers_len = headers_size(resp.headers);
+    let mut w = begin(out, r, headers_len + resp.reason.len() + resp.body.len());
+    w.bytes(b"type");
+    w.bytes(Kind::Error.as_bytes());
+    w.bytes(b"condition");
+    w.bytes(b"rejected");
+    w.bytes(b"code");
+    w.int(i64::from(resp.code.unwrap_or(0)));
+    w.bytes(b"reason");
+    w.bytes(resp.reason);
+    write_headers(&mut w, resp.headers, headers_len);
+    w.bytes(b"body");
+    w.bytes(resp.body);
+    end(w, r);
+}
+
+/// Appends a WebSocket message piece from the origin: `content-type` (`text`/`binary`, on
+/// every packet as pushpin-connmgr), `body`, and `more` while the message continues.
+pub fn encode_ws_data(out: &mut Vec<u8>, r: &Reply<'_>, binary: bool, body: &[u8], more: bool) {
+    let mut w = begin(out, r, body.len() + 24);
+    w.bytes(b"content-type");
+    w.bytes(if binary { b"binary" } else { b"text" });
+    w.bytes(b"body");
+    w.bytes(body);
+    if more {
+        w.bytes(b"more");
+        w.bool(true);
+    }
+    end(w, r);
+}
+
+/// Appends a WebSocket `ping`/`pong` with its payload (forwarded, as pushpin-connmgr).
+pub fn encode_ws_control(out: &mut Vec<u8>, r: &Reply<'_>, kind: Kind, body: &[u8]) {
+    let mut w = begin(out, r, body.len() + 8);
+    w.bytes(b"type");
+    w.bytes(kind.as_bytes());
+    if !body.is_empty() {
+        w.bytes(b"body");
+        w.bytes(body);
+    }
+    end(w, r);
+}
+
+/// Appends a WebSocket `close`: the origin's `code` (none when its close frame had no
+/// body) and its reason as `body`.
+pub fn encode_ws_close(out: &mut Vec<u8>, r: &Reply<'_>, code: Option<u16>, reason: &[u8]) {
+    let mut w = begin(out, r, reason.len() + 16);
+    w.bytes(b"type");
+    w.bytes(Kind::Close.as_bytes());
+    if let Some(code) = code {
+        w.bytes(b"code");
+        w.int(i64::from(code));
+    }
+    if !reason.is_empty() {
+        w.bytes(b"body");
+        w.bytes(reason);
+    }
+    end(w, r);
+}
+
+fn headers_size(headers: &[(&[u8], &[u8])]) -> usize {
+    headers.iter().map(|(n, v)| n.len() + v.len() + 12).sum()
+}
+
+fn write_headers(w: &mut Writer<'_>, headers: &[(&[u8], &[u8])], size: usize) {
+    w.bytes(b"headers");
+    w.begin_list_sized(size);
+    for (name, value) in headers {
+        w.begin_list();
+        w.bytes(name);
+        w.bytes(value);
+        w.end_list();
+    }
+    w.end_list();
 }
 
 /// Appends a response packet: the head (`code`, `reason`, `headers`) when `code` is set,

@@ -359,13 +359,16 @@ impl Worker {
         let pool_key = conn.pool_key();
         let conns = &self.out.conns;
         let settings = &self.settings;
-        let taken = self
-            .out
-            .idle
-            .pop(&pool_key, |j| match conns.get(j as usize) {
-                Some(Entry::Idle(idle)) => idle.is_idle() && conn.allows(settings, idle.peer()),
-                _ => false,
-            });
+        let taken = match conn.takes_pooled() {
+            true => self
+                .out
+                .idle
+                .pop(&pool_key, |j| match conns.get(j as usize) {
+                    Some(Entry::Idle(idle)) => idle.is_idle() && conn.allows(settings, idle.peer()),
+                    _ => false,
+                }),
+            false => None,
+        };
         let (i, parked) = match taken {
             Some(j) => match self.out.conns.remove(j as usize) {
                 Entry::Idle(idle) => (j, Some(idle.take())),

@@ -9,9 +9,9 @@
 //! # Shape
 //! An `OutConn` is a shell ([`Shell`]: whom to answer and how, `seq` both ways, the
 //! socket's state, the bytes for the origin, the deadlines, where to connect and the
-//! addresses left to try) plus one session per protocol: [`http::HttpOut`] now; outbound
-//! WebSocket is the next (`OutSession`). TLS to origins (`https`, `wss`) sits under the
-//! shell ([`tls::OutTls`]) as `conn::tls` does for the server side: ciphertext in
+//! addresses left to try) plus one session per protocol (`OutSession`): [`http::HttpOut`]
+//! for `http(s)://`, [`ws::WsOut`] for `ws(s)://`. TLS to origins (`https`, `wss`) sits
+//! under the shell ([`tls::OutTls`]) as `conn::tls` does for the server side: ciphertext in
 //! `handle_recv`, records sealed in `flush`; sessions see plaintext only.
 //!
 //! # Reuse
@@ -20,7 +20,8 @@
 //! exchange with the same [`PoolKey`] starts on it ([`OutConn::begin`] with a
 //! [`pool::Parked`]), skipping DNS, connect and the TLS handshake. A reused connection that
 //! fails before any response byte (the origin closed it as the request went out) sends an
-//! idempotent request once more on a fresh connection.
+//! idempotent request once more on a fresh connection. WebSocket connections are never
+//! pooled.
 //!
 //! # Life
 //! `start` (ack at once) → `Resolving` (or straight on with an IP literal) → `Connecting`
@@ -43,6 +44,7 @@ mod http;
 pub mod pool;
 mod target;
 mod tls;
+mod ws;
 
 pub use pool::{Parked, PoolKey};
 pub use target::{is_internal, Scheme, Target, HOST_BYTES_MAX, URI_BYTES_MAX};
@@ -70,6 +72,8 @@ pub enum Condition {
     /// TLS setup, handshake or verification failed (pushpin-connmgr; zurl for a refused
     /// certificate). Pushpin tries the next route target.
     TlsError,
+    /// A WebSocket rejection whose body is over `--buffer-size` (pushpin-connmgr).
+    RejectionTooLarge,
     Undefined,
 }
 
@@ -84,6 +88,7 @@ impl Condition {
             Condition::MaxSizeExceeded => b"max-size-exceeded",
             Condition::SessionTimeout => b"session-timeout",
             Condition::TlsError => b"tls-error",
+            Condition::RejectionTooLarge => b"rejection-too-large",
             Condition::Undefined => b"undefined-condition",
         }
     }
@@ -203,6 +208,7 @@ pub(crate) struct Shell {
 
 enum OutSession {
     Http(Box<http::HttpOut>),
+    Ws(Box<ws::WsOut>),
 }
 
 /// One outbound exchange: the shell and its session.
@@ -723,9 +729,12 @@ impl OutConn {
         let mut sh = Shell::new(cx, pkt, buf, via)?;
         let uri = pkt.uri.map(|u| u.get(buf)).unwrap_or_default();
         let target = std::str::from_utf8(uri).ok().and_then(Target::parse);
-        let Some(target) = target.filter(|t| matches!(t.scheme, Scheme::Http | Scheme::Https))
-        else {
-            // ws and wss come with outbound WebSocket (issue 13, phase 2).
+        // WebSocket only on the stream sockets (zurl: `bad-request` on its req socket).
+        let allowed = |t: &Target| match t.scheme {
+            Scheme::Http | Scheme::Https => true,
+            Scheme::Ws | Scheme::Wss => stream,
+        };
+        let Some(target) = target.filter(allowed) else {
             sh.fail(cx, Condition::BadRequest, false);
             return None;
         };
@@ -735,7 +744,19 @@ impl OutConn {
             let port = pkt.connect_port.unwrap_or(sh.target.port);
             sh.connect = Some((host, port));
         }
-        let Some(session) = http::HttpOut::new(pkt, buf, !stream) else {
+        let session = match sh.target.scheme {
+            Scheme::Ws | Scheme::Wss => {
+                let seed = (cx.settings.epoch_unix_ms.rotate_left(20)
+                    ^ u64::from(cx.settings.worker) << 48
+                    ^ sh.token)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                ws::WsOut::new(pkt, buf, seed).map(|w| OutSession::Ws(Box::new(w)))
+            }
+            Scheme::Http | Scheme::Https => {
+                http::HttpOut::new(pkt, buf, !stream).map(|h| OutSession::Http(Box::new(h)))
+            }
+        };
+        let Some(session) = session else {
             sh.fail(cx, Condition::BadRequest, false);
             return None;
         };
@@ -747,11 +768,11 @@ impl OutConn {
             sh.fail(cx, c, false);
             return None;
         }
-        sh.retryable = session.retryable();
-        Some(OutConn {
-            sh,
-            session: OutSession::Http(Box::new(session)),
-        })
+        sh.retryable = match &session {
+            OutSession::Http(h) => h.retryable(),
+            OutSession::Ws(_) => false, // an upgrade is never sent twice
+        };
+        Some(OutConn { sh, session })
     }
 
     /// Sets the exchange going on its slot (`cx.slot`): on `parked`, a pooled connection
@@ -766,7 +787,9 @@ impl OutConn {
             self.sh.tls = p.tls;
             self.sh.reused = true;
             self.sh.touch(cx);
-            let OutSession::Http(h) = &mut self.session;
+            let OutSession::Http(h) = &mut self.session else {
+                unreachable!("only HTTP exchanges take pooled connections (takes_pooled)")
+            };
             h.handle_connected(&mut self.sh);
             return true;
         }
@@ -777,6 +800,13 @@ impl OutConn {
             }
             None => true,
         }
+    }
+
+    /// Whether this exchange may start on a pooled connection: HTTP only. An upgrade is
+    /// never retried, so a WebSocket would fail on a pooled connection the origin had
+    /// just closed; it always connects afresh (and is never parked: it ends closed).
+    pub fn takes_pooled(&self) -> bool {
+        matches!(self.session, OutSession::Http(_))
     }
 
     /// The key this exchange's connections are shared under (`pool`).
@@ -872,9 +902,11 @@ impl OutConn {
                 self.sh.end(cx)
             }
             Kind::KeepAlive => {}
-            Kind::Credit | Kind::Data => {
-                let OutSession::Http(h) = &mut self.session;
-                h.handle_packet(&mut self.sh, cx, pkt, buf);
+            Kind::Credit | Kind::Data | Kind::Close | Kind::Ping | Kind::Pong => {
+                match &mut self.session {
+                    OutSession::Http(h) => h.handle_packet(&mut self.sh, cx, pkt, buf),
+                    OutSession::Ws(w) => w.handle_packet(&mut self.sh, cx, pkt, buf),
+                }
             }
             _ => {}
         }
@@ -903,8 +935,10 @@ impl OutConn {
             self.fail(cx, c);
             return;
         }
-        let OutSession::Http(h) = &mut self.session;
-        h.handle_connected(&mut self.sh);
+        match &mut self.session {
+            OutSession::Http(h) => h.handle_connected(&mut self.sh),
+            OutSession::Ws(w) => w.handle_connected(&mut self.sh, cx),
+        }
     }
 
     pub fn handle_recv(&mut self, cx: &mut Ctx, data: &mut [u8]) {
@@ -914,8 +948,10 @@ impl OutConn {
         if self.sh.tls.is_none() {
             self.sh.touch(cx);
             self.sh.reused = false; // a response byte: no longer a stale candidate
-            let OutSession::Http(h) = &mut self.session;
-            h.handle_recv(&mut self.sh, cx, data);
+            match &mut self.session {
+                OutSession::Http(h) => h.handle_recv(&mut self.sh, cx, data),
+                OutSession::Ws(w) => w.handle_recv(&mut self.sh, cx, data),
+            }
             return;
         }
         let mut plain = cx.pool.take();
@@ -933,8 +969,10 @@ impl OutConn {
         if !plain.is_empty() {
             self.sh.touch(cx);
             self.sh.reused = false;
-            let OutSession::Http(h) = &mut self.session;
-            h.handle_recv(&mut self.sh, cx, &plain);
+            match &mut self.session {
+                OutSession::Http(h) => h.handle_recv(&mut self.sh, cx, &plain),
+                OutSession::Ws(w) => w.handle_recv(&mut self.sh, cx, &mut plain),
+            }
         }
         cx.pool.give(plain);
         if closed {
@@ -956,8 +994,10 @@ impl OutConn {
         self.sh.keep = false;
         // The session ends the exchange (a failure, or the end of a read-to-EOF body); a
         // body read whole but not yet credited waits for the requester's credits.
-        let OutSession::Http(h) = &mut self.session;
-        h.handle_eof(&mut self.sh, cx, clean);
+        match &mut self.session {
+            OutSession::Http(h) => h.handle_eof(&mut self.sh, cx, clean),
+            OutSession::Ws(w) => w.handle_eof(&mut self.sh, cx),
+        }
     }
 
     pub fn handle_sent(&mut self, cx: &mut Ctx, buf: Vec<u8>) {
@@ -973,8 +1013,10 @@ impl OutConn {
         if handshake {
             return; // handshake records only: no request byte went
         }
-        let OutSession::Http(h) = &mut self.session;
-        h.handle_sent(&mut self.sh, cx, body);
+        match &mut self.session {
+            OutSession::Http(h) => h.handle_sent(&mut self.sh, cx, body),
+            OutSession::Ws(w) => w.handle_sent(&mut self.sh, cx, body),
+        }
     }
 
     /// The runtime closed the socket. True: the exchange is over and the slot free.
@@ -996,8 +1038,9 @@ impl OutConn {
                 true
             }
             After::Redirect | After::Retry => {
-                let OutSession::Http(h) = &mut self.session;
-                h.restart();
+                if let OutSession::Http(h) = &mut self.session {
+                    h.restart();
+                }
                 match self.sh.resolve(cx) {
                     Some(c) => {
                         self.fail(cx, c);
@@ -1053,8 +1096,10 @@ impl OutConn {
     }
 
     fn fail(&mut self, cx: &mut Ctx, c: Condition) {
-        let OutSession::Http(h) = &self.session;
-        let head_sent = h.head_sent();
+        let head_sent = match &self.session {
+            OutSession::Http(h) => h.head_sent(),
+            OutSession::Ws(w) => w.head_sent(),
+        };
         self.sh.keep = false;
         self.sh.fail(cx, c, head_sent);
     }

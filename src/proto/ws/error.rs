@@ -12,6 +12,9 @@ use super::close_code;
 pub enum Error {
     /// A client frame without the mask bit (RFC 6455 §5.1: the server MUST close). 1002.
     Unmasked,
+    /// A server frame with the mask bit, seen in client mode (RFC 6455 §5.1: the client
+    /// MUST close). 1002.
+    Masked,
     /// Opcode 0x3-0x7 or 0xB-0xF (RFC 6455 §5.2). 1002.
     ReservedOpcode,
     /// RSV1, RSV2 or RSV3 set where no negotiated extension gives it a meaning: RSV2/RSV3
@@ -50,6 +53,7 @@ impl Error {
     pub fn close_code(self) -> u16 {
         match self {
             Error::Unmasked
+            | Error::Masked
             | Error::ReservedOpcode
             | Error::ReservedBits
             | Error::ControlFrameTooLong
@@ -69,6 +73,7 @@ impl Error {
     pub fn description(self) -> &'static str {
         match self {
             Error::Unmasked => "unmasked client frame",
+            Error::Masked => "masked server frame",
             Error::ReservedOpcode => "reserved opcode",
             Error::ReservedBits => "reserved bits set",
             Error::ControlFrameTooLong => "control frame too long",

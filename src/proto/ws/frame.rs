@@ -1,5 +1,7 @@
-//! Frames (RFC 6455 §5.2): an incremental decoder for client frames and an encoder for
-//! server frames.
+//! Frames (RFC 6455 §5.2): an incremental decoder and encoders for both roles. In the
+//! [`Role::Server`] role (zring's listeners) frames come in masked and go out unmasked; in
+//! the [`Role::Client`] role (client mode's outbound WebSocket) they come in unmasked and go
+//! out masked with a fresh key each ([`encode_masked_frame`]).
 //!
 //! The decoder consumes every byte it is given: header bytes split across inputs are kept
 //! in a 14-byte array, and payload bytes are handed back as pieces of the input (by length,
@@ -24,6 +26,26 @@ pub const PAYLOAD_BYTES_MAX: u64 = i64::MAX as u64;
 /// 7-bit length values that announce a 16-bit and a 64-bit extended length.
 const LENGTH_16: u8 = 126;
 const LENGTH_64: u8 = 127;
+
+/// Which end of the connection zring is: it decides the mask rule of incoming frames
+/// (RFC 6455 §5.1: a client masks every frame, a server none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// zring accepted the connection: incoming frames must be masked.
+    Server,
+    /// zring opened the connection (client mode): incoming frames must not be masked.
+    Client,
+}
+
+impl Role {
+    /// Mask-key bytes in an incoming frame header.
+    fn mask_bytes(self) -> usize {
+        match self {
+            Role::Server => 4,
+            Role::Client => 0,
+        }
+    }
+}
 
 /// A frame's opcode (RFC 6455 §5.2, §11.8). Reserved values are not representable: the
 /// decoder rejects them.
@@ -88,7 +110,8 @@ pub struct FrameHeader {
     pub rsv3: bool,
     /// The opcode.
     pub opcode: Opcode,
-    /// The masking key (client frames are always masked, RFC 6455 §5.3).
+    /// The masking key (client frames are always masked, RFC 6455 §5.3); zeros for an
+    /// unmasked server frame ([`Role::Client`]), which leaves [`unmask`] a no-op.
     pub mask: [u8; 4],
     /// Payload bytes that follow. Invariant: at most [`PAYLOAD_BYTES_MAX`], at most
     /// [`CONTROL_PAYLOAD_BYTES_MAX`] for control frames.
@@ -140,10 +163,12 @@ enum State {
     },
 }
 
-/// Decodes a stream of client frames, incrementally. Allocates nothing; 48 bytes of state.
+/// Decodes a stream of frames from the peer, incrementally. Allocates nothing; 48 bytes of
+/// state.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     state: State,
+    role: Role,
     /// Header bytes read so far. Invariant: `header_len <= CLIENT_HEADER_BYTES_MAX`.
     header: [u8; CLIENT_HEADER_BYTES_MAX],
     header_len: u8,
@@ -160,10 +185,16 @@ impl Default for FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// A decoder at the start of a stream.
+    /// A decoder at the start of a client's stream ([`Role::Server`]).
     pub fn new() -> Self {
+        Self::with_role(Role::Server)
+    }
+
+    /// A decoder at the start of a stream, zring being `role`.
+    pub fn with_role(role: Role) -> Self {
         FrameDecoder {
             state: State::Header,
+            role,
             header: [0; CLIENT_HEADER_BYTES_MAX],
             header_len: 0,
             error: None,
@@ -261,12 +292,13 @@ impl FrameDecoder {
             self.header_len += 1;
             taken += 1;
             self.position += 1;
-            check_leading_byte(self.header_len, self.header[0], byte)?;
+            check_leading_byte(self.role, self.header_len, self.header[0], byte)?;
         }
         let length_bytes = extended_length_bytes(self.header[1]);
-        let need = 2 + length_bytes + 4;
+        let need = 2 + length_bytes + self.role.mask_bytes();
         let have = usize::from(self.header_len);
-        debug_assert!(have < need && need <= CLIENT_HEADER_BYTES_MAX);
+        // Equal for an unmasked frame with a 7-bit length: complete at its second byte.
+        debug_assert!(have <= need && need <= CLIENT_HEADER_BYTES_MAX);
         let take = (need - have).min(input.len() - taken);
         self.header[have..have + take].copy_from_slice(&input[taken..taken + take]);
         let length_end = 2 + length_bytes;
@@ -303,9 +335,12 @@ impl FrameDecoder {
             _ => u64::from_be_bytes(self.header[2..10].try_into().expect("8 length bytes")),
         };
         let mask_start = 2 + length_bytes;
-        let mask: [u8; 4] = self.header[mask_start..mask_start + 4]
-            .try_into()
-            .expect("4 mask bytes");
+        let mask: [u8; 4] = match self.role {
+            Role::Server => self.header[mask_start..mask_start + 4]
+                .try_into()
+                .expect("4 mask bytes"),
+            Role::Client => [0; 4],
+        };
         let opcode = Opcode::from_bits(first & 0x0f).expect("checked at the first byte");
         debug_assert!(payload_len <= PAYLOAD_BYTES_MAX);
         debug_assert!(!opcode.is_control() || payload_len <= CONTROL_PAYLOAD_BYTES_MAX as u64);
@@ -332,7 +367,7 @@ impl FrameDecoder {
 }
 
 /// Checks header byte number `count` (1 or 2) as soon as it is in.
-fn check_leading_byte(count: u8, first: u8, byte: u8) -> Result<(), Error> {
+fn check_leading_byte(role: Role, count: u8, first: u8, byte: u8) -> Result<(), Error> {
     let Some(opcode) = Opcode::from_bits(first & 0x0f) else {
         return Err(Error::ReservedOpcode);
     };
@@ -342,8 +377,11 @@ fn check_leading_byte(count: u8, first: u8, byte: u8) -> Result<(), Error> {
         }
         return Ok(());
     }
-    if byte & 0x80 == 0 {
-        return Err(Error::Unmasked);
+    match (role, byte & 0x80 != 0) {
+        (Role::Server, false) => return Err(Error::Unmasked),
+        // RFC 6455 §5.1: a client MUST close on a masked frame from the server.
+        (Role::Client, true) => return Err(Error::Masked),
+        _ => {}
     }
     if opcode.is_control() && usize::from(byte & 0x7f) > CONTROL_PAYLOAD_BYTES_MAX {
         return Err(Error::ControlFrameTooLong);
@@ -484,6 +522,29 @@ pub fn encode_frame(out: &mut Vec<u8>, fin: bool, rsv1: bool, opcode: Opcode, pa
     out.reserve(header.as_bytes().len() + payload.len());
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(payload);
+}
+
+/// Appends a whole client frame (client mode, [`Role::Client`]): the header with the mask
+/// bit and `mask`, then `payload` masked with it (RFC 6455 §5.3). The caller draws a fresh
+/// key per frame. Masking happens while copying, so the payload is read once.
+pub fn encode_masked_frame(
+    out: &mut Vec<u8>,
+    fin: bool,
+    rsv1: bool,
+    opcode: Opcode,
+    payload: &[u8],
+    mask: [u8; 4],
+) {
+    let header = encode_header(fin, rsv1, opcode, payload.len() as u64);
+    let bytes = header.as_bytes();
+    out.reserve(bytes.len() + 4 + payload.len());
+    out.push(bytes[0]);
+    out.push(bytes[1] | 0x80);
+    out.extend_from_slice(&bytes[2..]);
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.resize(start + payload.len(), 0);
+    unmask_into(payload, &mut out[start..], mask, 0);
 }
 
 /// A close frame body: a 2-byte code and a UTF-8 reason, at most 125 bytes in all.

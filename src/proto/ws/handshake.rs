@@ -56,6 +56,16 @@ impl AcceptKey {
     }
 }
 
+/// A `Sec-WebSocket-Key` for a client handshake (client mode): base64 of a 16-byte nonce
+/// the caller drew at random (RFC 6455 §4.1 item 7). [`AcceptKey::from_key`] of it is the
+/// `Sec-WebSocket-Accept` the server must answer with.
+pub fn client_key(nonce: [u8; KEY_NONCE_BYTES]) -> [u8; KEY_BYTES] {
+    let mut key = [0u8; KEY_BYTES];
+    let len = base64::encode(&nonce, &mut key);
+    debug_assert_eq!(len, KEY_BYTES);
+    key
+}
+
 impl core::fmt::Debug for AcceptKey {
     fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         formatter.write_str(&String::from_utf8_lossy(&self.0))

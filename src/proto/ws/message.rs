@@ -15,7 +15,7 @@
 use core::num::NonZeroU64;
 
 use super::{close_code, frame, utf8::Utf8Validator, Error, CONTROL_PAYLOAD_BYTES_MAX};
-use frame::{FrameDecoder, FrameHeader, FrameItem, Opcode, PayloadPiece};
+use frame::{FrameDecoder, FrameHeader, FrameItem, Opcode, PayloadPiece, Role};
 
 /// Rules that differ between sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,9 +141,15 @@ pub struct Session {
 impl Session {
     /// A session at the start of the client's stream.
     pub fn new(config: SessionConfig) -> Self {
+        Self::with_role(config, Role::Server)
+    }
+
+    /// A session at the start of the peer's stream, zring being `role` ([`Role::Client`]:
+    /// client mode reads a server's unmasked frames).
+    pub fn with_role(config: SessionConfig, role: Role) -> Self {
         Session {
             config,
-            frames: FrameDecoder::new(),
+            frames: FrameDecoder::with_role(role),
             message: None,
             payload: Payload::Data,
             control: [0; CONTROL_PAYLOAD_BYTES_MAX],
@@ -370,7 +376,10 @@ impl Session {
 
     /// Unmasks a data piece in place and checks it.
     fn on_data(&mut self, data: &mut [u8], piece: PayloadPiece) -> Result<(), Error> {
-        frame::unmask(data, piece.mask, piece.offset);
+        if piece.mask != [0; 4] {
+            // A zero key (and every server frame) leaves the bytes as they are.
+            frame::unmask(data, piece.mask, piece.offset);
+        }
         let message = self
             .message
             .as_mut()

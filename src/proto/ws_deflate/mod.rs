@@ -58,7 +58,9 @@ mod tests;
 pub use compress::{Compressor, SharedCompressor};
 pub use decompress::{Decompressor, Inflated};
 pub use error::{ConfigError, DecompressError};
-pub use negotiate::{negotiate, Config, Params, TakeoverMemory};
+pub use negotiate::{
+    negotiate, parse_response, BadResponse, Config, Params, TakeoverMemory, CLIENT_OFFER,
+};
 
 /// The extension token (RFC 7692 §7), matched without regard to case.
 pub const EXTENSION_NAME: &str = "permessage-deflate";

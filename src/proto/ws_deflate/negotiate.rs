@@ -151,6 +151,71 @@ impl Params {
     }
 }
 
+impl Params {
+    /// The same agreement seen from the other end (client mode): zring's compressor then
+    /// runs the client-to-server direction and its decompressor the server-to-client one,
+    /// so `server_*` and `client_*` trade places. `own_window_bits_max` caps the window
+    /// zring compresses with (a smaller window than agreed is always allowed, RFC 7692
+    /// §7.1.2.2), so the compressor costs what the server side's does.
+    pub fn mirrored(&self, own_window_bits_max: u8) -> Params {
+        let own = self.client_window_bits().min(own_window_bits_max);
+        Params {
+            server_no_context_takeover: self.client_no_context_takeover,
+            client_no_context_takeover: self.server_no_context_takeover,
+            server_max_window_bits: Some(own),
+            client_max_window_bits: self.server_max_window_bits,
+        }
+    }
+}
+
+/// What client mode offers an origin under `--compression` (RFC 7692 §7.1.2.2: the server
+/// may then cap zring's window).
+pub const CLIENT_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// The origin's answer broke RFC 7692 §7.1: a malformed or repeated `permessage-deflate`
+/// element, or one zring did not offer. The client fails the connection (§5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadResponse;
+
+/// Reads the `Sec-WebSocket-Extensions` values of an origin's 101 (client mode): the agreed
+/// parameters when it accepted `permessage-deflate`, `None` when it did not. `offered`:
+/// whether zring sent [`CLIENT_OFFER`]; an acceptance of an offer never made is an error.
+/// Other extensions (such as Pushpin's `grip`) are left to whoever offered them.
+pub fn parse_response<'a, I>(header_values: I, offered: bool) -> Result<Option<Params>, BadResponse>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    let mut agreed = None;
+    for value in header_values {
+        let mut cursor = Cursor {
+            bytes: value,
+            at: 0,
+        };
+        // Bounded: every element consumes at least one byte (itself or its comma).
+        while !cursor.at_end() {
+            let start = cursor.at;
+            let element = cursor.element().map_err(|_| BadResponse)?;
+            assert!(cursor.at > start, "parsing makes progress");
+            let Some(answer) = element else { continue };
+            if !offered || agreed.is_some() {
+                return Err(BadResponse);
+            }
+            agreed = Some(Params {
+                server_no_context_takeover: answer.server_no_context_takeover,
+                client_no_context_takeover: answer.client_no_context_takeover,
+                server_max_window_bits: answer.server_max_window_bits,
+                // §7.1.2.2: in a response the value is required.
+                client_max_window_bits: match answer.client_max_window_bits {
+                    Some(None) => return Err(BadResponse),
+                    Some(bits) => bits,
+                    None => None,
+                },
+            });
+        }
+    }
+    Ok(agreed)
+}
+
 fn push_window_bits(out: &mut Vec<u8>, bits: u8) {
     assert!((WINDOW_BITS_MIN..=WINDOW_BITS_MAX).contains(&bits));
     if bits >= 10 {
@@ -460,4 +525,49 @@ fn is_tchar(byte: u8) -> bool {
 fn is_quoted_byte(byte: u8) -> bool {
     let visible = (0x21..=0x7e).contains(&byte) && byte != b'"' && byte != b'\\';
     byte == b'\t' || byte == b' ' || visible || byte >= 0x80
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn origin_answers() {
+        // Goal: client mode reads an origin's answer exactly (RFC 7692 §7.1): the agreed
+        // parameters, none when deflate was not accepted, and a refusal of an answer that
+        // was not offered, repeated, malformed or without client_max_window_bits's value.
+        let agreed = parse_response(
+            [
+                &b"grip, permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
+                    [..],
+            ],
+            true,
+        );
+        let params = agreed.unwrap().unwrap();
+        assert!(params.server_no_context_takeover && !params.client_no_context_takeover);
+        assert_eq!(params.client_max_window_bits, Some(10));
+        let own = params.mirrored(12);
+        assert_eq!(
+            own.server_max_window_bits,
+            Some(10),
+            "zring compresses with 10"
+        );
+        assert!(
+            own.client_no_context_takeover,
+            "the origin resets its compressor"
+        );
+        assert!(own.mirrored(12).server_no_context_takeover);
+        assert_eq!(parse_response([&b"grip"[..]], true), Ok(None));
+        assert_eq!(
+            parse_response([&b"permessage-deflate"[..]], false),
+            Err(BadResponse)
+        );
+        let twice = [&b"permessage-deflate"[..], &b"permessage-deflate"[..]];
+        assert_eq!(parse_response(twice, true), Err(BadResponse));
+        let bad = [&b"permessage-deflate; client_max_window_bits"[..]];
+        assert_eq!(parse_response(bad, true), Err(BadResponse));
+        let bad = [&b"permessage-deflate; unknown"[..]];
+        assert_eq!(parse_response(bad, true), Err(BadResponse));
+        assert_eq!(parse_response(std::iter::empty(), true), Ok(None));
+    }
 }

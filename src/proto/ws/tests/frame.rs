@@ -449,3 +449,69 @@ fn encodes_close_frames() {
     assert_eq!(out.len(), 2 + CONTROL_PAYLOAD_BYTES_MAX);
     assert_eq!(out[1], 125);
 }
+
+#[test]
+fn client_role_reads_unmasked_frames_and_refuses_masked_ones() {
+    // Goal: in client mode (Role::Client) a server's unmasked frame decodes, split at every
+    // byte, with a zero key; a masked one fails at its second byte (RFC 6455 §5.1).
+    use crate::proto::ws::Role;
+    let wire = [0x81, 0x05, b'h', b'e', b'l', b'l', b'o'];
+    for split in 0..=wire.len() {
+        let mut decoder = FrameDecoder::with_role(Role::Client);
+        let mut payload = Vec::new();
+        let mut header = None;
+        for (base, piece) in [(0, &wire[..split]), (split, &wire[split..])] {
+            let mut at = 0;
+            loop {
+                let d = decoder.decode(&piece[at..]).unwrap();
+                let taken = base + at..base + at + d.consumed;
+                at += d.consumed;
+                match d.item {
+                    None => break,
+                    Some(FrameItem::Header(h)) => header = Some(h),
+                    Some(FrameItem::Payload(p)) => {
+                        assert_eq!(p.mask, [0; 4]);
+                        payload.extend_from_slice(&wire[taken]);
+                    }
+                }
+            }
+        }
+        let header = header.expect("a header");
+        assert_eq!(
+            (header.opcode, header.payload_len, header.mask),
+            (Opcode::Text, 5, [0; 4])
+        );
+        assert_eq!(payload, b"hello", "split at {split}");
+    }
+    let mut decoder = FrameDecoder::with_role(Role::Client);
+    assert_eq!(
+        decoder.decode(&[0x81, 0x85, 1, 2, 3, 4]),
+        Err(Error::Masked)
+    );
+    assert_eq!(decoder.position(), 2);
+    assert_eq!(Error::Masked.close_code(), 1002);
+}
+
+#[test]
+fn masked_frames_round_trip_through_the_server_role() {
+    // Goal: encode_masked_frame writes what a server-role decoder reads back: the mask bit,
+    // the key, the payload masked with it, every length encoding.
+    use crate::proto::ws::encode_masked_frame;
+    for len in [0usize, 1, 125, 126, 65535, 65536] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        let mut out = Vec::new();
+        encode_masked_frame(
+            &mut out,
+            true,
+            false,
+            Opcode::Binary,
+            &payload,
+            [9, 8, 7, 6],
+        );
+        assert_eq!(out[1] & 0x80, 0x80);
+        let frames = decode_all(&[&out]).expect("a valid client frame");
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].0.mask, [9, 8, 7, 6]);
+        assert_eq!(frames[0].1, payload, "length {len}");
+    }
+}

@@ -860,7 +860,9 @@ fn state_sizes() {
     let session = core::mem::size_of::<Session>();
     let decoder = core::mem::size_of::<crate::proto::ws::FrameDecoder>();
     eprintln!("Session {session} B, FrameDecoder {decoder} B");
-    assert!(decoder <= 48, "FrameDecoder is {decoder} B");
+    // 49 B of fields since the role (client mode) took a byte: 56 with alignment. Held
+    // boxed and only while a connection is reading frames, never by an idle one.
+    assert!(decoder <= 56, "FrameDecoder is {decoder} B");
     // The 125-byte control buffer is most of it.
-    assert!(session <= 224, "Session is {session} B");
+    assert!(session <= 232, "Session is {session} B");
 }

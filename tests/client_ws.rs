@@ -1,0 +1,537 @@
+//! Client mode's outbound WebSocket (issue 13 item 3) with real parts on both runtimes: a
+//! ZHTTP requester over real ZeroMQ (`support::requester`), zring alone in client mode, and
+//! real WebSocket origins on loopback: tungstenite's server (echo, pings, closes, a large
+//! message) and raw-socket origins for what a library would not send (a 403 with a body, a
+//! wrong `Sec-WebSocket-Accept`, a masked frame, bad UTF-8) or would hide (the deflated
+//! bytes on the wire, checked with flate2).
+#[macro_use]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::requester::{Endpoints, Requester};
+use support::tn::Value;
+use support::zhttp::{hdrs, int};
+use support::{temp_dir, Proc};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::Message;
+
+const T: Duration = Duration::from_secs(20);
+
+fn s(v: &str) -> Value {
+    Value::Str(v.as_bytes().to_vec())
+}
+
+fn b(v: &[u8]) -> Value {
+    Value::Str(v.to_vec())
+}
+
+/// zring in client mode only, on `rt`.
+fn zring(rt: &str, extra: &[&str]) -> (Proc, Endpoints, std::path::PathBuf) {
+    let dir = temp_dir(&format!("client-ws-{rt}"));
+    let base = format!("ipc://{}/client", dir.display());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
+    cmd.args([
+        "--runtime",
+        rt,
+        "--zserver-stream",
+        &base,
+        "--id",
+        "zring-c",
+    ])
+    .args(["--workers", "2", "--log-level", "1"])
+    .args(extra)
+    .stdout(Stdio::null());
+    let mut p = Proc::start("zring", &mut cmd);
+    let ready = Path::new(&dir).join("client-in-stream");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(p.exited().is_none(), "zring exited: {}", p.log_tail(20));
+        assert!(
+            Instant::now() < end,
+            "zring did not bind {}",
+            ready.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (p, Endpoints::from_base(&base), dir)
+}
+
+/// What the tungstenite origin saw.
+#[derive(Debug)]
+enum Seen {
+    Headers(Vec<(String, String)>),
+    Message(Message),
+}
+
+/// A tungstenite echo origin: text and binary come back as they came; `ping-me` makes it
+/// ping with `from-origin`; `close-me` makes it close with 4002 `origin bye`; a ping is
+/// answered by tungstenite with its payload. Everything it receives goes to the channel.
+fn echo_origin() -> (u16, mpsc::Receiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || serve_echo(stream, tx));
+        }
+    });
+    (port, rx)
+}
+
+// tungstenite's handshake callback returns its own large error type.
+#[allow(clippy::result_large_err)]
+fn serve_echo(stream: TcpStream, tx: mpsc::Sender<Seen>) {
+    let cb = |req: &tungstenite::handshake::server::Request,
+              mut resp: tungstenite::handshake::server::Response| {
+        let headers = req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect::<Vec<_>>();
+        let proto = req.headers().get("sec-websocket-protocol").cloned();
+        let _ = tx.send(Seen::Headers(headers));
+        if let Some(p) = proto {
+            resp.headers_mut().insert("Sec-WebSocket-Protocol", p);
+        }
+        Ok(resp)
+    };
+    let Ok(mut ws) = tungstenite::accept_hdr(stream, cb) else {
+        return;
+    };
+    loop {
+        let Ok(msg) = ws.read() else { return };
+        let _ = tx.send(Seen::Message(msg.clone()));
+        let reply = match msg {
+            Message::Text(t) if t.as_str() == "ping-me" => Message::Ping(b"from-origin"[..].into()),
+            Message::Text(t) if t.as_str() == "close-me" => {
+                let _ = ws.close(Some(CloseFrame {
+                    code: CloseCode::from(4002),
+                    reason: "origin bye".into(),
+                }));
+                let _ = ws.flush();
+                continue;
+            }
+            m @ (Message::Text(_) | Message::Binary(_)) => m,
+            _ => continue,
+        };
+        if ws.send(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// A WebSocket session through zring: the first packet, the ack, the 101.
+struct Session {
+    id: String,
+    seq: i64,
+    head: Value,
+}
+
+fn open(r: &mut Requester, uri: &str, headers: &[(&str, &str)], credits: i64) -> Session {
+    let id = r.new_id();
+    r.start(
+        &id,
+        vec![
+            ("uri", s(uri)),
+            ("headers", hdrs(headers)),
+            ("credits", int(credits)),
+            (
+                "ext",
+                Value::Dict(vec![(b"multi".to_vec(), Value::Bool(true))]),
+            ),
+        ],
+    );
+    let ack = next(r, &id);
+    assert_eq!(ack.kind(), "keep-alive", "{ack:?}");
+    assert_eq!(ack.str_of("from").as_deref(), Some("zring-c"));
+    let head = next(r, &id);
+    Session { id, seq: 1, head }
+}
+
+/// The next packet of session `id` (keep-alives skipped after the ack).
+fn next(r: &mut Requester, id: &str) -> Value {
+    let end = Instant::now() + T;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no packet for {id} within {T:?}");
+        let Some(p) = r.recv(left) else { continue };
+        if p.get("id").and_then(|i| i.as_bytes()) == Some(id.as_bytes()) {
+            return p;
+        }
+    }
+}
+
+fn send(r: &mut Requester, x: &mut Session, fields: Vec<(&str, Value)>) {
+    r.send(&x.id, x.seq, fields);
+    x.seq += 1;
+}
+
+fn header(p: &Value, name: &str) -> Option<String> {
+    let Some(Value::List(hs)) = p.get("headers") else {
+        return None;
+    };
+    hs.iter().find_map(|h| match h {
+        Value::List(nv) if nv.len() == 2 => {
+            let n = String::from_utf8_lossy(nv[0].as_bytes()?).to_string();
+            n.eq_ignore_ascii_case(name)
+                .then(|| String::from_utf8_lossy(nv[1].as_bytes().unwrap_or(b"")).to_string())
+        }
+        _ => None,
+    })
+}
+
+fn body(p: &Value) -> Vec<u8> {
+    p.get("body")
+        .and_then(|b| b.as_bytes())
+        .unwrap_or(b"")
+        .to_vec()
+}
+
+fn more(p: &Value) -> bool {
+    p.get("more").and_then(|m| m.as_bool()).unwrap_or(false)
+}
+
+/// The next data packet, skipping `credit` grants (counted into `granted`).
+fn data(r: &mut Requester, x: &Session, granted: &mut i64) -> Value {
+    loop {
+        let p = next(r, &x.id);
+        match p.kind().as_str() {
+            "credit" => *granted += p.get("credits").and_then(|c| c.as_int()).unwrap(),
+            "keep-alive" => {}
+            _ => return p,
+        }
+    }
+}
+
+fn next_message(rx: &mpsc::Receiver<Seen>) -> Message {
+    loop {
+        match rx.recv_timeout(T).expect("the origin got nothing") {
+            Seen::Message(m) => return m,
+            Seen::Headers(_) => {}
+        }
+    }
+}
+
+both_runtimes! {
+    echo_ping_close(rt) {
+        // Goal: text and binary echo with their content types, the subprotocol and the
+        // requester's extensions passed on, ping/pong payloads both ways, and close codes
+        // from each side. Method: a tungstenite origin; packets checked one by one.
+        let (port, seen) = echo_origin();
+        let (_z, ep, _d) = zring(rt, &[]);
+        let mut r = Requester::connect(&ep, "ws-a");
+        let uri = format!("ws://127.0.0.1:{port}/chat");
+        let mut x = open(&mut r, &uri, &[
+            ("Sec-WebSocket-Protocol", "chat"),
+            ("Sec-WebSocket-Extensions", "grip; message-prefix=\"\""),
+            ("X-Test", "yes"),
+        ], 100_000);
+        assert_eq!(x.head.get("code").and_then(|c| c.as_int()), Some(101), "{:?}", x.head);
+        assert_eq!(header(&x.head, "Sec-WebSocket-Protocol").as_deref(), Some("chat"));
+        let mut granted = x.head.get("credits").and_then(|c| c.as_int()).unwrap();
+        assert!(granted > 0);
+        let Seen::Headers(h) = seen.recv_timeout(T).unwrap() else { panic!("no headers") };
+        let get = |n: &str| h.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        assert_eq!(get("x-test").as_deref(), Some("yes"));
+        assert_eq!(get("sec-websocket-extensions").as_deref(), Some("grip; message-prefix=\"\""));
+        assert_eq!(get("host"), Some(format!("127.0.0.1:{port}")));
+
+        send(&mut r, &mut x, vec![("body", s("hello"))]);
+        let p = data(&mut r, &x, &mut granted);
+        assert_eq!((p.kind(), body(&p), p.str_of("content-type")), ("data".into(), b"hello".to_vec(), Some("text".into())));
+        assert!(!more(&p));
+        send(&mut r, &mut x, vec![("body", b(&[0, 1, 2, 255])), ("content-type", s("binary"))]);
+        let p = data(&mut r, &x, &mut granted);
+        assert_eq!((body(&p), p.str_of("content-type")), (vec![0, 1, 2, 255], Some("binary".into())));
+        assert_eq!(next_message(&seen), Message::Text("hello".into()));
+        assert_eq!(next_message(&seen), Message::Binary(vec![0, 1, 2, 255].into()));
+
+        // A ping from the requester reaches the origin, whose pong comes back with it.
+        send(&mut r, &mut x, vec![("type", s("ping")), ("body", s("p-123"))]);
+        let p = data(&mut r, &x, &mut granted);
+        assert_eq!((p.kind(), body(&p)), ("pong".into(), b"p-123".to_vec()));
+        assert_eq!(next_message(&seen), Message::Ping(b"p-123"[..].into()));
+        // The origin's ping comes to the requester with its payload.
+        send(&mut r, &mut x, vec![("body", s("ping-me"))]);
+        let p = data(&mut r, &x, &mut granted);
+        assert_eq!((p.kind(), body(&p)), ("ping".into(), b"from-origin".to_vec()));
+        next_message(&seen);
+
+        // The requester closes with 4001: the origin sees it and answers in kind.
+        send(&mut r, &mut x, vec![("type", s("close")), ("code", int(4001)), ("body", s("bye"))]);
+        let p = data(&mut r, &x, &mut granted);
+        assert_eq!(p.kind(), "close", "{p:?}");
+        assert_eq!(p.get("code").and_then(|c| c.as_int()), Some(4001));
+        match next_message(&seen) {
+            Message::Close(Some(f)) => assert_eq!((u16::from(f.code), f.reason.as_str()), (4001, "bye")),
+            m => panic!("origin saw {m:?}"),
+        }
+
+        // The origin closes with 4002: the requester hears it and answers; the origin
+        // sees the answer.
+        let mut y = open(&mut r, &uri, &[], 100_000);
+        assert_eq!(y.head.get("code").and_then(|c| c.as_int()), Some(101));
+        send(&mut r, &mut y, vec![("body", s("close-me"))]);
+        let p = data(&mut r, &y, &mut granted);
+        assert_eq!(p.kind(), "close", "{p:?}");
+        assert_eq!(p.get("code").and_then(|c| c.as_int()), Some(4002));
+        assert_eq!(body(&p), b"origin bye");
+        send(&mut r, &mut y, vec![("type", s("close")), ("code", int(4002))]);
+        loop {
+            match next_message(&seen) {
+                Message::Close(Some(f)) => { assert_eq!(u16::from(f.code), 4002); break; }
+                Message::Close(None) => panic!("close without a code"),
+                _ => {}
+            }
+        }
+    }
+
+    large_message_under_credits(rt) {
+        // Goal: a 1 MB message goes to the origin in pieces within zring's grants and comes
+        // back split under the requester's 10,000 credits (`more` on every piece but the
+        // last), whole and in order. Method: the requester grants credits back as it reads.
+        let (port, seen) = echo_origin();
+        let (_z, ep, _d) = zring(rt, &[]);
+        let mut r = Requester::connect(&ep, "ws-b");
+        let mut x = open(&mut r, &format!("ws://127.0.0.1:{port}/big"), &[], 10_000);
+        let mut granted = x.head.get("credits").and_then(|c| c.as_int()).unwrap();
+        let message: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut sent = 0;
+        while sent < message.len() {
+            while granted == 0 {
+                let p = next(&mut r, &x.id);
+                assert_eq!(p.kind(), "credit", "{p:?}");
+                granted += p.get("credits").and_then(|c| c.as_int()).unwrap();
+            }
+            let n = (granted as usize).min(message.len() - sent);
+            let last = sent + n == message.len();
+            send(&mut r, &mut x, vec![
+                ("body", b(&message[sent..sent + n])),
+                ("content-type", s("binary")),
+                ("more", Value::Bool(!last)),
+            ]);
+            granted -= n as i64;
+            sent += n;
+        }
+        assert_eq!(next_message(&seen), Message::Binary(message.clone().into()));
+        let mut got = Vec::new();
+        let mut pieces = 0;
+        loop {
+            let p = data(&mut r, &x, &mut granted);
+            assert_eq!(p.kind(), "data", "{p:?}");
+            assert_eq!(p.str_of("content-type").as_deref(), Some("binary"));
+            let piece = body(&p);
+            assert!(piece.len() <= 10_000, "a piece of {} bytes over the credits", piece.len());
+            got.extend_from_slice(&piece);
+            pieces += 1;
+            if !more(&p) {
+                break;
+            }
+            send(&mut r, &mut x, vec![("type", s("credit")), ("credits", int(piece.len() as i64))]);
+        }
+        assert_eq!(got.len(), message.len());
+        assert!(got == message, "the echo differs");
+        assert!(pieces >= 100, "{pieces} pieces");
+    }
+
+    rejected_and_bad_accept(rt) {
+        // Goal: a 403 with a body becomes `error{rejected}` with code, reason, headers and
+        // body; a body over --buffer-size is `rejection-too-large`; a 101 with a wrong
+        // Sec-WebSocket-Accept is an error, not a session.
+        let (_z, ep, _d) = zring(rt, &["--buffer-size", "1024"]);
+        let mut r = Requester::connect(&ep, "ws-c");
+        let port = raw_origin(|mut s, _key| {
+            s.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\nX-Why: test\r\n\r\nforbidden").unwrap();
+        });
+        let id = r.new_id();
+        r.start(&id, vec![("uri", s(&format!("ws://127.0.0.1:{port}/"))), ("credits", int(1024))]);
+        assert_eq!(next(&mut r, &id).kind(), "keep-alive");
+        let p = next(&mut r, &id);
+        assert_eq!((p.kind(), p.str_of("condition")), ("error".into(), Some("rejected".into())), "{p:?}");
+        assert_eq!(p.get("code").and_then(|c| c.as_int()), Some(403));
+        assert_eq!(p.str_of("reason").as_deref(), Some("Forbidden"));
+        assert_eq!(header(&p, "X-Why").as_deref(), Some("test"));
+        assert_eq!(body(&p), b"forbidden");
+
+        let port = raw_origin(|mut s, _key| {
+            let big = vec![b'x'; 5000];
+            s.write_all(format!("HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\n\r\n", big.len()).as_bytes()).unwrap();
+            s.write_all(&big).unwrap();
+        });
+        let id = r.new_id();
+        r.start(&id, vec![("uri", s(&format!("ws://127.0.0.1:{port}/"))), ("credits", int(1024))]);
+        next(&mut r, &id);
+        let p = next(&mut r, &id);
+        assert_eq!(p.str_of("condition").as_deref(), Some("rejection-too-large"), "{p:?}");
+
+        let port = raw_origin(|mut s, _key| {
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n").unwrap();
+        });
+        let id = r.new_id();
+        r.start(&id, vec![("uri", s(&format!("ws://127.0.0.1:{port}/"))), ("credits", int(1024))]);
+        next(&mut r, &id);
+        let p = next(&mut r, &id);
+        assert_eq!((p.kind(), p.str_of("condition")), ("error".into(), Some("undefined-condition".into())), "{p:?}");
+    }
+
+    origin_protocol_errors(rt) {
+        // Goal: a masked frame from the origin gets close 1002 to it and an error to the
+        // requester; a text message that is not UTF-8 gets 1007.
+        let (_z, ep, _d) = zring(rt, &[]);
+        let mut r = Requester::connect(&ep, "ws-d");
+        for (frame, code) in [
+            (support::ws::frame(true, 0, 1, b"hi", Some([1, 2, 3, 4])), 1002u16),
+            (support::ws::frame(true, 0, 1, &[0xff, 0xfe], None), 1007),
+        ] {
+            let (tx, got) = mpsc::channel();
+            let port = raw_origin(move |mut s, key| {
+                accept(&mut s, &key, "");
+                s.write_all(&frame).unwrap();
+                let f = read_client_frame(&mut s);
+                let _ = tx.send(f);
+            });
+            let x = open(&mut r, &format!("ws://127.0.0.1:{port}/"), &[], 1000);
+            assert_eq!(x.head.get("code").and_then(|c| c.as_int()), Some(101));
+            let p = next(&mut r, &x.id);
+            assert_eq!(p.kind(), "error", "{p:?}");
+            let (opcode, masked, payload) = got.recv_timeout(T).expect("no close frame at the origin");
+            assert_eq!((opcode, masked), (8, true));
+            assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code);
+        }
+    }
+
+    deflate_on_the_wire(rt) {
+        // Goal: with --compression zring offers permessage-deflate, and once agreed sends
+        // compressed frames (RSV1, masked, far smaller than the text) and inflates the
+        // origin's. Method: a raw origin reads the frame off the socket and inflates it
+        // with flate2, then sends a compressed message of its own.
+        let text: String = "a realtime message, again and again; ".repeat(200);
+        let (tx, got) = mpsc::channel();
+        let reply = text.clone();
+        let port = raw_origin(move |mut s, key| {
+            let head = accept(&mut s, &key, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+            let f = read_client_frame_full(&mut s);
+            let mut wire = f.2.clone();
+            wire.extend_from_slice(&[0, 0, 0xff, 0xff]);
+            let mut inflated = Vec::new();
+            let _ = flate2::read::DeflateDecoder::new(&wire[..]).read_to_end(&mut inflated);
+            let mut packed = deflate_raw(reply.as_bytes());
+            packed.truncate(packed.len() - 4);
+            s.write_all(&support::ws::frame(true, 4, 1, &packed, None)).unwrap();
+            let _ = tx.send((head, f.0, f.1, f.2.len(), inflated));
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        let (z, ep, _d) = zring(rt, &["--compression", "--log-level", "3"]);
+        let mut r = Requester::connect(&ep, "ws-e");
+        let mut x = open(&mut r, &format!("ws://127.0.0.1:{port}/"), &[], 100_000);
+        assert_eq!(x.head.get("code").and_then(|c| c.as_int()), Some(101), "{:?}", x.head);
+        send(&mut r, &mut x, vec![("body", s(&text))]);
+        let (head, first_byte, masked, wire_len, inflated) = got
+            .recv_timeout(T)
+            .unwrap_or_else(|e| panic!("origin got no frame ({e:?}): {}", z.log_tail(30)));
+        assert!(head.to_ascii_lowercase().contains("sec-websocket-extensions: permessage-deflate"), "{head}");
+        assert_eq!(first_byte, 0x80 | 0x40 | 1, "FIN, RSV1, text");
+        assert!(masked);
+        assert!(wire_len * 10 < text.len(), "{wire_len} bytes on the wire for {}", text.len());
+        assert_eq!(String::from_utf8(inflated).unwrap(), text);
+        let mut granted = 0;
+        let mut got_text = Vec::new();
+        loop {
+            let p = data(&mut r, &x, &mut granted);
+            assert_eq!(p.kind(), "data", "{p:?}");
+            got_text.extend_from_slice(&body(&p));
+            if !more(&p) { break; }
+        }
+        assert_eq!(String::from_utf8(got_text).unwrap(), text);
+    }
+}
+
+/// Raw DEFLATE of `data` ending with a sync flush (RFC 7692 §7.2.1).
+fn deflate_raw(data: &[u8]) -> Vec<u8> {
+    let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    c.compress_vec(data, &mut out, flate2::FlushCompress::Sync)
+        .unwrap();
+    out
+}
+
+/// A one-connection origin that reads the upgrade request and runs `serve` with the
+/// stream and the request's key.
+fn raw_origin(serve: impl FnOnce(TcpStream, String) + Send + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        let (key, _) = support::ws::header_of(&head, "Sec-WebSocket-Key");
+        serve(s, format!("{}\n{}", key.unwrap_or_default(), head));
+    });
+    port
+}
+
+/// Writes a valid 101 for `key` (as `raw_origin` passes it) with `extra` header lines;
+/// returns the request head.
+fn accept(s: &mut TcpStream, key: &str, extra: &str) -> String {
+    let (key, head) = key.split_once('\n').unwrap();
+    let accept = support::ws::accept_for(key);
+    s.write_all(
+        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    head.to_string()
+}
+
+/// One client frame: (opcode, masked, unmasked payload).
+fn read_client_frame(s: &mut TcpStream) -> (u8, bool, Vec<u8>) {
+    let (first, masked, payload) = read_client_frame_full(s);
+    (first & 0x0f, masked, payload)
+}
+
+/// One client frame: (first byte, masked, unmasked payload).
+fn read_client_frame_full(s: &mut TcpStream) -> (u8, bool, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).unwrap();
+    let masked = h[1] & 0x80 != 0;
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).unwrap();
+            u64::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).unwrap();
+            u64::from_be_bytes(l)
+        }
+        n => u64::from(n),
+    };
+    let mut mask = [0u8; 4];
+    if masked {
+        s.read_exact(&mut mask).unwrap();
+    }
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload).unwrap();
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+    (h[0], masked, payload)
+}
