@@ -495,7 +495,7 @@ fn redirects_follow_up_to_eight_and_post_becomes_get_on_303() {
         recv(
             c,
             cx,
-            &mut b"HTTP/1.1 303 See Other\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 303 See Other\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n",
         )
     });
     let (p, cmds) = t.take();
@@ -588,7 +588,7 @@ fn a_redirect_to_an_internal_address_is_refused() {
         recv(
             c,
             cx,
-            &mut b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:6379/\r\n\r\n".to_vec(),
+            b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:6379/\r\n\r\n",
         )
     });
     t.take();
