@@ -535,3 +535,112 @@ fn read_client_frame_full(s: &mut TcpStream) -> (u8, bool, Vec<u8>) {
     }
     (h[0], masked, payload)
 }
+
+/// A `wss` echo origin: tungstenite over a rustls server connection with `localhost`'s
+/// identity from `pki`. Echoes text and binary; sends `close_notify` when it closes.
+fn wss_echo_origin(pki: &support::tls::Pki) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ids = pki.ids();
+    let crt = std::fs::read(ids.join("localhost.crt")).unwrap();
+    let key = std::fs::read(ids.join("localhost.key")).unwrap();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&crt)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, PrivateKeyDer::from_pem_slice(&key).unwrap())
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let tls = rustls::StreamOwned::new(conn, stream);
+                let mut ws = match tungstenite::accept(tls) {
+                    Ok(ws) => ws,
+                    Err(e) => {
+                        eprintln!("wss origin: handshake failed: {e}");
+                        return;
+                    }
+                };
+                while let Ok(msg) = ws.read() {
+                    if msg.is_text() || msg.is_binary() {
+                        if ws.send(msg).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+both_runtimes! {
+    wss_echo_through_tls_to_the_origin(rt) {
+        // Goal: a wss:// URI gets TLS under the WebSocket session: the origin's certificate
+        // is verified against the system store (SNI and name from the URI's host), then
+        // text and binary echo. Method: a test CA given as the system store through
+        // SSL_CERT_FILE (as tests/client_tls.rs), tungstenite over rustls as the origin.
+        let pki = support::tls::Pki::new(&format!("wss-{rt}"));
+        pki.identity("localhost", "localhost", &["localhost"], false);
+        let port = wss_echo_origin(&pki);
+        let dir = temp_dir(&format!("client-wss-{rt}"));
+        let base = format!("ipc://{}/client", dir.display());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
+        cmd.args(["--runtime", rt, "--zserver-stream", &base, "--id", "zring-c"])
+            .args(["--workers", "2", "--log-level", "1"])
+            .env("SSL_CERT_FILE", &pki.ca)
+            .env_remove("SSL_CERT_DIR");
+        let mut z = Proc::spawn("zring", &mut cmd, &dir);
+        let ready = dir.join("client-in-stream");
+        let end = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(z.exited().is_none(), "zring exited: {}", z.log_tail(20));
+            assert!(Instant::now() < end, "zring did not bind");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ep = Endpoints::from_base(&base);
+        let mut r = Requester::connect(&ep, "wss-a");
+        let uri = format!("wss://localhost:{port}/chat");
+        let mut x = open(&mut r, &uri, &[], 100_000);
+        assert_eq!(x.head.get("code").and_then(|c| c.as_int()), Some(101), "{:?}", x.head);
+        let mut granted = x.head.get("credits").and_then(|c| c.as_int()).unwrap();
+        send(&mut r, &mut x, vec![("body", s("over tls"))]);
+        let p = data(&mut r, &x, &mut granted);
+        assert_eq!((body(&p), p.str_of("content-type")), (b"over tls".to_vec(), Some("text".into())));
+        // Within what zring granted (its 101's credits: --buffer-size, 8192 by default).
+        let big: Vec<u8> = (0..6_000u32).map(|i| (i % 251) as u8).collect();
+        send(&mut r, &mut x, vec![("body", b(&big)), ("content-type", s("binary"))]);
+        let mut got = Vec::new();
+        while got.len() < big.len() {
+            let p = data(&mut r, &x, &mut granted);
+            got.extend_from_slice(&body(&p));
+        }
+        assert_eq!(got, big);
+        // A self-signed origin (not in the store) is refused before any 101.
+        let other = support::tls::Pki::new(&format!("wss-other-{rt}"));
+        other.identity("localhost", "localhost", &["localhost"], false);
+        let bad = wss_echo_origin(&other);
+        let id = r.new_id();
+        r.start(&id, vec![
+            ("uri", s(&format!("wss://localhost:{bad}/chat"))),
+            ("credits", int(100_000)),
+        ]);
+        let p = next(&mut r, &id);
+        let p = match p.kind().as_str() {
+            "keep-alive" => next(&mut r, &id),
+            _ => p,
+        };
+        assert_eq!((p.kind(), p.str_of("condition")), ("error".into(), Some("tls-error".into())), "{p:?}");
+    }
+}

@@ -231,7 +231,13 @@ impl WsOut {
         let used = match resp.parse(buf) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return None,
-            Err(_) => {
+            Err(e) => {
+                crate::log!(
+                    crate::log::DEBUG,
+                    "client",
+                    "bad answer to the upgrade: {e} in {:?}",
+                    String::from_utf8_lossy(&buf[..buf.len().min(200)])
+                );
                 sh.fail(cx, Condition::Undefined, false);
                 return Some(buf.len());
             }
@@ -702,7 +708,16 @@ impl WsOut {
             Phase::Open if self.close_received || self.end_after_send => sh.end(cx),
             // Closed without a close frame (1006): the requester hears `cancel` after the
             // 101, `error` before it.
-            _ => sh.fail(cx, Condition::Undefined, self.head_sent()),
+            _ => {
+                crate::log!(
+                    crate::log::DEBUG,
+                    "client",
+                    "origin closed: handshake bytes {}, open {}",
+                    self.head_buf.len(),
+                    self.head_sent()
+                );
+                sh.fail(cx, Condition::Undefined, self.head_sent())
+            }
         }
     }
 
