@@ -573,10 +573,8 @@ fn wss_echo_origin(pki: &support::tls::Pki) -> u16 {
                     }
                 };
                 while let Ok(msg) = ws.read() {
-                    if msg.is_text() || msg.is_binary() {
-                        if ws.send(msg).is_err() {
-                            return;
-                        }
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).is_err() {
+                        return;
                     }
                 }
             });
