@@ -217,7 +217,8 @@ OPTIONS (Condure 1.9.1):
     --zclient-req <spec>            ZeroMQ client REQ spec, repeatable [default: ipc://client]
     --zclient-stream <spec-base>    ZeroMQ client PUSH/ROUTER/SUB spec base, repeatable [default: ipc://client]
 
-OPTIONS (client mode, as pushpin-connmgr; outbound HTTP for ZHTTP requesters, as zurl):
+OPTIONS (client mode, as pushpin-connmgr; outbound HTTP(S) and WebSocket (ws, wss) for ZHTTP
+    requesters, as zurl):
     --zserver-stream <spec-base>    ZeroMQ server PULL (-in)/ROUTER (-in-stream)/PUB (-out) spec
                                     base, repeatable; tcp://host:P uses P, P+1, P+2
     --zserver-req <spec>            ZeroMQ server ROUTER spec for req mode, repeatable
