@@ -183,10 +183,11 @@ impl WsOut {
         out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ");
         out.extend_from_slice(&self.key);
         out.extend_from_slice(b"\r\n");
-        for (n, v) in &self.headers {
+        // Needed for the upgrade request only (a WebSocket is never retried): not kept.
+        for (n, v) in std::mem::take(&mut self.headers) {
             out.extend_from_slice(n.as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(v);
+            out.extend_from_slice(&v);
             out.extend_from_slice(b"\r\n");
         }
         self.offered = cx.settings.compression;
