@@ -171,7 +171,31 @@ fn round_trip(seed: u8, events: &[Ev]) {
     }
     let back = run_role(&out, out.len().max(1), Role::Server);
     // A message cut by the end of the stream stays open; the rest must match exactly.
-    let want: Vec<Ev> = expected;
     assert_eq!(back.error, None, "the server role refused what the client role read");
-    assert_eq!(back.events, want, "round trip differs");
+    assert_eq!(
+        start_at_first_data(&back.events),
+        start_at_first_data(&expected),
+        "round trip differs"
+    );
+}
+
+/// The events with each message's `Start` moved to just before its first data or end: a
+/// control frame read between a message's first (empty-payload) header and its data is
+/// re-encoded before the message's first frame, which carries the start, so only that order
+/// may differ.
+fn start_at_first_data(events: &[Ev]) -> Vec<Ev> {
+    let mut out = Vec::with_capacity(events.len());
+    let mut start = None;
+    for ev in events {
+        match ev {
+            Ev::Start(..) => start = Some(ev.clone()),
+            Ev::Data(_) | Ev::End => {
+                out.extend(start.take());
+                out.push(ev.clone());
+            }
+            _ => out.push(ev.clone()),
+        }
+    }
+    out.extend(start);
+    out
 }
