@@ -4,8 +4,7 @@
 #[macro_use]
 mod support;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::origin::Origin;
@@ -22,33 +21,9 @@ fn s(v: &str) -> Value {
 
 /// zring in client mode only, on `rt`; returns it with the requester's endpoints.
 fn zring(rt: &str, extra: &[&str]) -> (Proc, Endpoints, std::path::PathBuf) {
-    let dir = temp_dir(&format!("client-{rt}"));
-    let base = format!("ipc://{}/client", dir.display());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
-    cmd.args([
-        "--runtime",
-        rt,
-        "--zserver-stream",
-        &base,
-        "--id",
-        "zring-c",
-    ])
-    .args(["--workers", "2", "--log-level", "1"])
-    .args(extra)
-    .stdout(Stdio::null());
-    let mut p = Proc::start("zring", &mut cmd);
-    let ready = Path::new(&dir).join("client-in-stream");
-    let end = Instant::now() + Duration::from_secs(10);
-    while !ready.exists() {
-        assert!(p.exited().is_none(), "zring exited: {}", p.log_tail(20));
-        assert!(
-            Instant::now() < end,
-            "zring did not bind {}",
-            ready.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (p, Endpoints::from_base(&base), dir)
+    support::requester::client_mode_zring("client", rt, |c| {
+        c.args(["--workers", "2"]).args(extra);
+    })
 }
 
 fn get(r: &mut Requester, uri: &str, method: &str, extra: Vec<(&str, Value)>) -> Replies {

@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use support::requester::{Endpoints, Replies, Requester};
 use support::tls::Pki;
 use support::tn::Value;
 use support::zhttp::{hdrs, int};
-use support::{temp_dir, Proc};
+use support::Proc;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -32,35 +31,12 @@ fn zring(rt: &str, ca: &Path) -> (Proc, Endpoints, PathBuf) {
 }
 
 fn zring_with(rt: &str, ca: &Path, extra: &[&str]) -> (Proc, Endpoints, PathBuf) {
-    let dir = temp_dir(&format!("client-tls-{rt}"));
-    let base = format!("ipc://{}/client", dir.display());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
-    cmd.args([
-        "--runtime",
-        rt,
-        "--zserver-stream",
-        &base,
-        "--id",
-        "zring-c",
-    ])
-    .args(["--workers", "1", "--log-level", "1"])
-    .args(extra)
-    .env("SSL_CERT_FILE", ca)
-    .env_remove("SSL_CERT_DIR")
-    .stdout(Stdio::null());
-    let mut p = Proc::start("zring", &mut cmd);
-    let ready = dir.join("client-in-stream");
-    let end = Instant::now() + Duration::from_secs(10);
-    while !ready.exists() {
-        assert!(p.exited().is_none(), "zring exited: {}", p.log_tail(20));
-        assert!(
-            Instant::now() < end,
-            "zring did not bind {}",
-            ready.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (p, Endpoints::from_base(&base), dir)
+    support::requester::client_mode_zring("client-tls", rt, |c| {
+        c.args(["--workers", "1"])
+            .args(extra)
+            .env("SSL_CERT_FILE", ca)
+            .env_remove("SSL_CERT_DIR");
+    })
 }
 
 fn request(r: &mut Requester, method: &str, uri: &str, extra: Vec<(&str, Value)>) -> Replies {

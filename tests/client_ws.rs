@@ -9,15 +9,13 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::requester::{Endpoints, Requester};
 use support::tn::Value;
 use support::zhttp::{hdrs, int};
-use support::{temp_dir, Proc};
+use support::Proc;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
@@ -34,33 +32,9 @@ fn b(v: &[u8]) -> Value {
 
 /// zring in client mode only, on `rt`.
 fn zring(rt: &str, extra: &[&str]) -> (Proc, Endpoints, std::path::PathBuf) {
-    let dir = temp_dir(&format!("client-ws-{rt}"));
-    let base = format!("ipc://{}/client", dir.display());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
-    cmd.args([
-        "--runtime",
-        rt,
-        "--zserver-stream",
-        &base,
-        "--id",
-        "zring-c",
-    ])
-    .args(["--workers", "2", "--log-level", "1"])
-    .args(extra)
-    .stdout(Stdio::null());
-    let mut p = Proc::start("zring", &mut cmd);
-    let ready = Path::new(&dir).join("client-in-stream");
-    let end = Instant::now() + Duration::from_secs(10);
-    while !ready.exists() {
-        assert!(p.exited().is_none(), "zring exited: {}", p.log_tail(20));
-        assert!(
-            Instant::now() < end,
-            "zring did not bind {}",
-            ready.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (p, Endpoints::from_base(&base), dir)
+    support::requester::client_mode_zring("client-ws", rt, |c| {
+        c.args(["--workers", "2"]).args(extra);
+    })
 }
 
 /// What the tungstenite origin saw.
@@ -592,22 +566,11 @@ both_runtimes! {
         let pki = support::tls::Pki::new(&format!("wss-{rt}"));
         pki.identity("localhost", "localhost", &["localhost"], false);
         let port = wss_echo_origin(&pki);
-        let dir = temp_dir(&format!("client-wss-{rt}"));
-        let base = format!("ipc://{}/client", dir.display());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
-        cmd.args(["--runtime", rt, "--zserver-stream", &base, "--id", "zring-c"])
-            .args(["--workers", "2", "--log-level", "1"])
-            .env("SSL_CERT_FILE", &pki.ca)
-            .env_remove("SSL_CERT_DIR");
-        let mut z = Proc::spawn("zring", &mut cmd, &dir);
-        let ready = dir.join("client-in-stream");
-        let end = Instant::now() + Duration::from_secs(10);
-        while !ready.exists() {
-            assert!(z.exited().is_none(), "zring exited: {}", z.log_tail(20));
-            assert!(Instant::now() < end, "zring did not bind");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let ep = Endpoints::from_base(&base);
+        let (_z, ep, _d) = support::requester::client_mode_zring("client-wss", rt, |c| {
+            c.args(["--workers", "2"])
+                .env("SSL_CERT_FILE", &pki.ca)
+                .env_remove("SSL_CERT_DIR");
+        });
         let mut r = Requester::connect(&ep, "wss-a");
         let uri = format!("wss://localhost:{port}/chat");
         let mut x = open(&mut r, &uri, &[], 100_000);

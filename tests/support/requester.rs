@@ -229,3 +229,41 @@ impl Requester {
         }
     }
 }
+
+/// zring in client mode only, on `rt`: `--zserver-stream` on an ipc base in a fresh temp dir
+/// (`<tag>-<rt>`), `--id zring-c`, log level 1; `setup` adds the suite's flags and
+/// environment (workers, CA store, ...). Returns once zring has bound its sockets, with the
+/// requester's endpoints and the dir.
+pub fn client_mode_zring(
+    tag: &str,
+    rt: &str,
+    setup: impl FnOnce(&mut std::process::Command),
+) -> (super::Proc, Endpoints, std::path::PathBuf) {
+    let dir = super::temp_dir(&format!("{tag}-{rt}"));
+    let base = format!("ipc://{}/client", dir.display());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zring"));
+    cmd.args([
+        "--runtime",
+        rt,
+        "--zserver-stream",
+        &base,
+        "--id",
+        "zring-c",
+    ])
+    .args(["--log-level", "1"])
+    .stdout(std::process::Stdio::null());
+    setup(&mut cmd);
+    let mut p = super::Proc::start("zring", &mut cmd);
+    let ready = dir.join("client-in-stream");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(p.exited().is_none(), "zring exited: {}", p.log_tail(20));
+        assert!(
+            Instant::now() < end,
+            "zring did not bind {}",
+            ready.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (p, Endpoints::from_base(&base), dir)
+}
