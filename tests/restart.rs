@@ -158,6 +158,25 @@ fn m2_config(port: u16) -> String {
 
 /// One zring generation serving `m2.conf` in `dir`, its takeover socket there too (the
 /// chroot's working directory when it chroots).
+/// A Mongrel2-mode test's directory (`run`, `logs`, `tmp` as the config names them), its
+/// port, `m2.conf` for it, and the zring-m2-handler serving the config's ipc specs.
+fn m2_setup(tag: &str) -> (std::path::PathBuf, u16, Proc) {
+    let dir = temp_dir(tag);
+    for d in ["run", "logs", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let port = free_port();
+    std::fs::write(dir.join("m2.conf"), m2_config(port)).unwrap();
+    let handler = Proc::start(
+        "m2 handler",
+        Command::new(env!("CARGO_BIN_EXE_zring-m2-handler"))
+            .arg(format!("ipc://{}/send", dir.display()))
+            .arg(format!("ipc://{}/recv", dir.display()))
+            .stdout(std::process::Stdio::null()),
+    );
+    (dir, port, handler)
+}
+
 fn m2_zring(rt: &str, name: &str, dir: &Path, extra: &[&str]) -> Proc {
     Proc::spawn(
         name,
@@ -242,19 +261,7 @@ both_runtimes! {
         // must exit cleanly on its own, leaving the pid file to its successor; the last one,
         // stopped with SIGTERM, removes it.
         const RESTARTS: usize = 3;
-        let dir = temp_dir(&format!("restart-m2-{rt}"));
-        for d in ["run", "logs", "tmp"] {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        let port = free_port();
-        std::fs::write(dir.join("m2.conf"), m2_config(port)).unwrap();
-        let _handler = Proc::start(
-            "m2 handler",
-            Command::new(env!("CARGO_BIN_EXE_zring-m2-handler"))
-                .arg(format!("ipc://{}/send", dir.display()))
-                .arg(format!("ipc://{}/recv", dir.display()))
-                .stdout(std::process::Stdio::null()),
-        );
+        let (dir, port, _handler) = m2_setup(&format!("restart-m2-{rt}"));
         let pid_file = dir.join("run/zring.pid");
         let mut old = m2_zring(rt, "zring-0", &dir, &[]);
         wait_hello(port, &mut old);
@@ -301,19 +308,7 @@ both_runtimes! {
         // starts zring on the first connection; that connection's request, sent once the
         // handler is up, gets the handler's answer, and zring says the socket came from
         // systemd.
-        let dir = temp_dir(&format!("activate-m2-{rt}"));
-        for d in ["run", "logs", "tmp"] {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        let port = free_port();
-        std::fs::write(dir.join("m2.conf"), m2_config(port)).unwrap();
-        let _handler = Proc::start(
-            "m2 handler",
-            Command::new(env!("CARGO_BIN_EXE_zring-m2-handler"))
-                .arg(format!("ipc://{}/send", dir.display()))
-                .arg(format!("ipc://{}/recv", dir.display()))
-                .stdout(std::process::Stdio::null()),
-        );
+        let (dir, port, _handler) = m2_setup(&format!("activate-m2-{rt}"));
         let mut activator = Proc::spawn(
             "zring",
             Command::new("systemd-socket-activate")
@@ -387,19 +382,7 @@ fn m2_failed_takeover_leaves_the_running_zring_and_its_pid_file() {
     // --access-log cannot be opened, which comes after the pid file) leaves the pid file
     // naming the running zring, which goes on serving. Method: start a Mongrel2-mode zring,
     // start a failing successor with --takeover, check its exit, the pid file and a request.
-    let dir = temp_dir("restart-m2-failed");
-    for d in ["run", "logs", "tmp"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    let port = free_port();
-    std::fs::write(dir.join("m2.conf"), m2_config(port)).unwrap();
-    let _handler = Proc::start(
-        "m2 handler",
-        Command::new(env!("CARGO_BIN_EXE_zring-m2-handler"))
-            .arg(format!("ipc://{}/send", dir.display()))
-            .arg(format!("ipc://{}/recv", dir.display()))
-            .stdout(std::process::Stdio::null()),
-    );
+    let (dir, port, _handler) = m2_setup("restart-m2-failed");
     let pid_file = dir.join("run/zring.pid");
     let mut old = m2_zring("epoll", "zring-0", &dir, &[]);
     wait_hello(port, &mut old);
