@@ -805,22 +805,22 @@ fn check_key(key: &[u8]) -> Result<(), Error> {
         .map_err(|_| Error::BadKey)
 }
 
-fn bytes_of<'a>(value: Value<'a>, field: Field) -> Result<&'a [u8], Error> {
+pub(super) fn bytes_of<'a>(value: Value<'a>, field: Field) -> Result<&'a [u8], Error> {
     value.as_bytes().ok_or(Error::WrongType(field))
 }
 
-fn utf8_of<'a>(value: Value<'a>, field: Field) -> Result<&'a [u8], Error> {
+pub(super) fn utf8_of<'a>(value: Value<'a>, field: Field) -> Result<&'a [u8], Error> {
     let bytes = bytes_of(value, field)?;
     core::str::from_utf8(bytes).map_err(|_| Error::NotUtf8(field))?;
     Ok(bytes)
 }
 
-fn u32_of(value: Value<'_>, field: Field) -> Result<u32, Error> {
+pub(super) fn u32_of(value: Value<'_>, field: Field) -> Result<u32, Error> {
     let int = value.as_int().ok_or(Error::WrongType(field))?;
     u32::try_from(int).map_err(|_| Error::OutOfRange(field))
 }
 
-fn bool_of(value: Value<'_>, field: Field) -> Result<bool, Error> {
+pub(super) fn bool_of(value: Value<'_>, field: Field) -> Result<bool, Error> {
     value.as_bool().ok_or(Error::WrongType(field))
 }
 

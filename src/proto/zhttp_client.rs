@@ -13,7 +13,9 @@
 use arrayvec::ArrayVec;
 
 use super::tnetstring::{self, List, Value, Writer};
-use super::zhttp::{Error, Field, HEADERS_MAX, IDS_MAX, ID_BYTES_MAX};
+use super::zhttp::{
+    bool_of, bytes_of, u32_of, utf8_of, Error, Field, HEADERS_MAX, IDS_MAX, ID_BYTES_MAX,
+};
 pub use super::zhttp::{Ids, Kind, Span};
 
 /// Longest `from` a requester may give (pushpin-connmgr drops longer ones).
@@ -101,7 +103,7 @@ pub fn decode(buf: &[u8]) -> Result<Request, Error> {
     for (key, value, raw) in root.iter_raw() {
         match key {
             b"from" => {
-                let from = bytes(value, Field::From)?;
+                let from = bytes_of(value, Field::From)?;
                 if from.len() > FROM_BYTES_MAX {
                     return Err(Error::TooLong(Field::From));
                 }
@@ -110,35 +112,35 @@ pub fn decode(buf: &[u8]) -> Result<Request, Error> {
             b"id" => id = Some(value),
             b"seq" => seq = Some(u32_of(value, Field::Seq)?),
             b"type" => {
-                let t = utf8(value, Field::Type)?;
+                let t = utf8_of(value, Field::Type)?;
                 r.kind = KindOrData(Some(Kind::parse(t).ok_or(Error::UnknownType)?));
             }
             b"ext" => r.multi = multi(value)?,
-            b"method" => r.method = Some(d.span(utf8(value, Field::Reason)?)),
-            b"uri" => r.uri = Some(d.span(utf8(value, Field::Reason)?)),
+            b"method" => r.method = Some(d.span(utf8_of(value, Field::Reason)?)),
+            b"uri" => r.uri = Some(d.span(utf8_of(value, Field::Reason)?)),
             b"headers" => r.headers = d.headers(value)?,
-            b"body" => r.body = d.span(bytes(value, Field::Body)?),
-            b"more" => r.more = flag(value, Field::More)?,
-            b"stream" => r.stream = Some(flag(value, Field::More)?),
+            b"body" => r.body = d.span(bytes_of(value, Field::Body)?),
+            b"more" => r.more = bool_of(value, Field::More)?,
+            b"stream" => r.stream = Some(bool_of(value, Field::More)?),
             b"credits" => r.credits = Some(u32_of(value, Field::Credits)?),
-            b"router-resp" => r.router_resp = flag(value, Field::More)?,
+            b"router-resp" => r.router_resp = bool_of(value, Field::More)?,
             b"max-size" => r.max_size = Some(u64_of(value, Field::Code)?),
             b"timeout" => r.timeout_ms = Some(u64_of(value, Field::Code)?),
-            b"connect-host" => r.connect_host = Some(d.span(utf8(value, Field::Reason)?)),
+            b"connect-host" => r.connect_host = Some(d.span(utf8_of(value, Field::Reason)?)),
             b"connect-port" => {
                 let port = u32_of(value, Field::Code)?;
                 r.connect_port =
                     Some(u16::try_from(port).map_err(|_| Error::OutOfRange(Field::Code))?);
             }
-            b"ignore-policies" => r.ignore_policies = flag(value, Field::More)?,
-            b"trust-connect-host" => r.trust_connect_host = flag(value, Field::More)?,
-            b"ignore-tls-errors" => r.ignore_tls_errors = flag(value, Field::More)?,
-            b"follow-redirects" => r.follow_redirects = flag(value, Field::More)?,
-            b"client-cert" => r.client_cert = Some(d.span(bytes(value, Field::Body)?)),
-            b"client-key" => r.client_key = Some(d.span(bytes(value, Field::Body)?)),
+            b"ignore-policies" => r.ignore_policies = bool_of(value, Field::More)?,
+            b"trust-connect-host" => r.trust_connect_host = bool_of(value, Field::More)?,
+            b"ignore-tls-errors" => r.ignore_tls_errors = bool_of(value, Field::More)?,
+            b"follow-redirects" => r.follow_redirects = bool_of(value, Field::More)?,
+            b"client-cert" => r.client_cert = Some(d.span(bytes_of(value, Field::Body)?)),
+            b"client-key" => r.client_key = Some(d.span(bytes_of(value, Field::Body)?)),
             b"user-data" => r.user_data = Some(d.span(raw)),
-            b"condition" => r.condition = Some(d.span(utf8(value, Field::Condition)?)),
-            b"content-type" => r.binary = bytes(value, Field::ContentType)? == b"binary",
+            b"condition" => r.condition = Some(d.span(utf8_of(value, Field::Condition)?)),
+            b"content-type" => r.binary = bytes_of(value, Field::ContentType)? == b"binary",
             b"code" => {
                 let code = u32_of(value, Field::Code)?;
                 r.code = Some(u16::try_from(code).map_err(|_| Error::OutOfRange(Field::Code))?);
@@ -165,33 +167,15 @@ pub fn decode(buf: &[u8]) -> Result<Request, Error> {
     Ok(r)
 }
 
-fn bytes<'a>(v: Value<'a>, f: Field) -> Result<&'a [u8], Error> {
-    v.as_bytes().ok_or(Error::WrongType(f))
-}
-
-fn utf8<'a>(v: Value<'a>, f: Field) -> Result<&'a [u8], Error> {
-    let b = bytes(v, f)?;
-    std::str::from_utf8(b).map_err(|_| Error::NotUtf8(f))?;
-    Ok(b)
-}
-
 fn u64_of(v: Value<'_>, f: Field) -> Result<u64, Error> {
     let i = v.as_int().ok_or(Error::WrongType(f))?;
     u64::try_from(i).map_err(|_| Error::OutOfRange(f))
 }
 
-fn u32_of(v: Value<'_>, f: Field) -> Result<u32, Error> {
-    u32::try_from(u64_of(v, f)?).map_err(|_| Error::OutOfRange(f))
-}
-
-fn flag(v: Value<'_>, f: Field) -> Result<bool, Error> {
-    v.as_bool().ok_or(Error::WrongType(f))
-}
-
 fn multi(v: Value<'_>) -> Result<bool, Error> {
     let ext = v.as_dict().ok_or(Error::WrongType(Field::Ext))?;
     Ok(match ext.get(b"multi") {
-        Some(m) => flag(m, Field::Multi)?,
+        Some(m) => bool_of(m, Field::Multi)?,
         None => false,
     })
 }
@@ -219,8 +203,8 @@ impl Spans<'_> {
         for item in list {
             let item = item.as_list().ok_or(Error::WrongType(Field::Headers))?;
             let mut it = item.iter();
-            let name = utf8(it.next().ok_or(Error::BadHeader)?, Field::HeaderName)?;
-            let value = bytes(it.next().ok_or(Error::BadHeader)?, Field::HeaderValue)?;
+            let name = utf8_of(it.next().ok_or(Error::BadHeader)?, Field::HeaderName)?;
+            let value = bytes_of(it.next().ok_or(Error::BadHeader)?, Field::HeaderValue)?;
             out.try_push((self.span(name), self.span(value)))
                 .map_err(|_| Error::TooManyHeaders)?;
         }
@@ -238,7 +222,7 @@ impl Spans<'_> {
         let mut ids = Vec::with_capacity(count);
         for entry in list {
             let entry = entry.as_dict().ok_or(Error::WrongType(Field::Id))?;
-            let id = bytes(entry.get(b"id").ok_or(Error::MissingId)?, Field::Id)?;
+            let id = bytes_of(entry.get(b"id").ok_or(Error::MissingId)?, Field::Id)?;
             if id.len() > ID_BYTES_MAX {
                 return Err(Error::TooLong(Field::Id));
             }
