@@ -552,12 +552,6 @@ impl Shell {
             return Ok(());
         }
         if self.sending.is_none() {
-            // Nothing to send and none in flight: the buffer goes back to the worker's pool,
-            // so an idle exchange (a quiet WebSocket, a pooled connection) holds none; the
-            // next write grows a fresh one.
-            if self.out.is_empty() && self.out.capacity() > 0 {
-                cx.pool.give(std::mem::take(&mut self.out));
-            }
             let (buf, handshake) = match self.tls.as_mut() {
                 None if self.out.is_empty() => (None, false),
                 None => (
