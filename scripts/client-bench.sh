@@ -13,7 +13,9 @@
 #      schedule sent straight to the origin over keep-alive connections.
 #   3. memory per idle proxied WebSocket (client side): WS_COUNT (1000) sessions opened
 #      through the manager to a WebSocket echo origin, RSS of the manager before and after,
-#      divided by the count. Only for managers with outbound WebSocket: zring's --help lists
+#      divided by the count (bytes_per_ws); and the growth over the second half of them
+#      divided by its count (marginal_bytes_per_ws: one more session, without what the first
+#      sessions grow once: tables, pools, the bridge's maps). Only for managers with outbound WebSocket: zring's --help lists
 #      it in its client-mode section, or this step says that it cannot run yet.
 # Prints key=value lines (cm=<name> ...), then the ratios. RESULTS=FILE appends the lines.
 # WORKERS (2) for zring and pushpin-connmgr; RUNTIME (uring) for zring; CMS="zring zurl
@@ -145,19 +147,27 @@ for cm in $CMS; do
   start_cm "$cm"
   sleep 1
   rss0=$(rss_kb "$CM_PID")
+  half=$((WS_COUNT / 2))
   "$BIN/zring-zhttp-bench" ws-idle --stream "$s" --uri "ws://127.0.0.1:$ws_port/idle" --count "$WS_COUNT" \
-    --hold-secs 30 >"$d/ws-$cm.out" 2>&1 &
+    --mid "$half" --hold-secs 30 >"$d/ws-$cm.out" 2>&1 &
   req=$!
   LOAD_PIDS+=("$req")
+  for _ in $(seq 1300); do grep -qs ws_mid= "$d/ws-$cm.out" && break; sleep 0.1; done
+  sleep 2 # the first half's buffers settle (the requester pauses 4 s)
+  rss_mid=$(rss_kb "$CM_PID")
   for _ in $(seq 1300); do grep -qs ws_open= "$d/ws-$cm.out" && break; sleep 0.1; done
   sleep 2 # the last sessions' buffers settle
   rss1=$(rss_kb "$CM_PID")
   opened=$(pick ws_open "$(cat "$d/ws-$cm.out")")
+  mid=$(pick ws_mid "$(cat "$d/ws-$cm.out")")
   kill "$req" 2>/dev/null || true
   wait "$req" 2>/dev/null || true
   per=$(awk -v a="$rss0" -v b="$rss1" -v n="${opened:-0}" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1024 / n; else print "na" }')
+  # The second half's growth over its count: what one more session costs.
+  marginal=$(awk -v a="$rss_mid" -v b="$rss1" -v n="${opened:-0}" -v m="${mid:-0}" \
+    'BEGIN { if (n > m) printf "%.0f", (b - a) * 1024 / (n - m); else print "na" }')
   ws_bytes[$cm]=$per
-  emit "cm=$cm mode=ws_idle $(head -1 "$d/ws-$cm.out") rss_before_kb=$rss0 rss_after_kb=$rss1 bytes_per_ws=$per"
+  emit "cm=$cm mode=ws_idle $(grep ws_open= "$d/ws-$cm.out") rss_before_kb=$rss0 rss_mid_kb=$rss_mid rss_after_kb=$rss1 bytes_per_ws=$per marginal_bytes_per_ws=$marginal"
   stop_cm
 done
 

@@ -48,6 +48,10 @@ fn print_sizes() {
         std::mem::size_of::<zring::conn::out::OutConn>()
     );
     println!(
+        "outbound_websocket: {} bytes (client mode: the exchange + its boxed session, idle)",
+        std::mem::size_of::<zring::conn::out::OutConn>() + zring::conn::out::WS_SESSION_BYTES
+    );
+    println!(
         "websocket_decoder: {} bytes (only while a frame or message is half read)",
         zring::conn::WS_DECODER_BYTES
     );

@@ -14,9 +14,10 @@
 //! - `direct --port P [--inflight N] [--secs S] [--warmup S] [--rate R]`: the same two
 //!   measurements with HTTP/1.1 requests straight to the origin over keep-alive
 //!   connections: the ceiling and the hop-less latency.
-//! - `ws-idle --stream IN,IN_STREAM,OUT --uri ws://... --count N --hold-secs S`: opens N
-//!   WebSocket sessions through the connection manager, prints `ws_open=` once all settled,
-//!   then keeps them idle for S seconds (the script reads the manager's RSS meanwhile).
+//! - `ws-idle --stream IN,IN_STREAM,OUT --uri ws://... --count N --hold-secs S [--mid M]`:
+//!   opens N WebSocket sessions through the connection manager, prints `ws_open=` once all
+//!   settled, then keeps them idle for S seconds (the script reads the manager's RSS
+//!   meanwhile). With `--mid M` it first opens M, prints `ws_mid=` and pauses 4 s.
 //!
 //! The requester reports its own CPU (`requester_cpu_pct`): it must not be the bottleneck.
 use std::collections::HashMap;
@@ -648,8 +649,23 @@ fn ws_idle(args: &Args) {
     // Sessions open in batches so the origin's accept queue keeps up.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut next = 0u64;
+    // `--mid M`: a pause once M sessions are open, for a second memory reading (the cost of
+    // one more session, without what the first sessions grow once).
+    let mut mid = args
+        .value("--mid")
+        .map(|m| m.parse::<u64>().expect("--mid N"));
     while (open + failed + other < count) && Instant::now() < deadline {
-        while next < count && pending.len() < 200 {
+        if mid.is_some_and(|m| open + failed + other >= m) {
+            println!("ws_mid={open}");
+            std::io::stdout().flush().ok();
+            let end = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < end {
+                sockets.recv(100, |_| {});
+            }
+            mid = None;
+        }
+        let batch_end = mid.unwrap_or(count).min(count);
+        while next < batch_end && pending.len() < 200 {
             sockets.send(&first_packet(next, &uri, true));
             pending.insert(next, Instant::now());
             next += 1;

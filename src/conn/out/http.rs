@@ -4,7 +4,7 @@
 //! `Transfer-Encoding: chunked`, `Content-Length`, or the end of the connection; none for
 //! HEAD, 204 and 304) and handed to the requester under its credits, redirects followed.
 use super::{Condition, Shell, Target};
-use crate::conn::Ctx;
+use crate::conn::{Ctx, Pool};
 use crate::limits;
 use crate::proto::http1::ChunkedDecoder;
 use crate::proto::zhttp_client::{self as zc, Request, Response};
@@ -170,7 +170,8 @@ impl HttpOut {
     }
 
     /// Connected: the request head and the first packet's body go out.
-    pub fn handle_connected(&mut self, sh: &mut Shell) {
+    pub fn handle_connected(&mut self, sh: &mut Shell, pool: &mut Pool) {
+        sh.write_buf(pool);
         let out = &mut sh.out;
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
@@ -242,6 +243,7 @@ impl HttpOut {
                 self.more = false;
             }
             if sh.is_open() {
+                sh.write_buf(cx.pool);
                 self.write_body(sh, body, !self.more);
                 sh.out_body += body.len() as u64;
             }

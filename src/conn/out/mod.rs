@@ -156,7 +156,9 @@ pub(crate) struct Shell {
     pub token: u64,
     socket: Socket,
     after: After,
-    /// Bytes for the origin not yet handed to the runtime.
+    /// Bytes for the origin not yet handed to the runtime. Taken from the worker's pool by
+    /// `write_buf` when there is something to write and given back (or sent) by `flush`,
+    /// so an idle exchange holds no buffer.
     pub out: Vec<u8>,
     /// Request-body bytes in `out` (credited back to the requester once written).
     pub out_body: u64,
@@ -210,6 +212,10 @@ enum OutSession {
     Http(Box<http::HttpOut>),
     Ws(Box<ws::WsOut>),
 }
+
+/// What an outbound WebSocket session holds while idle besides its `OutConn` slot (for
+/// `--sizes`): its boxed state; no buffer, decoder or compressor.
+pub const WS_SESSION_BYTES: usize = std::mem::size_of::<ws::WsOut>();
 
 /// One outbound exchange: the shell and its session.
 pub struct OutConn {
@@ -545,6 +551,14 @@ impl Shell {
         self.close(cx);
     }
 
+    /// Readies `out` for the session to write into: a buffer from the worker's pool when it
+    /// holds none (`flush` gives it back once sent or unused).
+    pub fn write_buf(&mut self, pool: &mut super::Pool) {
+        if self.out.capacity() == 0 {
+            self.out = pool.take();
+        }
+    }
+
     /// Issues the I/O the state calls for: the next send, pause or resume. Over TLS the
     /// queued plaintext is sealed into records here (held while the handshake runs).
     fn flush(&mut self, cx: &mut Ctx) -> Result<(), Condition> {
@@ -554,10 +568,7 @@ impl Shell {
         if self.sending.is_none() {
             let (buf, handshake) = match self.tls.as_mut() {
                 None if self.out.is_empty() => (None, false),
-                None => (
-                    Some(std::mem::replace(&mut self.out, cx.pool.take())),
-                    false,
-                ),
+                None => (Some(std::mem::take(&mut self.out)), false),
                 Some(t) => {
                     // While the handshake runs only its records go; the request waits.
                     let handshake = t.is_handshaking();
@@ -577,6 +588,9 @@ impl Shell {
                 cx.out
                     .push(Output::Io(Command::Send { slot: cx.slot, buf }));
             }
+        }
+        if self.out.is_empty() {
+            cx.pool.give(std::mem::take(&mut self.out));
         }
         if self.pause_want != self.paused {
             self.paused = self.pause_want;
@@ -660,6 +674,9 @@ impl Shell {
     /// connect deadline still runs until it ends), else the origin's inactivity timer.
     fn connected(&mut self, cx: &mut Ctx) -> Result<(), Condition> {
         self.socket = Socket::Open;
+        // The other addresses were for a failed connect only.
+        self.addrs = Vec::new();
+        self.addr_next = 0;
         let Some(config) = self.tls_config.clone() else {
             self.touch(cx);
             return Ok(());
@@ -790,7 +807,7 @@ impl OutConn {
             let OutSession::Http(h) = &mut self.session else {
                 unreachable!("only HTTP exchanges take pooled connections (takes_pooled)")
             };
-            h.handle_connected(&mut self.sh);
+            h.handle_connected(&mut self.sh, cx.pool);
             return true;
         }
         match self.sh.resolve(cx) {
@@ -936,7 +953,7 @@ impl OutConn {
             return;
         }
         match &mut self.session {
-            OutSession::Http(h) => h.handle_connected(&mut self.sh),
+            OutSession::Http(h) => h.handle_connected(&mut self.sh, cx.pool),
             OutSession::Ws(w) => w.handle_connected(&mut self.sh, cx),
         }
     }

@@ -626,3 +626,206 @@ fn the_origin_closing_after_the_body_does_not_cut_what_waits_for_credits() {
     assert!(!p[0].0.more);
     assert!(matches!(cmds[..], [Command::Close { .. }]));
 }
+
+/// The outbound WebSocket session (`ws::WsOut`) under the same harness.
+mod websocket {
+    use super::*;
+    use crate::proto::ws::{self as wsp, Opcode};
+
+    /// The origin's 101 for the upgrade request `req` (its `Sec-WebSocket-Accept`).
+    fn switching(req: &str) -> Vec<u8> {
+        let key = req
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("a key");
+        let accept = wsp::AcceptKey::from_key(key.trim().as_bytes());
+        let mut r = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n".to_vec();
+        r.extend_from_slice(b"Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+        r.extend_from_slice(accept.as_bytes());
+        r.extend_from_slice(b"\r\n\r\n");
+        r
+    }
+
+    fn frame(fin: bool, opcode: Opcode, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        wsp::encode_frame(&mut f, fin, false, opcode, payload);
+        f
+    }
+
+    /// The idle state: no write buffer, no decoder, no carried bytes.
+    fn assert_idle(c: &OutConn, when: &str) {
+        assert_eq!(
+            c.sh.out.capacity(),
+            0,
+            "{when}: the write buffer is back in the pool"
+        );
+        let OutSession::Ws(w) = &c.session else {
+            panic!("a WebSocket session")
+        };
+        assert_eq!(w.held_bytes(), 0, "{when}: no buffer or decoder held");
+    }
+
+    /// Start, connect, answer 101: the open session and the upgrade request it wrote.
+    fn open(t: &mut T, extra: &str) -> (OutConn, String) {
+        let mut c = t
+            .start(&first("ws://origin.test:9000/chat", "GET", extra))
+            .unwrap();
+        t.take();
+        let req = connected(t, &mut c, "192.0.2.7:9000");
+        assert!(req.starts_with("GET /chat HTTP/1.1\r\nHost: origin.test:9000\r\n"));
+        assert!(req.contains("Upgrade: websocket\r\nConnection: Upgrade\r\n"));
+        assert!(req.contains("Sec-WebSocket-Version: 13\r\n"));
+        t.run(&mut c, |c, cx| c.handle_sent(cx, Vec::new()));
+        t.run(&mut c, |c, cx| recv(c, cx, &switching(&req)));
+        let (p, _) = t.take();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0.code, Some(101));
+        assert_eq!(
+            p[0].0.credits,
+            Some(8192),
+            "the requester gets --buffer-size"
+        );
+        (c, req)
+    }
+
+    #[test]
+    fn upgrade_then_messages_both_ways_and_nothing_held_while_idle() {
+        // Goal: after the 101 and after each message either way, an idle session holds no
+        // write buffer and no decoder (the 1 KiB goal of an idle outbound WebSocket).
+        let mut t = T::new(false);
+        let (mut c, _) = open(&mut t, "");
+        assert_idle(&c, "after the 101");
+
+        // The origin's text message, in two reads split inside the frame header.
+        let f = frame(true, Opcode::Text, b"hello requester");
+        t.run(&mut c, |c, cx| recv(c, cx, &f[..1]));
+        t.run(&mut c, |c, cx| recv(c, cx, &f[1..]));
+        let (p, _) = t.take();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0.body.get(&p[0].1), b"hello requester");
+        assert_eq!(p[0].0.content_type, Some(zhttp::ContentType::Text));
+        assert_idle(&c, "after the origin's message");
+
+        // The requester's binary message: one masked frame to the origin, then a credit
+        // for its bytes once the send completes.
+        t.send(
+            &mut c,
+            "from=5:3:req,;id=2:r1,;content-type=6:binary,;body=3:abc,",
+            1,
+        );
+        let (_, cmds) = t.take();
+        let Some(Command::Send { buf, .. }) = cmds.first() else {
+            panic!("a send, got {cmds:?}")
+        };
+        assert_eq!(buf[0], 0x82, "FIN and binary");
+        assert_eq!(buf[1], 0x80 | 3, "masked, 3 bytes");
+        let mask = [buf[2], buf[3], buf[4], buf[5]];
+        let payload: Vec<u8> = buf[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
+        assert_eq!(payload, b"abc");
+        let buf = buf.clone();
+        t.run(&mut c, |c, cx| c.handle_sent(cx, buf));
+        let (p, _) = t.take();
+        assert_eq!(p.len(), 1);
+        assert_eq!(kind(&p[0].0), zhttp::Kind::Credit);
+        assert_eq!(p[0].0.credits, Some(3));
+        assert_idle(&c, "after the requester's message");
+
+        // A second origin message, past the 85 credits left of the first packet's 100: what
+        // they allow goes, the rest waits in the carry until the requester's credit.
+        let f = frame(true, Opcode::Binary, &[7; 300]);
+        t.run(&mut c, |c, cx| recv(c, cx, &f));
+        let (p, _) = t.take();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0.body.get(&p[0].1), &[7; 85][..]);
+        assert!(p[0].0.more);
+        let OutSession::Ws(w) = &c.session else {
+            unreachable!()
+        };
+        assert!(w.held_bytes() >= 215, "the rest waits for credits");
+        t.send(
+            &mut c,
+            "from=5:3:req,;id=2:r1,;type=6:credit,;credits=4:1000#",
+            2,
+        );
+        let (p, _) = t.take();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0.body.get(&p[0].1), &[7; 215][..]);
+        assert!(!p[0].0.more);
+        assert_idle(&c, "after a second origin message");
+    }
+
+    #[test]
+    fn a_fragmented_origin_message_keeps_its_decoder_until_it_ends() {
+        let mut t = T::new(false);
+        let (mut c, _) = open(&mut t, "");
+        let first_part = frame(false, Opcode::Text, b"par");
+        t.run(&mut c, |c, cx| recv(c, cx, &first_part));
+        let (p, _) = t.take();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].0.more, "the first piece goes with more");
+        let OutSession::Ws(w) = &c.session else {
+            unreachable!()
+        };
+        assert!(w.held_bytes() > 0, "mid-message: the decoder is kept");
+        // A ping between the fragments is forwarded as it comes.
+        let ping = frame(true, Opcode::Ping, b"p1");
+        let last = frame(true, Opcode::Continuation, b"ts");
+        t.run(&mut c, |c, cx| recv(c, cx, &[ping, last].concat()));
+        let (p, _) = t.take();
+        let kinds: Vec<_> = p.iter().map(|(p, _)| kind(p)).collect();
+        assert_eq!(kinds, [zhttp::Kind::Ping, zhttp::Kind::Data]);
+        assert_eq!(p[1].0.body.get(&p[1].1), b"ts");
+        assert!(!p[1].0.more);
+        assert_idle(&c, "after the message ended");
+    }
+
+    #[test]
+    fn origin_close_code_reaches_the_requester_and_is_answered() {
+        let mut t = T::new(false);
+        let (mut c, _) = open(&mut t, "");
+        let payload = wsp::ClosePayload::new(4001, "bye");
+        let f = frame(true, Opcode::Close, payload.as_bytes());
+        t.run(&mut c, |c, cx| recv(c, cx, &f));
+        let (p, _) = t.take();
+        assert_eq!(p.len(), 1);
+        assert_eq!(kind(&p[0].0), zhttp::Kind::Close);
+        assert_eq!(p[0].0.code, Some(4001));
+        assert_eq!(p[0].0.body.get(&p[0].1), b"bye");
+        // The requester's close goes to the origin as a masked close frame with its code.
+        t.send(
+            &mut c,
+            "from=5:3:req,;id=2:r1,;type=5:close,;code=4:4001#",
+            1,
+        );
+        let (_, cmds) = t.take();
+        let Some(Command::Send { buf, .. }) = cmds.first() else {
+            panic!("a send, got {cmds:?}")
+        };
+        assert_eq!(buf[0], 0x88, "FIN and close");
+        let mask = [buf[2], buf[3], buf[4], buf[5]];
+        let code = [buf[6] ^ mask[0], buf[7] ^ mask[1]];
+        assert_eq!(u16::from_be_bytes(code), 4001);
+    }
+
+    #[test]
+    fn a_masked_frame_from_the_origin_is_a_protocol_error() {
+        // RFC 6455 §5.1: a client closes the connection on a masked frame from the server.
+        let mut t = T::new(false);
+        let (mut c, _) = open(&mut t, "");
+        let mut f = Vec::new();
+        wsp::encode_masked_frame(&mut f, true, false, Opcode::Text, b"x", [1, 2, 3, 4]);
+        t.run(&mut c, |c, cx| recv(c, cx, &f));
+        let (p, cmds) = t.take();
+        assert_eq!(kind(&p[0].0), zhttp::Kind::Error);
+        let Some(Command::Send { buf, .. }) = cmds.first() else {
+            panic!("a close frame to the origin, got {cmds:?}")
+        };
+        let mask = [buf[2], buf[3], buf[4], buf[5]];
+        let code = [buf[6] ^ mask[0], buf[7] ^ mask[1]];
+        assert_eq!(u16::from_be_bytes(code), 1002);
+    }
+}

@@ -85,6 +85,8 @@ pub(super) struct WsOut {
     head_buf: Vec<u8>,
     /// zring offered permessage-deflate.
     offered: bool,
+    /// The origin's frames as far as they have been read; held only mid-frame or
+    /// mid-message (made again from the agreed parameters when bytes come).
     decoder: Option<Box<ws::Session>>,
     deflate: Option<Box<Deflate>>,
     /// The requester's credits for what zring sends it.
@@ -173,7 +175,8 @@ impl WsOut {
     }
 
     /// Connected: the upgrade request goes out.
-    pub fn handle_connected(&mut self, sh: &mut Shell, cx: &Ctx) {
+    pub fn handle_connected(&mut self, sh: &mut Shell, cx: &mut Ctx) {
+        sh.write_buf(cx.pool);
         let out = &mut sh.out;
         out.extend_from_slice(b"GET ");
         out.extend_from_slice(sh.target.path.as_bytes());
@@ -323,13 +326,6 @@ impl WsOut {
         headers: &[httparse::Header],
         params: Option<ws_deflate::Params>,
     ) {
-        let config = ws::SessionConfig {
-            // Messages stream through in pieces: zring needs no whole message (connmgr
-            // sets no limit either); compressed ones are bounded when inflated.
-            message_bytes_max: ws::PAYLOAD_BYTES_MAX,
-            compression: params.is_some(),
-        };
-        self.decoder = Some(Box::new(ws::Session::with_role(config, Role::Client)));
         self.deflate = params.map(|p| {
             let own = p.mirrored(cx.settings.deflate.server_max_window_bits);
             Box::new(Deflate {
@@ -415,6 +411,9 @@ impl WsOut {
         }
         let used = self.decode(sh, cx, data);
         if used < data.len() && !sh.ended {
+            if self.spill.capacity() == 0 {
+                self.spill = cx.pool.take();
+            }
             self.spill.extend_from_slice(&data[used..]);
         }
         self.settle(sh, cx);
@@ -428,7 +427,10 @@ impl WsOut {
             let mut spill = std::mem::take(&mut self.spill);
             let used = self.decode(sh, cx, &mut spill);
             spill.drain(..used);
-            self.spill = spill;
+            match spill.is_empty() {
+                true => cx.pool.give(spill),
+                false => self.spill = spill,
+            }
         }
         self.settle(sh, cx);
     }
@@ -453,9 +455,20 @@ impl WsOut {
         // Bounded: each round takes bytes or yields an event that takes none (a message
         // end), which is followed by one that does.
         while !sh.ended && !self.blocked(cx) {
-            let Some(decoder) = self.decoder.as_mut() else {
+            if !matches!(self.phase, Phase::Open) {
                 return input.len();
-            };
+            }
+            let compression = self.deflate.is_some();
+            let decoder = self.decoder.get_or_insert_with(|| {
+                let config = ws::SessionConfig {
+                    // Messages stream through in pieces: zring needs no whole message
+                    // (connmgr sets no limit either); compressed ones are bounded when
+                    // inflated.
+                    message_bytes_max: ws::PAYLOAD_BYTES_MAX,
+                    compression,
+                };
+                Box::new(ws::Session::with_role(config, Role::Client))
+            });
             let step = match decoder.decode(&mut input[pos..]) {
                 Ok(step) => step,
                 Err(e) => {
@@ -503,12 +516,20 @@ impl WsOut {
                 return input.len();
             }
         }
+        // Between frames with no message open the decoder is just its config: drop it, so
+        // an idle WebSocket holds none (as on the server side, `conn::ws`).
+        if self.decoder.as_ref().is_some_and(|d| d.is_idle()) {
+            self.decoder = None;
+        }
         pos
     }
 
     /// A piece of the origin's message into `carry` (inflated when compressed). False: the
     /// session failed.
     fn take_data(&mut self, sh: &mut Shell, cx: &mut Ctx, piece: &[u8], last: bool) -> bool {
+        if self.carry.capacity() == 0 {
+            self.carry = cx.pool.take();
+        }
         let compressed = self.rx_message.is_some_and(|(_, c)| c);
         if last {
             self.carry_last = true;
@@ -548,6 +569,7 @@ impl WsOut {
     fn protocol_error(&mut self, sh: &mut Shell, cx: &mut Ctx, code: u16, why: &str) {
         crate::log!(crate::log::DEBUG, "client", "origin WebSocket error: {why}");
         if !self.close_sent {
+            sh.write_buf(cx.pool);
             self.send_close(sh, code, why);
         }
         sh.send_packet(cx, |o, r| {
@@ -582,10 +604,11 @@ impl WsOut {
             self.credits -= n as u64;
             if last {
                 self.carry_last = false;
-                if self.carry.capacity() > cx.settings.buffer_size {
-                    self.carry = Vec::new();
-                }
             }
+        }
+        // Delivered: the buffer goes back to the pool, so an idle session holds none.
+        if self.carry.is_empty() && self.carry.capacity() > 0 {
+            cx.pool.give(std::mem::take(&mut self.carry));
         }
         if self.carry.is_empty() && !self.carry_last {
             if let Some((code, reason)) = self.close_in.take() {
@@ -603,6 +626,9 @@ impl WsOut {
             self.credits += u64::from(c);
         }
         let body = pkt.body.get(buf);
+        if matches!(self.phase, Phase::Open) && !self.close_sent {
+            sh.write_buf(cx.pool);
+        }
         match pkt.kind.get() {
             Kind::Data if matches!(self.phase, Phase::Open) && !self.close_sent => {
                 if body.len() as u64 > self.granted {
@@ -700,6 +726,24 @@ impl WsOut {
             self.granted += body;
             sh.send_packet(cx, |o, r| zc::encode_credit(o, r, body as u32));
         }
+    }
+
+    /// Heap bytes the session holds beyond its box (buffers, decoder, compression state):
+    /// 0 for an idle open session without permessage-deflate.
+    #[cfg(test)]
+    pub(super) fn held_bytes(&self) -> usize {
+        self.headers.capacity()
+            + self.head_buf.capacity()
+            + self.carry.capacity()
+            + self.spill.capacity()
+            + self
+                .decoder
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<ws::Session>())
+            + self
+                .deflate
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Deflate>())
     }
 
     /// The origin ended the connection.
