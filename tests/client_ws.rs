@@ -642,8 +642,11 @@ fn redirect_origin(
                 }
                 let head = String::from_utf8_lossy(&head).to_string();
                 let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                let _ = s.write_all(route(&path).as_bytes());
+                // Logged before the answer goes, so a test that has zring's reply to it
+                // finds it in the channel.
+                let answer = route(&path);
                 let _ = tx.send((path, head));
+                let _ = s.write_all(answer.as_bytes());
             });
         }
     });
