@@ -111,19 +111,29 @@ struct Session {
 }
 
 fn open(r: &mut Requester, uri: &str, headers: &[(&str, &str)], credits: i64) -> Session {
+    open_with(r, uri, headers, credits, vec![])
+}
+
+/// `open` with more first-packet fields.
+fn open_with(
+    r: &mut Requester,
+    uri: &str,
+    headers: &[(&str, &str)],
+    credits: i64,
+    extra: Vec<(&str, Value)>,
+) -> Session {
     let id = r.new_id();
-    r.start(
-        &id,
-        vec![
-            ("uri", s(uri)),
-            ("headers", hdrs(headers)),
-            ("credits", int(credits)),
-            (
-                "ext",
-                Value::Dict(vec![(b"multi".to_vec(), Value::Bool(true))]),
-            ),
-        ],
-    );
+    let mut fields = vec![
+        ("uri", s(uri)),
+        ("headers", hdrs(headers)),
+        ("credits", int(credits)),
+        (
+            "ext",
+            Value::Dict(vec![(b"multi".to_vec(), Value::Bool(true))]),
+        ),
+    ];
+    fields.extend(extra);
+    r.start(&id, fields);
     let ack = next(r, &id);
     assert_eq!(ack.kind(), "keep-alive", "{ack:?}");
     assert_eq!(ack.str_of("from").as_deref(), Some("zring-c"));
@@ -603,5 +613,128 @@ both_runtimes! {
             _ => p,
         };
         assert_eq!((p.kind(), p.str_of("condition")), ("error".into(), Some("tls-error".into())), "{p:?}");
+    }
+}
+
+/// An origin that answers every request with `route(path)` (a whole HTTP response) and
+/// closes; each request's (path, head) goes to the channel.
+fn redirect_origin(
+    ip: &str,
+    route: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> (u16, mpsc::Receiver<(String, String)>) {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    let route = std::sync::Arc::new(route);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let (tx, route) = (tx.clone(), route.clone());
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(T)).unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                // Logged before the answer goes, so a test that has zring's reply to it
+                // finds it in the channel.
+                let answer = route(&path);
+                let _ = tx.send((path, head));
+                let _ = s.write_all(answer.as_bytes());
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// A local address `--deny-out-internal` allows (the source address toward a TEST-NET
+/// address), if the box has one: on a box with only private addresses there is none.
+fn public_local_address() -> Option<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect("192.0.2.1:9").ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!zring::conn::out::is_internal(ip)).then_some(ip)
+}
+
+both_runtimes! {
+    upgrade_redirects(rt) {
+        // Goal: with follow-redirects a 3xx to an upgrade is followed (pushpin-connmgr's
+        // rule): a relative Location stays on the origin, an absolute ws:// one leads to
+        // another; each hop sends the requester's headers with a fresh key and the new Host,
+        // and the requester sees one 101, the last hop's. The ninth 3xx →
+        // too-many-redirects; an http:// Location, or no follow-redirects → `rejected` with
+        // the 3xx. Under --deny-out-internal a hop to 127.0.0.1 → policy-violation.
+        // Method: a redirecting origin that logs each request head, tungstenite's echo
+        // origin at the end.
+        let (echo_port, seen) = echo_origin();
+        let route = move |path: &str| match path {
+            "/a" => "HTTP/1.1 307 Temporary Redirect\r\nLocation: b?x=1\r\nContent-Length: 5\r\n\r\nmoved".to_string(),
+            "/b?x=1" => format!("HTTP/1.1 308 Permanent Redirect\r\nLocation: ws://127.0.0.1:{echo_port}/chat\r\n\r\n"),
+            "/loop" => "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n".to_string(),
+            "/http" => format!("HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{echo_port}/\r\nContent-Length: 2\r\n\r\nno"),
+            _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+        };
+        let (hops, heads) = redirect_origin("127.0.0.1", route);
+        let (_z, ep, _d) = zring(rt, &[]);
+        let mut r = Requester::connect(&ep, "ws-r");
+        let follow = || vec![("follow-redirects", Value::Bool(true))];
+
+        let mut x = open_with(&mut r, &format!("ws://127.0.0.1:{hops}/a"), &[("X-Test", "yes")], 100_000, follow());
+        assert_eq!(x.head.get("code").and_then(|c| c.as_int()), Some(101), "{:?}", x.head);
+        assert_eq!(header(&x.head, "Location"), None, "the last hop's headers only");
+        let (p1, h1) = heads.recv_timeout(T).unwrap();
+        let (p2, h2) = heads.recv_timeout(T).unwrap();
+        assert_eq!((p1.as_str(), p2.as_str()), ("/a", "/b?x=1"));
+        let key = |h: &str| support::ws::header_of(h, "Sec-WebSocket-Key").0.unwrap();
+        assert_ne!(key(&h1), key(&h2), "a fresh key per hop");
+        assert!(h2.contains("X-Test: yes\r\n"), "{h2}");
+        let Seen::Headers(h) = seen.recv_timeout(T).unwrap() else { panic!("no headers") };
+        let get = |n: &str| h.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        assert_eq!(get("host"), Some(format!("127.0.0.1:{echo_port}")));
+        assert_eq!(get("x-test").as_deref(), Some("yes"));
+        let mut granted = x.head.get("credits").and_then(|c| c.as_int()).unwrap();
+        send(&mut r, &mut x, vec![("body", s("after two hops"))]);
+        let p = data(&mut r, &x, &mut granted);
+        assert_eq!(body(&p), b"after two hops");
+        assert_eq!(next_message(&seen), Message::Text("after two hops".into()));
+
+        // Eight hops are followed, the ninth 3xx is not.
+        let x = open_with(&mut r, &format!("ws://127.0.0.1:{hops}/loop"), &[], 100_000, follow());
+        assert_eq!(x.head.str_of("condition").as_deref(), Some("too-many-redirects"), "{:?}", x.head);
+        let loops = heads.try_iter().filter(|(p, _)| p == "/loop").count();
+        assert_eq!(loops, 9, "the first request and eight hops");
+
+        // A Location with an http scheme is not an upgrade's: the 3xx is the rejection.
+        let x = open_with(&mut r, &format!("ws://127.0.0.1:{hops}/http"), &[], 100_000, follow());
+        assert_eq!(x.head.str_of("condition").as_deref(), Some("rejected"), "{:?}", x.head);
+        assert_eq!(x.head.get("code").and_then(|c| c.as_int()), Some(302));
+        assert_eq!(body(&x.head), b"no");
+        // Without follow-redirects the 3xx is the rejection too.
+        let x = open(&mut r, &format!("ws://127.0.0.1:{hops}/a"), &[], 100_000);
+        assert_eq!(x.head.str_of("condition").as_deref(), Some("rejected"), "{:?}", x.head);
+        assert_eq!(x.head.get("code").and_then(|c| c.as_int()), Some(307));
+        assert_eq!(body(&x.head), b"moved");
+
+        // --deny-out-internal judges every hop: an allowed origin's 3xx to 127.0.0.1 ends in
+        // policy-violation. Needs a local address outside the internal ranges (the sans-IO
+        // test an_upgrade_redirect_not_followed_is_rejected_and_internal_hops_are_refused
+        // covers it everywhere).
+        let Some(ip) = public_local_address() else {
+            eprintln!("no local address outside --deny-out-internal's ranges: hop check skipped");
+            return;
+        };
+        let to_loopback = move |_: &str| format!("HTTP/1.1 302 Found\r\nLocation: ws://127.0.0.1:{echo_port}/chat\r\n\r\n");
+        let (public, public_heads) = redirect_origin(&ip.to_string(), to_loopback);
+        let (_z2, ep2, _d2) = zring(rt, &["--deny-out-internal"]);
+        let mut r2 = Requester::connect(&ep2, "ws-r2");
+        let x = open_with(&mut r2, &format!("ws://{ip}:{public}/x"), &[], 100_000, follow());
+        assert_eq!(x.head.str_of("condition").as_deref(), Some("policy-violation"), "{:?}", x.head);
+        assert_eq!(public_heads.recv_timeout(T).unwrap().0, "/x", "the first hop was allowed");
     }
 }

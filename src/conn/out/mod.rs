@@ -614,7 +614,8 @@ impl Shell {
     /// support set up, or a client certificate rustls cannot use).
     /// Computed for `http` targets too, for a redirect to `https`.
     fn choose_tls(&mut self, cx: &Ctx, pkt: &Request, buf: &[u8]) -> Result<(), Condition> {
-        let https = self.target.scheme == Scheme::Https;
+        // `wss` as `https`: without a configuration it must fail, not go out in plaintext.
+        let https = matches!(self.target.scheme, Scheme::Https | Scheme::Wss);
         let Some(tls) = cx.settings.out_tls.as_ref() else {
             return match https {
                 true => Err(Condition::TlsError),
@@ -657,16 +658,21 @@ impl Shell {
         };
     }
 
-    /// Whether a redirect to `next` can be followed: `https` needs a TLS configuration, and
-    /// one that trusts `connect-host` is not carried to another host.
+    /// Whether a redirect to `next` can be followed: an HTTP request goes to `http`/`https`
+    /// only and an upgrade to `ws`/`wss` only (pushpin-connmgr's schemes per kind); TLS
+    /// needs a configuration, and one that trusts `connect-host` is not carried to another
+    /// host.
     pub fn may_follow(&self, next: &Target) -> bool {
+        let upgrade = |s: Scheme| matches!(s, Scheme::Ws | Scheme::Wss);
+        if upgrade(next.scheme) != upgrade(self.target.scheme) {
+            return false;
+        }
         match next.scheme {
-            Scheme::Https => {
+            Scheme::Https | Scheme::Wss => {
                 self.https_config.is_some()
                     && (!self.trusted_connect || next.host == self.target.host)
             }
-            Scheme::Http => true,
-            Scheme::Ws | Scheme::Wss => false,
+            Scheme::Http | Scheme::Ws => true,
         }
     }
 
@@ -1055,8 +1061,9 @@ impl OutConn {
                 true
             }
             After::Redirect | After::Retry => {
-                if let OutSession::Http(h) = &mut self.session {
-                    h.restart();
+                match &mut self.session {
+                    OutSession::Http(h) => h.restart(),
+                    OutSession::Ws(w) => w.restart(),
                 }
                 match self.sh.resolve(cx) {
                     Some(c) => {

@@ -632,18 +632,9 @@ mod websocket {
     use super::*;
     use crate::proto::ws::{self as wsp, Opcode};
 
-    /// The origin's 101 for the upgrade request `req` (its `Sec-WebSocket-Accept`).
+    /// The origin's 101 for the upgrade request `req`.
     fn switching(req: &str) -> Vec<u8> {
-        let key = req
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .expect("a key");
-        let accept = wsp::AcceptKey::from_key(key.trim().as_bytes());
-        let mut r = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n".to_vec();
-        r.extend_from_slice(b"Connection: Upgrade\r\nSec-WebSocket-Accept: ");
-        r.extend_from_slice(accept.as_bytes());
-        r.extend_from_slice(b"\r\n\r\n");
-        r
+        accept_upgrade(req).1.into_bytes()
     }
 
     fn frame(fin: bool, opcode: Opcode, payload: &[u8]) -> Vec<u8> {
@@ -828,4 +819,194 @@ mod websocket {
         let code = [buf[6] ^ mask[0], buf[7] ^ mask[1]];
         assert_eq!(u16::from_be_bytes(code), 1002);
     }
+}
+
+/// The `Sec-WebSocket-Key` of an upgrade request, and a 101 that accepts it.
+fn accept_upgrade(req: &str) -> (String, String) {
+    let key = req
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap()
+        .to_string();
+    let accept = crate::proto::ws::AcceptKey::from_key(key.as_bytes());
+    let accept = String::from_utf8_lossy(accept.as_bytes()).into_owned();
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    (key, resp)
+}
+
+fn ws_first(uri: &str, extra: &str) -> String {
+    format!(
+        "from={};id={};seq=1:0#;uri={};credits=3:100#;headers=19:15:6:X-Test,3:yes,]];{extra}",
+        s("req"),
+        s("r1"),
+        s(uri)
+    )
+}
+
+#[test]
+fn an_upgrade_follows_redirects_with_a_fresh_key_up_to_eight() {
+    // Goal: with follow-redirects a 3xx to an upgrade is followed (pushpin-connmgr): a
+    // relative Location resolved against the ws URI, an absolute ws:// one to another host
+    // and port; each hop resolves anew and sends the requester's headers with a new key;
+    // the 101 of the last hop is what the requester gets. The ninth redirect →
+    // too-many-redirects.
+    let mut t = T::new(false);
+    let mut c = t
+        .start(&ws_first(
+            "ws://origin.test/a/b",
+            "follow-redirects=4:true!",
+        ))
+        .unwrap();
+    let (p, _) = t.take();
+    assert_eq!(kind(&p[0].0), zhttp::Kind::KeepAlive);
+    let req = connected(&mut t, &mut c, "192.0.2.1:80");
+    assert!(
+        req.starts_with("GET /a/b HTTP/1.1\r\nHost: origin.test\r\n"),
+        "{req}"
+    );
+    let (key1, _) = accept_upgrade(&req);
+    t.run(&mut c, |c, cx| {
+        recv(
+            c,
+            cx,
+            b"HTTP/1.1 302 Found\r\nLocation: c?d=1\r\nContent-Length: 5\r\n\r\nmoved",
+        )
+    });
+    let (p, cmds) = t.take();
+    assert!(p.is_empty(), "a followed 3xx is not relayed");
+    assert!(matches!(cmds[..], [Command::Close { .. }]));
+    assert!(!t.cx(|cx| c.handle_closed(cx)));
+    let (_, cmds) = t.take();
+    assert_eq!(cmds.len(), 1, "resolved again");
+    let req = connected(&mut t, &mut c, "192.0.2.1:80");
+    assert!(
+        req.starts_with("GET /a/c?d=1 HTTP/1.1\r\nHost: origin.test\r\n"),
+        "{req}"
+    );
+    assert!(
+        req.contains("X-Test: yes\r\n"),
+        "the requester's headers again: {req}"
+    );
+    let (key2, _) = accept_upgrade(&req);
+    assert_ne!(key1, key2, "a fresh key per hop");
+    // An absolute ws:// Location to a literal address: connected without DNS.
+    t.run(&mut c, |c, cx| {
+        recv(
+            c,
+            cx,
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: ws://192.0.2.9:8080/e\r\n\r\n",
+        )
+    });
+    t.take();
+    assert!(!t.cx(|cx| c.handle_closed(cx)));
+    let (_, cmds) = t.take();
+    assert!(
+        matches!(cmds[..], [Command::Connect { addr, .. }] if addr == "192.0.2.9:8080".parse().unwrap())
+    );
+    t.run(&mut c, |c, cx| c.handle_connected(cx, true));
+    let (_, cmds) = t.take();
+    let req = sent(&cmds);
+    assert!(
+        req.starts_with("GET /e HTTP/1.1\r\nHost: 192.0.2.9:8080\r\n"),
+        "{req}"
+    );
+    let (_, ok) = accept_upgrade(&req);
+    t.run(&mut c, |c, cx| recv(c, cx, ok.as_bytes()));
+    let (p, _) = t.take();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].0.code, Some(101));
+
+    // Eight hops are followed; the ninth redirect fails.
+    let mut t = T::new(false);
+    let mut c = t
+        .start(&ws_first("ws://192.0.2.1/", "follow-redirects=4:true!"))
+        .unwrap();
+    t.take();
+    for hop in 0..=8 {
+        t.run(&mut c, |c, cx| c.handle_connected(cx, true));
+        t.take();
+        t.run(&mut c, |c, cx| {
+            recv(c, cx, b"HTTP/1.1 301 Moved\r\nLocation: /next\r\n\r\n")
+        });
+        let (p, _) = t.take();
+        if hop == 8 {
+            assert_eq!(p.len(), 1);
+            assert_eq!(
+                p[0].0.condition.unwrap().get(&p[0].1),
+                b"too-many-redirects"
+            );
+            return;
+        }
+        assert!(p.is_empty(), "hop {hop}");
+        assert!(!t.cx(|cx| c.handle_closed(cx)));
+        t.take();
+    }
+    unreachable!();
+}
+
+#[test]
+fn an_upgrade_redirect_not_followed_is_rejected_and_internal_hops_are_refused() {
+    // Goal: without follow-redirects, or to an http:// Location, the 3xx is `rejected`
+    // with its code, headers and body; under --deny-out-internal a hop to 127.0.0.1 is
+    // policy-violation with no connect to it.
+    for (extra, location) in [
+        ("", "/x"),
+        ("follow-redirects=4:true!", "http://192.0.2.1/x"),
+    ] {
+        let mut t = T::new(false);
+        let mut c = t.start(&ws_first("ws://192.0.2.1/", extra)).unwrap();
+        t.take();
+        t.run(&mut c, |c, cx| c.handle_connected(cx, true));
+        t.take();
+        let resp =
+            format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 2\r\n\r\nno");
+        t.run(&mut c, |c, cx| recv(c, cx, resp.as_bytes()));
+        let (p, _) = t.take();
+        assert_eq!(p.len(), 1, "{extra} {location}");
+        assert_eq!(p[0].0.condition.unwrap().get(&p[0].1), b"rejected");
+        assert_eq!(p[0].0.code, Some(302));
+        assert_eq!(p[0].0.body.get(&p[0].1), b"no");
+    }
+
+    let mut t = T::new(true);
+    let mut c = t
+        .start(&ws_first("ws://192.0.2.1/", "follow-redirects=4:true!"))
+        .unwrap();
+    t.take();
+    t.run(&mut c, |c, cx| c.handle_connected(cx, true));
+    t.take();
+    t.run(&mut c, |c, cx| {
+        recv(
+            c,
+            cx,
+            b"HTTP/1.1 302 Found\r\nLocation: ws://127.0.0.1:6379/\r\n\r\n",
+        )
+    });
+    t.take();
+    assert!(t.cx(|cx| c.handle_closed(cx)));
+    let (p, cmds) = t.take();
+    assert_eq!(p[0].0.condition.unwrap().get(&p[0].1), b"policy-violation");
+    assert!(cmds.is_empty(), "no connect to the internal hop");
+}
+
+#[test]
+fn wss_without_a_tls_configuration_fails_instead_of_going_out_in_plaintext() {
+    // Goal: regression: `wss` was judged as plain by the TLS choice, so with no TLS
+    // configuration the upgrade (and the requester's headers) would have gone out
+    // unencrypted; it must fail with tls-error before any connect, as `https` does.
+    let mut t = T::new(false);
+    assert!(t.start(&ws_first("wss://192.0.2.1/", "")).is_none());
+    let (p, cmds) = t.take();
+    assert_eq!(
+        p.last()
+            .unwrap()
+            .0
+            .condition
+            .unwrap()
+            .get(&p.last().unwrap().1),
+        b"tls-error"
+    );
+    assert!(cmds.is_empty(), "no connect");
 }

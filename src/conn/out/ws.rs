@@ -5,7 +5,11 @@
 //! packets go to the origin masked, each frame with a fresh key; the origin's frames must
 //! be unmasked and come back as packets under the requester's credits, a message split
 //! (`more`) where the credits run out. A non-101 answer becomes `error{rejected}` with its
-//! code, reason, headers and body (body ≤ `--buffer-size`, as pushpin-connmgr).
+//! code, reason, headers and body (body ≤ `--buffer-size`, as pushpin-connmgr), unless the
+//! requester asked for `follow-redirects` and it is a 3xx whose `Location` (resolved against
+//! the current URI) is a `ws`/`wss` URI: then the upgrade goes there, with a fresh key, up
+//! to `limits::REDIRECTS_MAX` hops (pushpin-connmgr's rule; each hop resolved and
+//! policy-checked anew by the shell).
 //! permessage-deflate (`--compression`) reuses `proto::ws_deflate` with the roles mirrored.
 //!
 //! Bounds: the requester may send only what zring granted (`--buffer-size`, given back as
@@ -74,8 +78,11 @@ struct Deflate {
 }
 
 pub(super) struct WsOut {
-    /// The requester's headers to pass on.
+    /// The requester's headers to pass on: kept until the 101 (a redirect sends them again),
+    /// then dropped.
     headers: Vec<(String, Vec<u8>)>,
+    /// The requester's `follow-redirects`.
+    follow_redirects: bool,
     key: [u8; ws::KEY_BYTES],
     /// xorshift64* state for mask keys and the key nonce (RFC 6455 §5.3 wants keys the
     /// application cannot predict; no browser script runs here, so a fast PRNG seeded per
@@ -142,12 +149,11 @@ impl WsOut {
             headers.push((name, value.to_vec()));
         }
         let mut rng = seed | 1;
-        let mut nonce = [0u8; ws::KEY_NONCE_BYTES];
-        nonce[..8].copy_from_slice(&next(&mut rng).to_le_bytes());
-        nonce[8..].copy_from_slice(&next(&mut rng).to_le_bytes());
+        let key = fresh_key(&mut rng);
         Some(WsOut {
             headers,
-            key: ws::client_key(nonce),
+            follow_redirects: pkt.follow_redirects,
+            key,
             rng,
             phase: Phase::Handshake,
             head_buf: Vec::new(),
@@ -186,11 +192,10 @@ impl WsOut {
         out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ");
         out.extend_from_slice(&self.key);
         out.extend_from_slice(b"\r\n");
-        // Needed for the upgrade request only (a WebSocket is never retried): not kept.
-        for (n, v) in std::mem::take(&mut self.headers) {
+        for (n, v) in &self.headers {
             out.extend_from_slice(n.as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(&v);
+            out.extend_from_slice(v);
             out.extend_from_slice(b"\r\n");
         }
         self.offered = cx.settings.compression;
@@ -249,6 +254,9 @@ impl WsOut {
         let code = resp.code.unwrap_or(0);
         let reason = resp.reason.unwrap_or("").as_bytes();
         if code != 101 {
+            if self.redirect(sh, cx, code, resp.headers) {
+                return Some(buf.len());
+            }
             let Some(framing) = rejection_framing(code, resp.headers) else {
                 sh.fail(cx, Condition::Undefined, false);
                 return Some(buf.len());
@@ -280,6 +288,54 @@ impl WsOut {
         };
         self.open(sh, cx, reason, resp.headers, params);
         Some(used)
+    }
+
+    /// Follows a 3xx when the requester asked to (pushpin-connmgr: any 3xx with a `Location`
+    /// that resolves, against the current URI, to a `ws`/`wss` URI; zurl 1.11 takes only
+    /// 301/302/303/307/308 and does not resolve a relative `Location`). True when the
+    /// exchange left for the next hop (or failed: too many hops). The 3xx's body is not
+    /// read: the connection is closed, never reused.
+    fn redirect(
+        &mut self,
+        sh: &mut Shell,
+        cx: &mut Ctx,
+        code: u16,
+        headers: &[httparse::Header],
+    ) -> bool {
+        if !self.follow_redirects || !(300..400).contains(&code) {
+            return false;
+        }
+        let location = headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("location"))
+            .and_then(|h| std::str::from_utf8(h.value).ok());
+        let Some(next) = location.and_then(|l| sh.target.resolve(l)) else {
+            return false;
+        };
+        if !sh.may_follow(&next) {
+            return false; // an http(s) Location, or TLS it cannot have: `rejected` with the 3xx
+        }
+        if sh.redirects >= limits::REDIRECTS_MAX {
+            sh.fail(cx, Condition::TooManyRedirects, false);
+            return true;
+        }
+        crate::log!(
+            crate::log::DEBUG,
+            "client",
+            "upgrade redirected to {}",
+            next.uri()
+        );
+        sh.redirect(cx, next);
+        true
+    }
+
+    /// Before the next hop of a redirect: a new handshake with a fresh key.
+    pub fn restart(&mut self) {
+        debug_assert!(matches!(self.phase, Phase::Handshake));
+        self.phase = Phase::Handshake;
+        self.head_buf = Vec::new();
+        self.key = fresh_key(&mut self.rng);
+        self.offered = false;
     }
 
     /// RFC 6455 §4.1 (the client's checks of the server's handshake): `Upgrade` and
@@ -334,6 +390,7 @@ impl WsOut {
             })
         });
         self.phase = Phase::Open;
+        self.headers = Vec::new(); // no redirect after a 101: the idle session holds none
         let grant = cx.settings.buffer_size as u64;
         self.granted = grant;
         let headers: Vec<(&[u8], &[u8])> = headers
@@ -771,6 +828,14 @@ impl WsOut {
         let word = next(&mut self.rng);
         (word >> 32).to_le_bytes()[..4].try_into().expect("4 bytes")
     }
+}
+
+/// A `Sec-WebSocket-Key` from 16 fresh bytes of `rng`.
+fn fresh_key(rng: &mut u64) -> [u8; ws::KEY_BYTES] {
+    let mut nonce = [0u8; ws::KEY_NONCE_BYTES];
+    nonce[..8].copy_from_slice(&next(rng).to_le_bytes());
+    nonce[8..].copy_from_slice(&next(rng).to_le_bytes());
+    ws::client_key(nonce)
 }
 
 /// xorshift64* (Vigna): a full-period generator for a non-zero state.
