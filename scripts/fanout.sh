@@ -27,10 +27,12 @@
 #
 # Prints one key=value line: fanout_p50_ms, fanout_p99_ms, fanout_p100_ms, floor_p100_ms,
 # ratio_p100 (fan-out p100 / floor p100), and what happened (connected, missed, server
-# state: a server that crashed is reported as such). --results appends the line to FILE,
+# state: a server that crashed is reported as such; server_rss_kb, its RSS after the rounds).
+# --results appends the line to FILE,
 # --dist appends latency percentiles as CSV for scripts/plot.py.
 # Sets sysctls for the run (scripts/load-lib.sh, docs/tuning.md) and restores them on exit.
-# Env: SERVER, WORKERS, RUNTIME, ZRING_ARGS, PROFILE=debug, KEEP_LOGS=1, PORT.
+# Env: SERVER, WORKERS, RUNTIME, ZRING_ARGS, ZRING_BIN, ZRING_WRAP (scripts/load-lib.sh),
+# PROFILE=debug, KEEP_LOGS=1, PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=2000 IDLE=0 ROUNDS=5 SERVER=${SERVER:-zring} PAYLOAD=64 RATE=20000 RESULTS= DIST= FLOOR=--floor-first FLOOR_THREADS=0
@@ -78,6 +80,9 @@ line=$("$BIN/zring-load" --mode ws --clients "$TOTAL" --members "$CLIENTS" --rat
   "${client_args[@]}" "${dist_args[@]}" 2>"$LOAD_DIR/load.err")
 rc=$?
 set -e
+# The server's RSS after the rounds: what the broadcasts left resident (pooled buffers,
+# allocator arenas), with the clients gone.
+server_rss_kb=$(rss_kb "$SERVER_PID")
 state=$(server_state "$SERVER")
 grep -E 'round|FAILED' "$LOAD_DIR/load.err" >&2 || true
 if [ -z "$line" ]; then
@@ -91,7 +96,7 @@ for k in "${keys[@]}" handler_sent floor_threads floor_p50_ms floor_p99_ms floor
   v=$(pick "$k" "$line")
   out+=" $k=${v:-na}"
 done
-out+=" server_state=$state load_exit=$rc"
+out+=" server_rss_kb=$server_rss_kb server_state=$state load_exit=$rc"
 echo "$out"
 [ -n "$RESULTS" ] && echo "$out" >>"$RESULTS"
 [ "$rc" = 0 ] && [ "$state" = alive ]

@@ -104,7 +104,8 @@ make_tls_ids() {
 # and the example handler; sets SERVER_PID and HANDLER_PID. zring runs WORKERS (default 2,
 # one per core) workers; each opens as many io_uring rings as its share of CLIENTS needs
 # (a ring's direct-descriptor table holds up to RLIMIT_NOFILE, 20,000 here). ZRING_ARGS adds
-# flags. With DEFLATE=1 the server runs with --compression; with TLS_PORT set it also
+# flags; ZRING_BIN runs another zring binary (an older build, for a before/after in one
+# run) and ZRING_WRAP a command that execs it (scripts/heaptrack-exec.sh OUT). With DEFLATE=1 the server runs with --compression; with TLS_PORT set it also
 # listens there with TLS (make_tls_ids first), PORT staying plain for the fan-out trigger.
 start_server() {
   local name=$1 port=$2 n=$3 maxconn=$(( $3 + 1000 ))
@@ -116,7 +117,7 @@ start_server() {
     zring)
       local workers=${WORKERS:-2}
       # shellcheck disable=SC2086
-      "$BIN/zring" --runtime "${RUNTIME:-uring}" --workers "$workers" --stream-maxconn "$maxconn" \
+      ${ZRING_WRAP:-} "${ZRING_BIN:-$BIN/zring}" --runtime "${RUNTIME:-uring}" --workers "$workers" --stream-maxconn "$maxconn" \
         --listen "127.0.0.1:$port" --zclient-stream "$spec" "${extra[@]}" ${ZRING_ARGS:-} >"$LOAD_DIR/$name.log" 2>&1 &
       ;;
     condure)

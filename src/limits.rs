@@ -136,6 +136,26 @@ pub const POOL_BUFFER_BYTES_MAX: usize = 64 * 1024;
 /// burst took beyond it is freed rather than kept resident.
 pub const POOL_BUFFERS_MAX: usize = 256;
 
+/// Largest buffer kept on the pool's small list (`conn::Pool::take_small`): a sealed fan-out
+/// record of a WebSocket message up to ~2 KiB (TLS adds 22 B per record in TLS 1.3, 29 B in
+/// TLS 1.2), which covers the small JSON messages broadcasts carry.
+pub const POOL_SMALL_BUFFER_BYTES_MAX: usize = 2048;
+/// Capacity kept on a worker's small list, in all. A fan-out to TLS targets has one sealed
+/// record in flight per target, so a round to N targets per worker takes up to N small
+/// buffers at once (a turn dispatches `DISPATCH_TARGETS_PER_TURN_MAX`, and the sends of
+/// earlier turns may still be in flight); keeping them makes the next round allocate none.
+/// 4 MiB holds 32,768 records of a 64 B message (128 B buffers) or 2,048 of a ~1.5 KiB one;
+/// past it a returned buffer is freed (that round's targets beyond the bound allocate and
+/// free, as every target did before). The list shrinks back when rounds stop
+/// (`POOL_SHRINK_INTERVAL_MS`).
+pub const POOL_SMALL_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// How often a worker frees the small buffers its pool did not need since the last time
+/// (`conn::Pool::shrink`): a fan-out's buffers stay while rounds come at least this often,
+/// and are freed within two intervals after the last one.
+pub const POOL_SHRINK_INTERVAL_MS: u64 = 10_000;
+
+const _: () = assert!(POOL_SMALL_BUFFER_BYTES_MAX < POOL_BUFFER_BYTES_MAX);
+const _: () = assert!(POOL_SMALL_BYTES_MAX >= DISPATCH_TARGETS_PER_TURN_MAX * 128);
 const _: () = assert!(PACKET_IDS_MAX <= 128);
 const _: () = assert!(SESSION_EXPIRY_MS > KEEP_ALIVE_INTERVAL_MS);
 const _: () = assert!(KEEP_ALIVE_INTERVAL_MS % KEEP_ALIVE_SWEEP_STEPS == 0);

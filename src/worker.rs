@@ -78,6 +78,8 @@ pub struct Worker {
     sweep_at: Instant,
     /// Next time worker 0 hands freed heap pages back to the kernel.
     trim_at: Instant,
+    /// When the pool next frees the small buffers it did not need (`Pool::shrink`).
+    shrink_at: Instant,
     sweep_cursor: usize,
     shutting_down: bool,
     /// Draining (the first SIGTERM): when what is left is cut (`--shutdown-timeout`).
@@ -220,6 +222,7 @@ impl Worker {
             keep_alive_batch: Vec::new(),
             sweep_at: now + SWEEP_STEP,
             trim_at: now + Duration::from_millis(limits::MALLOC_TRIM_INTERVAL_MS),
+            shrink_at: now + Duration::from_millis(limits::POOL_SHRINK_INTERVAL_MS),
             sweep_cursor: 0,
             shutting_down: false,
             drain_deadline: None,
@@ -254,6 +257,12 @@ impl Worker {
     #[cfg(any(test, feature = "harness"))]
     pub fn out_count(&self) -> usize {
         self.out.conns.len()
+    }
+
+    /// The buffer pool's counters and its small buffers free now (count, bytes).
+    #[cfg(any(test, feature = "harness"))]
+    pub fn pool_counters(&self) -> (crate::conn::PoolCounters, (usize, usize)) {
+        (self.pool.counters(), self.pool.small_free())
     }
 
     /// `Conn::buffered` of the slot's connection, if it holds one.
@@ -937,6 +946,12 @@ impl Driver for Worker {
                 self.sweep_keep_alives();
             }
             self.out_sweep(now);
+            if now >= self.shrink_at {
+                self.shrink_at = now + Duration::from_millis(limits::POOL_SHRINK_INTERVAL_MS);
+                // A fan-out's sealed records stay pooled while rounds keep coming; freed
+                // here (before the trim gives their pages back) once they stop.
+                self.pool.shrink();
+            }
             if self.index == 0 && now >= self.trim_at {
                 self.trim_at = now + Duration::from_millis(limits::MALLOC_TRIM_INTERVAL_MS);
                 // A burst (thousands of handshakes, a fan-out) leaves freed packet buffers

@@ -17,8 +17,10 @@
 //! frame's compressed form, made once per worker and message by the first of them: a
 //! message compressed without context is the same bytes for every such target.
 //!
-//! TLS targets seal the shared frame (plain or compressed) straight into a pooled buffer,
-//! the send in flight: no copy into `out`, no framing or compression per target.
+//! TLS targets seal the shared frame (plain or compressed) straight into a small pooled
+//! buffer (`Pool::take_small`), the send in flight: no copy into `out`, no framing or
+//! compression per target, and in the steady state no allocation either (the buffer comes
+//! back to the pool when the send completes and serves a target of the next round).
 //!
 //! Slow clients: a target whose socket is full keeps its send in flight in the kernel; the
 //! next frames for it queue in its `out` (the copy path), bounded by the credits it gave

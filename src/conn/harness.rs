@@ -594,6 +594,11 @@ impl Harness {
         (f[0].get(), f[1].get(), f[2].get())
     }
 
+    /// The worker's buffer-pool counters, and its small buffers free now (count, bytes).
+    pub fn pool_counters(&self) -> (crate::conn::PoolCounters, (usize, usize)) {
+        self.worker.pool_counters()
+    }
+
     /// The worker's open connections (slots it has not had `handle_closed` for).
     pub fn conn_count(&self) -> usize {
         self.worker.conn_count()
@@ -844,13 +849,19 @@ impl Harness {
 
     /// The handler sends one list-form packet for all `sessions` (each its next `seq`).
     pub fn reply_many(&mut self, sessions: &mut [&mut Session], reply: Reply) {
+        self.reply_many_nodrive(sessions, reply);
+        self.drive();
+    }
+
+    /// As `reply_many`, without driving: several packets then reach the worker in one
+    /// turn.
+    pub fn reply_many_nodrive(&mut self, sessions: &mut [&mut Session], reply: Reply) {
         let ids: Vec<(String, u32)> = sessions
             .iter_mut()
             .map(|s| (s.id.clone(), s.next_seq()))
             .collect();
         let refs: Vec<(&str, u32)> = ids.iter().map(|(i, s)| (i.as_str(), *s)).collect();
         self.deliver(&reply.encode(&refs));
-        self.drive();
     }
 
     /// The handler sends `reply` with an explicit `seq` (to break the sequence).

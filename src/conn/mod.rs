@@ -61,7 +61,7 @@ mod ws;
 mod zhttp_session;
 pub use fanout::SharedFrame;
 pub use id::{ConnId, CONN_ID_BYTES_MAX};
-pub use pool::{Handlers, Pool};
+pub use pool::{Handlers, Pool, PoolCounters};
 
 use http::{HttpExchange, Next};
 use m2::M2Conn;

@@ -6,8 +6,10 @@
 //! and two empty `Vec`s. `tail` holds ciphertext only while a record is half received;
 //! `wire` holds records only between a `feed` that produced them and the next send. The
 //! plaintext of a read lives in a pooled buffer for the duration of the call. A fan-out
-//! frame is sealed straight from the worker's shared frame into a pooled buffer
-//! (`seal_frame`), which is the send in flight and goes back to the pool when it completes.
+//! frame is sealed straight from the worker's shared frame into a pooled small buffer
+//! (`seal_frame`), which is the send in flight and goes back to the pool when it completes;
+//! the next round's targets take those buffers again (`Pool::take_small`), so a steady
+//! fan-out allocates nothing per target.
 use std::sync::Arc;
 
 use rustls::ServerConfig;
@@ -85,15 +87,16 @@ impl TlsConn {
             && self.wire.is_empty()
     }
 
-    /// `frame` (a fan-out frame, shared by every target) sealed into a pooled buffer: the
-    /// only per-target memory is this send in flight, returned to the pool on completion.
+    /// `frame` (a fan-out frame, shared by every target) sealed into a pooled small buffer
+    /// (`Pool::take_small`): the only per-target memory is this send in flight, returned
+    /// to the pool on completion and reused by the next round's target.
     pub(super) fn seal_frame(
         &mut self,
         frame: &[u8],
         pool: &mut Pool,
     ) -> Result<Vec<u8>, TlsError> {
         assert!(self.takes_frames());
-        let mut wire = pool.take();
+        let mut wire = pool.take_small(sealed_bytes_max(frame.len()));
         match self.session.encrypt(&mut self.tail, frame, &mut wire) {
             Ok(()) => Ok(wire),
             Err(e) => {
@@ -132,6 +135,18 @@ impl TlsConn {
     pub(super) fn release(&mut self, pool: &mut Pool) {
         pool.give(std::mem::take(&mut self.tail));
     }
+}
+
+/// The room `plain` bytes take sealed, for the send buffer: one record per 2^14 plaintext
+/// bytes (RFC 8446 §5.1), each growing by its 5 B header and the cipher's expansion, which
+/// with rustls (no padding) is 17 B in TLS 1.3 (content type and AEAD tag) and 24 B in
+/// TLS 1.2 with AES-GCM (explicit nonce and tag). An estimate, not a limit: the session grows
+/// the buffer if it needs more.
+fn sealed_bytes_max(plain: usize) -> usize {
+    const RECORD_PLAIN_BYTES_MAX: usize = 16_384;
+    const RECORD_OVERHEAD_BYTES: usize = 5 + 24;
+    let records = plain.div_ceil(RECORD_PLAIN_BYTES_MAX).max(1);
+    plain + records * RECORD_OVERHEAD_BYTES
 }
 
 impl Conn {

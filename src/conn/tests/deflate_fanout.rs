@@ -286,3 +286,92 @@ fn tls_targets_seal_the_shared_frame() {
     h.stall(t1, false);
     assert_eq!(h.read(t1), b"\x81\x01a\x81\x01b");
 }
+
+#[test]
+fn a_second_broadcast_to_many_tls_targets_reuses_the_first_ones_buffers() {
+    // Goal: a broadcast to more TLS targets than the pool's general list keeps
+    // (`POOL_BUFFERS_MAX`) seals every target's record into a pooled small buffer, and the
+    // next broadcast takes all of them from the pool: it allocates none. Method: 300 TLS
+    // WebSockets, two broadcasts (each list-form packets of 100 ids), the pool's counters
+    // read after each.
+    const TARGETS: usize = 300;
+    const _: () = assert!(TARGETS > crate::limits::POOL_BUFFERS_MAX);
+    let mut h = harness(CompressionContext::Shared);
+    let mut targets = Vec::new();
+    for _ in 0..TARGETS {
+        let c = h.connect_tls();
+        targets.push(open_on(&mut h, c, ""));
+    }
+    fn broadcast(h: &mut Harness, targets: &mut [(Client, Session, String)], body: &[u8]) {
+        // One packet per 100 ids (`PACKET_IDS_MAX` is 128), all reaching the worker in one
+        // turn: every target's record is in flight at once.
+        for chunk in targets.chunks_mut(100) {
+            let mut sessions: Vec<&mut Session> = chunk.iter_mut().map(|t| &mut t.1).collect();
+            h.reply_many_nodrive(&mut sessions, Reply::data(body));
+        }
+        h.drive();
+        for (c, _, _) in targets.iter() {
+            assert_eq!(h.read(*c), [b"\x81\x05".as_slice(), body].concat());
+        }
+    }
+    let (before, _) = h.pool_counters();
+    broadcast(&mut h, &mut targets, b"first");
+    let (first, (free, _)) = h.pool_counters();
+    let taken = |c: crate::conn::PoolCounters| c.small_reused + c.small_allocated;
+    assert_eq!(
+        taken(first) - taken(before),
+        TARGETS as u64,
+        "one per target"
+    );
+    assert_eq!(first.small_dropped, 0);
+    assert!(
+        free >= TARGETS,
+        "every record's buffer came back: {free} free"
+    );
+    broadcast(&mut h, &mut targets, b"again");
+    let (second, (free_after, _)) = h.pool_counters();
+    assert_eq!(
+        second.small_allocated, first.small_allocated,
+        "none allocated"
+    );
+    assert_eq!(second.small_reused - first.small_reused, TARGETS as u64);
+    assert_eq!(free_after, free, "and all of them back again");
+    assert_eq!(
+        h.fanout_outcomes(),
+        (2 * TARGETS as u64, 0, 0),
+        "all shared"
+    );
+}
+
+#[test]
+fn the_pool_frees_its_small_buffers_once_broadcasts_stop() {
+    // Goal: the fan-out's pooled buffers stay while broadcasts keep coming, and are freed
+    // within three shrink intervals after the last one (a held-back credit return may
+    // take one for a moment). Method: 3 TLS targets, a broadcast every 5 s for 30 s, then
+    // 30 s without.
+    let mut h = harness(CompressionContext::Shared);
+    let mut targets = Vec::new();
+    for _ in 0..3 {
+        let c = h.connect_tls();
+        targets.push(open_on(&mut h, c, ""));
+    }
+    let interval = std::time::Duration::from_millis(crate::limits::POOL_SHRINK_INTERVAL_MS);
+    let mut first = None;
+    for _ in 0..6 {
+        let mut sessions: Vec<&mut Session> = targets.iter_mut().map(|t| &mut t.1).collect();
+        h.reply_many(&mut sessions, Reply::data(b"tick"));
+        assert!(h.pool_counters().1 .0 >= 3);
+        first.get_or_insert(h.pool_counters().0);
+        h.advance(interval / 2);
+    }
+    let first = first.unwrap();
+    let (kept, _) = h.pool_counters();
+    assert_eq!(
+        kept.small_allocated, first.small_allocated,
+        "nothing allocated after the first round"
+    );
+    h.advance(interval * 3);
+    let (shrunk, (free, bytes)) = h.pool_counters();
+    assert_eq!((free, bytes), (0, 0), "freed once the rounds stopped");
+    assert!(shrunk.small_shrunk >= 3);
+}
