@@ -4,16 +4,16 @@
 //! handler addresses sessions point at, interned so a connection holds a pointer, not 64
 //! bytes.
 //!
-//! The pool has two free lists, by capacity. General buffers (`out`, spills, packets, up to
-//! `limits::POOL_BUFFER_BYTES_MAX`) are kept up to `limits::POOL_BUFFERS_MAX`: enough for
-//! the connections active in one turn. Small buffers (up to
+//! The pool has two free lists, by capacity. General buffers (`out`, spills, packets, up
+//! to `limits::POOL_BUFFER_BYTES_MAX`) are kept up to `limits::POOL_BUFFERS_MAX`: enough
+//! for the connections active in one turn. Small buffers (up to
 //! `limits::POOL_SMALL_BUFFER_BYTES_MAX`, the size of a sealed small frame) are kept up to
-//! `limits::POOL_SMALL_BYTES_MAX` of capacity in all: a fan-out to TLS targets has one in flight per
-//! target (`take_small`), thousands per round, and keeping them lets the next round reuse
-//! them instead of allocating one per target again. Past either bound a returned buffer is
-//! freed (allocate-and-free, as for any burst). The small list shrinks back when the load
-//! goes: `shrink`, called by the worker every `limits::POOL_SHRINK_INTERVAL_MS`, frees what
-//! the interval did not need.
+//! `limits::POOL_SMALL_BYTES_MAX` of capacity in all: a fan-out to TLS targets has one in
+//! flight per target (`take_small`), thousands per round, and keeping them lets the next
+//! round reuse them instead of allocating one per target again. Past either bound a
+//! returned buffer is freed (allocate-and-free, as for any burst). The small list shrinks
+//! back when the load goes: `shrink`, called by the worker every
+//! `limits::POOL_SHRINK_INTERVAL_MS`, frees what the interval did not need.
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -63,10 +63,10 @@ impl Pool {
         self.pop_small().unwrap_or_default()
     }
 
-    /// An empty buffer for about `bytes` (a sealed fan-out record, the send in flight): a
-    /// free small one when `bytes` fits the small class, else as `take`. A new one gets
-    /// room for `bytes` rounded up to a power of two, so a reused buffer fits the next
-    /// round's record of about the same size without growing.
+    /// An empty buffer for about `bytes` (a sealed fan-out record, the send in flight).
+    /// When `bytes` fits the small class: a free small one, else a free general one, else a
+    /// new one with room for `bytes` rounded up to a power of two (so that, reused, it fits
+    /// the next round's record of about the same size without growing). Larger: as `take`.
     pub fn take_small(&mut self, bytes: usize) -> Vec<u8> {
         if bytes > limits::POOL_SMALL_BUFFER_BYTES_MAX {
             return self.take();
@@ -106,7 +106,8 @@ impl Pool {
 
     /// Frees the small buffers the last interval did not need (the fewest that were free
     /// at once since the last call), so a fan-out's buffers stay while rounds keep coming
-    /// and go within two intervals of the last one. The worker calls it every
+    /// and go within two intervals of the last one (a little later if other work takes a
+    /// few of them meanwhile). The worker calls it every
     /// `limits::POOL_SHRINK_INTERVAL_MS`.
     pub fn shrink(&mut self) {
         assert!(self.small_unused <= self.small.len());
