@@ -5,7 +5,12 @@
 #   scripts/tls-fanout-alloc.sh --before DIR --after DIR [--clients N] [--rounds K]
 #
 # DIR holds a `zring` binary (a copy of target/release of each commit); zring-load and the
-# example handler are this tree's. For each build, in turn: `scripts/fanout.sh --tls` as is
+# example handler are this tree's. A before build, for instance:
+#   git worktree add --detach /tmp/zring-before main
+#   t=$PWD/target; (cd /tmp/zring-before && CARGO_TARGET_DIR=$t cargo build --release --bin zring)
+#   mkdir -p /tmp/before && cp target/release/zring /tmp/before/
+# (that target dir is this tree's, so only zring itself is compiled again; copy the binary
+# out before this tree's next build overwrites it). For each build, in turn: `scripts/fanout.sh --tls` as is
 # (p100 of every round, their median, RSS after the rounds), then again with zring under
 # heaptrack (scripts/heaptrack-exec.sh), where the allocations counted are the calls to
 # allocation functions whose backtrace holds `handle_packet_shared` (the fan-out path,
