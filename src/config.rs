@@ -29,6 +29,20 @@ pub struct Listen {
     pub mode: Mode,
     pub tls: bool,
     pub default_cert: Option<String>,
+    /// What a `local` listener's socket file gets once bound.
+    pub socket_file: SocketFile,
+}
+
+/// `mode=` (octal), `user=` and `group=` of a `local` listener (pushpin-connmgr's, which
+/// Pushpin's runner passes for a Unix-socket port that sets them): applied to the socket
+/// file right after bind, so a front end running as another user may connect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketFile {
+    pub mode: Option<u32>,
+    /// A user name or numeric uid.
+    pub user: Option<String>,
+    /// A group name or numeric gid.
+    pub group: Option<String>,
 }
 
 /// `--prometheus`: where metrics are served, and the prefix of their names.
@@ -202,7 +216,8 @@ OPTIONS (Condure 1.9.1):
     --ipc-file-mode <octal>         Permissions for ZeroMQ IPC binds
     --listen <[addr:]port[,params...]>
                                     Port to listen on, repeatable; params: stream, req, tls,
-                                    default-cert=<name>, local [default: 0.0.0.0:8000,stream]
+                                    default-cert=<name>, local; for local: mode=<octal>,
+                                    user=<name|uid>, group=<name|gid> [default: 0.0.0.0:8000,stream]
     --log-level <N>                 Log level, 0=error .. 4=trace [default: 2]
     --messages-max <N>              Maximum queued WebSocket messages per connection [default: 100]
     --req-maxconn <N>               Maximum concurrent connections in req mode [default: 100]
@@ -593,11 +608,13 @@ fn zmq_spec(name: &str, v: String) -> Result<String, String> {
     }
 }
 
-/// `[addr:]port[,param...]`, params `stream`, `req`, `tls`, `default-cert=<name>`, `local`.
+/// `[addr:]port[,param...]`, params `stream`, `req`, `tls`, `default-cert=<name>`, `local`,
+/// and for `local`: `mode=<octal>`, `user=`, `group=`.
 pub fn parse_listen(spec: &str) -> Result<Listen, String> {
     let mut parts = spec.split(',');
     let first = parts.next().unwrap_or_default();
     let (mut mode, mut tls, mut local, mut default_cert) = (Mode::Stream, false, false, None);
+    let mut socket_file = SocketFile::default();
     for p in parts {
         let (k, v) = match p.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -609,6 +626,15 @@ pub fn parse_listen(spec: &str) -> Result<Listen, String> {
             ("tls", None) => tls = true,
             ("local", None) => local = true,
             ("default-cert", Some(name)) if !name.is_empty() => default_cert = Some(name.into()),
+            ("mode", Some(m)) => {
+                let m = u32::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|&m| m <= 0o7777)
+                    .ok_or_else(|| format!("--listen {spec:?}: mode {m:?} is not octal"))?;
+                socket_file.mode = Some(m);
+            }
+            ("user", Some(u)) if !u.is_empty() => socket_file.user = Some(u.into()),
+            ("group", Some(g)) if !g.is_empty() => socket_file.group = Some(g.into()),
             _ => return Err(format!("--listen {spec:?}: unknown parameter {p:?}")),
         }
     }
@@ -629,11 +655,17 @@ pub fn parse_listen(spec: &str) -> Result<Listen, String> {
     if tls && local {
         return Err(format!("--listen {spec:?}: tls and local do not combine"));
     }
+    if !local && socket_file != SocketFile::default() {
+        return Err(format!(
+            "--listen {spec:?}: mode, user and group are for local (Unix socket) listeners"
+        ));
+    }
     Ok(Listen {
         addr,
         mode,
         tls,
         default_cert,
+        socket_file,
     })
 }
 
