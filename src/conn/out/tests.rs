@@ -45,6 +45,7 @@ impl T {
                 m2: None,
                 access_log: false,
                 deny_out_internal: deny,
+                ws_out_buffer_size: 8192,
                 out_tls: None,
             },
             now,
