@@ -99,6 +99,9 @@ pub struct Config {
     pub zserver_connect: bool,
     /// `--deny-out-internal`: client mode refuses internal addresses (`conn::out::is_internal`).
     pub deny_out_internal: bool,
+    /// `--ws-out-buffer-size`: an outbound WebSocket's window each way (`conn::out::ws`);
+    /// `None`: `buffer_size`.
+    pub ws_out_buffer_size: Option<usize>,
     pub ipc_file_mode: Option<u32>,
     pub tls_identities_dir: PathBuf,
     pub compression: bool,
@@ -164,6 +167,7 @@ impl Default for Config {
             zserver_stream: Vec::new(),
             zserver_connect: false,
             deny_out_internal: false,
+            ws_out_buffer_size: None,
             ipc_file_mode: None,
             tls_identities_dir: PathBuf::from("."),
             compression: false,
@@ -241,6 +245,11 @@ OPTIONS (client mode, as pushpin-connmgr; outbound HTTP(S) and WebSocket (ws, ws
     --deny-out-internal             Refuse outbound connections to internal addresses (loopback,
                                     private, link-local, 0/8, 100.64/10, unique-local IPv6,
                                     IPv4-mapped IPv6 of these); a request's ignore-policies lifts it
+    --ws-out-buffer-size <N>        An outbound WebSocket's window: the credits its requester
+                                    gets in the 101, and the most of an origin message zring
+                                    gathers into one packet; 200000 is zurl's as Pushpin's
+                                    runner sets it, which Pushpin 1.36 needs for messages
+                                    over the window (docs/protocols.md) [default: --buffer-size]
     With --zserver-* and no --listen, zring runs client mode only (no server port).
 
 OPTIONS (zring):
@@ -430,6 +439,9 @@ fn parse_args(args: Vec<String>) -> Result<Action, String> {
                 c.stream_maxconn = number(&name, &value()?, 0, limits::CONNS_MAX)? as usize
             }
             "--buffer-size" => c.buffer_size = number(&name, &value()?, 1024, 1 << 30)? as usize,
+            "--ws-out-buffer-size" => {
+                c.ws_out_buffer_size = Some(number(&name, &value()?, 1024, 1 << 30)? as usize)
+            }
             "--body-buffer-size" => {
                 c.body_buffer_size = number(&name, &value()?, 0, 1 << 30)? as usize
             }
@@ -797,6 +809,16 @@ mod tests {
         assert!(run(&["--zserver-stream", "inproc://x"]).is_err());
         assert!(HELP.contains("--zserver-stream"));
         assert!(HELP.contains("--deny-out-internal"));
+    }
+
+    #[test]
+    fn ws_out_buffer_size_defaults_to_buffer_size() {
+        let c = run(&["--zserver-stream=ipc:///r/c", "--buffer-size=4096"]).unwrap();
+        assert_eq!(c.ws_out_buffer_size, None);
+        let c = run(&["--zserver-stream=ipc:///r/c", "--ws-out-buffer-size=200000"]).unwrap();
+        assert_eq!(c.ws_out_buffer_size, Some(200_000));
+        assert!(run(&["--ws-out-buffer-size=100"]).is_err());
+        assert!(HELP.contains("--ws-out-buffer-size"));
     }
 
     #[test]
