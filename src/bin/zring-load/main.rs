@@ -290,8 +290,8 @@ fn parse_opts() -> Opts {
     if o.members.is_some_and(|m| m > o.clients) {
         usage("--members is at most --clients");
     }
-    if o.tls && (o.ca.is_none() || o.mode != "ws") {
-        usage("--tls needs --ca FILE and --mode ws");
+    if o.tls && (o.ca.is_none() || o.mode == "http") {
+        usage("--tls needs --ca FILE and --mode ws (or floor)");
     }
     if o.tls && o.floor && o.floor_identities.is_none() {
         usage("--floor with --tls needs --floor-identities DIR (localhost.crt and .key, signed by --ca)");
