@@ -15,8 +15,10 @@
 # browsers do, inflates every message and checks its text; the floor sends the same
 # message compressed once (RSV1). --tls: the clients connect with TLS (rustls, full
 # handshakes) to a second listener with a throwaway certificate (openssl, a CA and a leaf
-# for localhost), the trigger POST stays plain; no floor yet with --tls (--no-floor
-# implied).
+# for localhost), the trigger POST stays plain; the floor's pairs carry TLS too (zring's own
+# TLS session and configuration on the server side, with the same certificate, so the same
+# suite: tls_suite and floor_tls_suite say which), their handshakes done before the rounds,
+# and each round the floor seals the frame once per client into a record.
 #
 # --floor-threads K runs the floor's sender in K threads of its own (as a server's workers
 # are apart from its clients, so it pays for waking them); by default it sends from the
@@ -27,9 +29,9 @@
 #
 # Prints one key=value line: fanout_p50_ms, fanout_p99_ms, fanout_p100_ms, floor_p100_ms,
 # ratio_p100 (fan-out p100 / floor p100), and what happened (connected, missed, server
-# state: a server that crashed is reported as such; server_rss_kb, its RSS after the rounds).
-# --results appends the line to FILE,
-# --dist appends latency percentiles as CSV for scripts/plot.py.
+# state: a server that crashed is reported as such; server_rss_kb, its RSS after the
+# rounds). --results appends the line to FILE, --dist appends latency percentiles as CSV
+# for scripts/plot.py.
 # Sets sysctls for the run (scripts/load-lib.sh, docs/tuning.md) and restores them on exit.
 # Env: SERVER, WORKERS, RUNTIME, ZRING_ARGS, ZRING_BIN, ZRING_WRAP (scripts/load-lib.sh),
 # PROFILE=debug, KEEP_LOGS=1, PORT.
@@ -50,7 +52,7 @@ while [ $# -gt 0 ]; do
     --no-floor) FLOOR=; shift ;;
     --floor-threads) FLOOR_THREADS=$2; shift 2 ;;
     --deflate) DEFLATE=1; shift ;;
-    --tls) TLS=1; FLOOR=; shift ;;
+    --tls) TLS=1; shift ;;
     *) echo "usage: $0 --clients N [--rounds K] [--idle M] [--server zring|condure|mongrel2|zring-m2] [--payload B] [--rate R] [--results FILE] [--dist FILE] [--no-floor] [--floor-threads K] [--deflate] [--tls]" >&2; exit 2 ;;
   esac
 done
@@ -66,11 +68,14 @@ if [ -n "$TLS" ]; then
   make_tls_ids
   TLS_PORT=$(free_port); export TLS_PORT
   target=$TLS_PORT client_args+=(--tls --ca "$TLS_CA")
+  [ -n "$FLOOR" ] && client_args+=(--floor-identities "$LOAD_DIR/ids")
 fi
 start_server "$SERVER" "$PORT" "$TOTAL"
 
 # Bounded: connecting at ≥ ~300/s (zring's io_uring runtime today), plus the rounds.
 max_secs=$(( TOTAL / 150 + ROUNDS * 25 + 120 ))
+# A TLS floor's handshakes (both ends here) at ≥ ~300/s too.
+[ -n "$TLS" ] && [ -n "$FLOOR" ] && max_secs=$(( max_secs + CLIENTS / 150 ))
 dist_args=()
 [ -n "$DIST" ] && dist_args=(--dist "$DIST")
 set +e
@@ -92,7 +97,8 @@ fi
 keys=(connected failed fanout_p50_ms fanout_p99_ms fanout_p100_ms fanout_missed)
 out="test=fanout server=$SERVER clients=$CLIENTS idle=$IDLE rounds=$ROUNDS payload=$PAYLOAD deflate=${DEFLATE:-0} tls=${TLS:-0}"
 for k in "${keys[@]}" handler_sent floor_threads floor_p50_ms floor_p99_ms floor_p100_ms ratio_p100 fanout_p100_median_ms floor_p100_median_ms ratio_p100_median fanout_p100_rounds_ms \
-  floor_p100_rounds_ms fanout_backlog_drops fanout_retransmits floor_backlog_drops connect_secs client_bytes_per_conn status; do
+  floor_p100_rounds_ms fanout_backlog_drops fanout_retransmits floor_backlog_drops connect_secs floor_connect_secs client_bytes_per_conn \
+  tls_suite floor_tls_suite status; do
   v=$(pick "$k" "$line")
   out+=" $k=${v:-na}"
 done

@@ -34,15 +34,23 @@ check fanout "$line" fanout_p100_ms floor_p100_ms ratio_p100
 
 # permessage-deflate (--compression-context shared: one compression per message and worker)
 # and wss: 2,000 clients each, two rounds; every client inflates or decrypts every message
-# and checks its text; nothing missed. The wss run has no floor yet.
+# and checks its text; nothing missed. The wss run's floor carries TLS too (its pairs'
+# handshakes first, one record sealed per client per round), with the suite zring negotiated.
 line=$(timeout 150 scripts/fanout.sh --clients 2000 --rounds 2 --deflate | tail -n 1)
 check fanout-deflate "$line" fanout_p50_ms fanout_p99_ms fanout_p100_ms floor_p100_ms ratio_p100
 [[ "$line" == *" deflate=1 "* && "$line" == *" fanout_missed=0 "* && "$line" == *" status=ok "* ]] ||
   { echo "fanout --deflate: messages missed or failed" >&2; exit 1; }
 line=$(timeout 150 scripts/fanout.sh --clients 2000 --rounds 2 --tls | tail -n 1)
-check fanout-tls "$line" fanout_p50_ms fanout_p99_ms fanout_p100_ms connect_secs
+check fanout-tls "$line" fanout_p50_ms fanout_p99_ms fanout_p100_ms connect_secs floor_p100_ms ratio_p100 \
+  floor_p100_median_ms ratio_p100_median tls_suite floor_tls_suite
 [[ "$line" == *" tls=1 "* && "$line" == *" fanout_missed=0 "* && "$line" == *" status=ok "* ]] ||
   { echo "fanout --tls: messages missed or failed" >&2; exit 1; }
+for k in floor_p100_ms ratio_p100; do
+  [[ "$(tr ' ' '\n' <<<"$line" | sed -n "s/^$k=//p")" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "fanout --tls: $k is not a figure" >&2; exit 1; }
+done
+suite=$(tr ' ' '\n' <<<"$line" | sed -n 's/^tls_suite=//p')
+[[ "$suite" != na && " $line " == *" floor_tls_suite=$suite "* ]] ||
+  { echo "fanout --tls: the floor did not negotiate the suite zring did" >&2; exit 1; }
 # A 2-instance cluster in network namespaces (scripts/cluster.sh; ~30 s): one instance with
 # 2,000 clients, then two with 1,000 each, one killed after the first round; every broadcast
 # reached every client still connected, and only the killed instance's clients were lost.

@@ -5,7 +5,8 @@
 #   scripts/tls-fanout-alloc.sh --before DIR --after DIR [--clients N] [--rounds K]
 #
 # DIR holds a `zring` binary (a copy of target/release of each commit); zring-load and the
-# example handler are this tree's. A before build, for instance:
+# example handler are this tree's; no floor (`--no-floor`: the floor is zring-load's alone
+# and allocates nothing in zring). A before build, for instance:
 #   git worktree add --detach /tmp/zring-before main
 #   t=$PWD/target; (cd /tmp/zring-before && CARGO_TARGET_DIR=$t cargo build --release --bin zring)
 #   mkdir -p /tmp/before && cp target/release/zring /tmp/before/
@@ -45,7 +46,7 @@ run() {
     out="$dir/$label.zst"
     wrap="scripts/heaptrack-exec.sh $out"
   fi
-  line=$(ZRING_BIN="$bin/zring" ZRING_WRAP="$wrap" scripts/fanout.sh --clients "$CLIENTS" --rounds "$ROUNDS" --tls \
+  line=$(ZRING_BIN="$bin/zring" ZRING_WRAP="$wrap" scripts/fanout.sh --clients "$CLIENTS" --rounds "$ROUNDS" --tls --no-floor \
     2>>"$dir/$label.err" || true)
   echo "$line" >"$dir/$label.line"
   local res="build=$label heaptrack=${trace:-0} clients=$CLIENTS rounds=$ROUNDS"

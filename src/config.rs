@@ -29,6 +29,20 @@ pub struct Listen {
     pub mode: Mode,
     pub tls: bool,
     pub default_cert: Option<String>,
+    /// What a `local` listener's socket file gets once bound.
+    pub socket_file: SocketFile,
+}
+
+/// `mode=` (octal), `user=` and `group=` of a `local` listener (pushpin-connmgr's, which
+/// Pushpin's runner passes for a Unix-socket port that sets them): applied to the socket
+/// file right after bind, so a front end running as another user may connect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketFile {
+    pub mode: Option<u32>,
+    /// A user name or numeric uid.
+    pub user: Option<String>,
+    /// A group name or numeric gid.
+    pub group: Option<String>,
 }
 
 /// `--prometheus`: where metrics are served, and the prefix of their names.
@@ -85,6 +99,9 @@ pub struct Config {
     pub zserver_connect: bool,
     /// `--deny-out-internal`: client mode refuses internal addresses (`conn::out::is_internal`).
     pub deny_out_internal: bool,
+    /// `--ws-out-buffer-size`: an outbound WebSocket's window each way (`conn::out::ws`);
+    /// `None`: `buffer_size`.
+    pub ws_out_buffer_size: Option<usize>,
     pub ipc_file_mode: Option<u32>,
     pub tls_identities_dir: PathBuf,
     pub compression: bool,
@@ -150,6 +167,7 @@ impl Default for Config {
             zserver_stream: Vec::new(),
             zserver_connect: false,
             deny_out_internal: false,
+            ws_out_buffer_size: None,
             ipc_file_mode: None,
             tls_identities_dir: PathBuf::from("."),
             compression: false,
@@ -202,7 +220,8 @@ OPTIONS (Condure 1.9.1):
     --ipc-file-mode <octal>         Permissions for ZeroMQ IPC binds
     --listen <[addr:]port[,params...]>
                                     Port to listen on, repeatable; params: stream, req, tls,
-                                    default-cert=<name>, local [default: 0.0.0.0:8000,stream]
+                                    default-cert=<name>, local; for local: mode=<octal>,
+                                    user=<name|uid>, group=<name|gid> [default: 0.0.0.0:8000,stream]
     --log-level <N>                 Log level, 0=error .. 4=trace [default: 2]
     --messages-max <N>              Maximum queued WebSocket messages per connection [default: 100]
     --req-maxconn <N>               Maximum concurrent connections in req mode [default: 100]
@@ -226,6 +245,11 @@ OPTIONS (client mode, as pushpin-connmgr; outbound HTTP(S) and WebSocket (ws, ws
     --deny-out-internal             Refuse outbound connections to internal addresses (loopback,
                                     private, link-local, 0/8, 100.64/10, unique-local IPv6,
                                     IPv4-mapped IPv6 of these); a request's ignore-policies lifts it
+    --ws-out-buffer-size <N>        An outbound WebSocket's window: the credits its requester
+                                    gets in the 101, and the most of an origin message zring
+                                    gathers into one packet; 200000 is zurl's as Pushpin's
+                                    runner sets it, which Pushpin 1.36 needs for messages
+                                    over the window (docs/protocols.md) [default: --buffer-size]
     With --zserver-* and no --listen, zring runs client mode only (no server port).
 
 OPTIONS (zring):
@@ -415,6 +439,9 @@ fn parse_args(args: Vec<String>) -> Result<Action, String> {
                 c.stream_maxconn = number(&name, &value()?, 0, limits::CONNS_MAX)? as usize
             }
             "--buffer-size" => c.buffer_size = number(&name, &value()?, 1024, 1 << 30)? as usize,
+            "--ws-out-buffer-size" => {
+                c.ws_out_buffer_size = Some(number(&name, &value()?, 1024, 1 << 30)? as usize)
+            }
             "--body-buffer-size" => {
                 c.body_buffer_size = number(&name, &value()?, 0, 1 << 30)? as usize
             }
@@ -593,11 +620,13 @@ fn zmq_spec(name: &str, v: String) -> Result<String, String> {
     }
 }
 
-/// `[addr:]port[,param...]`, params `stream`, `req`, `tls`, `default-cert=<name>`, `local`.
+/// `[addr:]port[,param...]`, params `stream`, `req`, `tls`, `default-cert=<name>`, `local`,
+/// and for `local`: `mode=<octal>`, `user=`, `group=`.
 pub fn parse_listen(spec: &str) -> Result<Listen, String> {
     let mut parts = spec.split(',');
     let first = parts.next().unwrap_or_default();
     let (mut mode, mut tls, mut local, mut default_cert) = (Mode::Stream, false, false, None);
+    let mut socket_file = SocketFile::default();
     for p in parts {
         let (k, v) = match p.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -609,6 +638,15 @@ pub fn parse_listen(spec: &str) -> Result<Listen, String> {
             ("tls", None) => tls = true,
             ("local", None) => local = true,
             ("default-cert", Some(name)) if !name.is_empty() => default_cert = Some(name.into()),
+            ("mode", Some(m)) => {
+                let m = u32::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|&m| m <= 0o7777)
+                    .ok_or_else(|| format!("--listen {spec:?}: mode {m:?} is not octal"))?;
+                socket_file.mode = Some(m);
+            }
+            ("user", Some(u)) if !u.is_empty() => socket_file.user = Some(u.into()),
+            ("group", Some(g)) if !g.is_empty() => socket_file.group = Some(g.into()),
             _ => return Err(format!("--listen {spec:?}: unknown parameter {p:?}")),
         }
     }
@@ -629,11 +667,17 @@ pub fn parse_listen(spec: &str) -> Result<Listen, String> {
     if tls && local {
         return Err(format!("--listen {spec:?}: tls and local do not combine"));
     }
+    if !local && socket_file != SocketFile::default() {
+        return Err(format!(
+            "--listen {spec:?}: mode, user and group are for local (Unix socket) listeners"
+        ));
+    }
     Ok(Listen {
         addr,
         mode,
         tls,
         default_cert,
+        socket_file,
     })
 }
 
@@ -765,6 +809,16 @@ mod tests {
         assert!(run(&["--zserver-stream", "inproc://x"]).is_err());
         assert!(HELP.contains("--zserver-stream"));
         assert!(HELP.contains("--deny-out-internal"));
+    }
+
+    #[test]
+    fn ws_out_buffer_size_defaults_to_buffer_size() {
+        let c = run(&["--zserver-stream=ipc:///r/c", "--buffer-size=4096"]).unwrap();
+        assert_eq!(c.ws_out_buffer_size, None);
+        let c = run(&["--zserver-stream=ipc:///r/c", "--ws-out-buffer-size=200000"]).unwrap();
+        assert_eq!(c.ws_out_buffer_size, Some(200_000));
+        assert!(run(&["--ws-out-buffer-size=100"]).is_err());
+        assert!(HELP.contains("--ws-out-buffer-size"));
     }
 
     #[test]

@@ -11,9 +11,9 @@
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::config::ListenAddr;
+use crate::config::{ListenAddr, SocketFile};
 
 /// The first fd systemd passes (`SD_LISTEN_FDS_START`).
 const SD_LISTEN_FDS_START: RawFd = 3;
@@ -241,6 +241,77 @@ pub fn bind(addr: &ListenAddr) -> Result<RawFd, String> {
             Ok(fd)
         }
         ListenAddr::Tcp(sa) => tcp_bind(*sa).map_err(|e| format!("listen {sa}: {e}")),
+    }
+}
+
+/// Gives a bound Unix socket's file the `mode=`, `user=` and `group=` of its `--listen`
+/// (only a socket zring bound: an inherited one keeps what its binder gave it). A name that
+/// does not resolve, or a chown zring may not do, is a startup error naming the socket.
+pub fn apply_socket_file(path: &Path, f: &SocketFile) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let err =
+        |what: &str, e: &dyn std::fmt::Display| format!("listen {}: {what}: {e}", path.display());
+    if let Some(mode) = f.mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| err("mode", &e))?;
+    }
+    let uid = match &f.user {
+        Some(u) => Some(user_id(u).ok_or_else(|| err("user", &format!("no user {u:?}")))?),
+        None => None,
+    };
+    let gid = match &f.group {
+        Some(g) => Some(group_id(g).ok_or_else(|| err("group", &format!("no group {g:?}")))?),
+        None => None,
+    };
+    if uid.is_some() || gid.is_some() {
+        // -1 (as unsigned) leaves that id as it is (chown(2)).
+        std::os::unix::fs::chown(path, uid, gid).map_err(|e| err("chown", &e))?;
+    }
+    Ok(())
+}
+
+/// A user name or numeric uid, as the system's user database knows it.
+fn user_id(name: &str) -> Option<u32> {
+    if let Ok(id) = name.parse() {
+        return Some(id);
+    }
+    let c = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: getpwnam_r writes only into `pwd` and `buf` (its length passed), and sets
+    // `out` to `&pwd` or null; nothing is read from them after this function.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut out = std::ptr::null_mut();
+        let r = libc::getpwnam_r(
+            c.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut out,
+        );
+        (r == 0 && !out.is_null()).then_some(pwd.pw_uid)
+    }
+}
+
+/// A group name or numeric gid, as the system's group database knows it.
+fn group_id(name: &str) -> Option<u32> {
+    if let Ok(id) = name.parse() {
+        return Some(id);
+    }
+    let c = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: as in `user_id`, with getgrnam_r and a `group` record.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut out = std::ptr::null_mut();
+        let r = libc::getgrnam_r(
+            c.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut out,
+        );
+        (r == 0 && !out.is_null()).then_some(grp.gr_gid)
     }
 }
 

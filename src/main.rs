@@ -581,7 +581,13 @@ impl Sockets {
                         .map_err(|e| format!("--prometheus {addr}: {e}"))?;
                     (l.into_raw_fd(), Origin::Bound)
                 }
-                None => (listeners::bind(want)?, Origin::Bound),
+                None => {
+                    let fd = listeners::bind(want)?;
+                    if let ListenAddr::Local(path) = want {
+                        listeners::apply_socket_file(path, &cfg.listen[i].socket_file)?;
+                    }
+                    (fd, Origin::Bound)
+                }
             };
             fds.push(fd);
             origins.push(origin);

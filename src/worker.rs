@@ -197,6 +197,7 @@ impl Worker {
                 m2,
                 access_log: shared.access_log.get().is_some_and(|(_, t)| t.is_some()),
                 deny_out_internal: cfg.deny_out_internal,
+                ws_out_buffer_size: cfg.ws_out_buffer_size.unwrap_or(cfg.buffer_size),
                 out_tls: shared.out_tls.get().cloned(),
             },
             listeners,

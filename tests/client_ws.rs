@@ -327,6 +327,43 @@ both_runtimes! {
         assert!(pieces >= 100, "{pieces} pieces");
     }
 
+    whole_pieces_under_ws_out_buffer_size(rt) {
+        // Goal: with --ws-out-buffer-size the 101 grants that window, the requester may send
+        // a packet that large, and an origin message up to it reaches the requester as one
+        // packet however its bytes were read (zurl sends frames whole; Pushpin 1.36 stalls
+        // on pieces that end where its next hop's credits end: docs/protocols.md). Method:
+        // a raw origin writes a 100,000-byte frame in two writes 50 ms apart (the assertion
+        // does not depend on the gap; the gap makes zring read the frame in two parts).
+        let (_z, ep, _d) = zring(rt, &["--ws-out-buffer-size", "200000"]);
+        let mut r = Requester::connect(&ep, "ws-w");
+        let message: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
+        let (tx, rx) = mpsc::channel();
+        let frame_payload = message.clone();
+        let port = raw_origin(move |mut s, key| {
+            accept(&mut s, &key, "");
+            let mut frame = vec![0x82, 127];
+            frame.extend_from_slice(&(frame_payload.len() as u64).to_be_bytes());
+            frame.extend_from_slice(&frame_payload);
+            let half = frame.len() / 2;
+            s.write_all(&frame[..half]).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            s.write_all(&frame[half..]).unwrap();
+            let (opcode, masked, payload) = read_client_frame(&mut s);
+            tx.send((opcode, masked, payload.len())).unwrap();
+        });
+        let mut x = open(&mut r, &format!("ws://127.0.0.1:{port}/"), &[], 1_000_000);
+        assert_eq!(x.head.get("code").and_then(|c| c.as_int()), Some(101), "{:?}", x.head);
+        let mut granted = x.head.get("credits").and_then(|c| c.as_int()).unwrap();
+        assert_eq!(granted, 200_000);
+        let p = data(&mut r, &x, &mut granted);
+        assert_eq!(p.kind(), "data", "{p:?}");
+        assert!(!more(&p), "the message came in pieces: the first has {} bytes", body(&p).len());
+        assert!(body(&p) == message, "the message differs");
+        let big = vec![b'x'; 150_000];
+        send(&mut r, &mut x, vec![("body", b(&big)), ("content-type", s("binary"))]);
+        assert_eq!(rx.recv_timeout(T).unwrap(), (0x2, true, 150_000));
+    }
+
     rejected_and_bad_accept(rt) {
         // Goal: a 403 with a body becomes `error{rejected}` with code, reason, headers and
         // body; a body over --buffer-size is `rejection-too-large`; a 101 with a wrong

@@ -12,10 +12,12 @@ use support::*;
 
 #[test]
 fn malformed_flags_print_one_line_and_exit_2() {
-    let cases: [&[&str]; 6] = [
+    let cases: [&[&str]; 8] = [
         &["--workers", "x"],
         &["--bogus"],
         &["--listen", "8000,nope"],
+        &["--listen", "8000,mode=600"],
+        &["--listen", "/tmp/x.sock,local,mode=999"],
         &["--runtime", "kqueue"],
         &["--zclient-stream", "udp://x"],
         &["--buffer-size"],
@@ -148,4 +150,73 @@ fn auto_falls_back_to_epoll_when_io_uring_is_blocked() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("io_uring unavailable"));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Whether a process running as `nobody` can connect to the Unix socket at `path`.
+fn nobody_connects(path: &std::path::Path) -> bool {
+    let out = support::proc::output(
+        Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])",
+            ])
+            .arg(path)
+            .uid(65534)
+            .gid(65534),
+    )
+    .unwrap();
+    out.status.success()
+}
+
+#[test]
+fn a_local_listener_takes_mode_user_and_group() {
+    // Goal: pushpin-connmgr's `mode=` (octal), `user=` and `group=` on a local --listen, as
+    // Pushpin's runner passes them: the socket file gets them, so another user may connect.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TempDir::new("local-perms");
+    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = format!("ipc://{}", dir.s("z"));
+    let run = |sock: &std::path::Path, params: &str| {
+        let mut zring = Proc::start(
+            "zring",
+            Command::new(env!("CARGO_BIN_EXE_zring"))
+                .arg(format!("--listen={},local,stream{params}", sock.display()))
+                .args(["--zclient-stream", &base, "--log-level", "1"])
+                .stdout(Stdio::null()),
+        );
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(sock).is_err() {
+            assert!(zring.exited().is_none(), "zring exited at start ({params})");
+            assert!(Instant::now() < end, "zring did not listen ({params})");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        zring
+    };
+    let owned = dir.path.join("owned.sock");
+    let _a = run(&owned, ",mode=600,user=nobody,group=nogroup");
+    let m = std::fs::metadata(&owned).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o600);
+    assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    assert!(nobody_connects(&owned), "the socket's owner may connect");
+
+    // The same mode without user=: root's socket, closed to nobody (so the check above
+    // could fail).
+    let closed = dir.path.join("closed.sock");
+    let _b = run(&closed, ",mode=600");
+    assert_eq!(std::fs::metadata(&closed).unwrap().mode() & 0o7777, 0o600);
+    assert!(!nobody_connects(&closed));
+
+    // A name that does not resolve stops zring at start, naming it.
+    let out = support::proc::output(
+        Command::new(env!("CARGO_BIN_EXE_zring"))
+            .arg(format!(
+                "--listen={},local,user=zring-no-such-user",
+                dir.path.join("bad.sock").display()
+            ))
+            .args(["--zclient-stream", &base]),
+    )
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let log = String::from_utf8_lossy(&out.stdout); // zring's log goes to stdout
+    assert!(log.contains("no user \"zring-no-such-user\""), "{log}");
 }

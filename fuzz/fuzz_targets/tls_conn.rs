@@ -86,6 +86,7 @@ impl Harness {
             m2: None,
             access_log: true,
             deny_out_internal: false,
+            ws_out_buffer_size: 8192,
             out_tls: None,
         };
         let config = server_config();

@@ -104,6 +104,9 @@ pub struct Settings {
     pub access_log: bool,
     /// Client mode's `--deny-out-internal` (`conn::out::is_internal`).
     pub deny_out_internal: bool,
+    /// Client mode's `--ws-out-buffer-size` (`--buffer-size` unless given): an outbound
+    /// WebSocket's window each way (`conn::out::ws`).
+    pub ws_out_buffer_size: usize,
     /// Client mode's TLS configurations (`https` origins); `None` outside client mode.
     pub out_tls: Option<Arc<crate::tls::client::ClientTls>>,
 }

@@ -453,6 +453,7 @@ fn build(
             mode: Mode::Stream,
             tls: s.use_ssl,
             default_cert: s.use_ssl.then(|| s.uuid.clone()),
+            socket_file: Default::default(),
         });
         listener_server.push(servers.len() as u16);
         servers.push(ServerRt {

@@ -47,6 +47,9 @@ pub struct Config {
     /// `--tls`: the clients of the server under test speak TLS (rustls, verifying the
     /// server as `localhost` against `--ca`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `--tls` with a floor: the floor's server side (zring's own configuration), whose
+    /// clients are TLS clients as `tls` configures them.
+    pub floor_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Counters of one client group.
@@ -92,7 +95,13 @@ pub struct Shared {
     pub floor_listen_fd: AtomicI32,
     pub floor_port: AtomicU32,
     pub floor_accepted: AtomicU64,
+    /// Accepted floor sockets ready for a round: all of them, or with TLS those whose
+    /// handshake is done (a round expects this many).
+    pub floor_ready: AtomicU64,
     pub floor_accept_errors: AtomicU64,
+    /// `--tls`: the cipher suite the first client of each group (0: the server under
+    /// test's, 1: the floor's) negotiated.
+    pub tls_suites: Mutex<[Option<String>; 2]>,
     pub floor_round: AtomicU32,
     pub floor_frame: Mutex<Vec<u8>>,
     pub floor_sent: AtomicU64,
@@ -140,7 +149,9 @@ impl Shared {
             floor_listen_fd: AtomicI32::new(-1),
             floor_port: AtomicU32::new(0),
             floor_accepted: AtomicU64::new(0),
+            floor_ready: AtomicU64::new(0),
             floor_accept_errors: AtomicU64::new(0),
+            tls_suites: Mutex::new([None, None]),
             floor_round: AtomicU32::new(0),
             floor_frame: Mutex::new(Vec::new()),
             floor_sent: AtomicU64::new(0),
@@ -195,6 +206,8 @@ const OP_CANCEL: u8 = 6;
 const OP_CLOSE: u8 = 7;
 const OP_ACCEPT: u8 = 8;
 const OP_FLOOR_SEND: u8 = 9;
+/// The TLS floor's server side reading its handshakes.
+const OP_FLOOR_RECV: u8 = 10;
 
 fn ud(op: u8, gen: u16, slot: u32) -> u64 {
     (u64::from(op) << 56) | (u64::from(gen) << 32) | u64::from(slot)
@@ -371,7 +384,30 @@ struct Ring {
     /// plaintext of the read being handled.
     tls: Vec<Option<Box<rustls::ClientConnection>>>,
     plain: Vec<u8>,
+    /// Group 2 with `--tls`: each accepted socket's server session (by slot); the records
+    /// sealed for the round being sent (one per client, sent from here: the buffer is
+    /// reserved for the whole round so no queued SEND's bytes move); handshake flight
+    /// buffers of finished handshakes, kept until the next round (a SEND may still point
+    /// into them).
+    floor_tls: Vec<Option<Box<FloorTls>>>,
+    sealed: Vec<u8>,
+    retired: Vec<Vec<u8>>,
+    /// This ring has reported its clients' cipher suite (`Shared::tls_suites`).
+    suite_noted: bool,
 }
+
+/// The TLS floor's server side of one pair: zring's own session over rustls, the bytes
+/// its last `feed` left unconsumed, and the handshake flights it wrote (sent from here).
+struct FloorTls {
+    session: zring::tls::Session,
+    unconsumed: Vec<u8>,
+    out: Vec<u8>,
+    ready: bool,
+}
+
+/// Room for the floor server's handshake flights (ServerHello to Finished with one P-256
+/// leaf, then its session tickets: ~1.5 KiB), appended in `FloorTls::out`.
+const FLOOR_TLS_FLIGHTS_BYTES: usize = 4096;
 
 /// Where the bytes `on_data` handles are: a provided buffer, or `Ring::plain` (decrypted).
 #[derive(Clone, Copy)]
@@ -414,8 +450,8 @@ impl Ring {
             .build(sq)?;
         ring.submitter().register_files_sparse(spec.table)?;
         ring.submitter().register_eventfd(wake)?;
-        let (count, size) = if spec.group == 2 {
-            (1, 64) // the floor's server side reads nothing
+        let (count, size) = if spec.group == 2 && cfg.floor_tls.is_none() {
+            (1, 64) // the floor's server side reads nothing (but TLS handshakes)
         } else {
             (cfg.bufs, cfg.buf_size)
         };
@@ -458,9 +494,17 @@ impl Ring {
             inflaters: Default::default(),
             tls: match (&cfg.tls, spec.group) {
                 (Some(_), 0) => (0..spec.table).map(|_| None).collect(),
+                (Some(_), 1) if cfg.floor_tls.is_some() => (0..spec.table).map(|_| None).collect(),
                 _ => Vec::new(),
             },
             plain: Vec::new(),
+            floor_tls: match (&cfg.floor_tls, spec.group) {
+                (Some(_), 2) => (0..spec.table).map(|_| None).collect(),
+                _ => Vec::new(),
+            },
+            sealed: Vec::new(),
+            retired: Vec::new(),
+            suite_noted: false,
         })
     }
 
@@ -705,7 +749,9 @@ impl Ring {
     }
 
     fn on_connect(&mut self, sh: &Shared, slot: u32) {
-        let raw_or_idle = self.spec.group == 1 || (sh.cfg.mode == Mode::Http && !sh.cfg.http_get);
+        let floor = self.spec.group == 1;
+        let raw_or_idle = (floor && sh.cfg.floor_tls.is_none())
+            || (sh.cfg.mode == Mode::Http && !sh.cfg.http_get);
         self.arm_recv(slot);
         if raw_or_idle {
             return self.opened(sh, slot);
@@ -715,6 +761,22 @@ impl Ring {
         let gen = c.gen;
         let p = c.pend as usize;
         let cfg = &sh.cfg;
+        if let (true, Some(config)) = (floor, cfg.tls.as_ref()) {
+            // A TLS floor client: the handshake only (no upgrade); open once it is done.
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+            let mut conn = match rustls::ClientConnection::new(config.clone(), name) {
+                Ok(conn) => Box::new(conn),
+                Err(e) => return self.fail(sh, slot, &format!("tls: {e}")),
+            };
+            let pe = &mut self.pend[p];
+            pe.req.clear();
+            pe.req.reserve(TLS_FLIGHTS_BYTES);
+            while conn.wants_write() {
+                conn.write_tls(&mut pe.req).expect("writing to a Vec");
+            }
+            self.tls[slot as usize] = Some(conn);
+            return self.send_req(slot, gen, p, 0);
+        }
         let pe = &mut self.pend[p];
         let host = std::net::SocketAddr::V4(unsafe_dst(&pe.dst));
         let path = if pe.member { &cfg.path } else { &cfg.idle_path };
@@ -831,6 +893,34 @@ impl Ring {
         result.map(|()| plain)
     }
 
+    /// A TLS client whose handshake just finished: its suite noted (once per ring), and a
+    /// floor client opened (it has no upgrade to wait for).
+    fn tls_handshake_done(&mut self, sh: &Shared, slot: u32) {
+        if self.clients[slot as usize].state != HANDSHAKE {
+            return;
+        }
+        let Some(conn) = self.tls[slot as usize].as_ref() else {
+            return;
+        };
+        if conn.is_handshaking() {
+            return;
+        }
+        if !self.suite_noted {
+            self.suite_noted = true;
+            let suite = conn
+                .negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()));
+            let mut suites = sh.tls_suites.lock().unwrap();
+            let noted = &mut suites[usize::from(self.spec.group.min(1))];
+            if noted.is_none() {
+                *noted = suite;
+            }
+        }
+        if self.spec.group == 1 {
+            self.opened(sh, slot);
+        }
+    }
+
     /// Data for a client still in its handshake: collect the head (and, in http mode, the
     /// body), check it; returns the bytes after it (frames) on success.
     fn on_handshake_data(&mut self, sh: &Shared, slot: u32, data: &[u8]) -> Option<usize> {
@@ -908,6 +998,7 @@ impl Ring {
                     match self.decrypt(slot, src) {
                         Ok(plain) => {
                             self.plain = plain;
+                            self.tls_handshake_done(sh, slot);
                             if !self.plain.is_empty() {
                                 self.on_data(sh, st, slot, Src::Plain);
                             }
@@ -1063,14 +1154,99 @@ impl Ring {
 
     fn on_accept(&mut self, sh: &Shared, c: Cqe) {
         if c.res >= 0 {
-            self.accepted.push(c.res as u32);
+            let slot = c.res as u32;
+            self.accepted.push(slot);
             sh.floor_accepted.fetch_add(1, Ordering::Relaxed);
+            match (&sh.cfg.floor_tls, self.floor_tls.get_mut(slot as usize)) {
+                (Some(config), Some(entry)) => {
+                    *entry = Some(Box::new(FloorTls {
+                        session: zring::tls::Session::new(config.clone()),
+                        unconsumed: Vec::new(),
+                        out: Vec::with_capacity(FLOOR_TLS_FLIGHTS_BYTES),
+                        ready: false,
+                    }));
+                    self.clients[slot as usize].flags = 0;
+                    self.arm_floor_recv(slot);
+                }
+                _ => {
+                    sh.floor_ready.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         } else if c.res != -libc::ECANCELED {
             sh.floor_accept_errors.fetch_add(1, Ordering::Relaxed);
             sh.error(format!("floor accept: {}", errno_name(-c.res)));
         }
         if !cqueue::more(c.flags) {
             self.accept_armed = false;
+        }
+    }
+
+    fn arm_floor_recv(&mut self, slot: u32) {
+        let e = opcode::RecvMulti::new(types::Fixed(slot), BUF_GROUP)
+            .build()
+            .user_data(ud(OP_FLOOR_RECV, 0, slot));
+        self.push(&e);
+    }
+
+    /// Group 2 with TLS: a handshake's bytes into the socket's server session; its answer
+    /// sent from `FloorTls::out`, and the socket counted ready once the handshake is done.
+    fn on_floor_recv(&mut self, sh: &Shared, c: Cqe) {
+        let slot = (c.ud & 0xffff_ffff) as u32;
+        let bid = cqueue::buffer_select(c.flags);
+        let mut failed = None;
+        let mut send = None;
+        if let (Some(bid), true) = (bid, c.res > 0) {
+            if let Some(Some(ft)) = self.floor_tls.get_mut(slot as usize) {
+                ft.unconsumed
+                    .extend_from_slice(self.bufs.data(bid, c.res as usize));
+                let (start, capacity) = (ft.out.len(), ft.out.capacity());
+                let mut plain = Vec::new();
+                match ft.session.feed(&mut ft.unconsumed, &mut plain, &mut ft.out) {
+                    Ok(fed) => {
+                        ft.unconsumed.drain(..fed.consumed);
+                    }
+                    Err(e) => failed = Some(format!("floor tls: {e}")),
+                }
+                if ft.out.capacity() != capacity {
+                    // Moved under a queued SEND: cannot happen within the flights' room.
+                    failed = Some("floor tls: handshake flights larger than their buffer".into());
+                } else if ft.out.len() > start {
+                    send = Some((ft.out[start..].as_ptr(), ft.out.len() - start));
+                }
+                if failed.is_none() && !ft.ready && !ft.session.is_handshaking() {
+                    ft.ready = true;
+                    sh.floor_ready.fetch_add(1, Ordering::Relaxed);
+                    // Freed at the next round, when every SEND from it is long done.
+                    self.retired.push(std::mem::take(&mut ft.out));
+                }
+            }
+        }
+        if let Some(bid) = bid {
+            self.bufs.put(bid);
+        }
+        if let Some((ptr, len)) = send {
+            let e = opcode::Send::new(types::Fixed(slot), ptr, len as u32)
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS)
+                .user_data(ud(OP_FLOOR_SEND, 0, slot));
+            self.push(&e);
+        }
+        if let Some(why) = failed {
+            sh.floor_send_errors.fetch_add(1, Ordering::Relaxed);
+            sh.error(why);
+            return;
+        }
+        let alive = self
+            .floor_tls
+            .get(slot as usize)
+            .is_some_and(Option::is_some);
+        // A multishot recv ends when the buffers ran out: armed again after this batch.
+        if alive && !cqueue::more(c.flags) && (c.res > 0 || c.res == -libc::ENOBUFS) {
+            let cl = &mut self.clients[slot as usize];
+            if cl.flags & REARM_QUEUED == 0 {
+                cl.flags |= REARM_QUEUED;
+                self.rearm.push(slot);
+            }
         }
     }
 
@@ -1102,19 +1278,57 @@ impl Ring {
     /// Group 2: the floor sender. The same frame to accepted sockets `from..` (at most
     /// `FLOOR_BATCH`), batched SENDs on registered files, no completion unless one fails.
     /// Returns where the next batch starts.
+    ///
+    /// With TLS each socket gets the frame sealed into a record by its own session (zring's
+    /// `Session::encrypt`, as zring seals a message per client), appended to `sealed`.
     fn floor_send(&mut self, sh: &Shared, frame: &[u8], from: usize) -> usize {
         let to = (from + FLOOR_BATCH).min(self.accepted.len());
+        let tls = !self.floor_tls.is_empty();
+        if tls && from == 0 {
+            self.retired.clear();
+            self.sealed.clear();
+            // Records of at most 16 KiB of plaintext, each with a header, content type and
+            // tag (≤ 29 bytes in TLS 1.3 and 1.2): room for the whole round, reserved once.
+            let per_client = frame.len() + 64 * (frame.len() / 16_384 + 1);
+            self.sealed.reserve(self.accepted.len() * per_client);
+        }
+        let mut sent = 0u64;
         for i in from..to {
             let slot = self.accepted[i];
-            let e = opcode::Send::new(types::Fixed(slot), frame.as_ptr(), frame.len() as u32)
+            let (ptr, len) = if tls {
+                let Some(Some(ft)) = self.floor_tls.get_mut(slot as usize) else {
+                    continue;
+                };
+                if !ft.ready {
+                    continue;
+                }
+                let (start, capacity) = (self.sealed.len(), self.sealed.capacity());
+                let res = ft
+                    .session
+                    .encrypt(&mut ft.unconsumed, frame, &mut self.sealed);
+                if let Err(e) = res {
+                    sh.floor_send_errors.fetch_add(1, Ordering::Relaxed);
+                    sh.error(format!("floor tls seal: {e}"));
+                    continue;
+                }
+                assert_eq!(
+                    self.sealed.capacity(),
+                    capacity,
+                    "sealed records outgrew their room"
+                );
+                (self.sealed[start..].as_ptr(), self.sealed.len() - start)
+            } else {
+                (frame.as_ptr(), frame.len())
+            };
+            let e = opcode::Send::new(types::Fixed(slot), ptr, len as u32)
                 .build()
                 .flags(squeue::Flags::SKIP_SUCCESS)
                 .user_data(ud(OP_FLOOR_SEND, 0, slot));
             self.push(&e);
+            sent += 1;
         }
         self.submit();
-        sh.floor_sent
-            .fetch_add((to - from) as u64, Ordering::Relaxed);
+        sh.floor_sent.fetch_add(sent, Ordering::Relaxed);
         to
     }
 
@@ -1137,10 +1351,20 @@ impl Ring {
                 }
             }
             2 => {
-                // The floor's server side has nothing waiting (its sends completed).
+                // The floor's server side has nothing waiting (its sends completed) but,
+                // with TLS, its multishot recv.
                 for slot in std::mem::take(&mut self.accepted) {
+                    if let Some(Some(_)) = self.floor_tls.get_mut(slot as usize).map(Option::take) {
+                        let cancel = opcode::AsyncCancel::new(ud(OP_FLOOR_RECV, 0, slot))
+                            .build()
+                            .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
+                            .user_data(ud(OP_CANCEL, 0, slot));
+                        self.push(&cancel);
+                    }
                     self.close_file(slot, 0);
                 }
+                self.sealed = Vec::new();
+                self.retired.clear();
             }
             _ => return,
         }
@@ -1187,7 +1411,15 @@ impl Ring {
             for slot in std::mem::take(&mut self.rearm) {
                 let cl = &mut self.clients[slot as usize];
                 cl.flags &= !REARM_QUEUED;
-                if matches!(cl.state, HANDSHAKE | OPEN) {
+                if self.spec.group == 2 {
+                    if self
+                        .floor_tls
+                        .get(slot as usize)
+                        .is_some_and(Option::is_some)
+                    {
+                        self.arm_floor_recv(slot);
+                    }
+                } else if matches!(cl.state, HANDSHAKE | OPEN) {
                     self.arm_recv(slot);
                 }
             }
@@ -1227,6 +1459,7 @@ impl Ring {
             }
             OP_RECV => self.on_recv(sh, st, c),
             OP_ACCEPT => self.on_accept(sh, c),
+            OP_FLOOR_RECV => self.on_floor_recv(sh, c),
             OP_FLOOR_SEND => {
                 sh.floor_send_errors.fetch_add(1, Ordering::Relaxed);
                 if c.res < 0 {

@@ -23,7 +23,11 @@
 //!    like a server it must wake the client threads, instead of sending from them);
 //!    With `--deflate` the floor's frame is compressed once (RSV1) and its clients inflate it;
 //!    With `--tls --ca FILE` the clients of the server under test speak TLS (rustls; one
-//!    `ClientConnection` per client, resumption only with `--tls-resume`); no TLS floor yet.
+//!    `ClientConnection` per client, resumption only with `--tls-resume`), and so do the
+//!    floor's pairs (`--floor-identities DIR`: the server side is zring's own TLS session
+//!    and configuration with the certificate `DIR/localhost.crt`, so the same suite is
+//!    negotiated; every handshake is done before the rounds, and each round the sender seals
+//!    the frame once per client into a record and sends it; the clients decrypt it).
 //! 4. hold the connections `--hold` seconds, then print one `key=value` line and exit
 //!    (non-zero when clients failed, missed a message, or a protocol error was seen).
 //!
@@ -80,6 +84,9 @@ struct Opts {
     tls: bool,
     ca: Option<String>,
     tls_resume: bool,
+    /// `--floor-identities DIR`: the TLS floor's certificate and key (`localhost.crt`,
+    /// `localhost.key`, as zring reads identities), signed by the `--ca`.
+    floor_identities: Option<String>,
     /// `--after-round R:CMD`: after fan-out round R, run CMD (scripts/cluster.sh kills an
     /// instance there), wait for the closes it causes, and go on with the next round.
     after_round: Option<(u32, String)>,
@@ -94,7 +101,7 @@ fn usage(err: &str) -> ! {
          [--inflight N] [--bufs N] [--buf-size BYTES] [--connect-timeout SECS] \
          [--fanout-trigger http://HOST:PORT/broadcast] [--rounds K] [--round-gap SECS] \
          [--round-timeout SECS] [--payload BYTES] [--floor] [--floor-first] [--floor-threads K] [--label NAME] [--dist FILE.csv] \
-         [--max-failed N] [--deflate] [--tls --ca CA.pem [--tls-resume]] [--after-round R:COMMAND]"
+         [--max-failed N] [--deflate] [--tls --ca CA.pem [--tls-resume] [--floor-identities DIR]] [--after-round R:COMMAND]"
     );
     std::process::exit(2);
 }
@@ -177,6 +184,7 @@ fn parse_opts() -> Opts {
         tls: false,
         ca: None,
         tls_resume: false,
+        floor_identities: None,
         after_round: None,
     };
     let mut args = std::env::args().skip(1);
@@ -225,6 +233,7 @@ fn parse_opts() -> Opts {
             "--tls" => o.tls = true,
             "--ca" => o.ca = Some(val()),
             "--tls-resume" => o.tls_resume = true,
+            "--floor-identities" => o.floor_identities = Some(val()),
             "--after-round" => {
                 let v = val();
                 let (r, cmd) = v
@@ -281,13 +290,11 @@ fn parse_opts() -> Opts {
     if o.members.is_some_and(|m| m > o.clients) {
         usage("--members is at most --clients");
     }
-    if o.tls && (o.ca.is_none() || o.mode != "ws") {
-        usage("--tls needs --ca FILE and --mode ws");
+    if o.tls && (o.ca.is_none() || o.mode == "http") {
+        usage("--tls needs --ca FILE and --mode ws (or floor)");
     }
-    if o.tls && o.floor {
-        // Not built yet: a TLS floor would hold a rustls server session per floor socket
-        // and seal one record per client each round.
-        usage("--floor with --tls is not supported yet");
+    if o.tls && o.floor && o.floor_identities.is_none() {
+        usage("--floor with --tls needs --floor-identities DIR (localhost.crt and .key, signed by --ca)");
     }
     if !(20..=65_535).contains(&o.payload) {
         usage("--payload is 20 to 65535 bytes");
@@ -755,6 +762,10 @@ fn main() {
         tls: o
             .tls
             .then(|| tls_config(o.ca.as_deref().unwrap_or_default(), o.tls_resume)),
+        floor_tls: match (&o.floor_identities, o.tls && o.floor) {
+            (Some(dir), true) => Some(floor_tls_config(dir)),
+            _ => None,
+        },
     };
     let sh = Arc::new(Shared::new(cfg, threads).unwrap_or_else(|e| {
         eprintln!("zring-load: eventfd: {e}");
@@ -840,6 +851,13 @@ fn main() {
                 .checked_div(connected)
                 .unwrap_or(0),
         ));
+        if o.tls {
+            let suites = sh.tls_suites.lock().unwrap();
+            out.push_str(&format!(
+                " tls_suite={}",
+                suites[0].as_deref().unwrap_or("na")
+            ));
+        }
         if failed > o.max_failed {
             failure.push(format!(
                 "{failed} of {main_clients} clients failed to connect"
@@ -1053,8 +1071,9 @@ fn floor_phase(
     // The floor's size is the fan-out's: the members.
     let n = o.members.unwrap_or(o.clients);
     let ok = connect_phase(sh, 1, n, dl, "floor connecting");
-    // The server side has accepted them all (or the deadline is near).
-    while sh.floor_accepted.load(Ordering::Relaxed) < sh.groups[1].connected.load(Ordering::Relaxed)
+    // The server side has accepted them all, with TLS finished their handshakes (or the
+    // deadline is near).
+    while sh.floor_ready.load(Ordering::Relaxed) < sh.groups[1].connected.load(Ordering::Relaxed)
         && !dl.left().is_zero()
         && t0.elapsed() < Duration::from_secs_f64(o.connect_timeout * 2.0 + 10.0)
     {
@@ -1066,10 +1085,18 @@ fn floor_phase(
     let fc = g.connected.load(Ordering::Relaxed);
     let accepted = sh.floor_accepted.load(Ordering::Relaxed);
     out.push_str(&format!(
-        " floor_clients={fc} floor_failed={} floor_accepted={accepted} floor_connect_secs={:.2}",
+        " floor_clients={fc} floor_failed={} floor_accepted={accepted} floor_ready={} floor_connect_secs={:.2}",
         g.failed.load(Ordering::Relaxed),
+        sh.floor_ready.load(Ordering::Relaxed),
         t0.elapsed().as_secs_f64()
     ));
+    if o.tls {
+        let suites = sh.tls_suites.lock().unwrap();
+        out.push_str(&format!(
+            " floor_tls_suite={}",
+            suites[1].as_deref().unwrap_or("na")
+        ));
+    }
     if !ok || fc < n {
         failure.push(format!("floor: {fc} of {n} connected"));
     }
@@ -1081,7 +1108,7 @@ fn floor_phase(
         }
         // Floor rounds are numbered apart from the fan-out's.
         let id = 30_000 + r;
-        let expected = sh.floor_accepted.load(Ordering::Relaxed);
+        let expected = sh.floor_ready.load(Ordering::Relaxed);
         let res = round(
             sh,
             id,
@@ -1143,6 +1170,18 @@ fn deflated_text_frame(text: &[u8]) -> Vec<u8> {
     let mut frame = proto::server_text_frame(&z);
     frame[0] |= 0x40; // RSV1: a compressed message (RFC 7692 §6)
     frame
+}
+
+/// The TLS floor's server side: zring's own configuration (`zring::tls::server_config`: its
+/// provider and suites in its order, ALPN, tickets), the certificate of `DIR/localhost.*`.
+fn floor_tls_config(dir: &str) -> Arc<rustls::ServerConfig> {
+    let provider = zring::tls::config::provider();
+    let ids = zring::tls::Identities::new(dir, provider.clone());
+    if let Err(e) = ids.load("localhost") {
+        usage(&format!("--floor-identities {dir}: {e}"));
+    }
+    zring::tls::server_config(provider, ids, Some("localhost"))
+        .unwrap_or_else(|e| usage(&format!("--floor-identities {dir}: {e}")))
 }
 
 /// The rustls client of `--tls`: the CA of `--ca` as the only root, the ring provider (what

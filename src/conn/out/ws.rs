@@ -12,11 +12,18 @@
 //! policy-checked anew by the shell).
 //! permessage-deflate (`--compression`) reuses `proto::ws_deflate` with the roles mirrored.
 //!
-//! Bounds: the requester may send only what zring granted (`--buffer-size`, given back as
-//! sends to the origin complete); what the origin sends waits in `carry` for the requester's
-//! credits, and reading stops once `carry` holds `--buffer-size` bytes or a whole message
-//! (the undecoded rest of the read waits in `spill`). A compressed message inflates to at
-//! most `limits::WS_MESSAGE_BYTES_MAX_DEFAULT`.
+//! Bounds: the session's window is `--ws-out-buffer-size` (`--buffer-size` unless given).
+//! The requester may send only what zring granted (the window, given back as sends to the
+//! origin complete); what the origin sends waits in `carry` for the requester's credits, and
+//! reading stops once `carry` holds a window or a whole message (the undecoded rest of the
+//! read waits in `spill`). A compressed message inflates to at most
+//! `limits::WS_MESSAGE_BYTES_MAX_DEFAULT`.
+//!
+//! Pieces toward the requester are whole: all of a message up to the window, else a window
+//! or what the credits allow; a piece never ends where a read happened to end. zurl sends
+//! each origin frame whole, and Pushpin 1.36 depends on it: its WebSocket proxy stalls once
+//! a message it relays has a piece end at the very byte where the next hop's credits run
+//! out (docs/protocols.md).
 use super::{Condition, Shell, Timer};
 use crate::conn::Ctx;
 use crate::limits;
@@ -391,7 +398,7 @@ impl WsOut {
         });
         self.phase = Phase::Open;
         self.headers = Vec::new(); // no redirect after a 101: the idle session holds none
-        let grant = cx.settings.buffer_size as u64;
+        let grant = cx.settings.ws_out_buffer_size as u64;
         self.granted = grant;
         let headers: Vec<(&[u8], &[u8])> = headers
             .iter()
@@ -494,7 +501,9 @@ impl WsOut {
 
     /// Delivery waits: decoding stops until credits come.
     fn blocked(&self, cx: &Ctx) -> bool {
-        self.carry_last || self.carry.len() >= cx.settings.buffer_size || self.close_in.is_some()
+        self.carry_last
+            || self.carry.len() >= cx.settings.ws_out_buffer_size
+            || self.close_in.is_some()
     }
 
     /// Delivers what credits allow, then pauses reading while delivery waits.
@@ -644,14 +653,21 @@ impl WsOut {
         );
     }
 
-    /// Hands the requester what its credits allow, and the origin's close after it.
+    /// Hands the requester what its credits allow in whole pieces (the message's rest, a
+    /// window, or the credits), and the origin's close after it.
     fn deliver(&mut self, sh: &mut Shell, cx: &mut Ctx) {
-        let max = cx.settings.buffer_size as u64;
+        let max = cx.settings.ws_out_buffer_size as u64;
         // Bounded: each round sends bytes of the bounded carry, or its empty last piece.
         while !sh.ended && (self.credits > 0 && !self.carry.is_empty() || self.carry_last) {
-            let n = self.credits.min(max).min(self.carry.len() as u64) as usize;
+            let whole = self.credits.min(max);
+            let n = whole.min(self.carry.len() as u64) as usize;
             let last = self.carry_last && n == self.carry.len();
             if n == 0 && !last {
+                break;
+            }
+            if !last && (n as u64) < whole && self.close_in.is_none() {
+                // Neither the message's end nor a full piece, and more of the message may
+                // come: wait for it (decoding goes on, as `carry` is below the window).
                 break;
             }
             let body = &self.carry[..n];
