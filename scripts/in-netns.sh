@@ -21,11 +21,20 @@ cd "$(dirname "$0")/.."
 EHASH=$2
 shift 2
 ns=zring-load-$$
+# The global sysctls the load scripts want are not visible inside the namespace: set them
+# here for the run (scripts/load-lib.sh's values) and restore them on exit.
+old_backlog=$(sysctl -n net.core.netdev_max_backlog)
+old_mem=$(sysctl -n net.ipv4.tcp_mem | tr '\t' ' ')
+sysctl -q -w net.core.netdev_max_backlog=65536
+read -r -a mem <<<"$old_mem"
+[ "${mem[2]}" -ge 4194304 ] || sysctl -q -w net.ipv4.tcp_mem="1048576 2097152 4194304"
 old=$(sysctl -n net.ipv4.tcp_child_ehash_entries)
 sysctl -q -w net.ipv4.tcp_child_ehash_entries="$EHASH"
 created=0
 cleanup() {
   [ "$created" = 1 ] && ip netns del "$ns" 2>/dev/null || true
+  sysctl -q -w net.core.netdev_max_backlog="$old_backlog" || true
+  sysctl -q -w net.ipv4.tcp_mem="$old_mem" || true
 }
 trap cleanup EXIT
 if ip netns add "$ns"; then created=1; fi

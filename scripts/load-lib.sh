@@ -25,6 +25,9 @@ trap 'exit 130' INT TERM
 # set_sysctl NAME VALUE: sets it for the run, remembering the old value for load_cleanup.
 set_sysctl() {
   local old
+  # Inside a network namespace of its own (scripts/in-netns.sh) the global ones
+  # (netdev_max_backlog, tcp_mem) are absent: in-netns.sh sets them outside.
+  [ -e "/proc/sys/${1//.//}" ] || return 0
   old=$(sysctl -n "$1" | tr '\t' ' ')
   [ "$old" = "$2" ] && return 0
   if sysctl -q -w "$1=$2" >/dev/null 2>&1; then
@@ -45,6 +48,7 @@ load_sysctls() {
   set_sysctl net.ipv4.tcp_max_syn_backlog 65535
   set_sysctl net.core.netdev_max_backlog 65536
   local mem
+  [ -e /proc/sys/net/ipv4/tcp_mem ] || return 0
   read -r -a mem < <(sysctl -n net.ipv4.tcp_mem)
   if [ "${mem[2]}" -lt 4194304 ]; then set_sysctl net.ipv4.tcp_mem "1048576 2097152 4194304"; fi
 }
