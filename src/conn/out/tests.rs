@@ -757,11 +757,17 @@ mod websocket {
         let first_part = frame(false, Opcode::Text, b"par");
         t.run(&mut c, |c, cx| recv(c, cx, &first_part));
         let (p, _) = t.take();
-        assert!(p.is_empty(), "a piece short of the credits waits for the rest (whole pieces)");
+        assert!(
+            p.is_empty(),
+            "a piece short of the credits waits for the rest (whole pieces)"
+        );
         let OutSession::Ws(w) = &c.session else {
             unreachable!()
         };
-        assert!(w.held_bytes() > 0, "mid-message: the decoder and the piece are kept");
+        assert!(
+            w.held_bytes() > 0,
+            "mid-message: the decoder and the piece are kept"
+        );
         // A ping between the fragments is forwarded as it comes.
         let ping = frame(true, Opcode::Ping, b"p1");
         let last = frame(true, Opcode::Continuation, b"ts");
