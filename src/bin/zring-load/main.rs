@@ -616,22 +616,12 @@ impl Summary {
             self.targets.iter().map(g).collect::<Vec<_>>().join(",")
         };
         let p100 = |t: &TargetSummary| t.p100_rounds.iter().copied().fold(f64::NAN, f64::max);
-        let median = |t: &TargetSummary| {
-            let mut v: Vec<f64> = t
-                .p100_rounds
-                .iter()
-                .copied()
-                .filter(|v| !v.is_nan())
-                .collect();
-            v.sort_by(|a, b| a.total_cmp(b));
-            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-        };
         out.push_str(&format!(
             " target_expected={} target_received={} target_p100_ms={} target_p100_median_ms={}",
             list(&|t| t.expected.to_string()),
             list(&|t| t.received.to_string()),
             list(&|t| f(p100(t))),
-            list(&|t| f(median(t))),
+            list(&|t| f(median_of(&t.p100_rounds))),
         ));
     }
 
@@ -642,14 +632,7 @@ impl Summary {
     /// The median of the rounds' p100s: one slow round (a stall elsewhere on the box)
     /// moves it less than the overall p100.
     fn p100_median(&self) -> f64 {
-        let mut v: Vec<f64> = self
-            .p100_rounds
-            .iter()
-            .copied()
-            .filter(|v| !v.is_nan())
-            .collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        median_of(&self.p100_rounds)
     }
 
     fn missed(&self) -> u64 {
@@ -1212,4 +1195,11 @@ fn tls_config(ca: &str, resume: bool) -> Arc<rustls::ClientConfig> {
         config.resumption = rustls::client::Resumption::disabled();
     }
     Arc::new(config)
+}
+
+/// The median of the rounds' figures that were measured (NaN: a round without one).
+fn median_of(rounds: &[f64]) -> f64 {
+    let mut v: Vec<f64> = rounds.iter().copied().filter(|v| !v.is_nan()).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
